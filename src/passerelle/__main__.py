@@ -1,0 +1,3 @@
+from passerelle.connector.cli import main
+
+main()
