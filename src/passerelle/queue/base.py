@@ -1,0 +1,146 @@
+"""The journal contract: what every backend (SQLite, PostgreSQL, memory) promises.
+
+Commit semantics: :meth:`Journal.append` returns only once the rows it wrote are durable (SQLite WAL
+with ``synchronous=FULL``, PostgreSQL commit). Intake replies positively only after it returns.
+Per-patient order: each row belongs to a *lane* (the patient's ordering key); at most one row per lane
+is claimed at a time, always the lowest pending id, so a retrying, parked or dead head holds back only
+its own lane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+class State(StrEnum):
+    ACCEPTED = "accepted"  # stored, waiting for processing
+    REJECTED = "rejected"  # refused at intake (kept for the browser), never processed
+    DELIVERED = "delivered"
+    RETRY = "retry"  # transient failure, next attempt at next_due
+    PARKED = "parked"  # waiting for a condition (space not active, identity not qualified)
+    REFUSED = "refused"  # business refusal (consent, identity, remote 4xx): final
+    DEAD = "dead"  # retries exhausted: final until replayed
+
+
+PENDING_STATES = (State.ACCEPTED, State.RETRY, State.PARKED)
+#: States that block later rows of the same lane (ARCHITECTURE.md journal notes).
+BLOCKING_STATES = (State.ACCEPTED, State.RETRY, State.PARKED, State.DEAD)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message to append. ``ack`` is the positive reply the sender gets (replayed on duplicates)."""
+
+    raw: bytes
+    channel: str  # mllp | http | folder | dicom
+    sender: str
+    kind: str  # oru | mdm | adt | lab | cda | dicom
+    message_id: str = ""
+    dedup_key: str = ""  # "" = no dedup (e.g. unreadable header)
+    content_hash: str = ""
+    lane: str = ""  # ordering key (patient); "" = its own lane
+    state: State = State.ACCEPTED
+    detail: str = ""  # PHI-free reason for a rejected row
+    ack: bytes = b""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    row_id: int
+    duplicate: bool = False  # same dedup key and same bytes: nothing new was written
+    conflict: bool = False  # same dedup key, different bytes: nothing was written
+    stored_ack: bytes = b""  # the reply given the first time (for duplicates)
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    raw: bytes
+    channel: str
+    sender: str
+    kind: str
+    message_id: str
+    dedup_key: str
+    lane: str
+    state: State
+    detail: str
+    attempts: int
+    received_at: datetime
+    next_due: datetime | None
+    updated_at: datetime
+    document_id: str = ""
+    patient_id: str = ""
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    row_id: int
+    at: datetime
+    kind: str  # received | ack | mapped | consent | attempt | delivered | parked | refused | dead | replay | zam
+    detail: str = ""
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What happened to a claimed row. ``next_due`` is required for RETRY and PARKED."""
+
+    state: State
+    detail: str = ""
+    next_due: datetime | None = None
+    document_id: str = ""
+    patient_id: str = ""
+    events: Sequence[Event] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    states: Sequence[State] = ()
+    sender: str = ""
+    patient_id: str = ""
+    document_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    before_id: int | None = None
+
+
+class Journal(Protocol):
+    """Durable inbound journal. All methods may raise ``QueueUnavailableError``."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, items: Sequence[Inbound]) -> list[AppendResult]:
+        """Store items durably, deduplicating on ``dedup_key``; returns once committed."""
+        ...
+
+    async def claim(self, worker: str, limit: int, lease_seconds: float, now: datetime) -> list[Row]:
+        """Lease up to ``limit`` lane heads that are due. A lease that expires comes back."""
+        ...
+
+    async def settle(self, row_id: int, settlement: Settlement, now: datetime) -> None:
+        """Record the outcome of a claimed row and release its lane."""
+        ...
+
+    async def get(self, row_id: int) -> Row | None: ...
+
+    async def find(self, query: Query) -> list[Row]: ...
+
+    async def events(self, row_id: int) -> list[Event]: ...
+
+    async def add_events(self, events: Sequence[Event]) -> None: ...
+
+    async def requeue(self, row_id: int, now: datetime, detail: str) -> bool:
+        """Put a dead/refused/parked row back to ACCEPTED (replay). False if the row cannot be replayed."""
+        ...
+
+    async def counts(self) -> dict[State, int]: ...
+
+    async def oldest_pending(self) -> datetime | None: ...
