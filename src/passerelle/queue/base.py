@@ -110,6 +110,30 @@ class Query:
     before_id: int | None = None
 
 
+@dataclass(frozen=True)
+class RegistryEntry:
+    """Local consent registry entry (PAM France ADT ZFA): what the facility collected."""
+
+    ins: str
+    ins_oid: str
+    dmp_status: str = ""  # ACTIF / FERME / INEXISTANT
+    feeding: str = ""  # ZFA-9: NA / IO (opposed) / INO (not opposed)
+    consultation: str = ""  # ZFA-11: NA / INC / IC
+    updated_at: datetime | None = None
+    source_row: int = 0
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    """Latest version sent for a logical series (lab order, imaging study)."""
+
+    series_key: str
+    unique_id: str
+    set_id: str
+    version: int
+    row_id: int
+
+
 class Journal(Protocol):
     """Durable inbound journal. All methods may raise ``QueueUnavailableError``."""
 
@@ -144,3 +168,15 @@ class Journal(Protocol):
     async def counts(self) -> dict[State, int]: ...
 
     async def oldest_pending(self) -> datetime | None: ...
+
+    async def registry_get(self, ins: str) -> RegistryEntry | None: ...
+
+    async def registry_put(self, entry: RegistryEntry) -> None: ...
+
+    async def series_get(self, series_key: str) -> SeriesEntry | None: ...
+
+    async def series_put(self, entry: SeriesEntry, now: datetime) -> None: ...
+
+    async def patient_map_get(self, sender: str, local_id: str) -> tuple[str, str] | None: ...
+
+    async def patient_map_put(self, sender: str, local_id: str, ins: str, ins_oid: str) -> None: ...
