@@ -49,12 +49,7 @@ async def test_append_is_readable_and_counted(journal) -> None:
 async def test_duplicate_same_bytes_replays_ack_and_writes_nothing(journal) -> None:
     [first] = await journal.append([item(7)])
     [again] = await journal.append([item(7)])
-    assert (
-        again.duplicate
-        and not again.conflict
-        and again.row_id == first.row_id
-        and again.stored_ack == b"ACK7"
-    )
+    assert again.duplicate and not again.conflict and again.row_id == first.row_id and again.stored_ack == b"ACK7"
     [clash] = await journal.append([item(7, body=b"MSH|other bytes")])
     assert clash.conflict and not clash.duplicate
     assert sum((await journal.counts()).values()) == 1
@@ -113,9 +108,7 @@ async def test_expired_lease_comes_back(journal) -> None:
 async def test_find_filters(journal) -> None:
     r = await journal.append([item(1, "p1"), item(2, "p2")])
     await journal.claim("w", 10, 30, later(1))
-    await journal.settle(
-        r[0].row_id, Settlement(State.DELIVERED, document_id="1.2.3", patient_id="INS1"), later(1)
-    )
+    await journal.settle(r[0].row_id, Settlement(State.DELIVERED, document_id="1.2.3", patient_id="INS1"), later(1))
     assert [x.id for x in await journal.find(Query(states=[State.DELIVERED]))] == [r[0].row_id]
     assert [x.id for x in await journal.find(Query(document_id="1.2.3"))] == [r[0].row_id]
     assert [x.id for x in await journal.find(Query(patient_id="INS1"))] == [r[0].row_id]
@@ -139,9 +132,7 @@ async def test_sqlite_is_durable_and_verified(tmp_path: Path) -> None:
     await j.close()
     # An independent connection (another process would see the same) finds the committed row.
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT state FROM messages WHERE id = ?", (res.row_id,)).fetchone() == (
-            "accepted",
-        )
+        assert conn.execute("SELECT state FROM messages WHERE id = ?", (res.row_id,)).fetchone() == ("accepted",)
     j2 = SQLiteJournal(path)
     await j2.open()  # migrations are not re-applied
     assert (await j2.get(res.row_id)) is not None
@@ -153,9 +144,7 @@ async def test_sqlite_storage_failure_raises_queue_unavailable(tmp_path: Path) -
 
     j = SQLiteJournal(tmp_path / "j.sqlite3")
     await j.open()
-    j.conn.execute(
-        "CREATE TRIGGER fail BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-    )
+    j.conn.execute("CREATE TRIGGER fail BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     with pytest.raises(QueueUnavailableError):
         await j.append([item(1)])
     await j.close()

@@ -61,9 +61,7 @@ class MemoryJournal:
             if item.dedup_key and item.dedup_key in self.dedup:
                 rid = self.dedup[item.dedup_key]
                 same = self.hashes[rid] == item.content_hash
-                out.append(
-                    AppendResult(row_id=rid, duplicate=same, conflict=not same, stored_ack=self.acks[rid])
-                )
+                out.append(AppendResult(row_id=rid, duplicate=same, conflict=not same, stored_ack=self.acks[rid]))
                 continue
             rid = self._next_id
             self._next_id += 1
@@ -93,9 +91,7 @@ class MemoryJournal:
         due = [
             (lane.due_at, name)
             for name, lane in self.lanes.items()
-            if lane.due_at is not None
-            and lane.due_at <= now
-            and (lane.lease_until is None or lane.lease_until <= now)
+            if lane.due_at is not None and lane.due_at <= now and (lane.lease_until is None or lane.lease_until <= now)
         ]
         out = []
         for _, name in sorted(due)[:limit]:
@@ -146,9 +142,7 @@ class MemoryJournal:
         row = self.rows.get(row_id)
         if row is None or row.state not in (State.DEAD, State.REFUSED, State.PARKED):
             return False
-        self.rows[row_id] = replace(
-            row, state=State.ACCEPTED, attempts=0, next_due=now, deadline=None, detail=detail
-        )
+        self.rows[row_id] = replace(row, state=State.ACCEPTED, attempts=0, next_due=now, deadline=None, detail=detail)
         self._events.append(Event(row_id, now, "replay", detail))
         lane = self.lanes.get(row.lane)
         if lane is None:
@@ -199,11 +193,7 @@ class MemoryJournal:
         return out
 
     async def oldest_pending(self) -> datetime | None:
-        times = [
-            r.received_at
-            for r in self.rows.values()
-            if r.state in (State.ACCEPTED, State.RETRY, State.PARKED)
-        ]
+        times = [r.received_at for r in self.rows.values() if r.state in (State.ACCEPTED, State.RETRY, State.PARKED)]
         return min(times) if times else None
 
     async def registry_get(self, ins: str) -> RegistryEntry | None:

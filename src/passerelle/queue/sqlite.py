@@ -112,9 +112,7 @@ class SQLiteJournal:
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
         if str(mode).lower() != "wal" or int(sync) != 2:
             conn.close()
-            raise QueueUnavailableError(
-                f"journal durability not guaranteed (journal_mode={mode}, synchronous={sync})"
-            )
+            raise QueueUnavailableError(f"journal durability not guaranteed (journal_mode={mode}, synchronous={sync})")
         conn.execute("PRAGMA foreign_keys = ON")
         self._migrate(conn)
         self._conn = conn
@@ -200,7 +198,7 @@ class SQLiteJournal:
                     count += len(entry[0])
                 try:
                     results = await self._call(self._append_sync, [b[0] for b in batch])
-                except Exception as exc:  # every caller of this commit gets the failure
+                except Exception as exc:  # noqa: BLE001 - every caller of this commit gets the failure
                     err = (
                         exc
                         if isinstance(exc, QueueUnavailableError)
@@ -240,9 +238,7 @@ class SQLiteJournal:
             ).fetchone()
             if seen is not None:
                 same = seen[0] == item.content_hash
-                return AppendResult(
-                    row_id=seen[1], duplicate=same, conflict=not same, stored_ack=bytes(seen[2])
-                )
+                return AppendResult(row_id=seen[1], duplicate=same, conflict=not same, stored_ack=bytes(seen[2]))
         lane = item.lane or f"row:{uuid.uuid4().hex}"
         state = item.state
         cur = conn.execute(
@@ -382,10 +378,7 @@ class SQLiteJournal:
     def _insert_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
         conn.executemany(
             "INSERT INTO events (row_id, at, kind, detail, data) VALUES (?,?,?,?,?)",
-            [
-                (e.row_id, _ts(e.at), e.kind, e.detail, json.dumps(e.data, sort_keys=True, default=str))
-                for e in events
-            ],
+            [(e.row_id, _ts(e.at), e.kind, e.detail, json.dumps(e.data, sort_keys=True, default=str)) for e in events],
         )
 
     async def requeue(self, row_id: int, now: datetime, detail: str) -> bool:
