@@ -1,0 +1,83 @@
+"""The one typed settings object, validated at start-up and passed down.
+
+Groups are small models; listeners and adapters own their group's model and this module mounts it.
+Secrets are never values here: only the path of a file (or the name of an environment variable) that
+holds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JournalSettings(_Group):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    #: SQLite file; default ``<data_dir>/journal.sqlite3``.
+    path: Path | None = None
+    #: PostgreSQL connection string read from this file, or from the environment variable named below.
+    dsn_file: Path | None = None
+    dsn_env: str | None = None
+    #: Largest number of messages one durable commit may carry.
+    max_batch: int = Field(512, ge=1, le=10_000)
+
+
+class HttpSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Bearer token protecting the admin API (replay, patient map); file path. Unset: admin API read-only.
+    admin_token_file: Path | None = None
+
+
+class RetrySettings(_Group):
+    """Delivery retry policy for transient failures (persisted per row, survives restarts)."""
+
+    initial_delay_s: float = Field(2.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    max_delay_s: float = Field(600.0, gt=0)
+    jitter: float = Field(0.2, ge=0, le=1)
+    #: After this long since the first attempt a document goes to the dead letters.
+    deadline_s: float = Field(72 * 3600, gt=0)
+
+
+class WorkerSettings(_Group):
+    concurrency: int = Field(8, ge=1, le=256)
+    lease_s: float = Field(120.0, gt=0)
+    poll_interval_s: float = Field(0.2, gt=0)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    #: Parked documents (space not active, identity not qualified) are re-checked this often...
+    park_recheck_s: float = Field(900.0, gt=0)
+    #: ...until this horizon after the first park, then refused with the reason.
+    park_horizon_s: float = Field(14 * 24 * 3600, gt=0)
+
+
+class Settings(_Group):
+    #: ``test`` accepts the test/demo INS authorities (1.2.250.1.213.1.4.10/.11); ``production`` does not.
+    environment: Literal["test", "production"] = "test"
+    data_dir: Path = Path("var")
+    #: OID root under which Passerelle mints identifiers (submission sets, generated documents).
+    oid_root: str = "1.2.250.1.999.1"
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def test_environment(self) -> bool:
+        return self.environment == "test"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal.path or self.data_dir / "journal.sqlite3"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.journal.backend == "postgres" and not (self.journal.dsn_file or self.journal.dsn_env):
+            raise ValueError("journal.backend=postgres needs journal.dsn_file or journal.dsn_env")
+        return self
