@@ -1,0 +1,142 @@
+"""Settings of the MLLP listener (mounted as ``Settings.mllp`` by the composition root).
+
+Every limit is explicit; hitting one is loud (a reply or a logged close, and a metric).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
+
+
+class MllpTlsSettings(BaseModel):
+    """TLS / mutual TLS on the MLLP listener (IHE ATNA secure node, reliability.md §4.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Serve MLLP over TLS (plain TCP is refused when on).")
+    cert_file: Path | None = Field(None, description="PEM server certificate chain.")
+    key_file: Path | None = Field(None, description="PEM private key of the server certificate.")
+    key_password_file: Path | None = Field(
+        None, description="File holding the private key passphrase (secrets come from files only)."
+    )
+    client_ca_file: Path | None = Field(
+        None, description="PEM bundle of CAs that issue partner client certificates (mutual TLS)."
+    )
+    require_client_cert: bool = Field(
+        False, description="Mutual TLS: a client certificate issued by client_ca_file is required."
+    )
+    allowed_client_subjects: list[str] = Field(
+        default_factory=list,
+        description="Accepted client certificates by subject: a CN ('lis.example.fr') or a full DN in "
+        "RFC 4514 order ('CN=lis.example.fr,O=Labo,C=FR').",
+    )
+    allowed_client_fingerprints: list[str] = Field(
+        default_factory=list,
+        description="Accepted client certificates by SHA-256 fingerprint of the DER (hex, colons optional).",
+    )
+    allow_any_client_cert_from_ca: bool = Field(
+        False,
+        description="Accept any certificate chained to client_ca_file. Discouraged (ATNA: authorise "
+        "partners by pinned certificate or subject); required explicitly when no allow-list is given.",
+    )
+    minimum_version: Literal["1.2", "1.3"] = Field("1.2", description="Lowest TLS version accepted.")
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds allowed for the TLS handshake.")
+
+    @field_validator("allowed_client_fingerprints")
+    @classmethod
+    def _normalise_fingerprints(cls, values: list[str]) -> list[str]:
+        out = []
+        for value in values:
+            fp = value.replace(":", "").strip().lower()
+            if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+                raise ValueError("a fingerprint is the SHA-256 of the DER certificate in hex (64 digits)")
+            out.append(fp)
+        return out
+
+    @model_validator(mode="after")
+    def _coherent(self) -> MllpTlsSettings:
+        if not self.enabled:
+            return self
+        if self.cert_file is None or self.key_file is None:
+            raise ValueError("mllp.tls.enabled needs cert_file and key_file")
+        if self.require_client_cert:
+            if self.client_ca_file is None:
+                raise ValueError("mllp.tls.require_client_cert needs client_ca_file")
+            pinned = self.allowed_client_subjects or self.allowed_client_fingerprints
+            if not pinned and not self.allow_any_client_cert_from_ca:
+                raise ValueError(
+                    "mutual TLS needs allowed_client_subjects or allowed_client_fingerprints "
+                    "(or allow_any_client_cert_from_ca: true, on purpose)"
+                )
+        return self
+
+
+class MllpSettings(BaseModel):
+    """The MLLP listener: address, framing limits, timeouts, connection caps, access control."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Start the MLLP listener.")
+    host: str = Field("127.0.0.1", description="Address to listen on ('0.0.0.0' for every interface).")
+    port: int = Field(2575, ge=0, le=65535, description="TCP port (0 = any free port, for tests).")
+
+    max_frame_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest payload accepted in one frame. Enforced while reading; a larger frame is "
+        "read and discarded to its end block, then rejected (AR if its MSH is readable, else the "
+        "connection is closed).",
+    )
+    max_junk_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Bytes outside any frame tolerated since the last good frame before the connection "
+        "is closed (NUL/CR/LF between frames are common; an HTTP or TLS client on this port is not).",
+    )
+    accept_fs_without_cr: bool = Field(
+        False, description="Accept a frame ending with FS alone (some senders omit the final CR)."
+    )
+    read_chunk_bytes: int = Field(65536, ge=1024, description="Size of each socket read.")
+
+    frame_timeout: float = Field(
+        30.0, gt=0, description="Seconds from a frame's VT to its end block (slowloris guard)."
+    )
+    idle_timeout: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds without a new frame after which the connection is closed. Generous on "
+        "purpose: many senders keep one connection open for the day.",
+    )
+    write_timeout: float = Field(30.0, gt=0, description="Seconds to write a reply to a peer that does not read.")
+    handler_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds the intake may take for one batch; past it the connection is closed "
+        "without any reply (the sender resends; intake dedup absorbs a late commit).",
+    )
+
+    max_connections: int = Field(200, ge=1, description="Open connections on this listener.")
+    max_connections_per_source: int = Field(20, ge=1, description="Open connections from one source address.")
+    allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Source networks allowed to connect (e.g. ['10.1.0.0/16']). Empty = any source.",
+    )
+
+    max_pipelined_frames: int = Field(
+        64,
+        ge=1,
+        description="Frames read ahead of their replies per connection; the same number is the "
+        "largest batch handed to the intake in one durable commit.",
+    )
+
+    tcp_keepalive: bool = Field(True, description="TCP keepalive, to detect half-open peers.")
+    keepalive_idle: int = Field(180, ge=1, description="Seconds idle before the first keepalive probe.")
+    keepalive_interval: int = Field(60, ge=1, description="Seconds between keepalive probes.")
+    keepalive_count: int = Field(5, ge=1, description="Unanswered probes before the kernel drops the peer.")
+
+    drain_timeout: float = Field(10.0, ge=0, description="On stop, seconds to let frames already received be answered.")
+
+    tls: MllpTlsSettings = Field(default_factory=MllpTlsSettings)
