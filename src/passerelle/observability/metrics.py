@@ -43,7 +43,7 @@ class Metrics:
             "passerelle_charset_warnings_total", "Character-set anomalies seen at intake", ["kind"], registry=r
         )
         # MLLP transport
-        self.mllp_connections = Gauge("passerelle_mllp_connections", "Open MLLP connections", registry=r)
+        self.mllp_connections = Gauge("passerelle_mllp_open_connections", "Open MLLP connections", registry=r)
         self.mllp_connections_total = Counter(
             "passerelle_mllp_connections_total", "MLLP connections, by outcome", ["outcome"], registry=r
         )
