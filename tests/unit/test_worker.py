@@ -92,7 +92,7 @@ async def add(journal, *bodies: bytes, lane: str = "p1"):
 
 
 async def test_delivers_in_lane_order(env) -> None:
-    clock, journal, space, _, worker = env
+    _clock, journal, space, _, worker = env
     await add(journal, b"1", b"2", b"3")
     while await worker.run_once():
         pass
