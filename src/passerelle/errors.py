@@ -129,3 +129,17 @@ class RemoteTransientError(TransientError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class RemoteAmbiguousError(RemoteTransientError):
+    """The patient space answered 2xx with a body that is not the expected resource: the outcome is
+    unknown, so the document is not counted as delivered and the push is tried again (same idempotency key)."""
+
+    reason = "remote_ambiguous"
+
+
+class RemoteCredentialError(RemoteTransientError):
+    """The patient space refused our credentials (401, or 403 without a business code), or the token
+    endpoint did. An operator must act (alert); retried with backoff meanwhile, never in a tight loop."""
+
+    reason = "remote_credentials"

@@ -1,0 +1,465 @@
+"""PDSm / IHE MHD client for the patient space (and the sandbox), per docs/patient-space-api.md.
+
+:class:`MhdSpace` implements :class:`passerelle.adapters.space.PatientSpace` over ``httpx.AsyncClient``:
+
+- ITI-65 ``POST {url}`` with the bundle from :func:`passerelle.mappings.mhd.build_provide_bundle` and
+  ``Idempotency-Key: <uniqueId>``; deletion ``DELETE {url}/DocumentReference?identifier=…`` with
+  ``X-Author``; status ``GET {url}/Patient/$dmp-status``.
+- **One attempt per call**: no retry loop here. The worker retries transient errors on its own schedule,
+  persisted in the journal; the only repeat inside a call is a single token refresh after a ``401``.
+- Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
+  is read in chunks and the connection closed past the cap), redirects never followed.
+- Classification (reliability.md B-Downstream): 2xx with the expected resource → receipt; 2xx with any
+  other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
+  403 without a business code → :class:`RemoteCredentialError`; 403/4xx with a business code →
+  :class:`RemoteRejectedError`; 408/425/429/5xx, connection errors, timeouts, oversized answers →
+  :class:`RemoteTransientError` with ``retry_after`` from ``Retry-After`` (seconds or HTTP date).
+- Secrets come from a file or an environment variable named in :class:`SpaceSettings`, never from the
+  settings themselves; nothing logged carries the INS or the document content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt
+from passerelle.errors import (
+    IdentityError,
+    RemoteAmbiguousError,
+    RemoteCredentialError,
+    RemoteRejectedError,
+    RemoteTransientError,
+)
+from passerelle.mappings.document import Action, Code, Document, Patient
+from passerelle.mappings.ins import allowed_ins_oids
+from passerelle.mappings.mhd import (
+    MalformedAnswerError,
+    SpaceStatus,
+    SubmissionInfo,
+    build_provide_bundle,
+    deletion_identifier,
+    derived_oid,
+    is_operation_outcome,
+    outcome_code,
+    parse_status,
+    parse_transaction_response,
+)
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+#: Longest Retry-After honoured; a larger hint is clamped (the worker's own deadline still applies).
+MAX_RETRY_AFTER = 24 * 3600.0
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+#: PHI-free reason per business code of the protocol (used in metrics, journal states, audit).
+REMOTE_CODE_REASONS: Mapping[str, str] = {
+    "DMPClosed": "space_closed",
+    "DMPNotFound": "space_not_active",
+    "PatientOpposed": "patient_opposed",
+    "AuthorBlocked": "author_blocked",
+    "InvalidBundle": "invalid_bundle",
+    "UnknownReplacedDocument": "unknown_replaced_document",
+    "UniqueIdConflict": "unique_id_conflict",
+    "UnknownDocument": "unknown_document",
+    "NotAuthor": "not_author",
+}
+
+
+class SpaceAuth(StrEnum):
+    NONE = "none"
+    OAUTH2 = "oauth2"  # client credentials, bearer token
+    MTLS = "mtls"  # client certificate
+
+
+class SpaceSettings(BaseModel):
+    """Settings of the patient-space client (mounted as ``space`` in the global settings)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = "http://127.0.0.1:8090/fhir"
+    auth: SpaceAuth = SpaceAuth.NONE
+    # OAuth2 client credentials: the secret is read from a file or from the environment variable named
+    # here, never written in the configuration.
+    token_url: str = ""
+    client_id: str = ""
+    client_secret_file: Path | None = None
+    client_secret_env: str = ""
+    scope: str = ""
+    token_refresh_margin_s: float = Field(default=30.0, ge=0)
+    # mutual TLS (and/or a private CA for the server certificate)
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    ca_file: Path | None = None
+    # limits
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    write_timeout_s: float = Field(default=30.0, gt=0)
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+    total_timeout_s: float = Field(default=60.0, gt=0)
+    max_response_bytes: int = Field(default=1_048_576, ge=1024)
+    max_connections: int = Field(default=10, ge=1)
+    # submission metadata
+    source_id: str = Field(default_factory=lambda: derived_oid("passerelle-source-id"))
+    content_type: Code = Code(code="04", system="1.2.250.1.213.2.2", display="Hospitalisation de jour")
+    #: Accept test/demo INS assigning authorities (1.2.250.1.213.1.4.10/.11). Off in production.
+    test_environment: bool = False
+
+    @field_validator("url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> SpaceSettings:
+        if self.auth == SpaceAuth.OAUTH2:
+            if not self.token_url or not self.client_id:
+                raise ValueError("auth=oauth2 needs token_url and client_id")
+            if bool(self.client_secret_file) == bool(self.client_secret_env):
+                raise ValueError("auth=oauth2 needs exactly one of client_secret_file, client_secret_env")
+        if self.auth == SpaceAuth.MTLS and not (self.client_cert_file and self.client_key_file):
+            raise ValueError("auth=mtls needs client_cert_file and client_key_file")
+        return self
+
+
+def read_client_secret(settings: SpaceSettings, environ: Mapping[str, str]) -> str:
+    """The OAuth2 client secret from its file or environment variable. Raises ValueError when missing."""
+    if settings.client_secret_file is not None:
+        try:
+            secret = settings.client_secret_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read space.client_secret_file: {exc.strerror}") from exc
+    else:
+        secret = environ.get(settings.client_secret_env, "").strip()
+    if not secret:
+        raise ValueError("the OAuth2 client secret is empty or missing")
+    return secret
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (delta-seconds or HTTP-date), clamped to [0, 24 h]."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    def json(self) -> object:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class MhdSpace:
+    """PatientSpace over PDSm/MHD. Build once at start-up; :meth:`aclose` at shutdown (idempotent).
+
+    ``transport`` replaces the network (``httpx.MockTransport`` in unit tests); ``environ`` is where the
+    secret's environment variable is looked up (the process environment by default); ``monotonic`` and
+    ``now`` are the clocks for token expiry and HTTP-date ``Retry-After``.
+    Raises ValueError at construction when the configured secret or certificate files are unusable.
+    """
+
+    def __init__(
+        self,
+        settings: SpaceSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._monotonic = monotonic
+        self._now = now
+        self._secret = ""
+        if settings.auth == SpaceAuth.OAUTH2:
+            self._secret = read_client_secret(settings, os.environ if environ is None else environ)
+        self._token = ""
+        self._token_expiry = 0.0
+        self._token_lock = asyncio.Lock()
+        self._closed = False
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout_s,
+                read=settings.read_timeout_s,
+                write=settings.write_timeout_s,
+                pool=settings.pool_timeout_s,
+            ),
+            follow_redirects=False,
+            verify=_ssl_context(settings),
+            limits=httpx.Limits(max_connections=settings.max_connections),
+            transport=transport,
+            headers={"Accept": FHIR_JSON, "User-Agent": "passerelle"},
+            trust_env=False,
+        )
+
+    # --- PatientSpace ---------------------------------------------------------------------------------
+
+    async def provide(self, doc: Document) -> DeliveryReceipt:
+        """ITI-65 for one document. See the module docstring for the error classification."""
+        if doc.action == Action.DELETE:
+            raise ValueError("provide() publishes or replaces; use delete() for a deletion")
+        self._check_identity(doc.patient)
+        submission = SubmissionInfo(
+            source_id=self._settings.source_id,
+            # stable per document, so that a re-push is byte-identical
+            submission_time=doc.creation_time,
+            content_type=self._settings.content_type,
+        )
+        bundle = build_provide_bundle([doc], submission)
+        body = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        key = doc.unique_id
+        answer = await self._call(
+            "POST",
+            self._settings.url,
+            content=body,
+            headers={"Content-Type": FHIR_JSON, "Idempotency-Key": key},
+        )
+        if not 200 <= answer.status < 300:
+            raise self._error(answer)
+        try:
+            entries = parse_transaction_response(answer.json(), len(bundle["entry"]))
+        except MalformedAnswerError as exc:
+            raise RemoteAmbiguousError(f"ambiguous ITI-65 answer: {exc}", status=answer.status) from exc
+        docref = entries[1]  # entry order: SubmissionSet, DocumentReference, Binary
+        outcome = DeliveryOutcome.CREATED if docref.status == 201 else DeliveryOutcome.ALREADY_STORED
+        log.info("space: document %s %s (HTTP %d)", doc.unique_id, outcome.value, answer.status)
+        return DeliveryReceipt(
+            unique_id=doc.unique_id,
+            outcome=outcome,
+            http_status=answer.status,
+            location=docref.location,
+            idempotency_key=key,
+        )
+
+    async def delete(self, doc: Document) -> DeliveryReceipt:
+        """Delete ``doc.replaces`` (or ``doc.unique_id``) as ``doc.author``; a repeated delete succeeds."""
+        self._check_identity(doc.patient)
+        target = doc.replaces or doc.unique_id
+        key = f"delete:{target}"
+        answer = await self._call(
+            "DELETE",
+            f"{self._settings.url}/DocumentReference",
+            params={"identifier": deletion_identifier(doc)},
+            headers={"X-Author": doc.author.person_id, "Idempotency-Key": key},
+        )
+        if not 200 <= answer.status < 300:
+            raise self._error(answer)
+        if not is_operation_outcome(answer.json()):
+            raise RemoteAmbiguousError("ambiguous deletion answer: not an OperationOutcome", status=answer.status)
+        log.info("space: document %s deleted (HTTP %d)", target, answer.status)
+        return DeliveryReceipt(
+            unique_id=target, outcome=DeliveryOutcome.DELETED, http_status=answer.status, idempotency_key=key
+        )
+
+    async def status(self, patient: Patient, author_id: str) -> SpaceStatus:
+        """Status lookup (≈ DMP TD0.2) for ``patient`` as seen by ``author_id``."""
+        self._check_identity(patient)
+        answer = await self._call(
+            "GET",
+            f"{self._settings.url}/Patient/$dmp-status",
+            params={"identifier": f"urn:oid:{patient.ins_oid}|{patient.ins}", "author": author_id},
+        )
+        if not 200 <= answer.status < 300:
+            raise self._error(answer)
+        try:
+            return parse_status(answer.json())
+        except MalformedAnswerError as exc:
+            raise RemoteAmbiguousError(f"ambiguous status answer: {exc}", status=answer.status) from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.aclose()
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _check_identity(self, patient: Patient) -> None:
+        if not patient.ins or patient.ins_oid not in allowed_ins_oids(self._settings.test_environment):
+            raise IdentityError(
+                "the patient's INS assigning authority is not accepted by this patient space",
+                location="patient.ins_oid",
+            )
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Answer:
+        """One request (plus one retry after a 401 with a fresh token). Transport errors → transient."""
+        for refreshed in (False, True):
+            all_headers = dict(headers or {})
+            if self._settings.auth == SpaceAuth.OAUTH2:
+                all_headers["Authorization"] = f"Bearer {await self._bearer()}"
+            answer = await self._send(method, url, content=content, params=params, headers=all_headers)
+            if answer.status == 401 and self._settings.auth == SpaceAuth.OAUTH2 and not refreshed:
+                log.warning("space: 401 from the patient space, refreshing the token once")
+                self._token = ""
+                continue
+            return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> _Answer:
+        if self._closed:
+            raise RuntimeError("MhdSpace is closed")
+        request = self._client.build_request(method, url, content=content, params=params, headers=headers, data=data)
+        if auth is not None:
+            request.headers["Authorization"] = _basic_auth(*auth)
+        cap = self._settings.max_response_bytes
+        try:
+            async with asyncio.timeout(self._settings.total_timeout_s):
+                response = await self._client.send(request, stream=True)
+                try:
+                    declared = response.headers.get("Content-Length", "")
+                    if declared.isdigit() and int(declared) > cap:
+                        raise RemoteTransientError(
+                            f"answer larger than the {cap}-byte cap", status=response.status_code
+                        )
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > cap:
+                            raise RemoteTransientError(
+                                f"answer larger than the {cap}-byte cap", status=response.status_code
+                            )
+                        chunks.append(chunk)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise RemoteTransientError(f"no complete answer within {self._settings.total_timeout_s:g} s") from exc
+        except httpx.TimeoutException as exc:
+            raise RemoteTransientError(f"timeout talking to the patient space ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise RemoteTransientError(f"transport error talking to the patient space ({type(exc).__name__})") from exc
+        return _Answer(status=response.status_code, headers=response.headers, body=b"".join(chunks))
+
+    async def _bearer(self) -> str:
+        async with self._token_lock:
+            if self._token and self._monotonic() < self._token_expiry:
+                return self._token
+            settings = self._settings
+            form = {"grant_type": "client_credentials"}
+            if settings.scope:
+                form["scope"] = settings.scope
+            answer = await self._send(
+                "POST",
+                settings.token_url,
+                data=form,
+                headers={"Accept": "application/json"},
+                auth=(settings.client_id, self._secret),
+            )
+            if answer.status in (400, 401, 403):
+                raise RemoteCredentialError(
+                    f"token endpoint refused the client credentials (HTTP {answer.status})", status=answer.status
+                )
+            if not 200 <= answer.status < 300:
+                error = self._error(answer)
+                if isinstance(error, RemoteTransientError):
+                    raise error
+                raise RemoteCredentialError(
+                    f"token endpoint answered HTTP {answer.status}", status=answer.status
+                ) from error
+            body = answer.json()
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise RemoteAmbiguousError("token endpoint answer without access_token", status=answer.status)
+            expires_in = body.get("expires_in", 300) if isinstance(body, dict) else 300
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
+            self._token = token
+            self._token_expiry = self._monotonic() + max(lifetime - settings.token_refresh_margin_s, 0.0)
+            return token
+
+    def _error(self, answer: _Answer) -> RemoteTransientError | RemoteRejectedError:
+        status = answer.status
+        if 300 <= status < 400:
+            log.error("space: redirect (HTTP %d) not followed; check space.url", status)
+            return RemoteTransientError(f"redirect (HTTP {status}) not followed", status=status)
+        if status in TRANSIENT_STATUSES or status >= 500:
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"), self._now())
+            return RemoteTransientError(
+                f"patient space unavailable (HTTP {status})", status=status, retry_after=retry_after
+            )
+        code = outcome_code(answer.json())
+        if status == 401 or (status == 403 and not code):
+            log.error("space: credentials refused (HTTP %d)", status)
+            return RemoteCredentialError(f"patient space refused our credentials (HTTP {status})", status=status)
+        if 400 <= status < 500:
+            return RemoteRejectedError(
+                f"patient space refused the request ({code or 'no code'}, HTTP {status})",
+                status=status,
+                remote_code=code,
+                reason=REMOTE_CODE_REASONS.get(code, "remote_rejected"),
+            )
+        return RemoteTransientError(f"unexpected HTTP status {status}", status=status)
+
+
+def _basic_auth(client_id: str, secret: str) -> str:
+    # RFC 6749 §2.3.1: form-urlencode both parts before the Basic scheme.
+    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _ssl_context(settings: SpaceSettings) -> ssl.SSLContext | bool:
+    if settings.ca_file is None and settings.auth != SpaceAuth.MTLS:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        if settings.auth == SpaceAuth.MTLS:
+            assert settings.client_cert_file is not None and settings.client_key_file is not None
+            context.load_cert_chain(str(settings.client_cert_file), str(settings.client_key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the patient-space TLS files: {exc}") from exc
+    return context

@@ -1,0 +1,70 @@
+"""The narrow port the dispatch worker uses to reach a patient's space.
+
+The worker knows only :class:`PatientSpace`; the composition root picks the implementation
+(:class:`passerelle.adapters.mhd.MhdSpace` for PDSm/MHD and the sandbox, an XDS.b one later, fakes in
+tests).
+
+Contract of every implementation:
+
+- **One attempt per call.** An adapter never retries by itself: the worker owns retries, persists the
+  attempt count and the next due time in the journal row, so retries survive a restart and never
+  overtake a patient's later documents.
+- **Errors say whether to try again.** :class:`~passerelle.errors.RemoteTransientError` (and its
+  subclasses ``RemoteAmbiguousError``, ``RemoteCredentialError``) means "the outcome is unknown or the
+  environment failed: try again later, same document, same idempotency key"; its ``retry_after`` (seconds,
+  or ``None``) is the space's own hint. :class:`~passerelle.errors.RemoteRejectedError` means a final
+  business or contract refusal; ``remote_code`` carries the space's code (``DMPClosed``,
+  ``PatientOpposed``, ``AuthorBlocked``, ``DMPNotFound``, ``UniqueIdConflict``...) and ``reason`` a
+  PHI-free reason for metrics and the journal. :class:`~passerelle.errors.IdentityError` is raised before
+  any network call when the patient's INS cannot be sent to this space (e.g. a test INS in production).
+- **Idempotent delivery.** Pushing the same document twice stores it once: the second answer is
+  :attr:`DeliveryOutcome.ALREADY_STORED`, which the worker treats as delivered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from passerelle.mappings.document import Document, Patient
+from passerelle.mappings.mhd import SpaceState, SpaceStatus
+
+__all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceState", "SpaceStatus"]
+
+
+class DeliveryOutcome(StrEnum):
+    CREATED = "created"  # the space stored the document now
+    ALREADY_STORED = "already_stored"  # same unique id and same content already there: nothing new stored
+    DELETED = "deleted"  # the reference is now entered-in-error (also when it already was)
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """What the space acknowledged for one document (identifiers only, fit for the audit trail)."""
+
+    unique_id: str
+    outcome: DeliveryOutcome
+    http_status: int
+    location: str = ""  # e.g. DocumentReference/<id> in the space
+    idempotency_key: str = ""
+
+
+class PatientSpace(Protocol):
+    """A patient-space client. All methods make at most one attempt (see the module docstring)."""
+
+    async def provide(self, doc: Document) -> DeliveryReceipt:
+        """Publish or replace ``doc`` (action publish/replace)."""
+        ...
+
+    async def delete(self, doc: Document) -> DeliveryReceipt:
+        """Delete the document ``doc.replaces`` (or ``doc.unique_id``) authored by ``doc.author``."""
+        ...
+
+    async def status(self, patient: Patient, author_id: str) -> SpaceStatus:
+        """State of the patient's space, opposition, whether ``author_id`` is blocked, minority."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
