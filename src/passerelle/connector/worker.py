@@ -41,7 +41,7 @@ class Handled:
 
 
 class Mapper(Protocol):
-    async def map(self, row: Row) -> Document | Handled:
+    async def map(self, row: Row) -> Document | Sequence[Document] | Handled:
         """Decode and map a journal row. Raises a PermanentError when it can never become a document."""
         ...
 
@@ -191,17 +191,22 @@ class DispatchWorker:
                     now,
                     "handled",
                 )
-            doc = mapped
-            events.append(
-                Event(
-                    row.id,
-                    now,
-                    "mapped",
-                    f"{doc.type_code.code} {doc.action.value}",
-                    {"document_id": doc.unique_id, "type": doc.type_code.code, "format": doc.format_code.code},
+            docs = [mapped] if isinstance(mapped, Document) else list(mapped)
+            doc = docs[0]
+            for d in docs:
+                events.append(
+                    Event(
+                        row.id,
+                        now,
+                        "mapped",
+                        f"{d.type_code.code} {d.action.value}",
+                        {"document_id": d.unique_id, "type": d.type_code.code, "format": d.format_code.code},
+                    )
                 )
+            decisions = [await self.consent.decide(d, row, now) for d in docs]
+            decision = next((x for x in decisions if x.outcome == "refuse"), None) or next(
+                (x for x in decisions if x.outcome == "park"), decisions[0]
             )
-            decision = await self.consent.decide(doc, row, now)
             self.metrics.consent_decisions.labels(decision.outcome, decision.reason).inc()
             events.append(
                 Event(
@@ -234,9 +239,11 @@ class DispatchWorker:
                     now,
                     decision.reason,
                 )
-            if decision.confidentiality:
-                doc = doc.model_copy(update={"confidentiality": decision.confidentiality})
-            return await self._deliver(row, doc, events, now)
+            docs = [
+                d.model_copy(update={"confidentiality": x.confidentiality}) if x.confidentiality else d
+                for d, x in zip(docs, decisions, strict=True)
+            ]
+            return await self._deliver(row, docs, events, now)
         except PermanentError as exc:
             events.append(Event(row.id, now, "refused", exc.message, {"reason": exc.reason}))
             await self._audit("refusal", "refuse", exc.reason, row, doc)
@@ -250,14 +257,16 @@ class DispatchWorker:
             log.exception("unexpected error while processing", extra={"row_id": row.id})
             return await self._retry(row, doc, events, now, f"internal error ({type(exc).__name__})", None)
 
-    async def _deliver(self, row: Row, doc: Document, events: list[Event], now: datetime) -> State:
+    async def _deliver(self, row: Row, docs: Sequence[Document], events: list[Event], now: datetime) -> State:
         if row.deadline is None:
             await self._set_deadline(row, now)
+        doc = docs[0]
         try:
-            if doc.action is Action.DELETE:
-                await self.space.delete(doc)
-            else:
-                await self.space.provide(doc)
+            for doc in docs:  # several renderings of one message: each push is idempotent
+                if doc.action is Action.DELETE:
+                    await self.space.delete(doc)
+                else:
+                    await self.space.provide(doc)
         except RemoteRejectedError as exc:
             self.metrics.delivery_attempts.labels("rejected").inc()
             events.append(
