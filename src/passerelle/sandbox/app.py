@@ -1,0 +1,47 @@
+"""The sandbox application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from passerelle.sandbox import admin, fhir, pages
+from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.faults import FaultMiddleware
+from passerelle.sandbox.runtime import SandboxRuntime, read_token
+
+
+def create_app(config: SandboxConfig) -> FastAPI:
+    """A sandbox patient space serving ``/fhir`` (the protocol), ``/admin``, HTML pages and ``/healthz``.
+
+    Token files are read here (a missing or empty file fails now); the SQLite file is opened on first
+    use and closed by the lifespan.
+    """
+    runtime = SandboxRuntime(
+        config=config,
+        fhir_token=read_token(config.require_token_file, "require_token"),
+        admin_token=read_token(config.admin_token_file, "admin_token"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.store.counters()  # open the SQLite file now: a bad data_dir fails at start-up
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(title="Passerelle sandbox patient space", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.sandbox = runtime
+    app.include_router(fhir.router)
+    app.include_router(admin.router)
+    app.include_router(pages.router)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(FaultMiddleware, injector=runtime.faults, prefix="/fhir")
+    return app

@@ -1,0 +1,151 @@
+"""Fault injection on the FHIR endpoints: latency, 5xx, 429 + Retry-After, TCP resets, timeouts.
+
+Switched at run time through ``PUT/DELETE /admin/faults``. Each FHIR request draws the same four
+numbers from one ``random.Random(seed)``, so a given seed and request order give the same faults.
+
+A reset must be a real TCP RST seen by the client. The ASGI app has no socket, so the sandbox's
+uvicorn protocol (:mod:`passerelle.sandbox.server`) puts an ``abort`` callable into the request scope
+under ``scope["extensions"][ABORT_EXTENSION]``; it sets ``SO_LINGER`` to zero and aborts the transport.
+Without that extension (in-process ASGI tests) the reset becomes a ``ConnectionResetError`` raised
+into the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from passerelle.sandbox.outcome import simple_outcome
+
+ABORT_EXTENSION = "passerelle.sandbox.abort"
+
+
+class FaultSettings(BaseModel):
+    """The body of ``PUT /admin/faults`` (docs/patient-space-api.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: int = Field(default=0, ge=0, le=600_000)
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    error_status: int = Field(default=503, ge=500, le=599)
+    rate_429: float = Field(default=0.0, ge=0.0, le=1.0)
+    retry_after_s: float = Field(default=1.0, ge=0.0, le=86_400)
+    reset_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    timeout_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    timeout_s: float = Field(default=30.0, ge=0.0, le=3_600)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class FaultDecision:
+    latency_s: float
+    action: str | None  # "reset", "429", "error", "timeout" or None
+
+
+class FaultInjector:
+    """Holds the current fault settings and the seeded generator; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: FaultSettings | None = None
+        self._rng = random.Random()
+        self.injected: dict[str, int] = {"latency": 0, "reset": 0, "429": 0, "error": 0, "timeout": 0}
+
+    @property
+    def settings(self) -> FaultSettings | None:
+        return self._settings
+
+    def configure(self, settings: FaultSettings) -> None:
+        with self._lock:
+            self._settings = settings
+            self._rng = random.Random(settings.seed)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._settings = None
+
+    def decide(self) -> FaultDecision | None:
+        with self._lock:
+            s = self._settings
+            if s is None:
+                return None
+            reset, too_many, error, timeout = (self._rng.random() for _ in range(4))
+            action = None
+            if reset < s.reset_rate:
+                action = "reset"
+            elif too_many < s.rate_429:
+                action = "429"
+            elif error < s.error_rate:
+                action = "error"
+            elif timeout < s.timeout_rate:
+                action = "timeout"
+            if s.latency_ms:
+                self.injected["latency"] += 1
+            if action is not None:
+                self.injected[action] += 1
+            return FaultDecision(latency_s=s.latency_ms / 1000, action=action)
+
+
+class FaultMiddleware:
+    """Pure ASGI middleware applying the injector's decision to requests under ``prefix``."""
+
+    def __init__(self, app: ASGIApp, injector: FaultInjector, prefix: str = "/fhir") -> None:
+        self.app = app
+        self.injector = injector
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        decision = self.injector.decide()
+        settings = self.injector.settings
+        if decision is None or settings is None:
+            await self.app(scope, receive, send)
+            return
+        if decision.latency_s:
+            await asyncio.sleep(decision.latency_s)
+        if decision.action == "reset":
+            abort: dict[str, Callable[[], None]] | None = scope.get("extensions", {}).get(ABORT_EXTENSION)
+            if abort is None:
+                raise ConnectionResetError("injected connection reset (no transport to abort)")
+            abort["abort"]()
+            return
+        if decision.action == "429":
+            retry_after = str(math.ceil(settings.retry_after_s))
+            body = simple_outcome("error", "throttled", "injected 429")
+            await _send_json(send, 429, body, [(b"retry-after", retry_after.encode("ascii"))])
+            return
+        if decision.action == "error":
+            body = simple_outcome("error", "transient", f"injected {settings.error_status}")
+            await _send_json(send, settings.error_status, body, [])
+            return
+        if decision.action == "timeout":
+            # the request is then processed: a client that gave up cannot know whether it was stored
+            await asyncio.sleep(settings.timeout_s)
+        await self.app(scope, receive, send)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(body).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/fhir+json"),
+                (b"content-length", str(len(payload)).encode("ascii")),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

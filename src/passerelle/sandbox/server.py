@@ -1,0 +1,71 @@
+"""Running the sandbox under uvicorn, with a protocol that can reset a connection on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from passerelle.sandbox.app import create_app
+from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.faults import ABORT_EXTENSION
+
+
+class ResettableH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus an ``abort`` callable in each request's ASGI scope extensions.
+
+    ``abort()`` sets ``SO_LINGER`` to (on, 0 s) and aborts the transport, so the kernel sends a TCP
+    RST instead of a FIN: the client sees a connection reset, not a clean close.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        inner = self.app
+
+        async def app_with_abort(scope: Any, receive: Any, send: Any) -> None:
+            if scope.get("type") == "http":
+                extensions = dict(scope.get("extensions") or {})
+                extensions[ABORT_EXTENSION] = {"abort": self.abort_with_reset}
+                scope["extensions"] = extensions
+            await inner(scope, receive, send)
+
+        self.app = app_with_abort
+
+    def abort_with_reset(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+
+def uvicorn_config(config: SandboxConfig, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration the sandbox runs with (asyncio loop, resettable h11 protocol)."""
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "http": ResettableH11Protocol,
+        "loop": "asyncio",
+        "lifespan": "on",
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 5,
+    }
+    options.update(overrides)
+    return uvicorn.Config(create_app(config), **options)
+
+
+async def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8090) -> None:
+    """Serve the sandbox until the task is cancelled or uvicorn receives a signal."""
+    server = uvicorn.Server(uvicorn_config(config, host, port))
+    await server.serve()
+
+
+def run_sandbox(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8090) -> None:
+    """Blocking entry point for the CLI (``passerelle sandbox``): runs until SIGINT/SIGTERM."""
+    asyncio.run(serve(config, host, port))
