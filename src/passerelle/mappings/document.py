@@ -150,6 +150,7 @@ class Document(BaseModel):
     service_stop: datetime | None = None
     author: Author = Field(default_factory=Author)
     legal_authenticator: Author | None = None
+    submission_author: Author | None = None  # SubmissionSet author (HL7v2 PRT with PRT-4 = SB)
     facility_type: Code | None = None
     practice_setting: Code | None = None
     confidentiality: tuple[Code, ...] = ()
