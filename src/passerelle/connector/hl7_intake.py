@@ -1,0 +1,229 @@
+"""HL7v2 intake: one frame payload in, one acknowledgement out, the journal committed in between.
+
+Contract (docs/ack-contract.md):
+
+* Every message with a readable MSH is journaled: accepted ones as ``ACCEPTED`` with their dedup key
+  (MSH-3^MSH-4^MSH-10) and the positive ACK to replay; refused ones as ``REJECTED`` with a PHI-free
+  reason and no dedup key (a corrected resend with the same MSH-10 must not be taken for a conflict).
+  Payloads without a recognisable MSH are journaled as ``REJECTED`` too, with no dedup key.
+* The positive ACK is built before the commit and returned only after ``journal_append`` returned.
+* Same dedup key, same bytes: the stored ACK is replayed. Same key, other bytes: AR, ERR-3 205.
+* Any failure of ``journal_append`` gives AR (original mode) / CE (enhanced), ERR-3 207, never AA.
+* Enhanced mode (MSH-15 set): NE means no reply (``None``) although the message is stored; ER and SU
+  reply only on error / on success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from passerelle.errors import DuplicateConflictError, PasserelleError, QueueUnavailableError, TooLargeError
+from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, reply_for, should_reply
+from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
+from passerelle.mappings.hl7v2.volet import Classified, classify
+from passerelle.queue.base import AppendResult, Inbound, State
+
+log = logging.getLogger(__name__)
+
+JournalAppend = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
+Clock = Callable[[], datetime]
+
+
+class SenderOptions(BaseModel):
+    """Per-sender decoding policy (key: ``MSH-3.1^MSH-4.1`` or ``MSH-3.1``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fallback_charset: str | None = Field(
+        default=None, description="Charset when MSH-18 is empty: an MSH-18 value ('8859/15') or codec"
+    )
+    allow_cp1252: bool = Field(
+        default=False, description="Read 0x80-0x9F bytes of an 8859/1 or 8859/15 message as Windows-1252"
+    )
+
+
+class Hl7IntakeSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    fallback_charset: str | None = Field(default=None, description="Charset when MSH-18 is empty (default ASCII)")
+    allow_cp1252: bool = False
+    senders: dict[str, SenderOptions] = Field(default_factory=dict)
+    test_environment: bool = Field(default=False, description="Accept test/demo INS OIDs (1.2.250.1.213.1.4.10/.11)")
+    accepted_processing_ids: frozenset[str] = frozenset({"P"})
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    check_embedded_documents: bool = Field(
+        default=True, description="Decode embedded base64 and check well-formed XML before the ACK"
+    )
+    channel: str = "mllp"
+
+    def options_for(self, header: Header | None) -> SenderOptions:
+        if header is not None:
+            for key in (header.sender, header.sending_application):
+                if key in self.senders:
+                    return self.senders[key]
+        return SenderOptions(fallback_charset=self.fallback_charset, allow_cp1252=self.allow_cp1252)
+
+
+class IntakeMetrics(Protocol):
+    """What intake reports; labels are low-cardinality (kind, outcome, reason, warning name)."""
+
+    def message(self, kind: str, outcome: str, reason: str) -> None: ...
+
+    def decode_warning(self, warning: str, count: int) -> None: ...
+
+
+class NullMetrics:
+    def message(self, kind: str, outcome: str, reason: str) -> None:
+        return None
+
+    def decode_warning(self, warning: str, count: int) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    inbound: Inbound
+    header: Header | None
+    codec: str
+    reply: bytes  # the ACK for this message if the commit succeeds
+    success: bool
+    classified: Classified | None
+    reason: str
+
+
+class Hl7Intake:
+    """Turns HL7v2 payloads into journal rows and acknowledgements (see module docstring)."""
+
+    def __init__(
+        self,
+        journal_append: JournalAppend,
+        settings: Hl7IntakeSettings,
+        *,
+        metrics: IntakeMetrics | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._append = journal_append
+        self._settings = settings
+        self._metrics: IntakeMetrics = metrics or NullMetrics()
+        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._counter = itertools.count(1)
+
+    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+        """Acknowledgement for one payload (no MLLP framing), or None when none must be sent."""
+        return (await self.handle_batch([(payload, peer)]))[0]
+
+    async def handle_batch(self, payloads: Sequence[tuple[bytes, str]]) -> list[bytes | None]:
+        """Acknowledgements for several payloads, journaled in ONE ``journal_append`` call, in order."""
+        if not payloads:
+            return []
+        now = self._clock()
+        prepared = [self._prepare(raw, peer, now) for raw, peer in payloads]
+        try:
+            results = await self._append([p.inbound for p in prepared])
+            if len(results) != len(prepared):
+                raise QueueUnavailableError("journal returned an unexpected number of results")
+        except Exception as exc:  # noqa: BLE001 - any storage failure must become AR/CE 207, never AA
+            error = exc if isinstance(exc, PasserelleError) else QueueUnavailableError("journal append failed")
+            log.error("hl7 intake: journal append failed for %d message(s): %s", len(prepared), type(exc).__name__)
+            replies: list[bytes | None] = []
+            for p in prepared:
+                self._metrics.message(p.inbound.kind, "storage_error", error.reason)
+                text = build_ack(p.header, now=now, control_id=self._control_id(now), error=error)
+                replies.append(encode_reply(text, p.codec) if should_reply(p.header, False) else None)
+            return replies
+        return [self._answer(p, r, now) for p, r in zip(prepared, results, strict=True)]
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _control_id(self, now: datetime) -> str:
+        return f"{now:%Y%m%d%H%M%S}{next(self._counter) % 1_000_000:06d}"
+
+    def _prepare(self, raw: bytes, peer: str, now: datetime) -> _Prepared:
+        header: Header | None = None
+        codec = "ascii"
+        classified: Classified | None = None
+        try:
+            if len(raw) > self._settings.max_message_bytes:
+                header = salvage_header(raw)
+                raise TooLargeError(f"message larger than {self._settings.max_message_bytes} bytes")
+            options = self._settings.options_for(salvage_header(raw))
+            msg = decode_message(raw, fallback_charset=options.fallback_charset, allow_cp1252=options.allow_cp1252)
+            codec = msg.codec
+            for warning in msg.warnings:
+                name, _, count = warning.partition("=")
+                self._metrics.decode_warning(name, int(count) if count.isdigit() else 1)
+            header = read_header(msg)
+            classified = classify(
+                msg,
+                header,
+                test_environment=self._settings.test_environment,
+                accepted_processing_ids=self._settings.accepted_processing_ids,
+                check_documents=self._settings.check_embedded_documents,
+            )
+        except PasserelleError as exc:
+            return self._rejected(raw, peer, now, header or salvage_header(raw), codec, exc)
+        text = build_ack(header, now=now, control_id=self._control_id(now))
+        inbound = Inbound(
+            raw=raw,
+            channel=self._settings.channel,
+            sender=header.sender,
+            kind=classified.kind.journal_kind,
+            message_id=header.control_id,
+            dedup_key=header.dedup_key,
+            content_hash=hashlib.sha256(raw).hexdigest(),
+            lane=classified.patient.lane(header.sender),
+            state=State.ACCEPTED,
+            ack=encode_reply(text, codec),
+        )
+        return _Prepared(inbound, header, codec, inbound.ack, True, classified, "")
+
+    def _rejected(
+        self, raw: bytes, peer: str, now: datetime, header: Header | None, codec: str, exc: PasserelleError
+    ) -> _Prepared:
+        _, code = reply_for(exc)
+        text = build_ack(header, now=now, control_id=self._control_id(now), error=exc)
+        ack = encode_reply(text, codec)
+        detail = f"{exc.reason}: ERR-3 {code} {exc.location} {exc.message}".strip()[:500]
+        inbound = Inbound(
+            raw=raw,
+            channel=self._settings.channel,
+            sender=header.sender if header is not None else f"peer:{peer}",
+            kind="hl7",
+            message_id=header.control_id if header is not None else "",
+            dedup_key="",
+            content_hash=hashlib.sha256(raw).hexdigest(),
+            state=State.REJECTED,
+            detail=detail,
+            ack=ack,
+        )
+        return _Prepared(inbound, header, codec, ack, False, None, exc.reason)
+
+    def _answer(self, p: _Prepared, result: AppendResult, now: datetime) -> bytes | None:
+        control = p.header.control_id if p.header is not None else ""
+        if result.conflict:
+            self._metrics.message(p.inbound.kind, "conflict", "duplicate_conflict")
+            log.warning("hl7 intake: MSH-10 %r reused with different bytes (row %d)", control, result.row_id)
+            error = DuplicateConflictError("message control id already used for a different message")
+            text = build_ack(p.header, now=now, control_id=self._control_id(now), error=error)
+            return encode_reply(text, p.codec) if should_reply(p.header, False) else None
+        if result.duplicate:
+            self._metrics.message(p.inbound.kind, "duplicate", "")
+            log.info("hl7 intake: duplicate MSH-10 %r, replaying ACK of row %d", control, result.row_id)
+            reply = result.stored_ack or p.reply
+            return reply if should_reply(p.header, True) else None
+        if p.success:
+            self._metrics.message(p.inbound.kind, "accepted", "")
+            log.info("hl7 intake: row %d accepted (MSH-10 %r, %d bytes)", result.row_id, control, len(p.inbound.raw))
+        else:
+            self._metrics.message(p.inbound.kind, "rejected", p.reason)
+            log.info("hl7 intake: row %d rejected (MSH-10 %r): %s", result.row_id, control, p.reason)
+        return p.reply if should_reply(p.header, p.success) else None

@@ -1,0 +1,334 @@
+"""From raw frame bytes to a light HL7v2 message view.
+
+This is the ACK path: it must stay cheap (a few string splits, no full parse, no base64 decode).
+Rules (docs/charsets.md):
+
+* The character set comes from MSH-18, read from the raw bytes (the MSH segment is ASCII), else
+  from the per-sender fallback, else ASCII (HL7 table 0211 default). Decoding is strict: a byte
+  sequence invalid in the chosen charset raises :class:`EncodingError`, never U+FFFD.
+* ``8859/1`` or ``8859/15`` with bytes 0x80-0x9F (C1 controls, never meant in text) is the
+  Windows-1252 trap: decoded as cp1252 only when the sender is allowed to (``allow_cp1252``), with
+  a ``cp1252_bytes=N`` warning; otherwise rejected.
+* UTF-16/UTF-32 (BOM, NUL bytes or MSH-18) are unsupported (ERR-3 203).
+* Segment separators CR, LF and CRLF are accepted and normalised to CR.
+* MSH-2 is validated; the U+02DC SMALL TILDE that some ANS examples carry instead of ``~`` is
+  read as ``~`` (warning ``msh2_small_tilde``).
+* Escape sequences are undone per component after splitting; malformed ones are kept literally.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from passerelle.errors import EncodingError, ParseError, UnsupportedMessageError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+SMALL_TILDE = "\u02dc"
+
+#: MSH-18 values (HL7 table 0211) -> Python codec.
+CHARSETS: dict[str, str] = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+}
+_UNSUPPORTED_CHARSETS = frozenset({"UNICODE", "UNICODE UTF-16", "UNICODE UTF-32"})
+#: Charsets where bytes 0x80-0x9F are C1 controls, i.e. most likely Windows-1252 text.
+_C1_TRAP_CODECS = frozenset({"latin-1", "iso8859-15"})
+_C1_BYTES = re.compile(rb"[\x80-\x9f]")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+
+class UnsupportedCharsetError(UnsupportedMessageError):
+    """UTF-16/UTF-32 or an MSH-18 value we do not decode (ERR-3 203)."""
+
+    reason = "unsupported_charset"
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+    @property
+    def encoding_characters(self) -> str:
+        return f"{self.component}{self.repetition}{self.escape}{self.subcomponent}"
+
+
+DEFAULT_DELIMITERS = Delimiters()
+
+
+@dataclass(slots=True)
+class Segment:
+    """One segment: ``fields[n]`` is SEG-n (for MSH, ``fields[1]`` is MSH-1, the field separator)."""
+
+    name: str
+    fields: list[str]
+
+    def field(self, n: int) -> str:
+        """Raw (still escaped) text of field ``n``, or "" when absent."""
+        return self.fields[n] if 0 <= n < len(self.fields) else ""
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded HL7v2 message: segments split into fields, components split on demand."""
+
+    raw: bytes
+    text: str
+    codec: str
+    charset: str  # MSH-18 as declared ("" when absent)
+    delimiters: Delimiters
+    segments: list[Segment]
+    warnings: list[str] = field(default_factory=list)
+
+    # --- access --------------------------------------------------------------------------------
+
+    def first(self, name: str) -> Segment | None:
+        for seg in self.segments:
+            if seg.name == name:
+                return seg
+        return None
+
+    def all(self, name: str) -> list[Segment]:
+        return [seg for seg in self.segments if seg.name == name]
+
+    @property
+    def msh(self) -> Segment:
+        return self.segments[0]
+
+    def repetitions(self, raw_field: str) -> list[str]:
+        return raw_field.split(self.delimiters.repetition) if raw_field else []
+
+    def components(self, raw_value: str) -> list[str]:
+        return raw_value.split(self.delimiters.component)
+
+    def component(self, raw_value: str, comp: int = 1, sub: int = 1) -> str:
+        """Unescaped component ``comp`` (1-based), subcomponent ``sub`` of one repetition."""
+        d = self.delimiters
+        comps = raw_value.split(d.component)
+        if comp > len(comps):
+            return ""
+        value = comps[comp - 1]
+        if d.subcomponent in value or sub > 1:
+            subs = value.split(d.subcomponent)
+            if sub > len(subs):
+                return ""
+            value = subs[sub - 1]
+        return self.unescape(value)
+
+    def value(self, seg: Segment | None, n: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
+        """Unescaped SEG-n[.rep].comp.sub, "" when absent."""
+        if seg is None:
+            return ""
+        raw = seg.field(n)
+        if not raw:
+            return ""
+        if seg.name == "MSH" and n <= 2:
+            return raw
+        reps = raw.split(self.delimiters.repetition)
+        if rep > len(reps):
+            return ""
+        return self.component(reps[rep - 1], comp, sub)
+
+    def unescape(self, value: str) -> str:
+        if self.delimiters.escape not in value:
+            return value
+        return unescape(value, self.delimiters, self.codec, self.warnings)
+
+
+def unescape(value: str, d: Delimiters, codec: str = "ascii", warnings: list[str] | None = None) -> str:
+    """Undo HL7 escape sequences in one leaf value; malformed sequences stay literal (+ warning)."""
+    esc = d.escape
+    if esc not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if ch != esc:
+            out.append(ch)
+            i += 1
+            continue
+        end = value.find(esc, i + 1)
+        if end == -1:
+            out.append(value[i:])
+            _warn(warnings, "escape_unterminated")
+            break
+        seq = value[i + 1 : end]
+        replacement = _escape_value(seq, d, codec)
+        if replacement is None:
+            out.append(value[i : end + 1])
+            _warn(warnings, "escape_unknown")
+        else:
+            out.append(replacement)
+        i = end + 1
+    return "".join(out)
+
+
+def _escape_value(seq: str, d: Delimiters, codec: str) -> str | None:
+    simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition, "E": d.escape}
+    if seq in simple:
+        return simple[seq]
+    if seq[:1] == "X" and _HEX.fullmatch(seq[1:]):
+        try:
+            return bytes.fromhex(seq[1:]).decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            return None
+    return None
+
+
+def _warn(warnings: list[str] | None, text: str) -> None:
+    if warnings is not None and text not in warnings:
+        warnings.append(text)
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def read_msh18(raw: bytes) -> str:
+    """MSH-18 (first repetition, first component) read from the raw bytes; "" when absent."""
+    end = len(raw)
+    for sep in (b"\r", b"\n"):
+        pos = raw.find(sep)
+        if pos != -1 and pos < end:
+            end = pos
+    line = raw[:end]
+    if len(line) < 4:
+        return ""
+    fs = line[3:4]
+    parts = line.split(fs)
+    if len(parts) <= 17:
+        return ""
+    encoding = parts[1]
+    rep = encoding[1:2] or b"~"
+    comp = encoding[0:1] or b"^"
+    value = parts[17].split(rep)[0].split(comp)[0]
+    try:
+        return value.decode("ascii").strip().upper()
+    except UnicodeDecodeError:
+        return "?"
+
+
+def choose_codec(declared: str, fallback: str | None) -> str:
+    """Python codec for an MSH-18 value (or the per-sender fallback when MSH-18 is empty)."""
+    if not declared:
+        if not fallback:
+            return "ascii"
+        declared = fallback.strip().upper()
+        if declared not in CHARSETS:
+            # a fallback may be given as a Python codec name ("cp1252", "latin-1")
+            return fallback
+    if declared in CHARSETS:
+        return CHARSETS[declared]
+    if declared in _UNSUPPORTED_CHARSETS or "UTF-16" in declared or "UTF-32" in declared:
+        raise UnsupportedCharsetError("UTF-16/UTF-32 is not supported", location="MSH^1^18")
+    raise UnsupportedCharsetError("unsupported character set in MSH-18", location="MSH^1^18")
+
+
+def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1252: bool = False) -> Message:
+    """Decode one HL7v2 message (frame payload without MLLP bytes).
+
+    Raises :class:`ParseError` (no MSH, bad delimiters, bad segment id), :class:`EncodingError`
+    (bytes invalid in the charset) or :class:`UnsupportedCharsetError` (UTF-16/32, unknown MSH-18).
+    """
+    warnings: list[str] = []
+    data = raw
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+        warnings.append("utf8_bom")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:8]:
+        raise UnsupportedCharsetError("UTF-16/UTF-32 is not supported", location="MSH^1^18")
+    data = data.lstrip(b"\r\n\t ")
+    if not data.startswith(b"MSH"):
+        if data[:3] in (b"FHS", b"BHS"):
+            raise UnsupportedMessageError("batches are not supported", location="FHS", reason="batch")
+        raise ParseError("message does not start with MSH", location="MSH", reason="no_msh")
+    if len(data) < 8:
+        raise ParseError("MSH segment too short", location="MSH^1^2")
+    fs_byte = data[3]
+    if fs_byte < 0x21 or fs_byte > 0x7E or chr(fs_byte).isalnum():
+        raise ParseError("invalid field separator (MSH-1)", location="MSH^1^1")
+    if _CONTROL_BYTES.search(data):
+        raise EncodingError("control characters in message", location="MSH^1^18")
+
+    declared = read_msh18(data)
+    codec = choose_codec(declared, fallback_charset)
+    if codec in _C1_TRAP_CODECS:
+        c1 = len(_C1_BYTES.findall(data))
+        if c1:
+            if not allow_cp1252:
+                raise EncodingError(
+                    f"{c1} bytes in 0x80-0x9F: Windows-1252 text declared as {declared or codec}",
+                    location="MSH^1^18",
+                )
+            codec = "cp1252"
+            warnings.append(f"cp1252_bytes={c1}")
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"invalid {declared or codec} byte at offset {exc.start}", location="MSH^1^18") from exc
+    except LookupError as exc:
+        raise UnsupportedCharsetError("unknown fallback character set", location="MSH^1^18") from exc
+
+    fs = text[3]
+    enc_end = text.find(fs, 4)
+    line_end = _first_line_end(text)
+    if enc_end == -1 or enc_end > line_end:
+        raise ParseError("MSH-2 encoding characters missing", location="MSH^1^2")
+    encoding = text[4:enc_end]
+    if SMALL_TILDE in encoding:
+        warnings.append("msh2_small_tilde")
+        text = text.replace(SMALL_TILDE, "~")
+        encoding = encoding.replace(SMALL_TILDE, "~")
+    delims = _delimiters(fs, encoding)
+
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    segments: list[Segment] = []
+    for lineno, line in enumerate(text.split("\r"), start=1):
+        if not line.strip():
+            continue
+        name = line[:3]
+        if not _SEGMENT_ID.fullmatch(name) or (len(line) > 3 and line[3] != fs):
+            raise ParseError("invalid segment identifier", location=f"segment {lineno}")
+        parts = line.split(fs)
+        if name == "MSH":
+            if segments:
+                raise ParseError("more than one MSH segment", location=f"segment {lineno}")
+            parts.insert(1, fs)
+        segments.append(Segment(name, parts))
+    return Message(
+        raw=raw,
+        text=text,
+        codec=codec,
+        charset=declared,
+        delimiters=delims,
+        segments=segments,
+        warnings=warnings,
+    )
+
+
+def _first_line_end(text: str) -> int:
+    ends = [p for p in (text.find("\r"), text.find("\n")) if p != -1]
+    return min(ends) if ends else len(text)
+
+
+def _delimiters(fs: str, encoding: str) -> Delimiters:
+    # v2.7+ may add a fifth character (truncation); it has no role in splitting.
+    if len(encoding) not in (4, 5):
+        raise ParseError("MSH-2 must hold 4 encoding characters", location="MSH^1^2")
+    chars = fs + encoding
+    if len(set(chars)) != len(chars):
+        raise ParseError("MSH-2 encoding characters are not distinct", location="MSH^1^2")
+    for ch in encoding:
+        if not ("\x21" <= ch <= "\x7e") or ch.isalnum():
+            raise ParseError("invalid MSH-2 encoding character", location="MSH^1^2")
+    return Delimiters(fs, encoding[0], encoding[1], encoding[2], encoding[3])

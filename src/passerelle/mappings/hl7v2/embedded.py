@@ -1,0 +1,62 @@
+"""Embedded documents (OBX ED, base64): cheap checks for the ACK path, safe decoding for the worker."""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+from lxml import etree
+
+from passerelle.mappings.hl7v2.errors import DataTypeError
+
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _parser() -> etree.XMLParser:
+    # No DTD, no entity expansion, no network, no huge trees (reliability.md §3.2).
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_pis=False,
+    )
+
+
+def check_base64(text: str, *, location: str) -> None:
+    """Alphabet and length check without decoding (missing ``=`` padding tolerated)."""
+    if not text:
+        raise DataTypeError("embedded document is empty", location=location)
+    if not _B64.fullmatch(text) or len(text.rstrip("=")) % 4 == 1:
+        raise DataTypeError("embedded document is not valid base64", location=location)
+
+
+def decode_base64(text: str, *, location: str) -> bytes:
+    """Decode base64, adding missing padding (3 ANS examples omit it)."""
+    check_base64(text, location=location)
+    stripped = text.rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:
+        return binascii.a2b_base64(padded, strict_mode=True)
+    except binascii.Error as exc:
+        raise DataTypeError("embedded document is not valid base64", location=location) from exc
+
+
+def parse_xml(data: bytes, *, location: str) -> etree._Element:
+    """Parse with the safe parser; a DOCTYPE is refused outright (no DTD, no entities)."""
+    try:
+        root = etree.fromstring(data, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        raise DataTypeError("embedded document is not well-formed XML", location=location) from exc
+    doctype: str = getattr(root.getroottree().docinfo, "doctype", "")
+    if doctype:
+        raise DataTypeError("embedded document declares a DTD", location=location)
+    return root
+
+
+def decode_cda(text: str, *, location: str) -> bytes:
+    """Base64 -> bytes that parse as well-formed XML (returned undecoded: the raw document)."""
+    data = decode_base64(text, location=location)
+    parse_xml(data, location=location)
+    return data

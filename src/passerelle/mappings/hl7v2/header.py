@@ -1,0 +1,131 @@
+"""The MSH fields the ACK path needs, read from a decoded message or, as a last resort, raw bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from passerelle.errors import ParseError
+from passerelle.mappings.hl7v2.decode import DEFAULT_DELIMITERS, Delimiters, Message, unescape
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """MSH values. ``*_raw`` fields keep the sender's escaping, for mirroring into the ACK."""
+
+    delimiters: Delimiters
+    sending_application_raw: str = ""
+    sending_facility_raw: str = ""
+    receiving_application_raw: str = ""
+    receiving_facility_raw: str = ""
+    sending_application: str = ""  # MSH-3.1
+    sending_facility: str = ""  # MSH-4.1
+    timestamp: str = ""  # MSH-7
+    message_code: str = ""  # MSH-9.1
+    trigger: str = ""  # MSH-9.2
+    structure: str = ""  # MSH-9.3
+    control_id: str = ""  # MSH-10
+    processing_id: str = ""  # MSH-11.1
+    version_raw: str = ""  # MSH-12 as sent (e.g. 2.5^FRA^2.11)
+    version: str = ""  # MSH-12.1
+    accept_ack: str = ""  # MSH-15
+    application_ack: str = ""  # MSH-16
+    country_raw: str = ""  # MSH-17
+    charset_raw: str = ""  # MSH-18 as sent
+    profiles: tuple[str, ...] = ()  # MSH-21 profile names (EI.2, else EI.1)
+
+    @property
+    def sender(self) -> str:
+        """Sender identity used in the journal and dedup key: ``MSH-3.1^MSH-4.1``."""
+        return f"{self.sending_application}^{self.sending_facility}"
+
+    @property
+    def dedup_key(self) -> str:
+        """MSH-3 + MSH-4 + MSH-10; "" when MSH-10 is empty (no dedup possible)."""
+        if not self.control_id:
+            return ""
+        return f"{self.sender}^{self.control_id}"
+
+    @property
+    def enhanced_mode(self) -> bool:
+        return bool(self.accept_ack or self.application_ack)
+
+
+def header_from_fields(fields: list[str], d: Delimiters, codec: str = "ascii") -> Header:
+    """Build a header from MSH fields (``fields[n]`` = MSH-n)."""
+
+    def f(n: int) -> str:
+        return fields[n] if n < len(fields) else ""
+
+    def c(raw: str, comp: int = 1) -> str:
+        first_rep = raw.split(d.repetition)[0]
+        comps = first_rep.split(d.component)
+        value = comps[comp - 1] if comp <= len(comps) else ""
+        return unescape(value.split(d.subcomponent)[0], d, codec).strip()
+
+    msg_type = f(9)
+    # MSH-21 EI: "2.1^CISIS_CDA_HL7_V2" -> the namespace (EI.2), else the entity id (EI.1)
+    profiles = tuple(c(rep, 2) or c(rep, 1) for rep in f(21).split(d.repetition) if rep)
+    return Header(
+        delimiters=d,
+        sending_application_raw=f(3),
+        sending_facility_raw=f(4),
+        receiving_application_raw=f(5),
+        receiving_facility_raw=f(6),
+        sending_application=c(f(3)),
+        sending_facility=c(f(4)),
+        timestamp=c(f(7)),
+        message_code=c(msg_type, 1).upper(),
+        trigger=c(msg_type, 2).upper(),
+        structure=c(msg_type, 3).upper(),
+        control_id=unescape(f(10), d, codec).strip(),
+        processing_id=c(f(11)).upper(),
+        version_raw=f(12),
+        version=c(f(12)),
+        accept_ack=c(f(15)).upper(),
+        application_ack=c(f(16)).upper(),
+        country_raw=f(17),
+        charset_raw=f(18),
+        profiles=profiles,
+    )
+
+
+def read_header(msg: Message) -> Header:
+    """Header of a decoded message. Raises :class:`ParseError` (101) when MSH-9 or MSH-10 is empty."""
+    header = header_from_fields(msg.msh.fields, msg.delimiters, msg.codec)
+    if not header.control_id:
+        raise ParseError("MSH-10 message control id missing", location="MSH^1^10", reason="required")
+    if not header.message_code:
+        raise ParseError("MSH-9 message type missing", location="MSH^1^9", reason="required")
+    if not header.version:
+        raise ParseError("MSH-12 version id missing", location="MSH^1^12", reason="required")
+    return header
+
+
+def salvage_header(raw: bytes) -> Header | None:
+    """Best-effort MSH from raw bytes when decoding failed, so the reply can still carry MSA-2.
+
+    The first line is read as Latin-1 (never fails); non-ASCII values are dropped. Returns None when
+    there is no recognisable MSH.
+    """
+    data = raw.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n\t ")
+    if not data.startswith(b"MSH") or len(data) < 8:
+        return None
+    end = len(data)
+    for sep in (b"\r", b"\n"):
+        pos = data.find(sep)
+        if pos != -1:
+            end = min(end, pos)
+    line = data[:end].decode("latin-1")
+    fs = line[3]
+    parts = line.split(fs)
+    if len(parts) < 2:
+        return None
+    encoding = parts[1].replace("\u00cb\u009c", "~")  # UTF-8 U+02DC read as Latin-1
+    if len(encoding) < 4 or fs.isalnum() or len(set(fs + encoding[:4])) != 5:
+        d = DEFAULT_DELIMITERS
+    else:
+        d = Delimiters(fs, encoding[0], encoding[1], encoding[2], encoding[3])
+    fields = [p if p.isascii() else "" for p in parts]
+    fields.insert(1, fs)
+    fields[2] = d.encoding_characters
+    return header_from_fields(fields, d)
