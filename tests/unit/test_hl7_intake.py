@@ -272,3 +272,19 @@ async def test_lab_results_and_adt_consent_are_accepted() -> None:
 async def test_degenerate_payloads_get_a_negative_ack(payload: bytes) -> None:
     seg = segments(await make(FakeJournal())[0].handle(payload, "peer"))
     assert seg["MSA"][1] in {"AE", "AR"}
+
+
+async def test_oversize_frame_is_refused_with_msa2_and_journaled() -> None:
+    journal = FakeJournal()
+    intake, metrics = make(journal)
+    first_segment = sample_raw().split(b"\r", 1)[0]
+    seg = segments(await intake.handle_oversize(first_segment, 99_000_000, "peer"))
+    assert seg["MSA"][1:3] == ["AE", "S0007000000"]
+    assert seg["ERR"][3].split("^")[0] == "207"
+    assert journal.rows[0].state is State.REJECTED
+    assert metrics.messages == [("hl7", "rejected", "too_large")]
+
+
+async def test_oversize_without_msh_still_answers() -> None:
+    seg = segments(await make(FakeJournal(fail=RuntimeError("x")))[0].handle_oversize(b"", 10, "peer"))
+    assert seg["MSA"][1:3] == ["AE", ""]

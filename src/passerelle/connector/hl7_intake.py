@@ -66,8 +66,12 @@ class Hl7IntakeSettings(BaseModel):
     channel: str = "mllp"
 
     def options_for(self, header: Header | None) -> SenderOptions:
-        if header is not None:
-            for key in (header.sender, header.sending_application):
+        return self.options_for_sender(header.sender if header is not None else "")
+
+    def options_for_sender(self, sender: str) -> SenderOptions:
+        """Options for a journal sender ``MSH-3.1^MSH-4.1``: exact key, then ``MSH-3.1``, then defaults."""
+        if sender:
+            for key in (sender, sender.split("^", 1)[0]):
                 if key in self.senders:
                     return self.senders[key]
         return SenderOptions(fallback_charset=self.fallback_charset, allow_cp1252=self.allow_cp1252)
@@ -141,6 +145,24 @@ class Hl7Intake:
                 replies.append(encode_reply(text, p.codec) if should_reply(p.header, False) else None)
             return replies
         return [self._answer(p, r, now) for p, r in zip(prepared, results, strict=True)]
+
+    async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None:
+        """Reply for a frame the listener refused for its size (``msh_prefix``: its first segment).
+
+        Journals a REJECTED row holding only that first segment (for the browser), then answers AE
+        with ERR-3 207 and MSA-2 = MSH-10 when readable. A journal failure does not change the
+        answer: the message was refused either way.
+        """
+        now = self._clock()
+        header = salvage_header(msh_prefix)
+        error = TooLargeError(f"message of {size} bytes is over the size limit")
+        p = self._rejected(msh_prefix, peer, now, header, "ascii", error)
+        try:
+            await self._append([p.inbound])
+        except Exception as exc:  # noqa: BLE001 - the refusal stands; the row is only informative
+            log.error("hl7 intake: could not journal an oversize refusal: %s", type(exc).__name__)
+        self._metrics.message("hl7", "rejected", error.reason)
+        return p.reply if should_reply(header, False) else None
 
     # --- internals --------------------------------------------------------------------------
 

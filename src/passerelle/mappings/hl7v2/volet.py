@@ -119,8 +119,8 @@ def loc(seg: str, index: int, fld: int = 0, comp: int = 0) -> str:
     return "^".join(parts)
 
 
-def check_header(header: Header, accepted_processing_ids: Collection[str]) -> None:
-    if header.processing_id not in accepted_processing_ids:
+def check_header(header: Header, accepted_processing_ids: Collection[str] | None) -> None:
+    if accepted_processing_ids is not None and header.processing_id not in accepted_processing_ids:
         raise unsupported("processing id not accepted", location="MSH^1^11", reason="unsupported_processing_id")
 
 
@@ -129,11 +129,12 @@ def classify(
     header: Header,
     *,
     test_environment: bool = False,
-    accepted_processing_ids: Collection[str] = ("P",),
+    accepted_processing_ids: Collection[str] | None = None,
     check_documents: bool = True,
 ) -> Classified:
     """Sort a decoded message and apply its rules. ``check_documents`` decodes the embedded base64
-    and checks the XML is well-formed (else only the base64 alphabet is checked)."""
+    and checks the XML is well-formed (else only the base64 alphabet is checked).
+    ``accepted_processing_ids`` None skips the MSH-11 check (re-classification in the worker)."""
     check_header(header, accepted_processing_ids)
     code, trigger = header.message_code, header.trigger
     pid = msg.first("PID")
