@@ -172,9 +172,9 @@ def read_submission(raw: Any) -> Submission:
     seen_ids: set[str] = set()
     for index in doc_indexes:
         entry = entries[index]
+        doc = _read_document(index, entry["resource"], by_url)
         if entry.get("fullUrl") not in listed:
             raise invalid(f"entry[{index}]: the DocumentReference is not an entry of the SubmissionSet")
-        doc = _read_document(index, entry["resource"], by_url)
         if doc.unique_id in seen_ids:
             raise invalid(f"entry[{index}].resource.masterIdentifier is used twice in the bundle")
         seen_ids.add(doc.unique_id)
