@@ -70,14 +70,15 @@ def test_utf16_is_refused_with_encoding_reason() -> None:
     raw = '<?xml version="1.0" encoding="UTF-16"?><r/>'.encode("utf-16")
     with pytest.raises(EncodingError) as err:
         parse_xml(raw)
-    assert err.value.reason == "encoding"
+    assert err.value.reason == "unsupported_encoding"
     with pytest.raises(EncodingError):
         parse_xml('<?xml version="1.0"?><r/>'.encode("utf-16-be"))
 
 
 def test_invalid_utf8_bytes_are_an_encoding_error() -> None:
-    with pytest.raises(EncodingError):
+    with pytest.raises(EncodingError) as err:
         parse_xml(b'<?xml version="1.0" encoding="UTF-8"?><r>\xff\xfe\xfa</r>')
+    assert err.value.reason == "encoding"
 
 
 def test_utf8_bom_and_latin1_declaration_are_read() -> None:

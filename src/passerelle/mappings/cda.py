@@ -7,7 +7,7 @@ or billion-laughs construct is ever processed; the parser itself also runs with
 instructions (``<?xml-stylesheet?>``) and comments are dropped at parse time and never executed;
 nesting depth and element count are capped. Encodings: UTF-8 (with or without BOM) and the
 single-byte encodings lxml knows, as declared in the XML declaration; UTF-16/UTF-32 are refused
-(reason ``encoding``), so the DOCTYPE scan always reads ASCII-compatible bytes.
+(reason ``unsupported_encoding``; bytes invalid in the declared encoding: reason ``encoding``), so the DOCTYPE scan always reads ASCII-compatible bytes.
 
 The mapping reads only the header: it never decodes the body (a PDF in ``nonXMLBody`` stays as
 is inside ``Document.content``, which is the CDA bytes exactly as received).
@@ -69,6 +69,9 @@ _ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _XML_DECL = re.compile(rb"^<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"']")
 
 
+_UTF16 = "UTF-16/UTF-32 XML is not supported; send UTF-8"
+
+
 @dataclass(frozen=True, slots=True)
 class CdaLimits:
     """Caps applied before and during parsing (every one configurable by the intake settings)."""
@@ -101,13 +104,13 @@ def _parser() -> etree.XMLParser:
 def check_encoding(raw: bytes) -> None:
     """Refuse UTF-16/UTF-32 (BOM, NUL bytes or declaration); the rest is left to lxml."""
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or raw[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00"):
-        raise EncodingError("UTF-16/UTF-32 XML is not supported; send UTF-8", reason="encoding")
+        raise EncodingError(_UTF16, reason="unsupported_encoding")
     if b"\x00" in raw[:64]:
-        raise EncodingError("UTF-16/UTF-32 XML is not supported; send UTF-8", reason="encoding")
+        raise EncodingError(_UTF16, reason="unsupported_encoding")
     head = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
     m = _XML_DECL.match(head[:200])
     if m and m.group(1).decode("ascii").upper().replace("_", "-").startswith(("UTF-16", "UTF-32", "UCS")):
-        raise EncodingError("UTF-16/UTF-32 XML is not supported; send UTF-8", reason="encoding")
+        raise EncodingError(_UTF16, reason="unsupported_encoding")
 
 
 def parse_xml(raw: bytes, limits: CdaLimits = DEFAULT_LIMITS) -> etree._Element:
@@ -116,7 +119,7 @@ def parse_xml(raw: bytes, limits: CdaLimits = DEFAULT_LIMITS) -> etree._Element:
     Raises :class:`TooLargeError` (reason ``too_large``) over ``max_bytes``, :class:`ParseError`
     with reason ``doctype`` for any DOCTYPE/ENTITY declaration, ``depth``/``too_many_elements``
     over the structural caps, ``xml`` when not well-formed, and :class:`EncodingError` (reason
-    ``encoding``) for UTF-16/32 or bytes invalid in the declared encoding.
+    ``unsupported_encoding``) for UTF-16/32, (reason ``encoding``) for bytes invalid in the declared encoding.
     """
     if len(raw) > limits.max_bytes:
         raise TooLargeError(f"XML document of {len(raw)} bytes exceeds the {limits.max_bytes}-byte cap")

@@ -1,0 +1,149 @@
+"""POST /v1/documents through httpx's ASGI transport, with the in-memory journal or a failing fake."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from passerelle.connector.cda_intake import CdaIntakeSettings, cda_router, status_for
+from passerelle.errors import QueueUnavailableError
+from passerelle.queue.base import AppendResult, Inbound, State
+from passerelle.queue.memory import MemoryJournal
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+XML = {"content-type": "application/xml"}
+
+
+def cda(uid: str = "1.2.250.1.999.7.1", *, title: str = "Compte rendu", ins: str = "279035121518989") -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<ClinicalDocument xmlns="urn:hl7-org:v3">
+  <id root="{uid}"/>
+  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
+  <title>{title}</title>
+  <effectiveTime value="20260101120000+0100"/>
+  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
+  <languageCode code="fr-FR"/>
+  <setId root="1.2.250.1.999.7"/>
+  <versionNumber value="1"/>
+  <recordTarget><patientRole>
+    <id root="1.2.250.1.213.1.4.10" extension="{ins}"/>
+    <patient><name><given qualifier="BR">ALEX</given><family qualifier="BR">TEST</family></name>
+      <administrativeGenderCode code="F"/><birthTime value="19790328"/></patient>
+  </patientRole></recordTarget>
+  <component><structuredBody/></component>
+</ClinicalDocument>""".encode()
+
+
+def _client(accept, **settings: object) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
+    conf = CdaIntakeSettings.model_validate({"test_environment": True, **settings})
+    app = FastAPI()
+    app.include_router(cda_router(accept, conf, clock=lambda: NOW))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_accepted_then_duplicate_then_conflict() -> None:
+    journal = MemoryJournal()
+    await journal.open()
+    async with _client(journal.append) as client:
+        r = await client.post("/v1/documents", content=cda(), headers=XML)
+        assert r.status_code == 202
+        body = r.json()
+        assert body["status"] == "accepted" and body["document_id"] == "1.2.250.1.999.7.1"
+        row = await journal.get(body["journal_id"])
+        assert row is not None and row.kind == "cda" and row.channel == "http" and row.state is State.ACCEPTED
+        assert row.raw == cda() and row.dedup_key == "cda:1.2.250.1.999.7.1"
+        assert row.lane == "ins:279035121518989"
+
+        again = await client.post("/v1/documents", content=cda(), headers={"content-type": "text/xml"})
+        assert again.status_code == 200
+        assert again.json() == {**body, "status": "duplicate"}
+
+        other = await client.post("/v1/documents", content=cda(title="Autre"), headers=XML)
+        assert other.status_code == 409
+        assert other.headers["content-type"].startswith("application/problem+json")
+        assert other.json()["reason"] == "duplicate_conflict"
+
+
+@pytest.mark.parametrize("ctype", [None, "application/json", "text/plain", "multipart/form-data"])
+async def test_wrong_content_type_is_415(ctype: str | None) -> None:
+    calls: list[object] = []
+
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        calls.append(items)
+        return [AppendResult(1)]
+
+    headers = {"content-type": ctype} if ctype else {}
+    async with _client(accept) as client:
+        r = await client.post("/v1/documents", content=cda(), headers=headers)
+    assert r.status_code == 415
+    assert r.json()["reason"] == "content_type"
+    assert calls == []
+
+
+async def test_problem_details_shape_and_no_phi() -> None:
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        raise AssertionError("must not be called")
+
+    async with _client(accept) as client:
+        r = await client.post("/v1/documents", content=cda(ins="279035121518988"), headers=XML)
+    assert r.status_code == 422
+    problem = r.json()
+    assert set(problem) == {"type", "title", "status", "detail", "reason"}
+    assert problem["status"] == 422 and problem["reason"] == "identity_not_qualified"
+    assert problem["type"] == "urn:passerelle:problem:identity_not_qualified"
+    assert "27903512151898" not in r.text and "TEST" not in r.text
+
+
+async def test_journal_failure_is_503_never_202() -> None:
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        raise QueueUnavailableError("disk full")
+
+    async with _client(accept) as client:
+        r = await client.post("/v1/documents", content=cda(), headers=XML)
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+    assert r.json()["reason"] == "queue_unavailable"
+
+
+async def test_reply_only_after_accept_returned() -> None:
+    order: list[str] = []
+
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        order.append("commit")
+        return [AppendResult(41)]
+
+    async with _client(accept) as client:
+        r = await client.post("/v1/documents", content=cda(), headers=XML)
+        order.append("reply")
+    assert order == ["commit", "reply"]
+    assert r.json()["journal_id"] == 41
+
+
+async def test_utf16_charset_and_body_are_415() -> None:
+    journal = MemoryJournal()
+    await journal.open()
+    async with _client(journal.append) as client:
+        r = await client.post(
+            "/v1/documents", content=cda(), headers={"content-type": "application/xml; charset=utf-16"}
+        )
+        assert r.status_code == 415
+        body16 = cda().decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+        r = await client.post("/v1/documents", content=body16, headers=XML)
+        assert r.status_code == 415 and r.json()["reason"] == "unsupported_encoding"
+
+
+def test_status_table() -> None:
+    from passerelle.errors import EncodingError, IdentityError, MappingError, ParseError, TooLargeError, ValidationError
+
+    assert status_for(TooLargeError("x")) == 413
+    assert status_for(ParseError("x", reason="doctype")) == 400
+    assert status_for(EncodingError("x")) == 400
+    assert status_for(EncodingError("x", reason="unsupported_encoding")) == 415
+    assert status_for(ValidationError("x")) == 422
+    assert status_for(MappingError("x")) == 422
+    assert status_for(IdentityError("x")) == 422
+    assert status_for(QueueUnavailableError("x")) == 503
