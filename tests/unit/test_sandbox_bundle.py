@@ -218,3 +218,11 @@ def test_ans_comprehensive_replace_example_is_accepted_once_completed(corpus_dir
     pushes = client.get("/admin/pushes", params={"ins": INS}).json()
     # the contained PractitionerRole carries an RPPS number: IdNat_PS = "8" + RPPS
     assert pushes[-1]["actor"] == "professional:81011848351"
+
+
+def test_author_split_into_practitioner_and_organisation_references() -> None:
+    bundle = iti65_bundle(INS, SampleDocument("1.2.250.1.999.36.1"))
+    reference = bundle["entry"][1]["resource"]
+    reference["author"] = [{"reference": "#author"}, {"reference": "#org"}]
+    submission = read_submission(bundle)
+    assert (submission.documents[0].author_idnat, submission.documents[0].author_org) == ("801234567890", "1750000017")

@@ -262,11 +262,12 @@ def _read_document(index: int, resource: dict[str, Any], by_url: dict[str, Any])
     digest = base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode("ascii")
     if attachment["hash"] != digest:
         raise invalid(f"{where_att}.hash is not the base64 SHA-1 of the Binary data")
+    # authors may be split (a Practitioner and an Organization): keep the first person and organisation
     author_idnat, author_org = None, None
     for author in resource.get("author") or []:
-        author_idnat, author_org = _resolve_author(author, resource, by_url)
-        if author_idnat or author_org:
-            break
+        person, org = _resolve_author(author, resource, by_url)
+        author_idnat = author_idnat or person
+        author_org = author_org or org
     return SubmittedDocument(
         entry_index=index,
         binary_index=binary_index,
