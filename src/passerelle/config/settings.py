@@ -12,6 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from passerelle.adapters.mhd import SpaceSettings
+from passerelle.connector.hl7_intake import Hl7IntakeSettings
+from passerelle.connector.mllp.settings import MllpSettings
+
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,10 +55,15 @@ class WorkerSettings(_Group):
     lease_s: float = Field(120.0, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
-    #: Parked documents (space not active, identity not qualified) are re-checked this often...
+    #: Fallback re-check delay of a parked document when the policy gives none (see consent rules).
     park_recheck_s: float = Field(900.0, gt=0)
-    #: ...until this horizon after the first park, then refused with the reason.
-    park_horizon_s: float = Field(14 * 24 * 3600, gt=0)
+
+
+class ConsentSettings(_Group):
+    #: Site visibility rules and parking horizon (YAML, see config/visibility-rules.yaml); unset: defaults.
+    rules_file: Path | None = None
+    #: How long a space status lookup (TD0.2 equivalent) is reused.
+    status_ttl_s: float = Field(300.0, ge=0)
 
 
 class Settings(_Group):
@@ -66,6 +75,10 @@ class Settings(_Group):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
+    hl7: Hl7IntakeSettings = Field(default_factory=Hl7IntakeSettings)
+    space: SpaceSettings = Field(default_factory=SpaceSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property

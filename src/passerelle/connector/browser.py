@@ -1,0 +1,91 @@
+"""The message browser: summaries, a message's whole journey, and replay. Shared by the CLI and the API.
+
+Nothing here returns message content: identifiers, states, reasons, events and sizes only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from passerelle.queue.base import Journal, Row, State
+
+REPLAYABLE = (State.DEAD, State.REFUSED, State.PARKED)
+
+#: Optional hook that renders what a replay would send (document metadata), for ``--dry-run``.
+Preview = Callable[[Row], Awaitable[dict[str, Any]]]
+#: Optional hook recording an administrative action in the audit trail.
+AuditHook = Callable[[str, int, str, str], Awaitable[None]]
+
+
+def row_summary(row: Row) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "received_at": row.received_at.isoformat(),
+        "channel": row.channel,
+        "sender": row.sender,
+        "kind": row.kind,
+        "message_id": row.message_id,
+        "state": row.state.value,
+        "detail": row.detail,
+        "attempts": row.attempts,
+        "next_due": row.next_due.isoformat() if row.next_due else None,
+        "document_id": row.document_id,
+        "patient_id": row.patient_id,
+        "size": len(row.raw),
+    }
+
+
+async def journey(journal: Journal, row_id: int) -> dict[str, Any] | None:
+    row = await journal.get(row_id)
+    if row is None:
+        return None
+    events = await journal.events(row_id)
+    out = row_summary(row)
+    out["updated_at"] = row.updated_at.isoformat()
+    out["deadline"] = row.deadline.isoformat() if row.deadline else None
+    out["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail, "data": e.data} for e in events]
+    return out
+
+
+async def replay_rows(
+    journal: Journal,
+    row_ids: Sequence[int],
+    *,
+    now: datetime,
+    actor: str,
+    dry_run: bool,
+    preview: Preview | None = None,
+    audit: AuditHook | None = None,
+) -> dict[str, Any]:
+    """Put dead-lettered, refused or parked rows back in their lane. The space's idempotency on the
+    document unique id guarantees a replay never creates a duplicate document."""
+    items: list[dict[str, Any]] = []
+    for row_id in row_ids:
+        row = await journal.get(row_id)
+        if row is None:
+            items.append({"id": row_id, "result": "not found"})
+            continue
+        if row.state not in REPLAYABLE:
+            items.append({"id": row_id, "state": row.state.value, "result": "not replayable"})
+            continue
+        entry: dict[str, Any] = {"id": row_id, "state": row.state.value, "document_id": row.document_id}
+        if dry_run:
+            entry["result"] = "would replay"
+            if preview is not None:
+                try:
+                    entry["would_send"] = await preview(row)
+                except Exception as exc:  # noqa: BLE001 - a preview error is reported, not raised
+                    entry["would_send"] = {"error": type(exc).__name__, "detail": getattr(exc, "message", "")}
+        else:
+            done = await journal.requeue(row_id, now, f"replayed by {actor}")
+            entry["result"] = "replayed" if done else "not replayable"
+            if done and audit is not None:
+                await audit("replay", row_id, row.document_id, row.patient_id)
+        items.append(entry)
+    return {
+        "dry_run": dry_run,
+        "count": sum(1 for i in items if i["result"] in ("replayed", "would replay")),
+        "items": items,
+    }
