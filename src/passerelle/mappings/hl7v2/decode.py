@@ -36,10 +36,32 @@ CHARSETS: dict[str, str] = {
 _UNSUPPORTED_CHARSETS = frozenset({"UNICODE", "UNICODE UTF-16", "UNICODE UTF-32"})
 #: Charsets where bytes 0x80-0x9F are C1 controls, i.e. most likely Windows-1252 text.
 _C1_TRAP_CODECS = frozenset({"latin-1", "iso8859-15"})
-_C1_BYTES = re.compile(rb"[\x80-\x9f]")
-_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Byte sets checked with bytes.translate (a C loop, ~8x faster than a regex class on 60 KB).
+_C1_BYTES = bytes(range(0x80, 0xA0))
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+_SEEN_SEGMENT_IDS: set[str] = set()
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+
+def split(value: str, sep: str) -> list[str]:
+    """``value.split(sep)`` that stays fast on long values (embedded base64).
+
+    CPython splits on one character with a plain loop (~1 ns/char); ``str.find`` uses memchr. For
+    a 60 KB OBX-5 that is the difference between ~60 us and ~3 us per split.
+    """
+    if len(value) < 2048:
+        return value.split(sep)
+    out: list[str] = []
+    start = 0
+    find = value.find
+    while True:
+        pos = find(sep, start)
+        if pos == -1:
+            out.append(value[start:])
+            return out
+        out.append(value[start:pos])
+        start = pos + 1
 
 
 class UnsupportedCharsetError(UnsupportedMessageError):
@@ -104,38 +126,48 @@ class Message:
         return self.segments[0]
 
     def repetitions(self, raw_field: str) -> list[str]:
-        return raw_field.split(self.delimiters.repetition) if raw_field else []
+        return split(raw_field, self.delimiters.repetition) if raw_field else []
 
     def components(self, raw_value: str) -> list[str]:
-        return raw_value.split(self.delimiters.component)
+        return split(raw_value, self.delimiters.component)
 
     def component(self, raw_value: str, comp: int = 1, sub: int = 1) -> str:
         """Unescaped component ``comp`` (1-based), subcomponent ``sub`` of one repetition."""
         d = self.delimiters
-        comps = raw_value.split(d.component)
-        if comp > len(comps):
-            return ""
-        value = comps[comp - 1]
-        if d.subcomponent in value or sub > 1:
-            subs = value.split(d.subcomponent)
+        value = raw_value
+        if comp > 1 or d.component in value:
+            comps = split(value, d.component)
+            if comp > len(comps):
+                return ""
+            value = comps[comp - 1]
+        if sub > 1 or d.subcomponent in value:
+            subs = split(value, d.subcomponent)
             if sub > len(subs):
                 return ""
             value = subs[sub - 1]
-        return self.unescape(value)
+        if d.escape in value:
+            return unescape(value, d, self.codec, self.warnings)
+        return value
 
     def value(self, seg: Segment | None, n: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
         """Unescaped SEG-n[.rep].comp.sub, "" when absent."""
         if seg is None:
             return ""
-        raw = seg.field(n)
+        fields = seg.fields
+        if n >= len(fields) or n < 0:
+            return ""
+        raw = fields[n]
         if not raw:
             return ""
-        if seg.name == "MSH" and n <= 2:
+        if n <= 2 and seg.name == "MSH":
             return raw
-        reps = raw.split(self.delimiters.repetition)
-        if rep > len(reps):
-            return ""
-        return self.component(reps[rep - 1], comp, sub)
+        d = self.delimiters
+        if rep > 1 or d.repetition in raw:
+            reps = split(raw, d.repetition)
+            if rep > len(reps):
+                return ""
+            raw = reps[rep - 1]
+        return self.component(raw, comp, sub)
 
     def unescape(self, value: str) -> str:
         if self.delimiters.escape not in value:
@@ -256,13 +288,13 @@ def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1
     fs_byte = data[3]
     if fs_byte < 0x21 or fs_byte > 0x7E or chr(fs_byte).isalnum():
         raise ParseError("invalid field separator (MSH-1)", location="MSH^1^1")
-    if _CONTROL_BYTES.search(data):
+    if len(data.translate(None, _CONTROL_BYTES)) != len(data):
         raise EncodingError("control characters in message", location="MSH^1^18")
 
     declared = read_msh18(data)
     codec = choose_codec(declared, fallback_charset)
     if codec in _C1_TRAP_CODECS:
-        c1 = len(_C1_BYTES.findall(data))
+        c1 = len(data) - len(data.translate(None, _C1_BYTES))
         if c1:
             if not allow_cp1252:
                 raise EncodingError(
@@ -293,13 +325,18 @@ def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
     segments: list[Segment] = []
-    for lineno, line in enumerate(text.split("\r"), start=1):
-        if not line.strip():
+    seen_names = _SEEN_SEGMENT_IDS
+    for lineno, line in enumerate(split(text, "\r"), start=1):
+        if not line or (line[0] in " \t" and not line.strip()):
             continue
         name = line[:3]
-        if not _SEGMENT_ID.fullmatch(name) or (len(line) > 3 and line[3] != fs):
+        if name not in seen_names:
+            if not _SEGMENT_ID.fullmatch(name):
+                raise ParseError("invalid segment identifier", location=f"segment {lineno}")
+            seen_names.add(name)  # bounded: at most 26*36*36 valid identifiers
+        if len(line) > 3 and line[3] != fs:
             raise ParseError("invalid segment identifier", location=f"segment {lineno}")
-        parts = line.split(fs)
+        parts = split(line, fs)
         if name == "MSH":
             if segments:
                 raise ParseError("more than one MSH segment", location=f"segment {lineno}")

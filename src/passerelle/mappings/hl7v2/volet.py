@@ -232,19 +232,24 @@ def _document(
             raise RequiredFieldError("document type code missing", location=type_loc)
 
     documents: list[EmbeddedDocument] = []
-    meta: list[tuple[int, Segment]] = []
+    meta: list[tuple[int, str, str]] = []  # (OBX position, OBX-3.1, OBX-5.1)
+    cs = msg.delimiters.component
+    # One pass, splitting each OBX field at most once: this loop is the hot part of the ACK path.
     for index, obx in enumerate(msg.all("OBX"), start=1):
-        if _is_meta(msg, obx):
-            meta.append((index, obx))
+        fields = obx.fields
+        ident = fields[3].split(cs, 3) if len(fields) > 3 else [""]
+        if len(ident) > 2 and ident[2] == META_SYSTEM:
+            answer = fields[5].split(cs, 1)[0] if len(fields) > 5 else ""
+            meta.append((index, msg.unescape(ident[0]).upper(), msg.unescape(answer).upper()))
             continue
-        if not _is_document_obx(msg, obx):
+        if len(fields) <= 2 or fields[2].upper() != "ED":
             continue
         documents.append(_document_obx(msg, obx, index, type_code, type_loc, status, check_documents))
     if not documents:
         raise RequiredFieldError("no document OBX (OBX-2 ED)", location="OBX")
     if kind is MessageKind.MDM_DOCUMENT and len(documents) > 1:
         raise SegmentSequenceError("MDM carries exactly one document", location=documents[1].location)
-    flags = _flags(msg, meta)
+    flags = _flags(meta)
     if flags.dest_dmp:
         _check_sender(msg)
         if type_code.code not in dmp_type_codes():
@@ -272,13 +277,15 @@ def _document_obx(
         )
     if msg.value(obx, 11).upper() != status:
         raise TableValueError(f"OBX-11 must be {status} for this action", location=f"{where}^11")
-    ed = msg.repetitions(obx.field(5))
-    first = ed[0] if ed else ""
-    if msg.component(first, 3).upper() != "XML":
+    raw5 = obx.field(5)
+    cut = raw5.find(msg.delimiters.repetition)
+    ed = (raw5 if cut == -1 else raw5[:cut]).split(msg.delimiters.component, 4)
+    ed += [""] * (5 - len(ed))
+    if msg.unescape(ed[2]).upper() != "XML":
         raise TableValueError("OBX-5.3 must be XML", location=f"{where}^5^1^3")
-    if msg.component(first, 4).upper() != "BASE64":
+    if msg.unescape(ed[3]).upper() != "BASE64":
         raise TableValueError("OBX-5.4 must be Base64", location=f"{where}^5^1^4")
-    data = msg.component(first, 5)
+    data = ed[4]
     if check_documents:
         decode_cda(data, location=f"{where}^5^1^5")
     else:
@@ -286,29 +293,29 @@ def _document_obx(
     return EmbeddedDocument(index, msg.value(obx, 1), type_code, data, f"{where}^5")
 
 
-def _flags(msg: Message, meta: list[tuple[int, Segment]]) -> Flags:
+_REQUIRED_NAMES = dict(REQUIRED_FLAGS)
+_EXPECTED_ORDER = [code for code, _ in REQUIRED_FLAGS]
+
+
+def _flags(meta: list[tuple[int, str, str]]) -> Flags:
     values: dict[str, bool] = {}
     seen: list[str] = []
-    for index, obx in meta:
-        code = msg.value(obx, 3).upper()
+    for index, code, answer in meta:
         if code in TEXT_FLAGS:
             continue
-        answer = msg.value(obx, 5).upper()
         if answer not in {"Y", "N"}:
             raise TableValueError("MetaDMPMSS flag must be Y or N", location=f"OBX^{index}^5")
         if code in OPTIONAL_FLAGS:
             values[OPTIONAL_FLAGS[code]] = answer == "Y"
             continue
-        names = dict(REQUIRED_FLAGS)
-        if code not in names:
+        if code not in _REQUIRED_NAMES:
             raise TableValueError("unknown MetaDMPMSS code", location=f"OBX^{index}^3")
         seen.append(code)
-        values[names[code]] = answer == "Y"
-    expected = [code for code, _ in REQUIRED_FLAGS]
-    missing = [code for code in expected if code not in seen]
-    if missing:
-        raise RequiredFieldError(f"MetaDMPMSS flag {missing[0]} missing", location="OBX")
-    if seen != expected:
+        values[_REQUIRED_NAMES[code]] = answer == "Y"
+    if seen != _EXPECTED_ORDER:
+        missing = [code for code in _EXPECTED_ORDER if code not in seen]
+        if missing:
+            raise RequiredFieldError(f"MetaDMPMSS flag {missing[0]} missing", location="OBX")
         raise SegmentSequenceError("MetaDMPMSS flags out of the fixed order", location="OBX")
     return Flags(**values)
 
