@@ -6,6 +6,7 @@ from the Passerelle tree and their texts never carry patient data (only tags, SO
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Mapping
@@ -154,6 +155,23 @@ def encode_part10(dataset: Dataset, transfer_syntax_uid: str, *, implementation_
     except (ValueError, TypeError, AttributeError, OSError) as exc:
         raise ParseError(f"DICOM dataset cannot be written as a Part 10 file ({type(exc).__name__})") from exc
     return buf.getvalue()
+
+
+def canonical_hash(ds: Dataset) -> str:
+    """SHA-256 of the dataset re-encoded as Explicit VR Little Endian, without preamble or file meta.
+
+    Used only to compare two receptions of one SOP instance: the same object sent over DIMSE in
+    another transfer syntax, or dropped in the folder with another creator's file meta, hashes the
+    same. The bytes forwarded are never these re-encoded ones.
+    """
+    copy = Dataset(ds)
+    copy.file_meta = FileMetaDataset()
+    buf = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buf, copy, implicit_vr=False, little_endian=True)
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise ParseError(f"DICOM dataset cannot be re-encoded ({type(exc).__name__})") from exc
+    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 # --- values ---------------------------------------------------------------------------------------
