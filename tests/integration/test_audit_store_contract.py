@@ -1,0 +1,216 @@
+"""One contract suite for every audit store: memory, SQLite (real file, shared with the journal) and
+PostgreSQL (the real server, a schema of its own per test, dropped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from passerelle.observability.audit import AuditAction, AuditOutcome, AuditRecord, AuditTrail
+from passerelle.queue.audit import AuditQuery, AuditStore
+from passerelle.queue.audit_memory import MemoryAuditStore
+from passerelle.queue.audit_postgres import PostgresAuditStore
+from passerelle.queue.audit_sqlite import SQLiteAuditStore
+
+PG_DSN = os.environ.get("PASSERELLE_TEST_PG", "postgresql://127.0.0.1:5432/test")
+T0 = datetime(2026, 11, 22, 3, 0, 0, 123456, tzinfo=UTC)
+
+
+def _pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStore]:
+    schema = ""
+    backend: AuditStore
+    if request.param == "memory":
+        backend = MemoryAuditStore()
+    elif request.param == "sqlite":
+        backend = SQLiteAuditStore(tmp_path / "passerelle.db")
+    else:
+        if not _pg_available():
+            pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
+        schema = f"audit_test_{uuid.uuid4().hex[:12]}"
+        backend = PostgresAuditStore(PG_DSN, schema=schema)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        if schema:
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def rec(minutes: int = 0, **changes: object) -> AuditRecord:
+    base: dict[str, object] = {
+        "at": T0 + timedelta(minutes=minutes),
+        "action": AuditAction.CONSENT_DECISION,
+        "outcome": AuditOutcome.DELIVER,
+        "reason": "allowed",
+        "row_id": 7,
+        "document_id": "1.2.250.1.999.2.3.1",
+        "patient_id": "280017512345610",
+        "patient_oid": "1.2.250.1.213.1.4.10",
+    }
+    base.update(changes)
+    return AuditRecord(**base)  # type: ignore[arg-type]
+
+
+async def test_append_returns_increasing_ids_and_roundtrips(store: AuditStore) -> None:
+    ids = await store.append([rec(0), rec(1, action=AuditAction.DELIVERY, reason="publish", detail="HTTP 200")])
+    more = await store.append([rec(2)])
+    assert ids[0] < ids[1] < more[0]
+    got = await store.query(AuditQuery())
+    assert [r.id for r in got] == [*ids, *more]
+    first = got[0]
+    assert first == rec(0, id=ids[0])  # every field, microseconds and time zone included
+    assert first.at == T0
+    assert got[1].detail == "HTTP 200" and got[1].action == AuditAction.DELIVERY
+
+
+async def test_empty_append(store: AuditStore) -> None:
+    assert await store.append([]) == []
+    assert await store.query(AuditQuery()) == []
+
+
+async def test_query_filters(store: AuditStore) -> None:
+    await store.append(
+        [
+            rec(0),
+            rec(5, document_id="1.2.3.9", action=AuditAction.DELIVERY, reason="publish"),
+            rec(10, patient_id="180017512345699", action=AuditAction.REFUSAL, outcome="refuse", reason="x"),
+            rec(15, action=AuditAction.REPLAY, outcome="success", reason="operator", actor="admin:alice"),
+        ]
+    )
+
+    async def ids(**kw: object) -> list[int]:
+        return [r.id for r in await store.query(AuditQuery(**kw))]  # type: ignore[arg-type]
+
+    everything = await ids()
+    assert len(everything) == 4
+    assert await ids(since=T0 + timedelta(minutes=5)) == everything[1:]
+    assert await ids(until=T0 + timedelta(minutes=5)) == everything[:1]
+    assert await ids(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=15)) == everything[1:3]
+    assert await ids(document_id="1.2.3.9") == [everything[1]]
+    assert await ids(patient_id="180017512345699") == [everything[2]]
+    assert await ids(action=AuditAction.REPLAY) == [everything[3]]
+    assert await ids(actor="admin:alice") == [everything[3]]
+    assert await ids(action=AuditAction.DELIVERY, document_id="nope") == []
+    assert await ids(limit=2) == everything[:2]
+    assert await ids(after_id=everything[1], limit=1) == [everything[2]]
+
+
+async def test_audit_trail_records_through_the_store(store: AuditStore) -> None:
+    trail = AuditTrail(store, clock=lambda: T0)
+    record_id = await trail.record(
+        action="delivery", outcome="deliver", reason="publish", row_id=3, document_id="1.2.3", patient_id="p"
+    )
+    (got,) = await store.query(AuditQuery(document_id="1.2.3"))
+    assert got.id == record_id and got.at == T0 and got.actor == "passerelle"
+
+
+async def test_store_has_no_update_or_delete_api(store: AuditStore) -> None:
+    public = {name for name in dir(store) if not name.startswith("_")}
+    assert not {n for n in public if any(w in n for w in ("update", "delete", "remove", "purge", "clear"))}
+
+
+async def test_sqlite_triggers_refuse_update_and_delete(tmp_path: Path) -> None:
+    path = tmp_path / "passerelle.db"
+    store = SQLiteAuditStore(path)
+    await store.open()
+    await store.append([rec(0)])
+    await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        for statement in ("UPDATE audit_event SET reason = 'forged'", "DELETE FROM audit_event"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(statement)
+        assert conn.execute("SELECT reason FROM audit_event").fetchall() == [("allowed",)]
+    finally:
+        conn.close()
+
+
+async def test_sqlite_reopen_keeps_records_and_does_not_remigrate(tmp_path: Path) -> None:
+    path = tmp_path / "passerelle.db"
+    for _ in range(2):
+        store = SQLiteAuditStore(path)
+        await store.open()
+        await store.append([rec(0)])
+        await store.close()
+    store = SQLiteAuditStore(path)
+    await store.open()
+    assert len(await store.query(AuditQuery())) == 2
+    await store.close()
+    await store.close()  # idempotent
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM audit_migrations").fetchall() == [(1,)]
+    conn.close()
+
+
+async def test_sqlite_shares_the_journal_file(tmp_path: Path) -> None:
+    from passerelle.queue.base import Inbound
+    from passerelle.queue.sqlite import SQLiteJournal
+
+    path = tmp_path / "passerelle.db"
+    journal = SQLiteJournal(path)
+    await journal.open()
+    audit = SQLiteAuditStore(path)
+    await audit.open()
+    try:
+        (result,) = await journal.append([Inbound(raw=b"MSH|x", channel="mllp", sender="s", kind="oru")])
+        (audit_id,) = await audit.append([rec(0, action=AuditAction.RECEIVED, outcome="success", row_id=result.row_id)])
+        assert (await journal.get(result.row_id)) is not None
+        (got,) = await audit.query(AuditQuery())
+        assert got.id == audit_id and got.row_id == result.row_id
+    finally:
+        await audit.close()
+        await journal.close()
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"audit_event", "audit_migrations"} <= tables
+
+
+async def test_postgres_triggers_refuse_update_delete_truncate() -> None:
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
+    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
+    store = PostgresAuditStore(PG_DSN, schema=schema)
+    await store.open()
+    try:
+        await store.append([rec(0)])
+        # a second store on the same schema (another instance) does not migrate again
+        other = PostgresAuditStore(PG_DSN, schema=schema)
+        await other.open()
+        assert len(await other.query(AuditQuery())) == 1
+        await other.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            for statement in (
+                f"UPDATE \"{schema}\".audit_event SET reason = 'forged'",
+                f'DELETE FROM "{schema}".audit_event',
+                f'TRUNCATE "{schema}".audit_event',
+            ):
+                with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                    conn.execute(statement)
+            assert conn.execute(f'SELECT reason FROM "{schema}".audit_event').fetchall() == [("allowed",)]
+            assert conn.execute(f'SELECT version FROM "{schema}".audit_migrations').fetchall() == [(1,)]
+    finally:
+        await store.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_postgres_schema_name_is_checked() -> None:
+    with pytest.raises(ValueError):
+        PostgresAuditStore(PG_DSN, schema='x"; DROP TABLE y; --')
