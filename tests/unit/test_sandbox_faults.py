@@ -23,7 +23,12 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def statuses(client: TestClient, n: int) -> list[int]:
-    return [client.get("/fhir/Patient/$dmp-status", params={"identifier": INS}).status_code for _ in range(n)]
+    return [
+        client.get(
+            "/fhir/Patient/$dmp-status", params={"identifier": f"urn:oid:1.2.250.1.213.1.4.10|{INS}"}
+        ).status_code
+        for _ in range(n)
+    ]
 
 
 def test_same_seed_same_faults(client: TestClient) -> None:

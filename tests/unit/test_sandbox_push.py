@@ -337,3 +337,9 @@ def test_sample_bundle_hash_is_base64_sha1_of_the_content() -> None:
     attachment = iti65_bundle(INS, doc)["entry"][1]["resource"]["content"][0]["attachment"]
     assert attachment["hash"] == base64.b64encode(hashlib.sha1(doc.content).digest()).decode()
     assert attachment["size"] == len(doc.content)
+
+
+@pytest.mark.parametrize("identifier", [INS, f"urn:oid:1.2.3|{INS}", "urn:oid:1.2.250.1.213.1.4.10|"])
+def test_status_lookup_needs_an_ins_identifier(client: TestClient, identifier: str) -> None:
+    assert client.get("/fhir/Patient/$dmp-status", params={"identifier": identifier}).status_code == 400
+    assert client.get("/admin/patients").json() == []

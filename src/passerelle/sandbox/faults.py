@@ -119,6 +119,7 @@ class FaultMiddleware:
             if abort is None:
                 raise ConnectionResetError("injected connection reset (no transport to abort)")
             abort["abort"]()
+            await asyncio.sleep(0)  # let the protocol see the connection lost before the app returns
             return
         if decision.action == "429":
             retry_after = str(math.ceil(settings.retry_after_s))

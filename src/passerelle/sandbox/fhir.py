@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from passerelle.sandbox.bundle import read_submission
+from passerelle.sandbox.bundle import INS_OID_PREFIX, read_submission
 from passerelle.sandbox.outcome import SpaceRefusal, refusal_outcome, simple_outcome
 from passerelle.sandbox.runtime import bearer_ok, fhir_json, runtime_of, unauthorized
 from passerelle.sandbox.space import (
@@ -105,9 +105,9 @@ async def dmp_status(request: Request, identifier: str = "", author: str = "") -
     if not bearer_ok(request, runtime.fhir_token):
         return unauthorized()
     system, ins = _split_token(identifier)
-    if not ins:
-        return _bad_request("identifier=urn:oid:<INS OID>|<INS> is required")
-    state = runtime.store.patient_or_default(ins, system or "", runtime.config.auto_create_patients)
+    if not ins or not system.startswith(INS_OID_PREFIX):
+        return _bad_request("identifier=urn:oid:<INS OID>|<INS> is required (INS OID 1.2.250.1.213.1.4.*)")
+    state = runtime.store.patient_or_default(ins, system, runtime.config.auto_create_patients)
     return fhir_json(status_parameters(state, author or None))
 
 
@@ -118,9 +118,9 @@ async def search_documents(request: Request) -> Response:
     if not bearer_ok(request, runtime.fhir_token):
         return unauthorized()
     params = request.query_params
-    _, ins = _split_token(params.get("patient.identifier", ""))
-    if not ins:
-        return _bad_request("patient.identifier=urn:oid:<INS OID>|<INS> is required")
+    system, ins = _split_token(params.get("patient.identifier", ""))
+    if not ins or (system and not system.startswith(INS_OID_PREFIX)):
+        return _bad_request("patient.identifier=urn:oid:<INS OID>|<INS> is required (INS OID 1.2.250.1.213.1.4.*)")
     try:
         actor = Actor.parse(request.headers.get("x-actor"))
     except ValueError as exc:

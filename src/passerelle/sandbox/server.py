@@ -54,6 +54,10 @@ def uvicorn_config(config: SandboxConfig, host: str, port: int, **overrides: Any
         "loop": "asyncio",
         "lifespan": "on",
         "log_level": "warning",
+        # logging belongs to the host process (no dictConfig from uvicorn); no access log: its lines
+        # would carry query strings such as patient.identifier=<INS>
+        "log_config": None,
+        "access_log": False,
         "timeout_graceful_shutdown": 5,
     }
     options.update(overrides)
