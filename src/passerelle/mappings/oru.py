@@ -25,7 +25,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-from passerelle.errors import MappingError, ParseError, UnsupportedMessageError, ValidationError
+from passerelle.errors import MappingError, ParseError, PasserelleError, UnsupportedMessageError, ValidationError
 from passerelle.mappings.cda import DEFAULT_LIMITS, CdaLimits, document_from_cda, parse_cda
 from passerelle.mappings.document import (
     INVISIBLE_PATIENT,
@@ -250,9 +250,10 @@ def map_hl7_message(
         location = f"OBX^{emb.obx_index}^5^5"
         try:
             root = parse_cda(emb.content, limits)
-        except (ParseError, ValidationError) as exc:
-            exc.location = location
-            raise
+        except PasserelleError as exc:
+            raise type(exc)(
+                f"embedded document (OBX {emb.obx_index}): {exc.message}", location=location, reason=exc.reason
+            ) from exc
         doc = document_from_cda(root, emb.content, now=now, provenance=prov)
         if emb.type_code and emb.type_code != doc.type_code.code:
             raise ValidationError(
