@@ -1,0 +1,105 @@
+"""The MLLP listener with the real Hl7Intake and a real SQLite journal file: ACKs are correlated,
+given only after the commit, one journal row per distinct message, duplicates replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from passerelle.connector.hl7_intake import Hl7Intake, Hl7IntakeSettings
+from passerelle.connector.mllp import MllpServer, MllpSettings, frame
+from passerelle.mappings.samples import generate_samples
+from passerelle.queue.sqlite import SQLiteJournal
+from tests.integration.test_mllp_server import read_replies
+
+NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+
+
+def msa(reply: bytes) -> tuple[str, str]:
+    m = re.search(rb"MSA\|([A-Z]{2})\|([^|\r]*)", reply)
+    assert m, reply[:200]
+    return m.group(1).decode(), m.group(2).decode()
+
+
+@dataclass
+class Stack:
+    journal: SQLiteJournal
+    server: MllpServer
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    journal = SQLiteJournal(tmp_path / "journal.sqlite3")
+    await journal.open()
+    intake = Hl7Intake(journal.append, Hl7IntakeSettings(test_environment=True))
+    server = MllpServer(MllpSettings(port=0, max_frame_bytes=64 * 1024), intake, oversize_handler=intake)
+    await server.start()
+    yield Stack(journal, server)
+    await server.stop(2)
+    await journal.close()
+
+
+async def test_thousand_messages_eight_connections_one_row_per_distinct_message(stack: Stack) -> None:
+    samples = generate_samples(880, seed=11, now=NOW)
+    rng = random.Random(2026)
+
+    async def client(k: int) -> list[tuple[str, str]]:
+        mine = samples[k * 110 : (k + 1) * 110]
+        # 110 distinct messages, then 15 resends of earlier ones (same bytes): 125 frames per connection.
+        plan = mine + [mine[rng.randrange(len(mine))] for _ in range(15)]
+        r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+        data = b"".join(frame(s.raw) for s in plan)
+        pos = 0
+        while pos < len(data):
+            step = rng.randint(1, 20000)
+            w.write(data[pos : pos + step])
+            await w.drain()
+            pos += step
+        replies = await read_replies(r, len(plan), timeout=120)
+        w.close()
+        got = [msa(x) for x in replies]
+        assert got == [("AA", s.control_id) for s in plan]
+        return got
+
+    results = await asyncio.gather(*(client(k) for k in range(8)))
+    assert sum(len(x) for x in results) == 1000
+    counts = await stack.journal.counts()
+    assert sum(counts.values()) == 880
+
+
+async def test_oversize_frame_is_refused_by_the_intake_and_connection_continues(stack: Stack) -> None:
+    big, small = generate_samples(2, seed=5, now=NOW)
+    oversized = big.raw + b"\rNTE|1||" + b"A" * (70 * 1024) + b"\r"
+    r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    w.write(frame(oversized) + frame(small.raw))
+    first, second = await read_replies(r, 2)
+    code, ctrl = msa(first)
+    assert code != "AA" and code != "CA"
+    assert ctrl == big.control_id
+    assert b"|207" in first
+    assert msa(second) == ("AA", small.control_id)
+    w.close()
+
+
+async def test_no_positive_ack_when_the_journal_cannot_commit(stack: Stack) -> None:
+    [sample] = generate_samples(1, seed=9, now=NOW)
+    await stack.journal.close()
+    r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    w.write(frame(sample.raw))
+    try:
+        [reply] = await read_replies(r, 1)
+    except asyncio.IncompleteReadError:
+        reply = b""  # closing without a reply is also never positive
+    if reply:
+        code, ctrl = msa(reply)
+        assert code in ("AR", "CE", "AE", "CR")
+        assert ctrl == sample.control_id
+    w.close()
+    await stack.journal.open()
