@@ -138,6 +138,16 @@ def test_submission_set() -> None:
     assert unique.startswith("urn:oid:2.25.")
 
 
+def test_submission_author_comes_from_the_sender_segment() -> None:
+    sender = Author(person_id="801111111111", organisation_id="1999999999", organisation_name="PFI")
+    bundle = build_provide_bundle([document(submission_author=sender)], SUBMISSION)
+    ss = _resources(bundle, "List")[0]
+    contained = {c["id"]: c for c in ss["contained"]}
+    assert contained["ss-author-ps"]["identifier"][0]["value"] == "801111111111"
+    ref = _resources(bundle, "DocumentReference")[0]
+    assert {c["id"]: c for c in ref["contained"]}["author-ps"]["identifier"][0]["value"] == AUTHOR_ID
+
+
 def test_replacement_relates_to_the_old_unique_id() -> None:
     old = document()
     new = replacement(old, "1.2.250.1.999.2.3.2")

@@ -65,7 +65,7 @@ class SubmissionInfo:
     source_id: str  # OID of the submitting system (this gateway instance)
     submission_time: datetime
     content_type: Code  # designationType / contentTypeCode (JDV_J59)
-    author: Author | None = None  # sender (PRT SB); defaults to the first document's author
+    author: Author | None = None  # defaults to the first document's submission_author (PRT SB), then author
     unique_id: str = ""
     title: str = ""
 
@@ -137,7 +137,7 @@ def build_provide_bundle(docs: Sequence[Document], submission: SubmissionInfo) -
         doc_entries.append(_entry(ref_url, _document_reference(doc, ref_url, bin_url, submission)))
         doc_entries.append(_entry(bin_url, _binary(doc)))
         items.append({"item": {"reference": ref_url}})
-    author = submission.author or docs[0].author
+    author = submission.author or docs[0].submission_author or docs[0].author
     entries.append(_entry(ss_url, _submission_set(patient, author, submission, ss_unique_id, ss_url, items)))
     entries.extend(doc_entries)
     return {
