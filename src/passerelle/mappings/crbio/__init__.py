@@ -1,0 +1,74 @@
+"""CR-BIO 2024.01 generation: lab results (typed, or read from a LAB-3 ORU^R01) → CDA R2 + PDF → Document.
+
+Typical flow (pure functions; the caller supplies configuration, the clock and the previous version)::
+
+    report = from_oru(text, OruContext(oid_root=..., now=..., laboratory=..., loinc=table, previous=prev))
+    generated = generate(report)               # CDA bytes + PDF bytes (deterministic)
+    document = to_document(report, generated.cda, provenance)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from passerelle.mappings.crbio.cda import build_cda
+from passerelle.mappings.crbio.document import CLASS_CODE, FORMAT_CODE, TYPE_CODE, to_document
+from passerelle.mappings.crbio.ids import set_id_for, unique_id_for
+from passerelle.mappings.crbio.model import (
+    Address,
+    Battery,
+    Laboratory,
+    LabPatient,
+    LabReport,
+    LabResult,
+    Person,
+    ReferenceRange,
+    ResultStatus,
+    Specimen,
+    ValueKind,
+)
+from passerelle.mappings.crbio.oru import OruContext, PreviousVersion, from_oru
+from passerelle.mappings.crbio.pdf import render_pdf
+from passerelle.mappings.document import Action
+
+
+@dataclass(frozen=True)
+class Generated:
+    cda: bytes
+    pdf: bytes
+
+
+def generate(report: LabReport) -> Generated:
+    """The PDF rendering of ``report`` and the CR-BIO CDA embedding it (empty for a deletion)."""
+    if report.action is Action.DELETE:
+        return Generated(cda=b"", pdf=b"")
+    pdf = render_pdf(report)
+    return Generated(cda=build_cda(report, pdf), pdf=pdf)
+
+
+__all__ = [
+    "CLASS_CODE",
+    "FORMAT_CODE",
+    "TYPE_CODE",
+    "Address",
+    "Battery",
+    "Generated",
+    "LabPatient",
+    "LabReport",
+    "LabResult",
+    "Laboratory",
+    "OruContext",
+    "Person",
+    "PreviousVersion",
+    "ReferenceRange",
+    "ResultStatus",
+    "Specimen",
+    "ValueKind",
+    "build_cda",
+    "from_oru",
+    "generate",
+    "render_pdf",
+    "set_id_for",
+    "to_document",
+    "unique_id_for",
+]
