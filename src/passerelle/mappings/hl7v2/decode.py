@@ -25,6 +25,7 @@ from passerelle.errors import EncodingError, ParseError, UnsupportedMessageError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 SMALL_TILDE = "\u02dc"
+_SMALL_TILDE_UTF8 = SMALL_TILDE.encode("utf-8")
 
 #: MSH-18 values (HL7 table 0211) -> Python codec.
 CHARSETS: dict[str, str] = {
@@ -239,7 +240,7 @@ def read_msh18(raw: bytes) -> str:
     parts = line.split(fs)
     if len(parts) <= 17:
         return ""
-    encoding = parts[1]
+    encoding = parts[1].replace(_SMALL_TILDE_UTF8, b"~")
     rep = encoding[1:2] or b"~"
     comp = encoding[0:1] or b"^"
     value = parts[17].split(rep)[0].split(comp)[0]
@@ -291,6 +292,20 @@ def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1
     if len(data.translate(None, _CONTROL_BYTES)) != len(data):
         raise EncodingError("control characters in message", location="MSH^1^18")
 
+    # MSH-2 first, from the bytes (MSH is ASCII), so MSH-18 is read with the right delimiters.
+    fs = chr(fs_byte)
+    enc_end = data.find(data[3:4], 4)
+    line_end = _first_line_end_bytes(data)
+    if enc_end == -1 or enc_end > line_end:
+        raise ParseError("MSH-2 encoding characters missing", location="MSH^1^2")
+    encoding_bytes = data[4:enc_end]
+    if _SMALL_TILDE_UTF8 in encoding_bytes:
+        warnings.append("msh2_small_tilde")
+        encoding_bytes = encoding_bytes.replace(_SMALL_TILDE_UTF8, b"~")
+    if not encoding_bytes.isascii():
+        raise ParseError("invalid MSH-2 encoding character", location="MSH^1^2")
+    delims = _delimiters(fs, encoding_bytes.decode("ascii"))
+
     declared = read_msh18(data)
     codec = choose_codec(declared, fallback_charset)
     if codec in _C1_TRAP_CODECS:
@@ -310,17 +325,9 @@ def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1
     except LookupError as exc:
         raise UnsupportedCharsetError("unknown fallback character set", location="MSH^1^18") from exc
 
-    fs = text[3]
-    enc_end = text.find(fs, 4)
-    line_end = _first_line_end(text)
-    if enc_end == -1 or enc_end > line_end:
-        raise ParseError("MSH-2 encoding characters missing", location="MSH^1^2")
-    encoding = text[4:enc_end]
-    if SMALL_TILDE in encoding:
-        warnings.append("msh2_small_tilde")
+    if "msh2_small_tilde" in warnings:
+        # the same paste replaced every "~" of the message (PID-11 repetitions in the ANS examples)
         text = text.replace(SMALL_TILDE, "~")
-        encoding = encoding.replace(SMALL_TILDE, "~")
-    delims = _delimiters(fs, encoding)
 
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
@@ -353,9 +360,9 @@ def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1
     )
 
 
-def _first_line_end(text: str) -> int:
-    ends = [p for p in (text.find("\r"), text.find("\n")) if p != -1]
-    return min(ends) if ends else len(text)
+def _first_line_end_bytes(data: bytes) -> int:
+    ends = [p for p in (data.find(b"\r"), data.find(b"\n")) if p != -1]
+    return min(ends) if ends else len(data)
 
 
 def _delimiters(fs: str, encoding: str) -> Delimiters:

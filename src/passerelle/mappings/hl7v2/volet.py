@@ -29,6 +29,7 @@ from passerelle.mappings.hl7v2.patient import PatientIds, extract_ids
 from passerelle.mappings.hl7v2.zfa import ConsentFeed, parse_zfa
 
 CISIS_PROFILE = "CISIS_CDA_HL7_V2"
+LPS_PROFILE = "CISIS_CDA_HL7_LPS"
 META_SYSTEM = "MetaDMPMSS"
 
 #: (ORC-1 or trigger) -> (action, OBX-11 of the document OBX)
@@ -137,6 +138,12 @@ def classify(
     ``accepted_processing_ids`` None skips the MSH-11 check (re-classification in the worker)."""
     check_header(header, accepted_processing_ids)
     code, trigger = header.message_code, header.trigger
+    if LPS_PROFILE in header.profiles:
+        # "Transmission LPS de documents CDA / courriels MSSanté" flows from a platform to the LPS:
+        # it is not something a gateway receives.
+        raise unsupported(
+            "CI-SIS LPS/MSSante volet is not an intake format", location="MSH^1^21", reason="unsupported_type"
+        )
     pid = msg.first("PID")
     if code == "ORU":
         if trigger != "R01":
