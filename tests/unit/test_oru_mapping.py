@@ -118,6 +118,18 @@ CDA = b"""<?xml version="1.0" encoding="UTF-8"?>
 </ClinicalDocument>"""
 
 
+FLAG_ORDER = (
+    "MASQUE_PS",
+    "INVISIBLE_PATIENT",
+    "INVISIBLE_REP_LEGAUX",
+    "CONNEXION_SECRETE",
+    "MODIF_CONF_CODE",
+    "DESTDMP",
+    "DESTMSSANTEPS",
+    "DESTMSSANTEPAT",
+)
+
+
 def _message(
     *,
     orc1: str = "NW",
@@ -142,8 +154,9 @@ def _message(
         "PRT||UC||SB^^participation|801234567866^DIAZ^Thierry^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS"
         "|||labo^^^^^ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO^FINEG^^^1120459876",
     ]
-    for n, (code, value) in enumerate((flags or {}).items(), start=2):
-        segs.append(f"OBX|{n}|CE|{code}^label^MetaDMPMSS||{value}^^expandedYes-NoIndicator||||||F|")
+    values = {code: "N" for code in FLAG_ORDER} | {"DESTDMP": "Y"} | (flags or {})
+    for n, code in enumerate(FLAG_ORDER, start=2):
+        segs.append(f"OBX|{n}|CE|{code}^label^MetaDMPMSS||{values[code]}^^expandedYes-NoIndicator||||||F|")
     return "\r".join(segs).encode()
 
 
@@ -170,16 +183,19 @@ def test_all_flags_map_to_their_codes_with_the_xds_spelling() -> None:
 
 @pytest.mark.parametrize(
     ("orc1", "obx11", "action"),
-    [("NW", "F", Action.PUBLISH), ("RO", "C", Action.REPLACE), ("CA", "D", Action.DELETE), ("SC", "F", Action.PUBLISH)],
+    [("NW", "F", Action.PUBLISH), ("RO", "C", Action.REPLACE), ("CA", "D", Action.DELETE)],
 )
 def test_action_from_orc1_and_obx11(orc1: str, obx11: str, action: Action) -> None:
     assert _map(_message(orc1=orc1, obx11=obx11)).action is action
 
 
-def test_inconsistent_action_is_refused() -> None:
+def test_inconsistent_or_unknown_action_is_refused() -> None:
+    # the same volet rules as the ACK path (ORC-1 / OBX-11 coherence)
     with pytest.raises(ValidationError) as err:
         _map(_message(orc1="NW", obx11="D"))
-    assert err.value.reason == "action"
+    assert err.value.location == "OBX^1^11"
+    with pytest.raises(ValidationError):
+        _map(_message(orc1="SC"))
 
 
 def test_unsupported_message_type() -> None:
@@ -199,12 +215,13 @@ def test_payload_that_is_not_cda_is_refused_with_the_obx_location() -> None:
     with pytest.raises(ParseError) as err:
         _map(_message(payload=b"Document medical au format CDA"))
     assert err.value.location == "OBX^1^5^5"
+    assert err.value.message.startswith("embedded document (OBX 1):")
 
 
 def test_two_renderings_need_map_hl7_documents() -> None:
-    one = _message()
-    obx2 = one.split(b"\r")[4].replace(b"OBX|1|", b"OBX|2|")
-    two = one + b"\r" + obx2
+    one = _message().split(b"\r")
+    second = one[4].replace(b"OBX|1|", b"OBX|2|")
+    two = b"\r".join([*one[:5], second, *one[5:]])
     docs = map_hl7_documents(two, sender_charset=None, test_environment=True, now=NOW, provenance=PROV)
     assert len(docs) == 2
     with pytest.raises(MappingError):

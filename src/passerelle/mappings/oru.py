@@ -6,9 +6,9 @@ overrides what the volet puts there (dmp-interop.md §2.1, §3):
 * confidentiality: CDA N/R/V first, then ``MASQUE_PS`` / ``INVISIBLE_PATIENT`` /
   ``INVISIBLE_REPRESENTANTS_LEGAUX`` for each MetaDMPMSS flag valued ``Y`` (the flag spelled
   ``INVISIBLE_REP_LEGAUX`` maps to the third code; ``CONNEXION_SECRETE=Y`` forces it, rule 20);
-* action: ORU ``ORC-1``/``OBX-11`` (NW/F publish, RO/C replace, CA/D delete), MDM trigger
-  (T02/T10/T04); ``ORC-1`` values outside NW/RO/CA (``SC`` in v1.2 examples) and an empty
-  ``OBX-11`` are not used; two usable values that disagree are refused;
+* action and flags: from :func:`passerelle.mappings.hl7v2.volet.classify`, the same volet rules as
+  the ACK path (ORU ``ORC-1``/``OBX-11``: NW/F publish, RO/C replace, CA/D delete; MDM trigger
+  T02/T10/T04; the 8 MetaDMPMSS flags in their fixed order);
 * replaces: CDA ``relatedDocument[@typeCode='RPLC']`` else ``TXA-13``; for a deletion, the
   document carried (its own id); an ORU replacement with neither (the ANS Ségur example) keeps
   ``replaces`` empty and the adapter resolves the current version by ``set_id``;
@@ -41,10 +41,12 @@ from passerelle.mappings.document import (
     confidentiality_code,
 )
 from passerelle.mappings.hl7v2.decode import Message, Segment, decode_message
+from passerelle.mappings.hl7v2.header import read_header
+from passerelle.mappings.hl7v2.volet import MessageKind, classify
 from passerelle.mappings.identity import Cx, qualify_hl7_patient
 
 META_SYSTEM = "MetaDMPMSS"
-#: MetaDMPMSS codes (with the spellings seen in older ANS examples) → Flags field.
+#: MetaDMPMSS codes (with the spellings seen in older ANS examples): never a document OBX.
 FLAG_FIELDS: dict[str, str] = {
     "MASQUE_PS": "masque_ps",
     "INVISIBLE_PATIENT": "invisible_patient",
@@ -61,9 +63,6 @@ FLAG_FIELDS: dict[str, str] = {
     "ACK_LECTURE": "ack_lecture_mss",
 }
 _NON_DOCUMENT_OBX = frozenset({*FLAG_FIELDS, "CORPSMAIL_PS", "CORPSMAIL_PATIENT", "COMP_LOT"})
-_ORC_ACTION = {"NW": Action.PUBLISH, "RO": Action.REPLACE, "CA": Action.DELETE}
-_OBX11_ACTION = {"F": Action.PUBLISH, "C": Action.REPLACE, "D": Action.DELETE}
-_MDM_ACTION = {"T02": Action.PUBLISH, "T10": Action.REPLACE, "T04": Action.DELETE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +83,6 @@ def decode_base64(data: str, *, location: str) -> bytes:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ParseError("document OBX-5 is not valid Base64", location=location, reason="base64") from exc
-
-
-def read_flags(msg: Message) -> Flags:
-    """MetaDMPMSS flags (OBX-3.1 code, OBX-5.1 Y/N); absent flags keep the :class:`Flags` defaults."""
-    values: dict[str, bool] = {}
-    for obx in msg.all("OBX"):
-        code = msg.value(obx, 3).strip().upper()
-        field = FLAG_FIELDS.get(code)
-        if field is None:
-            continue
-        system = msg.value(obx, 3, 3).strip()
-        if system and system != META_SYSTEM:
-            continue
-        answer = msg.value(obx, 5).strip().upper()
-        if answer in ("Y", "N"):
-            values[field] = answer == "Y"
-    return Flags.model_validate(values)
 
 
 def embedded_documents(msg: Message) -> list[EmbeddedDocument]:
@@ -124,26 +106,6 @@ def embedded_documents(msg: Message) -> list[EmbeddedDocument]:
         content = decode_base64(payload, location=f"OBX^{index}^5^5")
         docs.append(EmbeddedDocument(index, code, msg.value(obx, 11).strip().upper(), content))
     return docs
-
-
-def _action(msg: Message, trigger: str, structure_is_mdm: bool, obx_status: str) -> Action:
-    candidates: list[tuple[str, Action]] = []
-    orc1 = msg.value(msg.first("ORC"), 1).strip().upper()
-    if orc1 in _ORC_ACTION:
-        candidates.append(("ORC-1", _ORC_ACTION[orc1]))
-    if obx_status in _OBX11_ACTION:
-        candidates.append(("OBX-11", _OBX11_ACTION[obx_status]))
-    if structure_is_mdm:
-        candidates.append(("MSH-9.2", _MDM_ACTION[trigger]))
-    if not candidates:
-        raise ValidationError(
-            "cannot tell the action: ORC-1 not NW/RO/CA and OBX-11 not F/C/D", location="ORC^1^1", reason="action"
-        )
-    actions = {a for _, a in candidates}
-    if len(actions) > 1:
-        where = ", ".join(name for name, _ in candidates)
-        raise ValidationError(f"inconsistent action between {where}", location="ORC^1^1", reason="action")
-    return candidates[0][1]
 
 
 def _ei(msg: Message, seg: Segment | None, n: int) -> str:
@@ -221,45 +183,43 @@ def map_hl7_message(
     provenance: Provenance,
     limits: CdaLimits = DEFAULT_LIMITS,
 ) -> list[Document]:
-    """Map an already decoded ORU/MDM message to its documents (usually one; ORU may carry N1 + N3)."""
-    header = msg.msh
-    code = msg.value(header, 9, 1).strip().upper()
-    trigger = msg.value(header, 9, 2).strip().upper()
-    if code == "ORU" and trigger == "R01":
-        is_mdm = False
-    elif code == "MDM" and trigger in _MDM_ACTION:
-        is_mdm = True
-    else:
+    """Map an already decoded ORU/MDM message to its documents (usually one; ORU may carry N1 + N3).
+
+    The volet rules (message type/event, ORC-1/OBX-11/trigger coherence, MetaDMPMSS flags in their
+    fixed order, OBX-3 = OBR-4, PRT sender when DESTDMP=Y, type in the DMP list) are those of the ACK
+    path (:func:`passerelle.mappings.hl7v2.volet.classify`), so the worker and the preview apply
+    exactly what intake accepted.
+    """
+    header = read_header(msg)
+    classified = classify(msg, header, test_environment=test_environment, check_documents=False)
+    if classified.kind is MessageKind.LAB_RESULTS:
+        raise MappingError("discrete lab results carry no document: CR-BIO generation needed", reason="lab")
+    if classified.kind not in (MessageKind.ORU_DOCUMENT, MessageKind.MDM_DOCUMENT) or classified.action is None:
         raise UnsupportedMessageError(
             "only ORU^R01 and MDM^T02/T10/T04 carry documents", location="MSH^1^9", reason="unsupported_event"
         )
-    embedded = embedded_documents(msg)
-    if not embedded:
-        raise ValidationError(
-            "no document OBX (OBX-2 = ED, OBX-5.3 = XML) in the message", location="OBX", reason="no_document"
-        )
-    flags = read_flags(msg)
-    sender = f"{msg.value(header, 3).strip()}^{msg.value(header, 4).strip()}"
-    prov = provenance.model_copy(update={"sender": sender, "message_id": msg.value(header, 10).strip()})
+    action = classified.action
+    flags = classified.flags or Flags()
+    prov = provenance.model_copy(update={"sender": header.sender, "message_id": header.control_id})
     sb = submission_author(msg)
     pid3 = pid3_repetitions(msg)
     pid32 = pid32_values(msg)
     txa = msg.first("TXA")
     documents: list[Document] = []
-    for emb in embedded:
+    for emb in classified.documents:
         location = f"OBX^{emb.obx_index}^5^5"
+        content = decode_base64(emb.base64, location=location)
         try:
-            root = parse_cda(emb.content, limits)
+            root = parse_cda(content, limits)
         except PasserelleError as exc:
             raise type(exc)(
                 f"embedded document (OBX {emb.obx_index}): {exc.message}", location=location, reason=exc.reason
             ) from exc
-        doc = document_from_cda(root, emb.content, now=now, provenance=prov)
-        if emb.type_code and emb.type_code != doc.type_code.code:
+        doc = document_from_cda(root, content, now=now, provenance=prov)
+        if emb.type_code.code != doc.type_code.code:
             raise ValidationError(
                 "OBX-3 document type differs from the CDA code", location=f"OBX^{emb.obx_index}^3", reason="type"
             )
-        action = _action(msg, trigger, is_mdm, emb.status)
         replaces = ""
         if action is Action.REPLACE:
             replaces = doc.replaces or (_ei(msg, txa, 13) if txa is not None else "")
