@@ -274,15 +274,26 @@ def test_parse_transaction_response() -> None:
             {"response": {"status": "200 OK", "location": "DocumentReference/2"}},
         ],
     }
-    entries = parse_transaction_response(body, 2)
+    types = ["List", "DocumentReference"]
+    entries = parse_transaction_response(body, types)
     assert [(e.status, e.location) for e in entries] == [(201, "List/1"), (200, "DocumentReference/2")]
     with pytest.raises(MalformedAnswerError):
-        parse_transaction_response(body, 3)
+        parse_transaction_response(body, [*types, "Binary"])
     with pytest.raises(MalformedAnswerError):
-        parse_transaction_response({**body, "type": "batch-response"}, 2)
+        parse_transaction_response({**body, "type": "batch-response"}, types)
     bad = {**body, "entry": [{"response": {"status": "400 Bad"}}, {"response": {"status": "201"}}]}
     with pytest.raises(MalformedAnswerError):
-        parse_transaction_response(bad, 2)
+        parse_transaction_response(bad, types)
+    with pytest.raises(MalformedAnswerError, match="order"):
+        parse_transaction_response(body, ["DocumentReference", "List"])
+    versioned = {
+        **body,
+        "entry": [
+            {"response": {"status": "201 Created", "location": "http://space/fhir/List/1/_history/1"}},
+            {"response": {"status": "201 Created"}},
+        ],
+    }
+    assert [e.status for e in parse_transaction_response(versioned, types)] == [201, 201]
 
 
 def test_outcome_code() -> None:

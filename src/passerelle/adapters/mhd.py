@@ -255,7 +255,9 @@ class MhdSpace:
         if not 200 <= answer.status < 300:
             raise self._error(answer)
         try:
-            entries = parse_transaction_response(answer.json(), len(bundle["entry"]))
+            entries = parse_transaction_response(
+                answer.json(), [entry["resource"]["resourceType"] for entry in bundle["entry"]]
+            )
         except MalformedAnswerError as exc:
             raise RemoteAmbiguousError(f"ambiguous ITI-65 answer: {exc}", status=answer.status) from exc
         docref = entries[1]  # entry order: SubmissionSet, DocumentReference, Binary
@@ -416,8 +418,7 @@ class MhdSpace:
             token = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
                 raise RemoteAmbiguousError("token endpoint answer without access_token", status=answer.status)
-            expires_in = body.get("expires_in", 300) if isinstance(body, dict) else 300
-            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
+            lifetime = _expires_in(body.get("expires_in") if isinstance(body, dict) else None)
             self._token = token
             self._token_expiry = self._monotonic() + max(lifetime - settings.token_refresh_margin_s, 0.0)
             return token
@@ -444,6 +445,17 @@ class MhdSpace:
                 reason=REMOTE_CODE_REASONS.get(code, "remote_rejected"),
             )
         return RemoteTransientError(f"unexpected HTTP status {status}", status=status)
+
+
+def _expires_in(value: object) -> float:
+    """Token lifetime in seconds; RFC 6749 makes ``expires_in`` optional (default 5 minutes here)."""
+    if isinstance(value, bool):
+        return 300.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return float(value.strip())
+    return 300.0
 
 
 def _basic_auth(client_id: str, secret: str) -> str:

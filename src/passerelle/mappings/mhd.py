@@ -421,17 +421,18 @@ class EntryResponse:
     location: str
 
 
-def parse_transaction_response(body: object, expected_entries: int) -> list[EntryResponse]:
-    """Read a ``transaction-response`` Bundle: one entry per request entry, each with a 2xx status."""
+def parse_transaction_response(body: object, request_types: Sequence[str]) -> list[EntryResponse]:
+    """Read a ``transaction-response`` Bundle: one entry per request entry, in request order (a
+    ``location`` must name the resource type of its request entry), each with a 2xx status."""
     if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
         raise MalformedAnswerError("answer is not a Bundle")
     if body.get("type") != "transaction-response":
         raise MalformedAnswerError("answer is not a transaction-response")
     entries = body.get("entry")
-    if not isinstance(entries, list) or len(entries) != expected_entries:
+    if not isinstance(entries, list) or len(entries) != len(request_types):
         raise MalformedAnswerError("transaction-response does not have one entry per request entry")
     out = []
-    for entry in entries:
+    for entry, resource_type in zip(entries, request_types, strict=True):
         response = entry.get("response") if isinstance(entry, Mapping) else None
         if not isinstance(response, Mapping):
             raise MalformedAnswerError("entry without response")
@@ -439,7 +440,10 @@ def parse_transaction_response(body: object, expected_entries: int) -> list[Entr
         head = status_text.split(" ", 1)[0]
         if not head.isdigit() or not 200 <= int(head) < 300:
             raise MalformedAnswerError("entry status is not a success")
-        out.append(EntryResponse(status=int(head), location=str(response.get("location", ""))))
+        location = str(response.get("location") or "")
+        if location and not location.split("/_history/", 1)[0].rpartition("/")[0].endswith(resource_type):
+            raise MalformedAnswerError("transaction-response entries are not in request order")
+        out.append(EntryResponse(status=int(head), location=location))
     return out
 
 
