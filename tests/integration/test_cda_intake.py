@@ -31,6 +31,7 @@ def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: s
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <?xml-stylesheet type="text/xsl" href="http://127.0.0.1:9/evil.xsl"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3">
+  <templateId root="1.2.250.1.213.1.1.1.1"/>
   <id root="{uid}"/>
   <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
   <title>{title}</title>{extra}
@@ -200,6 +201,16 @@ async def test_wrong_type_and_not_a_cda(journal: SQLiteJournal) -> None:
         no_patient = cda().replace(b'<id root="1.2.250.1.213.1.4.10" extension="279035121518989"/>', b"")
         r = await client.post("/v1/documents", content=no_patient, headers=XML)
         assert r.status_code == 422 and r.json()["reason"] == "no_patient"
+        no_template = cda().replace(b'<templateId root="1.2.250.1.213.1.1.1.1"/>', b"")
+        r = await client.post("/v1/documents", content=no_template, headers=XML)
+        assert r.status_code == 422 and r.json()["reason"] == "template"
+        bad_body = cda().replace(
+            b"<component><structuredBody/></component>",
+            b'<component><nonXMLBody><text mediaType="application/pdf" representation="B64">%%%</text>'
+            b"</nonXMLBody></component>",
+        )
+        r = await client.post("/v1/documents", content=bad_body, headers=XML)
+        assert r.status_code == 422 and r.json()["reason"] == "body"
         not_xml = b"%PDF-1.4 not xml"
         r = await client.post("/v1/documents", content=not_xml, headers=XML)
         assert r.status_code == 400 and r.json()["reason"] == "xml"

@@ -21,6 +21,7 @@ XML = {"content-type": "application/xml"}
 def cda(uid: str = "1.2.250.1.999.7.1", *, title: str = "Compte rendu", ins: str = "279035121518989") -> bytes:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3">
+  <templateId root="1.2.250.1.213.1.1.1.1"/>
   <id root="{uid}"/>
   <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
   <title>{title}</title>

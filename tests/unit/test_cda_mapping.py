@@ -139,7 +139,7 @@ def _minimal(**over: str) -> bytes:
     values.update(over)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3">
-  <templateId root="2.16.840.1.113883.2.8.2.1"/>{values["tpl"]}
+  <templateId root="2.16.840.1.113883.2.8.2.1"/><templateId root="1.2.250.1.213.1.1.1.1"/>{values["tpl"]}
   {values["id"]}
   {values["code"]}
   <title>T</title>
@@ -203,3 +203,23 @@ def test_map_cda_document_applies_the_identity_rules(corpus_dir: Path) -> None:
     assert doc.patient.identity_status == "qualified"
     with pytest.raises(IdentityError):
         map_cda_document(raw, test_environment=False, now=NOW)
+
+
+def test_cda_without_the_cisis_template_is_refused() -> None:
+    raw = _minimal().replace(b'<templateId root="1.2.250.1.213.1.1.1.1"/>', b"")
+    with pytest.raises(ValidationError) as err:
+        map_cda(raw, now=NOW)
+    assert err.value.reason == "template"
+
+
+def test_invalid_or_empty_base64_body_is_refused() -> None:
+    for payload in ("not*base64", "QUJD=A", ""):
+        body = (
+            f'<component><nonXMLBody><text mediaType="application/pdf" representation="B64">{payload}</text>'
+            "</nonXMLBody></component>"
+        )
+        with pytest.raises(ValidationError) as err:
+            map_cda(_minimal(body=body), now=NOW)
+        assert err.value.reason == "body"
+    ok = '<component><nonXMLBody><text mediaType="application/pdf" representation="B64">\n JVBER\n i0=\n</text></nonXMLBody></component>'
+    assert map_cda(_minimal(body=ok), now=NOW).format_code.code == "urn:ihe:iti:xds-sd:pdf:2008"

@@ -101,6 +101,7 @@ def test_mdm_replacement_uses_the_parent_and_deletion_targets_the_document(corpu
 
 CDA = b"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3">
+  <templateId root="1.2.250.1.213.1.1.1.1"/>
   <id root="1.2.250.1.999.7.1"/>
   <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
   <title>Compte rendu</title>

@@ -15,6 +15,7 @@ is inside ``Document.content``, which is the CDA bytes exactly as received).
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ INS_ROOTS = frozenset({INS_NIR_OID, INS_NIA_OID, INS_NIR_TEST_OID, INS_NIR_DEMO_
 #: TRE_A06-FormatCodeComplementaire: the code system of the urn:asip:* / urn:ans:* format codes.
 FORMAT_ANS_SYSTEM = "1.2.250.1.213.1.1.4.2.282"
 XDS_SD_TEMPLATE = "1.3.6.1.4.1.19376.1.2.20"
+#: Structuration minimale: every French CDA declares the CI-SIS template (dmp-interop.md §4.1).
+CISIS_TEMPLATE = "1.2.250.1.213.1.1.1.1"
 IMAGING_REPORT_TYPE = "18748-4"
 REF_ORDER = "urn:ihe:iti:xds:2013:order"
 REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
@@ -439,6 +442,19 @@ def _unique_id(root: etree._Element) -> str:
     return doc_root
 
 
+def _check_b64_body(text_el: etree._Element) -> None:
+    """A ``nonXMLBody/text`` in B64 must be valid, non-empty Base64 (decoded once, size already capped)."""
+    if _attr(text_el, "representation").upper() != "B64":
+        return
+    data = "".join((text_el.text or "").split())
+    try:
+        decoded = binascii.a2b_base64(data.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise ValidationError("nonXMLBody is not valid Base64", reason="body", location="nonXMLBody/text") from exc
+    if not decoded:
+        raise ValidationError("nonXMLBody is empty", reason="body", location="nonXMLBody/text")
+
+
 def _ii(el: etree._Element | None) -> str:
     r, ext = _attr(el, "root"), _attr(el, "extension")
     return f"{r}^{ext}" if ext else r
@@ -459,10 +475,15 @@ def document_from_cda(
     type_system = _attr(code_el, "codeSystem")
     type_code = document_type(type_raw, type_system)
     template_ids = [_attr(el, "root") for el in _all(root, "h:templateId")]
+    if CISIS_TEMPLATE not in template_ids:
+        raise ValidationError(
+            f"CDA does not declare the CI-SIS templateId {CISIS_TEMPLATE}", reason="template", location="templateId"
+        )
     non_xml = _first(root, "h:component/h:nonXMLBody/h:text")
     media_type = None
     if non_xml is not None:
         media_type = _attr(non_xml, "mediaType") or "text/plain"
+        _check_b64_body(non_xml)
     fmt = format_for(template_ids, media_type)
 
     version_raw = _attr(_first(root, "h:versionNumber"), "value") or "1"
