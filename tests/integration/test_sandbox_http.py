@@ -54,3 +54,11 @@ async def test_two_sandboxes_side_by_side(tmp_path: Path) -> None:
         params = {"patient.identifier": PATIENT_ID}
         assert (await client.get(f"{a.fhir}/DocumentReference", params=params)).json()["total"] == 1
         assert (await client.get(f"{b.fhir}/DocumentReference", params=params)).json()["total"] == 0
+
+
+async def test_start_failure_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data directory should be")
+    with pytest.raises(RuntimeError, match="did not start"):
+        async with running_sandbox(SandboxConfig(data_dir=blocker)):
+            pass

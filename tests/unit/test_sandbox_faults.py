@@ -43,10 +43,10 @@ def test_same_seed_same_faults(client: TestClient) -> None:
 def test_injector_draws_are_deterministic() -> None:
     one, two = FaultInjector(), FaultInjector()
     for injector in (one, two):
-        injector.configure(FaultSettings(reset_rate=0.25, timeout_rate=0.25, error_rate=0.25, seed=3))
-    decisions = [one.decide() for _ in range(50)]
-    assert decisions == [two.decide() for _ in range(50)]
-    assert {d.action for d in decisions if d} == {"reset", "timeout", "error", None}
+        injector.configure(FaultSettings(reset_rate=0.2, timeout_rate=0.2, error_rate=0.2, ambiguous_rate=0.2, seed=3))
+    decisions = [one.decide() for _ in range(80)]
+    assert decisions == [two.decide() for _ in range(80)]
+    assert {d.action for d in decisions if d} == {"reset", "timeout", "error", "ambiguous", None}
 
 
 def test_429_carries_retry_after(client: TestClient) -> None:
@@ -95,3 +95,14 @@ def test_faults_off_and_stats(client: TestClient) -> None:
 def test_bad_fault_settings_are_rejected(client: TestClient, body: dict[str, object]) -> None:
     assert client.put("/admin/faults", json=body).status_code == 422
     assert client.get("/admin/faults").json() == {"faults": None}
+
+
+def test_ambiguous_answer_is_a_2xx_that_is_not_fhir(client: TestClient) -> None:
+    client.put("/admin/faults", json={"ambiguous_rate": 1.0})
+    r = client.post("/fhir", json=iti65_bundle(INS, SampleDocument("1.2.250.1.999.52.1")))
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    client.delete("/admin/faults")
+    # nothing was processed
+    found = client.get("/fhir/DocumentReference", params={"patient.identifier": INS})
+    assert found.json()["total"] == 0

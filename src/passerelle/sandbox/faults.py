@@ -1,6 +1,7 @@
 """Fault injection on the FHIR endpoints: latency, 5xx, 429 + Retry-After, TCP resets, timeouts.
 
-Switched at run time through ``PUT/DELETE /admin/faults``. Each FHIR request draws the same four
+Switched at run time through ``PUT/DELETE /admin/faults``; ``ambiguous_rate`` (a ``200`` maintenance
+page instead of the protocol's answer) is a sandbox addition. Each FHIR request draws the same five
 numbers from one ``random.Random(seed)``, so a given seed and request order give the same faults.
 
 A reset must be a real TCP RST seen by the client. The ASGI app has no socket, so the sandbox's
@@ -42,13 +43,14 @@ class FaultSettings(BaseModel):
     reset_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     timeout_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     timeout_s: float = Field(default=30.0, ge=0.0, le=3_600)
+    ambiguous_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None
 
 
 @dataclass(frozen=True)
 class FaultDecision:
     latency_s: float
-    action: str | None  # "reset", "429", "error", "timeout" or None
+    action: str | None  # "reset", "429", "error", "ambiguous", "timeout" or None
 
 
 class FaultInjector:
@@ -58,7 +60,14 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._settings: FaultSettings | None = None
         self._rng = random.Random()
-        self.injected: dict[str, int] = {"latency": 0, "reset": 0, "429": 0, "error": 0, "timeout": 0}
+        self.injected: dict[str, int] = {
+            "latency": 0,
+            "reset": 0,
+            "429": 0,
+            "error": 0,
+            "ambiguous": 0,
+            "timeout": 0,
+        }
 
     @property
     def settings(self) -> FaultSettings | None:
@@ -78,7 +87,7 @@ class FaultInjector:
             s = self._settings
             if s is None:
                 return None
-            reset, too_many, error, timeout = (self._rng.random() for _ in range(4))
+            reset, too_many, error, ambiguous, timeout = (self._rng.random() for _ in range(5))
             action = None
             if reset < s.reset_rate:
                 action = "reset"
@@ -86,6 +95,8 @@ class FaultInjector:
                 action = "429"
             elif error < s.error_rate:
                 action = "error"
+            elif ambiguous < s.ambiguous_rate:
+                action = "ambiguous"
             elif timeout < s.timeout_rate:
                 action = "timeout"
             if s.latency_ms:
@@ -130,20 +141,32 @@ class FaultMiddleware:
             body = simple_outcome("error", "transient", f"injected {settings.error_status}")
             await _send_json(send, settings.error_status, body, [])
             return
+        if decision.action == "ambiguous":
+            # a 2xx that is not the protocol's answer (a proxy's maintenance page): nothing processed
+            await _send(send, 200, _MAINTENANCE_PAGE, b"text/html; charset=utf-8", [])
+            return
         if decision.action == "timeout":
             # the request is then processed: a client that gave up cannot know whether it was stored
             await asyncio.sleep(settings.timeout_s)
         await self.app(scope, receive, send)
 
 
+_MAINTENANCE_PAGE = b"<html><body><h1>Service en maintenance</h1></body></html>"
+
+
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
-    payload = json.dumps(body).encode("utf-8")
+    await _send(send, status, json.dumps(body).encode("utf-8"), b"application/fhir+json", headers)
+
+
+async def _send(
+    send: Send, status: int, payload: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/fhir+json"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(payload)).encode("ascii")),
                 *headers,
             ],
