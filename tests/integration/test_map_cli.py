@@ -130,3 +130,33 @@ def test_cli_map_command(corpus_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "OK" in result.output and "11502-2" in result.output
     assert (tmp_path / "out" / f"{Path(SEGUR_INIT).stem}.bundle.json").exists()
+
+
+LAB3 = (
+    b"MSH|^~\\&|SIL|LAB|PFI|X|20260101120000||ORU^R01^ORU_R01|L-1|P|2.5.1|||||FRA|UNICODE UTF-8\r"
+    b"PID|||279035121518989^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS||TEST^ALEX^^^^^L||19790328|F"
+    b"|||||||||||||||||||||||VALI\r"
+    b"ORC|RE|1|2\r"
+    b"OBR|1|1|2|GLU^Glucose^L\r"
+    b"OBX|1|NM|14749-6^Glucose^LN||5.1|mmol/L|||||F\r"
+)
+
+
+def test_discrete_lab_results_use_the_lab_mapper(corpus_dir: Path, tmp_path: Path) -> None:
+    from passerelle.mappings.cda import map_cda_document
+    from passerelle.mappings.document import Provenance
+
+    lab = tmp_path / "lab.hl7"
+    lab.write_bytes(LAB3)
+    refused = preview_files([lab], tmp_path / "a", test_environment=True, now=NOW)
+    assert refused[0].refusal is not None and refused[0].refusal["rule"] == "lab"
+
+    seen: list[bytes] = []
+
+    def lab_mapper(raw: bytes, prov: Provenance, now: datetime):  # type: ignore[no-untyped-def]
+        seen.append(raw)
+        return map_cda_document((corpus_dir / TSH).read_bytes(), test_environment=True, now=now, provenance=prov)
+
+    done = preview_files([lab], tmp_path / "b", test_environment=True, now=NOW, lab_mapper=lab_mapper)
+    assert done[0].ok and seen == [LAB3]
+    assert (tmp_path / "b" / "lab.bundle.json").exists()

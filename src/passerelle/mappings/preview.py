@@ -13,8 +13,9 @@ code, ``error`` = its class, ``detail`` = the PHI-free message, ``location``).
 Formats are detected when not given: MLLP framing (0x0B … 0x1C 0x0D) is stripped, a UTF-8 BOM and
 leading blanks are ignored, ``MSH`` → hl7v2, ``<`` → cda, ``DICM`` at offset 128 → dicom. DICOM goes
 through :func:`passerelle.mappings.dicom.map_dicom`; discrete LAB-3 results (an ORU^R01 without an
-embedded document) through the CR-BIO generator when ``passerelle.mappings.crbio`` provides
-``map_lab_message``, else they are refused with rule ``lab``.
+embedded document) through ``lab_mapper(raw, provenance, now)`` when the caller passes one (the CLI
+builds it from the CR-BIO settings: ``crbio.from_oru`` + ``generate`` + ``to_document``), else they are
+refused with rule ``lab``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,9 @@ MLLP_END = b"\x1c\r"
 UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_CONTENT_TYPE = Code(code="04", system="1.2.250.1.213.2.2", display="Hospitalisation de jour")
 _SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: Discrete LAB-3 ORU^R01 (frame payload) → generated CR-BIO document(s).
+LabMapper = Callable[[bytes, Provenance, datetime], "Document | Sequence[Document]"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class PreviewOptions:
     patient_id_map: Mapping[str, tuple[str, str]] | None = None
     source_id: str = ""
     content_type: Code = DEFAULT_CONTENT_TYPE
+    lab_mapper: LabMapper | None = None
 
 
 def _map_hl7(raw: bytes, opts: PreviewOptions, prov: Provenance) -> list[Document]:
@@ -134,11 +139,10 @@ def _map_hl7(raw: bytes, opts: PreviewOptions, prov: Provenance) -> list[Documen
     code = msg.value(msg.msh, 9, 1).strip().upper()
     trigger = msg.value(msg.msh, 9, 2).strip().upper()
     if code == "ORU" and trigger == "R01" and not embedded_documents(msg):
-        lab = _optional("passerelle.mappings.crbio", "map_lab_message")
-        if lab is None:
-            raise MappingError("discrete lab results: CR-BIO generation unavailable", reason="lab")
-        doc = lab(msg, test_environment=opts.test_environment, now=opts.now, provenance=prov)
-        return list(doc) if isinstance(doc, list | tuple) else [doc]
+        if opts.lab_mapper is None:
+            raise MappingError("discrete lab results: CR-BIO generation not configured", reason="lab")
+        mapped = opts.lab_mapper(strip_mllp(raw), prov, opts.now)
+        return [mapped] if isinstance(mapped, Document) else list(mapped)
     return map_hl7_message(msg, test_environment=opts.test_environment, now=opts.now, provenance=prov)
 
 
@@ -228,6 +232,7 @@ def preview_files(
     patient_id_map: Mapping[str, tuple[str, str]] | None = None,
     source_id: str = "",
     content_type: Code = DEFAULT_CONTENT_TYPE,
+    lab_mapper: LabMapper | None = None,
 ) -> list[PreviewResult]:
     """Preview every file; returns one result per document written or per refused file."""
     if fmt is not None and fmt not in FORMATS:
@@ -239,6 +244,7 @@ def preview_files(
         patient_id_map=patient_id_map,
         source_id=source_id,
         content_type=content_type,
+        lab_mapper=lab_mapper,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
