@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passerelle.errors import ParseError
-from passerelle.mappings.hl7v2.decode import DEFAULT_DELIMITERS, Delimiters, Message, unescape
+from passerelle.mappings.hl7v2.decode import Delimiters, Message, unescape
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +105,10 @@ def salvage_header(raw: bytes) -> Header | None:
     """Best-effort MSH from raw bytes when decoding failed, so the reply can still carry MSA-2.
 
     The first line is read as Latin-1 (never fails); non-ASCII values are dropped. Returns None when
-    there is no recognisable MSH.
+    there is no usable MSH (too short, or field separator / encoding characters invalid).
     """
     data = raw.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n\t ")
-    if not data.startswith(b"MSH") or len(data) < 8:
+    if not data.startswith(b"MSH"):
         return None
     end = len(data)
     for sep in (b"\r", b"\n"):
@@ -116,16 +116,20 @@ def salvage_header(raw: bytes) -> Header | None:
         if pos != -1:
             end = min(end, pos)
     line = data[:end].decode("latin-1")
+    if len(line) < 9 or not _usable_delimiter(line[3]):
+        return None
     fs = line[3]
     parts = line.split(fs)
-    if len(parts) < 2:
-        return None
     encoding = parts[1].replace("\u00cb\u009c", "~")  # UTF-8 U+02DC read as Latin-1
-    if len(encoding) < 4 or fs.isalnum() or len(set(fs + encoding[:4])) != 5:
-        d = DEFAULT_DELIMITERS
-    else:
-        d = Delimiters(fs, encoding[0], encoding[1], encoding[2], encoding[3])
-    fields = [p if p.isascii() else "" for p in parts]
+    chars = fs + encoding
+    if len(encoding) not in (4, 5) or len(set(chars)) != len(chars) or not all(map(_usable_delimiter, chars)):
+        return None
+    d = Delimiters(fs, encoding[0], encoding[1], encoding[2], encoding[3])
+    fields = [p if p.isascii() and p.isprintable() else "" for p in parts]
     fields.insert(1, fs)
     fields[2] = d.encoding_characters
     return header_from_fields(fields, d)
+
+
+def _usable_delimiter(ch: str) -> bool:
+    return "\x21" <= ch <= "\x7e" and not ch.isalnum()
