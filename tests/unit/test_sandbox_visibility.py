@@ -99,8 +99,16 @@ def test_reads_apply_visibility(client: TestClient) -> None:
     )
 
 
-def test_blocked_professional_cannot_search(client: TestClient) -> None:
+def test_blocked_professional_cannot_search_or_read(client: TestClient) -> None:
+    r = client.get("/fhir/DocumentReference", params={"patient.identifier": INS})
+    plain = next(
+        e["resource"] for e in r.json()["entry"] if NAME_OF[e["resource"]["masterIdentifier"]["value"]] == "plain"
+    )
     client.put(f"/admin/patients/{INS}", json={"blocked_authors": [OTHER_PS]})
+    blocked = {"X-Actor": f"professional:{OTHER_PS}"}
+    assert client.get(f"/fhir/DocumentReference/{plain['id']}", headers=blocked).status_code == 403
+    assert client.get(f"/fhir/{plain['content'][0]['attachment']['url']}", headers=blocked).status_code == 403
+    assert client.get(f"/fhir/DocumentReference/{plain['id']}", headers={"X-Actor": "professional"}).status_code == 200
     r = client.get("/fhir/DocumentReference", params={"patient.identifier": INS},
                    headers={"X-Actor": f"professional:{OTHER_PS}"})  # fmt: skip
     assert r.status_code == 403

@@ -22,6 +22,7 @@ from passerelle.sandbox.space import (
     status_parameters,
     visible_to,
 )
+from passerelle.sandbox.store import PatientState
 
 router = APIRouter(prefix="/fhir")
 
@@ -140,8 +141,9 @@ async def search_documents(request: Request) -> Response:
             return _bad_request("_count must not be negative")
     store = runtime.store
     state = store.get_patient(ins)
-    if state is not None and actor.kind == "professional" and actor.ident in state.blocked_authors:
-        return _refused(SpaceRefusal("AuthorBlocked", "the patient blocked this professional"))
+    refused = _blocked(actor, state)
+    if refused is not None:
+        return refused
     bundle = search_bundle(store, state, ins, actor, statuses, count, params.get("_summary") == "count")
     return fhir_json(bundle)
 
@@ -170,6 +172,13 @@ def _reader(request: Request) -> Actor | JSONResponse:
         return _bad_request(str(exc))
 
 
+def _blocked(actor: Actor, state: PatientState | None) -> JSONResponse | None:
+    """A professional the patient blocked reads nothing of the space."""
+    if state is not None and actor.kind == "professional" and actor.ident and actor.ident in state.blocked_authors:
+        return _refused(SpaceRefusal("AuthorBlocked", "the patient blocked this professional"))
+    return None
+
+
 def _not_found(what: str) -> JSONResponse:
     return fhir_json(simple_outcome("error", "not-found", f"no {what} with this id"), 404)
 
@@ -184,7 +193,11 @@ async def read_document(request: Request, document_id: str) -> Response:
         return actor
     store = runtime.store
     doc = store.document(document_id)
-    if doc is None or not visible_to(doc, actor, store.get_patient(doc.patient_ins)):
+    state = store.get_patient(doc.patient_ins) if doc is not None else None
+    refused = _blocked(actor, state)
+    if refused is not None:
+        return refused
+    if doc is None or not visible_to(doc, actor, state):
         return _not_found("DocumentReference")
     store.record_trace(doc.patient_ins, str(actor), "read", doc.id, "DocumentReference")
     return fhir_json(doc.as_resource())
@@ -201,7 +214,11 @@ async def read_binary(request: Request, binary_id: str) -> Response:
     store = runtime.store
     doc = store.document_by_binary(binary_id)
     found = store.binary(binary_id)
-    if doc is None or found is None or not visible_to(doc, actor, store.get_patient(doc.patient_ins)):
+    state = store.get_patient(doc.patient_ins) if doc is not None else None
+    refused = _blocked(actor, state)
+    if refused is not None:
+        return refused
+    if doc is None or found is None or not visible_to(doc, actor, state):
         return _not_found("Binary")
     store.record_trace(doc.patient_ins, str(actor), "read", doc.id, "Binary")
     content_type, data = found
