@@ -207,8 +207,12 @@ def test_ans_comprehensive_replace_example_is_accepted_once_completed(corpus_dir
     r = client.post("/fhir", json=bundle)
     assert r.status_code == 200, r.text
     entries = r.json()["entry"]
-    assert [e["response"]["location"].split("/")[0] for e in entries] == ["List", "DocumentReference",
-                                                                          "DocumentReference", "Binary"]  # fmt: skip
+    assert [e["response"]["location"].split("/")[0] for e in entries] == [
+        "List",
+        "DocumentReference",
+        "DocumentReference",
+        "Binary",
+    ]
     assert entries[2]["response"]["location"] == old_location
     old = client.get(f"/fhir/{old_location}").json()
     assert old["status"] == "superseded"

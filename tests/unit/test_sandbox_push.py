@@ -38,8 +38,9 @@ def code_of(response: Any) -> str:
 
 
 def search(client: TestClient, actor: str = "professional", **params: str) -> dict[str, Any]:
-    r = client.get("/fhir/DocumentReference", params={"patient.identifier": PATIENT_ID, **params},
-                   headers={"X-Actor": actor})  # fmt: skip
+    r = client.get(
+        "/fhir/DocumentReference", params={"patient.identifier": PATIENT_ID, **params}, headers={"X-Actor": actor}
+    )
     assert r.status_code == 200
     return dict(r.json())
 
@@ -181,8 +182,9 @@ def test_replacement_of_another_patients_document_is_refused(client: TestClient)
 
 def delete(client: TestClient, unique_id: str, author: str | None) -> Any:
     headers = {"X-Author": author} if author else {}
-    return client.delete("/fhir/DocumentReference",
-                         params={"identifier": f"urn:ietf:rfc:3986|urn:oid:{unique_id}"}, headers=headers)  # fmt: skip
+    return client.delete(
+        "/fhir/DocumentReference", params={"identifier": f"urn:ietf:rfc:3986|urn:oid:{unique_id}"}, headers=headers
+    )
 
 
 def test_deletion_by_the_author_is_logical_and_idempotent(client: TestClient) -> None:
@@ -221,16 +223,18 @@ def test_replacing_a_deleted_document_is_refused(client: TestClient) -> None:
 
 
 def status_of(client: TestClient, ins: str, author: str = AUTHOR) -> dict[str, Any]:
-    r = client.get("/fhir/Patient/$dmp-status",
-                   params={"identifier": f"urn:oid:1.2.250.1.213.1.4.10|{ins}", "author": author})  # fmt: skip
+    r = client.get(
+        "/fhir/Patient/$dmp-status", params={"identifier": f"urn:oid:1.2.250.1.213.1.4.10|{ins}", "author": author}
+    )
     assert r.status_code == 200
     return {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in r.json()["parameter"]}
 
 
 def test_status_lookup(client: TestClient) -> None:
     assert status_of(client, INS) == {"status": "ACTIF", "opposed": False, "authorBlocked": False, "minor": False}
-    client.put(f"/admin/patients/{INS}", json={"status": "FERME", "opposed": True, "blocked_authors": [AUTHOR],
-                                               "minor": True})  # fmt: skip
+    client.put(
+        f"/admin/patients/{INS}", json={"status": "FERME", "opposed": True, "blocked_authors": [AUTHOR], "minor": True}
+    )
     assert status_of(client, INS) == {"status": "FERME", "opposed": True, "authorBlocked": True, "minor": True}
     assert status_of(client, INS, author="800000000001")["authorBlocked"] is False
 

@@ -73,8 +73,11 @@ def test_unknown_actor_kind_is_a_bad_request(client: TestClient) -> None:
 
 
 def test_count_only_counts_visible_documents(client: TestClient) -> None:
-    r = client.get("/fhir/DocumentReference", params={"patient.identifier": INS, "_summary": "count"},
-                   headers={"X-Actor": "patient"})  # fmt: skip
+    r = client.get(
+        "/fhir/DocumentReference",
+        params={"patient.identifier": INS, "_summary": "count"},
+        headers={"X-Actor": "patient"},
+    )
     assert r.json()["total"] == 3
 
 
@@ -109,8 +112,9 @@ def test_blocked_professional_cannot_search_or_read(client: TestClient) -> None:
     assert client.get(f"/fhir/DocumentReference/{plain['id']}", headers=blocked).status_code == 403
     assert client.get(f"/fhir/{plain['content'][0]['attachment']['url']}", headers=blocked).status_code == 403
     assert client.get(f"/fhir/DocumentReference/{plain['id']}", headers={"X-Actor": "professional"}).status_code == 200
-    r = client.get("/fhir/DocumentReference", params={"patient.identifier": INS},
-                   headers={"X-Actor": f"professional:{OTHER_PS}"})  # fmt: skip
+    r = client.get(
+        "/fhir/DocumentReference", params={"patient.identifier": INS}, headers={"X-Actor": f"professional:{OTHER_PS}"}
+    )
     assert r.status_code == 403
     assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "AuthorBlocked"
 
@@ -118,10 +122,14 @@ def test_blocked_professional_cannot_search_or_read(client: TestClient) -> None:
 def test_page_shows_each_view(client: TestClient) -> None:
     client.put(f"/admin/patients/{INS}", json={"minor": True, "legal_representatives": ["Parent <b>Synthétique</b>"]})
     html = client.get(f"/patients/{INS}").text
-    sections = {name: html.split(f'id="view-{name}"')[1].split("</section>")[0]
-                for name in ("patient", "professional", "representative")}  # fmt: skip
-    shown = {name: {NAME_OF[f"urn:oid:{d.unique_id}"] for d in DOCS.values() if d.unique_id in text}
-             for name, text in sections.items()}  # fmt: skip
+    sections = {
+        name: html.split(f'id="view-{name}"')[1].split("</section>")[0]
+        for name in ("patient", "professional", "representative")
+    }
+    shown = {
+        name: {NAME_OF[f"urn:oid:{d.unique_id}"] for d in DOCS.values() if d.unique_id in text}
+        for name, text in sections.items()
+    }
     assert shown == {
         "patient": {"plain", "masked", "not-rep"},
         "professional": {"plain", "not-patient", "not-rep"},

@@ -59,9 +59,14 @@ async def provide_document_bundle(request: Request) -> Response:
         cached = store.idempotent_response(key)
         if cached is not None and cached[0] == request_hash:
             store.record_push(
-                ins=None, actor=x_actor or "unknown", idempotency_key=key, outcome="replayed",
-                code=None, http_status=cached[1], unique_ids=[],
-            )  # fmt: skip
+                ins=None,
+                actor=x_actor or "unknown",
+                idempotency_key=key,
+                outcome="replayed",
+                code=None,
+                http_status=cached[1],
+                unique_ids=[],
+            )
             return Response(cached[2], status_code=cached[1], media_type="application/fhir+json")
     ins: str | None = None
     unique_ids: list[str] = []
@@ -82,16 +87,29 @@ async def provide_document_bundle(request: Request) -> Response:
         response = accept_push(store, state, submission, actor)
     except SpaceRefusal as refusal:
         store.record_push(
-            ins=ins, actor=actor, idempotency_key=key, outcome="refused",
-            code=refusal.code, http_status=refusal.http_status, unique_ids=unique_ids,
-        )  # fmt: skip
+            ins=ins,
+            actor=actor,
+            idempotency_key=key,
+            outcome="refused",
+            code=refusal.code,
+            http_status=refusal.http_status,
+            unique_ids=unique_ids,
+        )
         return _refused(refusal)
-    created = sum(1 for e in response["entry"] if e["response"]["location"].startswith("DocumentReference/")
-                  and e["response"]["status"].startswith("201"))  # fmt: skip
+    created = sum(
+        1
+        for e in response["entry"]
+        if e["response"]["location"].startswith("DocumentReference/") and e["response"]["status"].startswith("201")
+    )
     store.record_push(
-        ins=ins, actor=actor, idempotency_key=key, outcome="accepted" if created else "duplicate",
-        code=None, http_status=200, unique_ids=unique_ids,
-    )  # fmt: skip
+        ins=ins,
+        actor=actor,
+        idempotency_key=key,
+        outcome="accepted" if created else "duplicate",
+        code=None,
+        http_status=200,
+        unique_ids=unique_ids,
+    )
     store.bump("documents_stored", created)
     payload = json.dumps(response)
     if key is not None:
