@@ -58,6 +58,7 @@ def to_document(report: LabReport, cda_bytes: bytes, provenance: Provenance) -> 
         service_stop=report.validated,
         author=author,
         legal_authenticator=author,
+        submission_author=author,
         facility_type=lab.facility_type,
         practice_setting=lab.practice_setting,
         confidentiality=(confidentiality_code(report.confidentiality),),

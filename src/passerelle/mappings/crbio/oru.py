@@ -157,18 +157,25 @@ def _decimal(text: str) -> Decimal:
 # --- parts of the message ----------------------------------------------------------------------------
 
 
-def _xcn_person(seg: _Seg, n: int, value: str, *, subcomponents: bool = False) -> Person | None:
-    """XCN (ORC-12, OBR-16) or the CNN of NDL (OBR-32, components as subcomponents) → Person."""
+def _xcn_person(seg: _Seg, n: int, value: str, *, subcomponents: bool = False, required: bool = True) -> Person | None:
+    """XCN (ORC-12, OBR-16) or the CNN of NDL (OBR-32, components as subcomponents) → Person.
+
+    The identifier becomes an IdNat_PS: ``8`` + RPPS, ``0`` + ADELI (XCN-13 says which; an 11-digit
+    number without type is taken as an RPPS); an identifier already in IdNat_PS form is kept.
+    """
     parts = seg.subs(value) if subcomponents else [seg.text(c) for c in value.split(seg.comp_sep)]
-    parts += [""] * 12
+    parts += [""] * 13
     if not parts[0]:
         return None
     if not parts[1]:
+        if not required:
+            return None
         raise seg.error(n, "practitioner has an identifier but no family name")
-    ident = parts[0]
-    # RPPS (11 digits) → IdNat_PS "8" + RPPS; an IdNat_PS already prefixed is kept.
-    if len(ident) == 11 and ident.isdigit():
-        ident = f"8{ident}"
+    ident, id_type = parts[0], "" if subcomponents else parts[12].upper()
+    if id_type == "RPPS" or (not id_type and len(ident) == 11 and ident.isdigit()):
+        ident = ident if len(ident) == 12 and ident.startswith("8") else f"8{ident}"
+    elif id_type == "ADELI" and len(ident) == 9:
+        ident = f"0{ident}"
     return Person(id=ident, family=parts[1], given=parts[2], suffix=parts[4], prefix=parts[5])
 
 
@@ -420,6 +427,22 @@ def _specimen(spm: _Seg, ctx: OruContext, index: int) -> Specimen:
     )
 
 
+def _prescribed(orc: _Seg | None, ctx: OruContext, specimens: list[Specimen]) -> datetime | None:
+    """When the order was written: ORC-15 (order effective time), else ORC-9 when it is not later than
+    the first specimen collection (in a result message ORC-9 may be the time of the result transaction)."""
+    if orc is None:
+        return None
+    effective = orc.text(orc.raw(15))
+    if effective:
+        return parse_dtm(effective, ctx.timezone, where="ORC-15", location=orc.loc(15))
+    transaction = orc.text(orc.raw(9))
+    if not transaction:
+        return None
+    when = parse_dtm(transaction, ctx.timezone, where="ORC-9", location=orc.loc(9))
+    first = min((s.collected for s in specimens), default=None)
+    return when if first is not None and when <= first else None
+
+
 def from_oru(message: str, context: OruContext) -> LabReport:
     """Read a LAB-3 ORU^R01 (decoded text) into a LabReport; see the module docstring for the rules."""
     msg = _parse_message(message)
@@ -478,9 +501,9 @@ def from_oru(message: str, context: OruContext) -> LabReport:
         validator = validator.model_copy(update={"profession": BIOLOGIST})
     prescriber = None
     if orc is not None and orc.reps(12):
-        prescriber = _xcn_person(orc, 12, orc.reps(12)[0])
+        prescriber = _xcn_person(orc, 12, orc.reps(12)[0], required=False)
     if prescriber is None and first_obr.reps(16):
-        prescriber = _xcn_person(first_obr, 16, first_obr.reps(16)[0])
+        prescriber = _xcn_person(first_obr, 16, first_obr.reps(16)[0], required=False)
 
     previous = context.previous
     if cancelled:
@@ -560,6 +583,7 @@ def from_oru(message: str, context: OruContext) -> LabReport:
     created = parse_dtm(msh7, context.timezone, where="MSH-7", location=msh.loc(7)) if msh7 else context.now
     received = min((s.received for s in specimens if s.received), default=None)
     return LabReport(
+        prescribed=_prescribed(orc, context, specimens),
         unique_id=unique_id_for(context.oid_root, sender, key, version),
         set_id=set_id,
         version=version,
