@@ -14,7 +14,7 @@ from passerelle.connector.worker import ConsentOutcome
 from passerelle.consent.cache import TTLCache
 from passerelle.consent.policy import ConsentContext, RegistryEntry, decide
 from passerelle.consent.rules import DEFAULT_RULES, SiteRules, load_rules
-from passerelle.errors import PasserelleError
+from passerelle.errors import PasserelleError, TransientError
 from passerelle.mappings.cda import parse_cda
 from passerelle.mappings.document import Document, IdentityStatus
 from passerelle.mappings.mhd import SpaceStatus
@@ -63,8 +63,10 @@ class PolicyGate:
                 status = await self.cache.get_or_fetch(
                     (doc.patient.ins, author), lambda: self.space.status(doc.patient, author)
                 )
-            except PasserelleError as exc:  # unknown status: the policy parks with a short re-check
-                log.warning("space status lookup failed", extra={"row_id": row.id, "reason": exc.reason})
+            except TransientError:
+                raise  # the space is unreachable: retried with backoff like a failed push
+            except PasserelleError as exc:  # refused lookup: unknown status, the policy parks (short re-check)
+                log.warning("space status lookup refused", extra={"row_id": row.id, "reason": exc.reason})
         entry = await self.journal.registry_get(doc.patient.ins) if doc.patient.ins else None
         registry = (
             RegistryEntry.from_fields(

@@ -244,6 +244,18 @@ class DispatchWorker:
                 for d, x in zip(docs, decisions, strict=True)
             ]
             return await self._deliver(row, docs, events, now)
+        except RemoteTransientError as exc:  # e.g. the status lookup could not reach the space
+            self.metrics.delivery_attempts.labels("transient").inc()
+            events.append(
+                Event(
+                    row.id,
+                    now,
+                    "attempt",
+                    f"transient {exc.status or ''} {exc.message}".strip(),
+                    {"status": exc.status},
+                )
+            )
+            return await self._retry(row, doc, events, now, exc.message, exc.retry_after)
         except PermanentError as exc:
             events.append(Event(row.id, now, "refused", exc.message, {"reason": exc.reason}))
             await self._audit("refusal", "refuse", exc.reason, row, doc)
@@ -302,7 +314,9 @@ class DispatchWorker:
         events.append(Event(row.id, done, "delivered", doc.action.value, {"document_id": doc.unique_id}))
         await self._audit("delivery", "deliver", doc.action.value, row, doc)
         await self._notify(row, doc, delivered=True, code="", label="")
-        return await self._settle(row, self._final(State.DELIVERED, f"{doc.action.value}d", doc, events), done, "ok")
+        return await self._settle(
+            row, self._final(State.DELIVERED, f"delivered ({doc.action.value})", doc, events), done, "ok"
+        )
 
     async def _retry(
         self, row: Row, doc: Document | None, events: list[Event], now: datetime, error: str, retry_after: float | None
