@@ -22,9 +22,11 @@ from passerelle.connector.dicom_scp import (
     DicomSettings,
 )
 from passerelle.errors import QueueUnavailableError
+from passerelle.mappings.dicom_common import DicomSite
+from passerelle.mappings.document import Author, Code
 from passerelle.queue.base import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
-from tests.support.dicom_samples import TEST_INS, make_kos
+from tests.support.dicom_samples import TEST_INS, make_kos, make_sr
 
 DRIMBOX_KOS = "dicom/kos/fr-drimbox/ko.dcm"
 CORPUS_SRS = (
@@ -46,8 +48,15 @@ async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
     await j.close()
 
 
+SITE = DicomSite(
+    organisation=Author(organisation_id="1750100125", organisation_name="Centre d'imagerie de test"),
+    facility_type=Code(code="SA01", system="1.2.250.1.71.4.2.4"),
+    practice_setting=Code(code="ETABLISSEMENT", system="1.2.250.1.213.1.1.4.9"),
+)
+
+
 async def _scp(accept, *, test_environment: bool = True, **settings: object) -> DicomScp:  # type: ignore[no-untyped-def]
-    scp = DicomScp(DicomSettings(port=0, **settings), accept, test_environment=test_environment)  # type: ignore[arg-type]
+    scp = DicomScp(DicomSettings(port=0, **settings), accept, test_environment=test_environment, site=SITE)  # type: ignore[arg-type]
     await scp.start()
     return scp
 
@@ -140,12 +149,12 @@ async def test_storescu_corpus_srs_are_refused_with_a_failure_status(
 
 
 @needs_storescu
-async def test_storescu_synthetic_kos(tmp_path: Path, journal: SQLiteJournal) -> None:
+async def test_storescu_synthetic_kos_and_sr(tmp_path: Path, journal: SQLiteJournal) -> None:
     kos = _write(tmp_path, "kos.dcm", make_kos())
-    kos2 = _write(tmp_path, "kos2.dcm", make_kos())
+    sr = _write(tmp_path, "sr.dcm", make_sr())
     scp = await _scp(journal.append)
     try:
-        for path in (kos, kos2):
+        for path in (kos, sr):
             proc = await _storescu(scp.port, path)
             out, _ = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 0, out.decode(errors="replace")

@@ -190,7 +190,15 @@ def sr_dataset(study_uid: str | None = None, *, sop_class: str = BASIC_TEXT_SR) 
         txt.ValueType = "TEXT"
         txt.ConceptNameCodeSequence = Sequence([_code(value, scheme, meaning)])
         txt.TextValue = body
-        section.ContentSequence = Sequence([txt])
+        children = [txt]
+        if value == "121064":
+            site = Dataset()
+            site.RelationshipType = "CONTAINS"
+            site.ValueType = "CODE"
+            site.ConceptNameCodeSequence = Sequence([_code("363698007", "SCT", "Finding Site")])
+            site.ConceptCodeSequence = Sequence([_code("361291001", "SCT", "région entière du genou")])
+            children.append(site)
+        section.ContentSequence = Sequence(children)
         content.append(section)
     ds.ContentSequence = Sequence(content)
     return ds

@@ -102,12 +102,20 @@ def map_dicom(
     """
     site = site or DicomSite()
     ds = decode_dicom(raw)
+    if not text(ds, "SOPClassUID"):
+        raise UnsupportedMessageError(
+            "no SOP Class UID: not a composite DICOM object (DICOMDIR?)", location="0008,0016"
+        )
     sop_class = required_uid(ds, "SOPClassUID")
     if sop_class == KOS_SOP_CLASS:
         return _map_kos(ds, zero_preamble(raw), now, test_environment, patient_id_map, provenance, previous, site)
     if sop_class in SR_SOP_CLASSES:
+        # the content first: a report that can never be published is refused for that reason
+        report = imaging_report.read_report(ds)
         patient = resolve_patient(ds, test_environment=test_environment, patient_id_map=patient_id_map)
-        return imaging_report.map_structured_report(ds, patient=patient, now=now, provenance=provenance, site=site)
+        return imaging_report.map_structured_report(
+            ds, report, patient=patient, now=now, provenance=provenance, site=site
+        )
     raise UnsupportedMessageError(
         f"SOP class {sop_class} is not a document (only KOS manifests and SR reports are published)",
         location="0008,0016",

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -116,15 +117,27 @@ def decode_dicom(raw: bytes) -> Dataset:
         raise
     except RecursionError as exc:
         raise ParseError("DICOM sequences nested too deeply") from exc
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except InvalidDicomError as exc:
+        raise ParseError("not a DICOM Part 10 file (invalid file meta)") from exc
+    except Exception as exc:  # pydicom fails on bad bytes with many types (struct.error, ...)
         raise ParseError(f"unreadable DICOM file ({type(exc).__name__})") from exc
     return ds
 
 
 def _walk(ds: Dataset, depth: int) -> None:
-    """Force the conversion of every element (pydicom is lazy) and bound the nesting depth."""
+    """Check declared lengths, force the conversion of every element (pydicom is lazy), bound nesting."""
     if depth > MAX_SEQUENCE_DEPTH:
         raise ParseError(f"DICOM sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
+    for tag in list(ds.keys()):
+        item: Any = ds.get_item(tag)  # a RawDataElement until first accessed
+        # pydicom reads what is left when a declared length runs past the end: refuse that file
+        if (
+            isinstance(item, RawDataElement)
+            and item.value is not None
+            and item.length != 0xFFFFFFFF
+            and len(item.value) != item.length
+        ):
+            raise ParseError(f"element {tag} declares {item.length} bytes but the file ends first")
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value:
