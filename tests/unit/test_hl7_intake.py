@@ -288,3 +288,28 @@ async def test_oversize_frame_is_refused_with_msa2_and_journaled() -> None:
 async def test_oversize_without_msh_still_answers() -> None:
     seg = segments(await make(FakeJournal(fail=RuntimeError("x")))[0].handle_oversize(b"", 10, "peer"))
     assert seg["MSA"][1:3] == ["AE", ""]
+
+
+async def test_unexpected_bug_becomes_ar_207_and_a_rejected_row(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import passerelle.connector.hl7_intake as module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("PAT-SECRET")
+
+    monkeypatch.setattr(module, "classify", broken)
+    journal = FakeJournal()
+    intake, _ = make(journal)
+    seg = segments(await intake.handle(sample_raw(), "peer"))
+    assert seg["MSA"][1:3] == ["AR", "S0007000000"]
+    assert seg["ERR"][3].split("^")[0] == "207"
+    assert journal.rows[0].state is State.REJECTED
+    assert "KeyError" in caplog.text and "PAT-SECRET" not in caplog.text
+
+
+async def test_decode_warnings_are_counted() -> None:
+    raw = b"\xef\xbb\xbf" + sample_raw()
+    intake, metrics = make(FakeJournal())
+    await intake.handle(raw, "peer")
+    assert ("utf8_bom", 1) in metrics.warnings

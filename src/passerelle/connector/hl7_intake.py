@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from passerelle.errors import DuplicateConflictError, PasserelleError, QueueUnavailableError, TooLargeError
 from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, reply_for, should_reply
-from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.decode import Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import Classified, classify
 from passerelle.queue.base import AppendResult, Inbound, State
@@ -173,16 +174,15 @@ class Hl7Intake:
         header: Header | None = None
         codec = "ascii"
         classified: Classified | None = None
+        msg: Message | None = None
         try:
             if len(raw) > self._settings.max_message_bytes:
                 header = salvage_header(raw)
                 raise TooLargeError(f"message larger than {self._settings.max_message_bytes} bytes")
-            options = self._settings.options_for(salvage_header(raw))
+            # per-sender options need MSH-3/4 before decoding: read them from the raw MSH line
+            options = self._settings.options_for(salvage_header(raw) if self._settings.senders else None)
             msg = decode_message(raw, fallback_charset=options.fallback_charset, allow_cp1252=options.allow_cp1252)
             codec = msg.codec
-            for warning in msg.warnings:
-                name, _, count = warning.partition("=")
-                self._metrics.decode_warning(name, int(count) if count.isdigit() else 1)
             header = read_header(msg)
             classified = classify(
                 msg,
@@ -193,6 +193,22 @@ class Hl7Intake:
             )
         except PasserelleError as exc:
             return self._rejected(raw, peer, now, header or salvage_header(raw), codec, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug on one input must not cost the connection
+            # no traceback text: an exception message could quote message content
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(
+                "hl7 intake: unexpected %s at %s:%s while reading a message",
+                type(exc).__name__,
+                frame.filename.rsplit("/", 1)[-1],
+                frame.lineno,
+            )
+            internal = PasserelleError("internal error while reading the message", reason="internal")
+            return self._rejected(raw, peer, now, header or salvage_header(raw), codec, internal)
+        finally:
+            if msg is not None:
+                for warning in msg.warnings:
+                    name, _, count = warning.partition("=")
+                    self._metrics.decode_warning(name, int(count) if count.isdigit() else 1)
         text = build_ack(header, now=now, control_id=self._control_id(now))
         inbound = Inbound(
             raw=raw,
