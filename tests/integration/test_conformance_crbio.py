@@ -174,3 +174,14 @@ def test_removing_the_pdf_section_of_a_generated_document_is_caught(
         component.getparent().remove(component)
     report = conformance.run_schematron(etree.tostring(root), conformance.CRBIO_2024)
     assert not report.ok
+
+
+def test_local_battery_code_falls_back_to_a_conformant_chapter_code(corpus_dir: Path) -> None:
+    context = OruContext(
+        oid_root=SAMPLE_OID_ROOT, now=datetime(2024, 1, 5, tzinfo=UTC), laboratory=SAMPLE_LAB,
+        loinc=sample_loinc_table(), sender=SAMPLE_SENDER, test_environment=True,
+    )  # fmt: skip
+    text = sample_oru().replace("24323-8^Bilan biochimique^LN", "IONO^Bilan biochimique^L")
+    report = from_oru(text, context)
+    assert report.batteries[0].code.code == "18719-5"
+    assert_conformant(generate(report).cda)

@@ -164,6 +164,15 @@ def test_loinc_in_first_or_alternate_triplet_needs_no_table() -> None:
     assert alternate.local_code == "XGLU"
 
 
+def test_local_battery_code_without_loinc_falls_back_to_the_chapter() -> None:
+    text = oru("OBX|1|NM|K^K^L||4|mmol/l||N|||F").replace("24323-8^Bilan^LN", "IONO^Ionogramme^L")
+    battery = from_oru(text, ctx()).batteries[0]
+    assert (battery.code.code, battery.chapter.code, battery.label) == ("18719-5", "18719-5", "Ionogramme")
+    with pytest.raises(MappingError) as info:  # ... but a chapter is needed
+        from_oru(text.replace("||CH|", "||ZZ|"), ctx())
+    assert info.value.location == "OBR^1^24"
+
+
 def test_chapter_from_table_then_battery_then_obr24() -> None:
     report = from_oru(oru("OBX|1|CWE|GERME^Germe^L||3092008^S. aureus^SCT||||||F"), ctx())
     assert report.batteries[0].chapter.code == "18725-2"  # table column wins

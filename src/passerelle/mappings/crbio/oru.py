@@ -377,7 +377,9 @@ class _Group:
     comments: dict[int, list[str]] = field(default_factory=dict)  # OBX occurrence -> NTE-3 texts
 
 
-def _battery_code(obr: _Seg, ctx: OruContext) -> Code:
+def _battery_code(obr: _Seg, ctx: OruContext) -> Code | None:
+    """OBR-4 as LOINC, or None when it is a local panel code with no translation: many panels have no
+    LOINC code, and the ANS examples then code the battery with the chapter (see the TSH example)."""
     code, label, system = obr.comp(4, 1), obr.comp(4, 2), obr.comp(4, 3).upper()
     alt_code, alt_label, alt_system = obr.comp(4, 4), obr.comp(4, 5), obr.comp(4, 6).upper()
     if system in _LOINC_SYSTEMS and code:
@@ -387,16 +389,16 @@ def _battery_code(obr: _Seg, ctx: OruContext) -> Code:
     entry = ctx.loinc.get(code) if ctx.loinc is not None and code else None
     if entry is not None:
         return Code(code=entry.loinc, system=LOINC_SYSTEM, display=entry.display)
-    raise obr.error(4, f"battery code {code!r} has no LOINC translation")
+    return None
 
 
-def _chapter(obr: _Seg, ctx: OruContext, results: list[LabResult], battery: Code) -> Code:
+def _chapter(obr: _Seg, ctx: OruContext, results: list[LabResult], battery: Code | None) -> Code:
     for result in results:
         entry = ctx.loinc.get(result.local_code) if ctx.loinc is not None else None
         if entry is not None and entry.chapter:
             found = lab_chapter(loinc=entry.chapter)
             return Code(code=entry.chapter, system=LOINC_SYSTEM, display=found.display if found else entry.chapter)
-    known = lab_chapter(loinc=battery.code)
+    known = lab_chapter(loinc=battery.code) if battery is not None else None
     if known is not None:
         return Code(code=known.code, system=LOINC_SYSTEM, display=known.display)
     section = obr.text(obr.raw(24))
@@ -565,10 +567,11 @@ def from_oru(message: str, context: OruContext) -> LabReport:
             if all(s.id != specimen.id for s in specimens):
                 specimens.append(specimen)
         battery = _battery_code(obr, context)
+        chapter = _chapter(obr, context, results, battery)
         batteries.append(
             Battery(
-                code=battery,
-                chapter=_chapter(obr, context, results, battery),
+                code=battery or chapter,
+                chapter=chapter,
                 specimen_id=group_specimens[0].id if group_specimens else "",
                 results=tuple(results),
                 label=obr.comp(4, 2),
