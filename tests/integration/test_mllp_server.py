@@ -367,3 +367,27 @@ async def test_concurrent_connections_random_splits_pipelining(server: MllpServe
     results = await asyncio.gather(*(client(k) for k in range(8)))
     assert sum(len(x) for x in results) == 1000
     assert len(intake.seen) == 1000
+
+
+async def test_tcp_keepalive_is_set_on_accepted_connections(server: MllpServer) -> None:
+    import socket
+
+    r, w = await connect(server)
+    w.write(frame(msg("K1")))
+    await read_replies(r, 1)
+    [conn] = list(server._conns)
+    sock = conn.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 180
+    w.close()
+
+
+async def test_stop_mid_frame_never_answers_the_cut_frame(intake: FakeIntake, metrics: Metrics) -> None:
+    srv = await start(intake, metrics)
+    r, w = await connect(srv)
+    w.write(frame(msg("DONE")) + VT + msg("HALF"))
+    [reply] = await read_replies(r, 1)
+    assert msa(reply) == ("AA", "DONE")
+    await srv.stop(1)
+    assert await assert_closed(r) == b""
+    assert [control_id(p) for p in intake.seen] == ["DONE"]
