@@ -115,11 +115,11 @@ async def test_query_filters(store: AuditStore) -> None:
 
 async def test_audit_trail_records_through_the_store(store: AuditStore) -> None:
     trail = AuditTrail(store, clock=lambda: T0)
-    record_id = await trail.record(
+    await trail.record(
         action="delivery", outcome="deliver", reason="publish", row_id=3, document_id="1.2.3", patient_id="p"
     )
     (got,) = await store.query(AuditQuery(document_id="1.2.3"))
-    assert got.id == record_id and got.at == T0 and got.actor == "passerelle"
+    assert got.id > 0 and got.at == T0 and got.actor == "passerelle"
 
 
 async def test_store_has_no_update_or_delete_api(store: AuditStore) -> None:

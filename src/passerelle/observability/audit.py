@@ -11,7 +11,7 @@ imports no other area, so the dependency stays one-way).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -96,7 +96,7 @@ class AuditTrail:
         actor: str = "passerelle",
         patient_oid: str = "",
         detail: str = "",
-    ) -> int:
+    ) -> None:
         record = AuditRecord(
             at=self.clock(),
             action=AuditAction(action),
@@ -109,8 +109,25 @@ class AuditTrail:
             patient_oid=patient_oid,
             detail=detail,
         )
-        (record_id,) = await self.store.append([record])
-        return record_id
+        await self.store.append([record])
+
+    def admin_hook(self, actor: str) -> Callable[[str, int, str, str], Awaitable[None]]:
+        """A ``(action, row_id, document_id, patient_id)`` callback recording an operator's action (the
+        message browser's replay hook): action ``replay`` or any other string as an ``admin`` action."""
+
+        async def hook(action: str, row_id: int, document_id: str, patient_id: str) -> None:
+            known = action == AuditAction.REPLAY.value
+            await self.record(
+                action=AuditAction.REPLAY if known else AuditAction.ADMIN,
+                outcome=AuditOutcome.SUCCESS,
+                reason="operator" if known else action,
+                row_id=row_id,
+                document_id=document_id,
+                patient_id=patient_id,
+                actor=actor,
+            )
+
+        return hook
 
 
 # --- FHIR AuditEvent export ---------------------------------------------------------------------------
