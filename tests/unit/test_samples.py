@@ -113,3 +113,15 @@ def test_write_samples_one_file_per_message(tmp_path: Path) -> None:
     assert len(paths) == 3
     assert [p.read_bytes() for p in paths] == [s.raw for s in generate_samples(3, 1, NOW)]
     assert all(p.read_bytes().startswith(b"MSH|") for p in paths)
+
+
+def test_replacement_samples_point_at_the_previous_version(cda_schema: etree.XMLSchema) -> None:
+    [sample] = generate_samples(1, 2, NOW, SampleOptions(order_control="RO"))
+    assert sample.replaces.startswith("2.25.")
+    doc = etree.fromstring(sample.cda)
+    ns = {"h": "urn:hl7-org:v3"}
+    assert doc.find("h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id", ns).get("root") == sample.replaces
+    assert doc.find("h:versionNumber", ns).get("value") == "2"
+    assert cda_schema.validate(doc), cda_schema.error_log
+    # NW samples are unchanged by the RO option's extra draw
+    assert generate_samples(1, 2, NOW)[0].replaces == ""

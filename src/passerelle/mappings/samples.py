@@ -65,6 +65,7 @@ class Sample:
     set_id: str
     patient: SyntheticPatient
     cda: bytes = b""
+    replaces: str = ""  # previous version's id (order control RO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,19 +402,25 @@ def generate_samples(count: int, seed: int, now: datetime, options: SampleOption
         document_id = root_only_oid(rng)
         set_id = root_only_oid(rng)
         control_id = f"S{seed % 10_000:04d}{i:06d}"
+        # a replacement points at a (synthetic) previous version of the same set
+        replaces = root_only_oid(rng) if opts.order_control == "RO" else ""
         raw, cda = build_oru(
             now=now,
             control_id=control_id,
             patient=patient,
             document_id=document_id,
             set_id=set_id,
+            version=2 if replaces else 1,
+            replaces=replaces,
             order_control=opts.order_control,
             flags=opts.flags,
             charset=opts.charset,
             sender=opts.sender,
             separator=opts.separator,
         )
-        samples.append(Sample(f"{i:05d}_{control_id}.hl7", raw, control_id, document_id, set_id, patient, cda))
+        samples.append(
+            Sample(f"{i:05d}_{control_id}.hl7", raw, control_id, document_id, set_id, patient, cda, replaces)
+        )
     return samples
 
 
