@@ -367,7 +367,8 @@ class _Connection:
             log.warning("mllp connection from %s: %s", self.peer, exc.reason)
             end = exc.reason
         except (ConnectionError, OSError) as exc:
-            end = f"read_error:{type(exc).__name__}"
+            log.info("mllp connection from %s: read failed (%s)", self.peer, type(exc).__name__)
+            end = "read_error"
         except asyncio.CancelledError:
             end = "stopping"
         await self.queue.put(_End(end))
