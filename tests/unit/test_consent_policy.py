@@ -453,7 +453,7 @@ def test_outcome_strings_are_what_the_worker_compares() -> None:
         ({"consultation": "IC"}, RegistryEntry(consultation="IC")),
     ],
 )
-def test_registry_entry_from_zfa_fields(fields: dict[str, str], expected: RegistryEntry) -> None:
+def test_registry_entry_from_zfa_fields(fields: dict[str, Any], expected: RegistryEntry) -> None:
     assert RegistryEntry.from_fields(**fields) == expected
 
 

@@ -4,13 +4,23 @@ whatever the combination, not only in the table's rows."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from passerelle.consent import ConsentContext, FeedingConsent, Outcome, Reason, RegistryEntry, SiteRules, decide
+from passerelle.consent import (
+    ConsentContext,
+    Decision,
+    FeedingConsent,
+    Outcome,
+    Reason,
+    RegistryEntry,
+    SiteRules,
+    decide,
+)
 from passerelle.consent.rules import ConflictPolicy
-from passerelle.mappings.document import Action, Flags, confidentiality_code
+from passerelle.mappings.document import Action, Document, Flags, confidentiality_code
 from passerelle.mappings.mhd import SpaceState, SpaceStatus
 from tests.support.space_docs import deletion, document, patient
 
@@ -56,7 +66,7 @@ situations = st.fixed_dictionaries(
 )
 
 
-def _decide(s: dict) -> tuple:
+def _decide(s: dict[str, Any]) -> tuple[Document, ConsentContext, Decision]:
     doc = document(
         flags=s["flags"],
         patient=patient(minor=s["minor"]),
@@ -78,7 +88,7 @@ def _decide(s: dict) -> tuple:
 
 @settings(max_examples=200, deadline=None)
 @given(situations)
-def test_privacy_invariants(s: dict) -> None:
+def test_privacy_invariants(s: dict[str, Any]) -> None:
     doc, ctx, decision = _decide(s)
     publishing = doc.action != Action.DELETE
     codes = [c.code for c in decision.confidentiality]

@@ -7,11 +7,12 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from passerelle.mappings.document import Action, Author, Code, confidentiality_code
+from passerelle.mappings.document import Action, Author, Code, Document, confidentiality_code
 from passerelle.mappings.mhd import (
     RFC3986,
     MalformedAnswerError,
@@ -33,7 +34,7 @@ SUBMISSION = SubmissionInfo(
 )
 
 
-def _resources(bundle: dict, kind: str) -> list[dict]:
+def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
 
 
@@ -190,7 +191,7 @@ def test_several_documents_one_submission() -> None:
     ],
     ids=["empty", "deletion", "two-patients"],
 )
-def test_refuses_what_is_not_one_patients_publication(docs) -> None:
+def test_refuses_what_is_not_one_patients_publication(docs: list[Document]) -> None:
     with pytest.raises(ValueError):
         build_provide_bundle(docs, SUBMISSION)
 
@@ -260,7 +261,7 @@ def test_parse_status() -> None:
         },
     ],
 )
-def test_parse_status_rejects_malformed(body) -> None:
+def test_parse_status_rejects_malformed(body: object) -> None:
     with pytest.raises(MalformedAnswerError):
         parse_status(body)
 

@@ -141,7 +141,12 @@ async def test_provide_refuses_a_deletion() -> None:
 
 async def test_test_ins_is_never_sent_to_production() -> None:
     calls: list[httpx.Request] = []
-    space = make_space(lambda r: calls.append(r) or httpx.Response(500), settings(test_environment=False))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500)
+
+    space = make_space(handler, settings(test_environment=False))
     with pytest.raises(IdentityError):
         await space.provide(document())
     with pytest.raises(IdentityError):
