@@ -508,3 +508,21 @@ def test_mtls_with_unreadable_files_fails_at_start(tmp_path: Path) -> None:
     cfg = settings(auth=SpaceAuth.MTLS, client_cert_file=tmp_path / "c.pem", client_key_file=tmp_path / "k.pem")
     with pytest.raises(ValueError, match="TLS"):
         MhdSpace(cfg)
+
+
+async def test_concurrent_calls_share_one_token_grant(tmp_path: Path) -> None:
+    import asyncio
+
+    server = FakeAuthServer()
+    space = make_space(server, oauth_settings(tmp_path))
+    results = await asyncio.gather(*(space.status(patient(), AUTHOR_ID) for _ in range(8)))
+    await space.aclose()
+    assert all(r.state == SpaceState.ACTIF for r in results)
+    assert server.grants == 1
+
+
+async def test_closed_client_refuses_calls() -> None:
+    space = make_space(lambda r: httpx.Response(500))
+    await space.aclose()
+    with pytest.raises(RuntimeError):
+        await space.status(patient(), AUTHOR_ID)
