@@ -101,7 +101,7 @@ def test_pdf_copy_opens_and_holds_the_results(versions: tuple[bytes, bytes, byte
             "Potassium",
             "Hémoglobine",
             "LOINC 777-3",
-            "150 - 400 10*9/L",
+            "150 - 400 G/L",
             "Laboratoire de démonstration",
             "CMD-2024-0001",
         ):

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from pypdf import PdfReader
 
 from passerelle.errors import MappingError
-from passerelle.mappings.codes import lab_chapter, parse_loinc_csv, specimen_type_display, ucum_unit
+from passerelle.mappings.codes import lab_chapter, parse_loinc_csv, specimen_type_display, ucum_unit, unit_display
 from passerelle.mappings.crbio import (
     CLASS_CODE,
     FORMAT_CODE,
@@ -155,7 +155,7 @@ def test_pdf_is_deterministic_and_readable() -> None:
     assert reader.metadata is not None and reader.metadata.title == "Compte rendu d'examens biologiques"
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert "Potassium [Moles/Volume] Sérum/Plasma (corrigé)" in text
-    assert "Plaquettes [Nombre/Volume] Sang" in text and "142 10*9/L" in text and "Bas" in text
+    assert "Plaquettes [Nombre/Volume] Sang" in text and "142 G/L" in text and "Bas" in text
 
 
 # --- Document -----------------------------------------------------------------------------------------
@@ -241,3 +241,8 @@ def test_loinc_table_reads_optional_columns_and_skips_comments() -> None:
 def test_shipped_example_table_matches_the_demo_panel(repo_root) -> None:  # type: ignore[no-untyped-def]
     text = (repo_root / "config/loinc/example-SIL-DEMO_LABO-DEMO.csv").read_text(encoding="utf-8")
     assert parse_loinc_csv(text, SAMPLE_SENDER) == sample_loinc_table()
+
+
+@pytest.mark.parametrize(("ucum", "shown"), [("10*9/L", "G/L"), ("umol/L", "µmol/L"), ("g/L", "g/L"), ("1", "")])
+def test_units_are_printed_the_french_way(ucum: str, shown: str) -> None:
+    assert unit_display(ucum) == shown

@@ -14,6 +14,7 @@ from passerelle.mappings.codes.tables import (
     parse_loinc_csv,
     specimen_type_display,
     ucum_unit,
+    unit_display,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "parse_loinc_csv",
     "specimen_type_display",
     "ucum_unit",
+    "unit_display",
 ]

@@ -43,6 +43,11 @@ def ucum_unit(local: str) -> str | None:
     return matches.pop() if len(matches) == 1 else None
 
 
+def unit_display(ucum: str) -> str:
+    """How a French lab report prints a UCUM unit (``10*9/L`` → ``G/L``, ``umol/L`` → ``µmol/L``)."""
+    return next((r["display"] for r in _table("ucum_display.csv") if r["ucum"] == ucum), ucum)
+
+
 @dataclass(frozen=True)
 class LabChapter:
     code: str  # LOINC chapter code (18719-5...)

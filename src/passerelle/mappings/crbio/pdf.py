@@ -16,7 +16,7 @@ from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from passerelle.mappings.codes import interpretation_display
+from passerelle.mappings.codes import interpretation_display, unit_display
 from passerelle.mappings.crbio.model import LabReport, LabResult, ReferenceRange, ResultStatus, ValueKind
 from passerelle.mappings.document import Action
 
@@ -35,9 +35,9 @@ def format_value(result: LabResult) -> str:
     if result.status is ResultStatus.CANCELLED:
         return "non réalisé"
     if result.kind is ValueKind.QUANTITY:
-        return f"{result.number} {result.unit}"
+        return f"{result.number} {unit_display(result.unit)}".strip()
     if result.kind is ValueKind.INTERVAL:
-        return f"{result.comparator} {result.number} {result.unit}"
+        return f"{result.comparator} {result.number} {unit_display(result.unit)}".strip()
     if result.kind is ValueKind.CODED and result.coded is not None:
         return result.coded.display or result.coded.code
     return result.text
@@ -48,7 +48,7 @@ def format_range(rng: ReferenceRange | None) -> str:
         return ""
     if rng.text:
         return rng.text
-    unit = f" {rng.unit}" if rng.unit else ""
+    unit = f" {unit_display(rng.unit)}".rstrip() if rng.unit else ""
     if rng.low is not None and rng.high is not None:
         return f"{rng.low} - {rng.high}{unit}"
     if rng.low is not None:
@@ -122,7 +122,12 @@ def render_pdf(report: LabReport) -> bytes:
                         Paragraph(f"{escape(label)}<br/>LOINC {escape(result.code.code)}", cell),
                         p(format_value(result), cell),
                         p(format_range(result.reference_range), cell),
-                        p(format_interpretation(result), cell),
+                        Paragraph(
+                            f"<b>{escape(format_interpretation(result))}</b>"
+                            if set(result.interpretation) - {"N"}
+                            else escape(format_interpretation(result)),
+                            cell,
+                        ),
                     ]
                 )
                 if result.comment:
