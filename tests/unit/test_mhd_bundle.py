@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from passerelle.mappings.document import Action, Author, Code, Document, confidentiality_code
+from passerelle.mappings.document import Action, Author, Code, Document, ReferenceId, confidentiality_code
 from passerelle.mappings.mhd import (
     RFC3986,
     MalformedAnswerError,
@@ -102,6 +102,23 @@ def test_author_is_contained_practitioner_and_organisation() -> None:
     assert ref["custodian"] == {"reference": "#author-org"}
     # no demographics travel in the metadata: the contained source patient carries only the local id
     assert set(contained["source-patient"]) == {"resourceType", "id", "identifier"}
+
+
+def test_empty_optional_values_are_left_out() -> None:
+    doc = document(
+        title="",
+        language="",
+        author=Author(),
+        reference_ids=(ReferenceId(value="", type="urn:ihe:iti:xds:2013:order"),),
+        facility_type=None,
+        practice_setting=None,
+        confidentiality=(),
+    )
+    bundle = build_provide_bundle([doc], SUBMISSION)
+    Bundle.model_validate(bundle)
+    ref = _resources(bundle, "DocumentReference")[0]
+    assert "description" not in ref and "language" not in ref["content"][0]["attachment"]
+    assert ref["content"][0]["attachment"]["size"] == len(doc.content)  # zeros and falses are kept
 
 
 def test_device_author() -> None:

@@ -140,12 +140,25 @@ def build_provide_bundle(docs: Sequence[Document], submission: SubmissionInfo) -
     author = submission.author or docs[0].submission_author or docs[0].author
     entries.append(_entry(ss_url, _submission_set(patient, author, submission, ss_unique_id, ss_url, items)))
     entries.extend(doc_entries)
-    return {
+    bundle = {
         "resourceType": "Bundle",
         "meta": {"profile": [BUNDLE_PROFILE]},
         "type": "transaction",
         "entry": entries,
     }
+    pruned: dict[str, Any] = _prune(bundle)
+    return pruned
+
+
+def _prune(value: Any) -> Any:
+    """Drop empty strings, ``None`` and emptied lists/objects: FHIR forbids empty values."""
+    if isinstance(value, dict):
+        items = ((k, _prune(v)) for k, v in value.items())
+        return {k: v for k, v in items if v not in ("", None, [], {})}
+    if isinstance(value, list):
+        items_list = [_prune(v) for v in value]
+        return [v for v in items_list if v not in ("", None, [], {})]
+    return value
 
 
 def _entry(full_url: str, resource: dict[str, Any]) -> dict[str, Any]:
