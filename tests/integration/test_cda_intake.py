@@ -307,3 +307,17 @@ async def test_folder_leaves_the_file_when_the_journal_is_down(tmp_path: Path) -
     done = await watcher.poll_once()
     assert done[0].outcome.status == 503 and done[0].moved_to is None
     assert (inbox / "a.xml").exists() and (inbox / "a.xml.ready").exists()
+
+
+async def test_slow_upload_is_408(journal: SQLiteJournal) -> None:
+    body = cda("1.2.250.1.999.8.9")
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield body[:100]
+        await asyncio.sleep(1.0)
+        yield body[100:]
+
+    async with serve(journal, body_timeout_s=0.2) as url, httpx.AsyncClient(base_url=url) as client:
+        r = await client.post("/v1/documents", content=trickle(), headers=XML)
+        assert r.status_code == 408 and r.json()["reason"] == "body_timeout"
+    assert await _all_rows(journal) == []

@@ -15,7 +15,7 @@ Contract:
   ``detail`` and a machine-readable ``reason``.
 
 HTTP statuses: 202 accepted, 200 duplicate, 400 not well-formed / DOCTYPE / caps / bad encoding,
-409 conflict, 413 over ``max_bytes`` (checked on Content-Length and while reading, never buffered
+408 body not received within ``body_timeout_s``, 409 conflict, 413 over ``max_bytes`` (checked on Content-Length and while reading, never buffered
 past the cap), 415 wrong content type or UTF-16/UTF-32, 422 not a CDA / unusable header / identity not
 qualified, 503 journal unavailable (with ``Retry-After``).
 """
@@ -78,6 +78,7 @@ class CdaIntakeSettings(BaseModel):
     folder_sender: str = Field("folder", description="Sender name journaled for folder files")
     poll_interval_s: float = Field(2.0, gt=0, description="Folder poll period")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent with 503")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest time to receive a request body (else 408)")
 
     @property
     def limits(self) -> CdaLimits:
@@ -178,6 +179,7 @@ async def submit(
 
 _TITLES = {
     400: "Malformed document",
+    408: "Request body too slow",
     409: "Conflicting duplicate",
     413: "Document too large",
     415: "Unsupported media type",
@@ -239,7 +241,7 @@ def cda_router(accept: Accept, settings: CdaIntakeSettings, *, clock: Clock | No
     @router.post(
         "/v1/documents",
         status_code=202,
-        responses={200: {}, 400: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+        responses={200: {}, 400: {}, 408: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
         summary="Submit one CDA R2 document (application/xml, text/xml, application/hl7-cda+xml)",
     )
     async def post_document(request: Request) -> JSONResponse:
@@ -251,7 +253,10 @@ def cda_router(accept: Accept, settings: CdaIntakeSettings, *, clock: Clock | No
         if charset.startswith(("utf-16", "utf-32", "ucs")):
             return problem(415, "unsupported_encoding", "UTF-16/UTF-32 XML is not supported; send UTF-8")
         try:
-            raw = await read_capped(request, settings.max_bytes)
+            async with asyncio.timeout(settings.body_timeout_s):
+                raw = await read_capped(request, settings.max_bytes)
+        except TimeoutError:
+            return problem(408, "body_timeout", f"request body not received within {settings.body_timeout_s:g} s")
         except PasserelleError as exc:
             return problem(status_for(exc), exc.reason, exc.message)
         outcome = await submit(
