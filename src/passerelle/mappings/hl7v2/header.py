@@ -53,14 +53,26 @@ class Header:
 def header_from_fields(fields: list[str], d: Delimiters, codec: str = "ascii") -> Header:
     """Build a header from MSH fields (``fields[n]`` = MSH-n)."""
 
+    count = len(fields)
+    rep_sep, comp_sep, sub_sep, esc = d.repetition, d.component, d.subcomponent, d.escape
+
     def f(n: int) -> str:
-        return fields[n] if n < len(fields) else ""
+        return fields[n] if n < count else ""
 
     def c(raw: str, comp: int = 1) -> str:
-        first_rep = raw.split(d.repetition)[0]
-        comps = first_rep.split(d.component)
-        value = comps[comp - 1] if comp <= len(comps) else ""
-        return unescape(value.split(d.subcomponent)[0], d, codec).strip()
+        # first repetition, component ``comp``, first subcomponent; most MSH fields are plain
+        if not raw:
+            return ""
+        if rep_sep in raw:
+            raw = raw[: raw.index(rep_sep)]
+        if comp > 1 or comp_sep in raw:
+            comps = raw.split(comp_sep)
+            raw = comps[comp - 1] if comp <= len(comps) else ""
+        if sub_sep in raw:
+            raw = raw[: raw.index(sub_sep)]
+        if esc in raw:
+            raw = unescape(raw, d, codec)
+        return raw.strip()
 
     msg_type = f(9)
     # MSH-21 EI: "2.1^CISIS_CDA_HL7_V2" -> the namespace (EI.2), else the entity id (EI.1)
