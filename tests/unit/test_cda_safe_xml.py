@@ -106,3 +106,14 @@ def test_xinclude_is_never_processed() -> None:
     ).encode()
     root = parse_cda(raw)
     assert "root:" not in "".join(root.itertext())
+
+
+def test_huge_text_node_and_many_attributes_are_bounded() -> None:
+    # libxml2 without huge_tree refuses a text node over 10 MB even under our byte cap
+    huge = b"<r>" + b"a" * (10 * 1024 * 1024 + 10) + b"</r>"
+    with pytest.raises(ParseError):
+        parse_xml(huge)
+    # a million attributes are bounded by the byte cap before parsing
+    attrs = b" ".join(b'a%d="1"' % i for i in range(1_000_000))
+    with pytest.raises(TooLargeError):
+        parse_xml(b"<r " + attrs + b"/>", CdaLimits(max_bytes=1024 * 1024))
