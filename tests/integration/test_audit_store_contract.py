@@ -214,3 +214,29 @@ async def test_postgres_triggers_refuse_update_delete_truncate() -> None:
 def test_postgres_schema_name_is_checked() -> None:
     with pytest.raises(ValueError):
         PostgresAuditStore(PG_DSN, schema='x"; DROP TABLE y; --')
+
+
+async def test_concurrent_appends_keep_every_record_in_order(store: AuditStore) -> None:
+    import asyncio
+
+    batches = [[rec(i, row_id=i), rec(i, row_id=1000 + i)] for i in range(40)]
+    results = await asyncio.gather(*(store.append(b) for b in batches))
+    all_ids = [i for ids in results for i in ids]
+    assert len(set(all_ids)) == 80
+    for ids, batch in zip(results, batches, strict=True):
+        assert ids[0] < ids[1]
+        got = await store.query(AuditQuery(after_id=ids[0] - 1, limit=2))
+        assert [r.row_id for r in got] == [r.row_id for r in batch]
+
+
+async def test_sqlite_group_commit(tmp_path: Path) -> None:
+    import asyncio
+
+    store = SQLiteAuditStore(tmp_path / "passerelle.db")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.append([rec(i)]) for i in range(50)))
+        assert len(await store.query(AuditQuery())) == 50
+        assert store.commits < 50  # appends waiting together shared transactions
+    finally:
+        await store.close()

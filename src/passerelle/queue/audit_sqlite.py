@@ -9,6 +9,7 @@ from the journal's (table ``audit_migrations``). Triggers refuse ``UPDATE`` and 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,11 +85,16 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
 class SQLiteAuditStore:
     """Audit store in the SQLite file ``path`` (the journal's file is fine). See the module docstring."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, max_batch: int = 512) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self.max_batch = max_batch
+        #: committed transactions (group commit makes this lower than the number of appends)
+        self.commits = 0
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[list[AuditRecord], asyncio.Future[list[int]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -127,6 +133,10 @@ class SQLiteAuditStore:
         return conn
 
     async def close(self) -> None:
+        """Wait for pending appends, then close. Idempotent."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
         if self._conn is None or self._executor is None:
             return
         conn, self._conn = self._conn, None
@@ -135,40 +145,67 @@ class SQLiteAuditStore:
         executor.shutdown(wait=True)
 
     async def append(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Durable once it returns. Concurrent appends are group-committed: callers waiting while one
+        transaction commits share the next one (one fsync for many records, order kept)."""
         if not records:
             return []
-        conn = self._require()
+        self._require()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.append((list(records), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="audit-sqlite-flush")
+        return await asyncio.shield(future)
 
-        def work() -> list[int]:
-            ids = []
-            conn.execute("BEGIN IMMEDIATE")
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            rows = [record for records, _ in batch for record in records]
             try:
-                for r in records:
-                    cursor = conn.execute(
-                        "INSERT INTO audit_event (at_us, action, outcome, reason, actor, row_id, document_id,"
-                        " patient_id, patient_oid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            _us(r.at),
-                            r.action.value,
-                            r.outcome.value,
-                            r.reason,
-                            r.actor,
-                            r.row_id,
-                            r.document_id,
-                            r.patient_id,
-                            r.patient_oid,
-                            r.detail,
-                        ),
-                    )
-                    assert cursor.lastrowid is not None
-                    ids.append(cursor.lastrowid)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return ids
+                ids = await self._run(functools.partial(self._insert, rows))
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # the caller re-raises it; never "exception never retrieved"
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            position = 0
+            for records, future in batch:
+                if not future.done():
+                    future.set_result(ids[position : position + len(records)])
+                position += len(records)
 
-        return await self._run(work)
+    def _insert(self, records: Sequence[AuditRecord]) -> list[int]:
+        conn = self._require()
+        ids = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for r in records:
+                cursor = conn.execute(
+                    "INSERT INTO audit_event (at_us, action, outcome, reason, actor, row_id, document_id,"
+                    " patient_id, patient_oid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        _us(r.at),
+                        r.action.value,
+                        r.outcome.value,
+                        r.reason,
+                        r.actor,
+                        r.row_id,
+                        r.document_id,
+                        r.patient_id,
+                        r.patient_oid,
+                        r.detail,
+                    ),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return ids
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
         conn = self._require()
