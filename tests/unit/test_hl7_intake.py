@@ -313,3 +313,14 @@ async def test_decode_warnings_are_counted() -> None:
     intake, metrics = make(FakeJournal())
     await intake.handle(raw, "peer")
     assert ("utf8_bom", 1) in metrics.warnings
+
+
+def test_settings_refuse_an_unknown_fallback_charset() -> None:
+    import pydantic
+
+    assert Hl7IntakeSettings(fallback_charset="8859/15").fallback_charset == "8859/15"
+    assert SenderOptions(fallback_charset="cp1252").fallback_charset == "cp1252"
+    with pytest.raises(pydantic.ValidationError):
+        Hl7IntakeSettings(fallback_charset="klingon")
+    with pytest.raises(pydantic.ValidationError):
+        Hl7IntakeSettings(senders={"A": {"fallback_charset": "nope"}})  # type: ignore[dict-item]

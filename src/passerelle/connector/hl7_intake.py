@@ -15,6 +15,7 @@ Contract (docs/ack-contract.md):
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import itertools
 import logging
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from passerelle.errors import DuplicateConflictError, PasserelleError, QueueUnavailableError, TooLargeError
 from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, reply_for, should_reply
-from passerelle.mappings.hl7v2.decode import Message, decode_message
+from passerelle.mappings.hl7v2.decode import CHARSETS, Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import Classified, classify
 from passerelle.queue.base import AppendResult, Inbound, State
@@ -39,10 +40,23 @@ JournalAppend = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
 Clock = Callable[[], datetime]
 
 
+def _check_charset(value: str | None) -> str | None:
+    """A fallback charset is an MSH-18 value (table 0211 subset we decode) or a Python codec name."""
+    if value is None or value.strip().upper() in CHARSETS:
+        return value
+    try:
+        codecs.lookup(value)
+    except LookupError as exc:
+        raise ValueError(f"unknown character set {value!r}: use an MSH-18 value or a Python codec") from exc
+    return value
+
+
 class SenderOptions(BaseModel):
     """Per-sender decoding policy (key: ``MSH-3.1^MSH-4.1`` or ``MSH-3.1``)."""
 
     model_config = ConfigDict(frozen=True)
+
+    _charset = field_validator("fallback_charset")(_check_charset)
 
     fallback_charset: str | None = Field(
         default=None, description="Charset when MSH-18 is empty: an MSH-18 value ('8859/15') or codec"
@@ -53,7 +67,11 @@ class SenderOptions(BaseModel):
 
 
 class Hl7IntakeSettings(BaseModel):
+    """HL7v2 intake settings (the ``hl7`` group of the application settings)."""
+
     model_config = ConfigDict(frozen=True)
+
+    _charset = field_validator("fallback_charset")(_check_charset)
 
     fallback_charset: str | None = Field(default=None, description="Charset when MSH-18 is empty (default ASCII)")
     allow_cp1252: bool = False
