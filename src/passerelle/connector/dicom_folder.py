@@ -28,7 +28,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from passerelle.connector.dicom_scp import STATUS_SUCCESS, Accept, PatientLookup, outcome, prepare
+from passerelle.connector.dicom_scp import (
+    STATUS_SUCCESS,
+    Accept,
+    IntakeMetrics,
+    NullMetrics,
+    PatientLookup,
+    outcome,
+    prepare,
+    record,
+)
 from passerelle.errors import ParseError
 from passerelle.mappings.dicom_common import DicomSite, decode_dicom, text
 
@@ -73,10 +82,12 @@ class DicomFolderWatcher:
         test_environment: bool,
         site: DicomSite | None = None,
         patient_lookup: PatientLookup | None = None,
+        metrics: IntakeMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self._accept = accept
+        self._metrics: IntakeMetrics = metrics or NullMetrics()
         self._test_environment = test_environment
         self._site = site or DicomSite()
         self._lookup = patient_lookup
@@ -165,7 +176,9 @@ class DicomFolderWatcher:
             results = await self._accept([prepared.inbound])
         except Exception as exc:  # noqa: BLE001 - the file stays in place and is retried
             log.error("dicom folder: journal append failed for a file: %s", type(exc).__name__)
+            record(self._metrics, prepared, None)
             return FolderOutcome(name, 0xA700, "retry", None, "storage unavailable")
+        record(self._metrics, prepared, results[0])
         status, comment = outcome(prepared, results[0])
         self._seen.pop(name, None)
         if status == STATUS_SUCCESS:

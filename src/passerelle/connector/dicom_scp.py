@@ -39,7 +39,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.dataset import Dataset
@@ -65,6 +65,18 @@ log = logging.getLogger(__name__)
 Accept = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
 #: ``(sender, local PatientID) -> (matricule INS, OID)`` from the site's identity store, or None.
 PatientLookup = Callable[[str, str], Awaitable[tuple[str, str] | None]]
+
+
+class IntakeMetrics(Protocol):
+    """What intake reports (same shape as the HL7v2 intake's): low-cardinality labels only."""
+
+    def message(self, kind: str, outcome: str, reason: str) -> None: ...
+
+
+class NullMetrics:
+    def message(self, kind: str, outcome: str, reason: str) -> None:
+        return None
+
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -256,6 +268,20 @@ def outcome(prepared: Prepared, result: AppendResult) -> tuple[int, str]:
     return prepared.status, prepared.comment
 
 
+def record(metrics: IntakeMetrics, prepared: Prepared, result: AppendResult | None) -> None:
+    """One metrics event per instance: accepted, duplicate, conflict, rejected or storage_error."""
+    if result is None:
+        metrics.message("dicom", "storage_error", "queue_unavailable")
+    elif result.conflict:
+        metrics.message("dicom", "conflict", "duplicate_conflict")
+    elif result.duplicate:
+        metrics.message("dicom", "duplicate", "")
+    elif prepared.inbound.state is State.ACCEPTED:
+        metrics.message("dicom", "accepted", "")
+    else:
+        metrics.message("dicom", "rejected", prepared.inbound.detail.split(":", 1)[0])
+
+
 # --- the network shell -----------------------------------------------------------------------------
 
 
@@ -276,10 +302,12 @@ class DicomScp:
         test_environment: bool,
         site: DicomSite | None = None,
         patient_lookup: PatientLookup | None = None,
+        metrics: IntakeMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self._accept = accept
+        self._metrics: IntakeMetrics = metrics or NullMetrics()
         self._test_environment = test_environment
         self._site = site or DicomSite()
         self._lookup = patient_lookup
@@ -387,7 +415,9 @@ class DicomScp:
                 raise QueueUnavailableError("journal returned an unexpected number of results")
         except Exception as exc:  # noqa: BLE001 - any storage failure becomes 0xA700, never success
             log.error("dicom scp: journal append failed: %s", type(exc).__name__)
+            record(self._metrics, prepared, None)
             return STATUS_OUT_OF_RESOURCES, "storage unavailable, retry later", None
+        record(self._metrics, prepared, results[0])
         status, comment = outcome(prepared, results[0])
         return status, comment, results[0].row_id
 

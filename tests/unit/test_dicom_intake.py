@@ -1,0 +1,141 @@
+"""The pure part of DICOM intake (connector/dicom_scp.prepare, status table, metrics events)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pydicom
+import pytest
+
+from passerelle.connector.dicom_scp import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DUPLICATE_CONFLICT,
+    STATUS_NOT_PUBLISHABLE,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SUCCESS,
+    DicomSettings,
+    error_comment,
+    outcome,
+    prepare,
+    record,
+    status_for,
+)
+from passerelle.errors import (
+    DuplicateConflictError,
+    IdentityError,
+    MappingError,
+    ParseError,
+    QueueUnavailableError,
+    TooLargeError,
+    UnsupportedMessageError,
+)
+from passerelle.mappings.dicom_common import DicomSite
+from passerelle.queue.base import AppendResult, State
+from tests.support.dicom_samples import TEST_INS, kos_dataset, make_kos, make_sr, to_part10
+
+NOW = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
+
+
+def _prepare(raw: bytes, **kw: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = dict(
+        channel="dicom", sender="PACS", now=NOW, test_environment=True, patient_id_map=None,
+        site=DicomSite(), max_bytes=1 << 20,
+    )  # fmt: skip
+    args.update(kw)
+    return prepare(raw, **args)  # type: ignore[arg-type]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def message(self, kind: str, outcome: str, reason: str) -> None:
+        self.events.append((kind, outcome, reason))
+
+
+def test_usable_kos_becomes_an_accepted_row() -> None:
+    ds = kos_dataset()
+    raw = to_part10(ds, preamble=b"\x7fELF" + bytes(124))
+    p = _prepare(raw)
+    assert p.status == STATUS_SUCCESS
+    row = p.inbound
+    assert (row.state, row.kind, row.channel, row.sender) == (State.ACCEPTED, "dicom", "dicom", "PACS")
+    assert (row.message_id, row.dedup_key) == (ds.SOPInstanceUID, f"dicom:{ds.SOPInstanceUID}")
+    assert row.lane == f"ins:{TEST_INS}" and row.ack == b""
+    assert row.raw[:128] == bytes(128) and row.raw[128:] == raw[128:]
+
+
+def test_same_dataset_other_transfer_syntax_hashes_the_same() -> None:
+    ds = kos_dataset()
+    explicit = to_part10(ds)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True, implicit_vr=True, little_endian=True)
+    assert _prepare(explicit).inbound.content_hash == _prepare(buf.getvalue()).inbound.content_hash
+
+
+def test_unusable_instances_become_rejected_rows_with_a_status() -> None:
+    p = _prepare(b"not dicom")
+    assert (p.status, p.inbound.state, p.inbound.dedup_key) == (STATUS_CANNOT_UNDERSTAND, State.REJECTED, "")
+    p = _prepare(make_sr())  # site not configured: refused with the reason
+    assert p.status == STATUS_NOT_PUBLISHABLE and "site configuration" in p.comment
+    assert p.inbound.detail.startswith("mapping: 0xC001 ")
+
+
+def test_too_large_is_not_stored() -> None:
+    p = _prepare(make_kos(), max_bytes=1024)
+    assert p.status == STATUS_OUT_OF_RESOURCES and p.inbound.raw == b""
+    p = _prepare(b"", size=10_000_000, max_bytes=1024)
+    assert p.status == STATUS_OUT_OF_RESOURCES
+
+
+def test_sop_class_mismatch() -> None:
+    p = _prepare(make_kos(), expected_sop_class="1.2.840.10008.5.1.4.1.1.88.11")
+    assert p.status == 0xA900
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (ParseError("x"), STATUS_CANNOT_UNDERSTAND),
+        (MappingError("x"), STATUS_NOT_PUBLISHABLE),
+        (IdentityError("x"), STATUS_NOT_PUBLISHABLE),
+        (UnsupportedMessageError("x"), STATUS_NOT_PUBLISHABLE),
+        (TooLargeError("x"), STATUS_OUT_OF_RESOURCES),
+        (QueueUnavailableError("x"), STATUS_OUT_OF_RESOURCES),
+        (DuplicateConflictError("x"), STATUS_DUPLICATE_CONFLICT),
+        (RuntimeError("boom"), STATUS_OUT_OF_RESOURCES),
+    ],
+)
+def test_status_table(exc: Exception, status: int) -> None:
+    assert status_for(exc) == status
+
+
+def test_error_comment_is_short_ascii_and_phi_free() -> None:
+    comment = error_comment(MappingError("identité non qualifiée : " + "x" * 200))
+    assert len(comment) <= 64 and comment.isascii()
+    assert error_comment(RuntimeError("PAT-TROIS 279035121518989")) == "internal error"
+
+
+def test_conflict_outcome_and_metrics() -> None:
+    rec = Recorder()
+    p = _prepare(make_kos())
+    assert outcome(p, AppendResult(row_id=1, conflict=True))[0] == STATUS_DUPLICATE_CONFLICT
+    record(rec, p, AppendResult(row_id=1))
+    record(rec, p, AppendResult(row_id=1, duplicate=True))
+    record(rec, p, AppendResult(row_id=1, conflict=True))
+    record(rec, p, None)
+    record(rec, _prepare(b"junk"), AppendResult(row_id=2))
+    assert [e[1] for e in rec.events] == ["accepted", "duplicate", "conflict", "storage_error", "rejected"]
+    assert rec.events[-1] == ("dicom", "rejected", "parse")
+
+
+def test_settings_validate_ae_titles() -> None:
+    with pytest.raises(ValueError):
+        DicomSettings(ae_title="")
+    with pytest.raises(ValueError):
+        DicomSettings(ae_title="A" * 17)
+    with pytest.raises(ValueError):
+        DicomSettings(allowed_calling_ae_titles=["ok", ""])
+    assert DicomSettings(ae_title=" PASSERELLE ").ae_title == "PASSERELLE"
