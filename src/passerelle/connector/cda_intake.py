@@ -147,6 +147,9 @@ async def submit(
         doc = await asyncio.to_thread(validate_cda, raw, settings, now)
     except PasserelleError as exc:
         return Outcome(status_for(exc), reason=exc.reason, detail=exc.message)
+    except Exception as exc:  # a bug in a mapping must not kill the folder task nor leak a traceback
+        log.exception("cda intake: validation raised %s", type(exc).__name__)
+        return Outcome(500, reason="internal", detail="internal error while reading the document")
     try:
         results = await accept([inbound_for(raw, doc, channel=channel, sender=sender)])
     except PasserelleError as exc:
@@ -387,7 +390,7 @@ class FolderWatcher:
                 now=self.clock(),
             )
         if outcome.status == 503:
-            log.warning("cda folder: %s left in place (journal unavailable)", name)
+            log.warning("cda folder: file left in place, journal unavailable (size=%d)", size)
             return FolderResult(name, outcome, None)
         if outcome.status in (200, 202):
             target = await asyncio.to_thread(self._move, path, self.processed)

@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from lxml import etree
+from pydantic import ValidationError as PydanticValidationError
 
 from passerelle.errors import EncodingError, MappingError, ParseError, TooLargeError, ValidationError
 from passerelle.mappings.document import (
@@ -511,33 +512,36 @@ def document_from_cda(
 
     creation = _ts(_first(root, "h:effectiveTime"), "effectiveTime", required=True)
     assert creation is not None
-    return Document(
-        unique_id=unique_id,
-        set_id=_ii(_first(root, "h:setId")),
-        version=version,
-        action=action,
-        replaces=replaces,
-        patient=_patient(root, now),
-        type_code=type_code,
-        class_code=class_for_type(type_code.code),
-        format_code=fmt,
-        mime_type="text/xml",
-        title=_text(_first(root, "h:title")) or type_code.display,
-        creation_time=creation,
-        service_start=start,
-        service_stop=stop,
-        author=author or Author(),
-        legal_authenticator=legal,
-        facility_type=_code(
-            _first(root, "h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code")
-        ),
-        practice_setting=_practice_setting(root),
-        confidentiality=(confidentiality_code(conf_code),),
-        language=_attr(_first(root, "h:languageCode"), "code") or "fr-FR",
-        reference_ids=_reference_ids(root, type_code.code),
-        provenance=provenance or Provenance(),
-        content=raw,
-    )
+    try:
+        return Document(
+            unique_id=unique_id,
+            set_id=_ii(_first(root, "h:setId")),
+            version=version,
+            action=action,
+            replaces=replaces,
+            patient=_patient(root, now),
+            type_code=type_code,
+            class_code=class_for_type(type_code.code),
+            format_code=fmt,
+            mime_type="text/xml",
+            title=_text(_first(root, "h:title")) or type_code.display,
+            creation_time=creation,
+            service_start=start,
+            service_stop=stop,
+            author=author or Author(),
+            legal_authenticator=legal,
+            facility_type=_code(
+                _first(root, "h:componentOf/h:encompassingEncounter/h:location/h:healthCareFacility/h:code")
+            ),
+            practice_setting=_practice_setting(root),
+            confidentiality=(confidentiality_code(conf_code),),
+            language=_attr(_first(root, "h:languageCode"), "code") or "fr-FR",
+            reference_ids=_reference_ids(root, type_code.code),
+            provenance=provenance or Provenance(),
+            content=raw,
+        )
+    except PydanticValidationError as exc:
+        raise MappingError("CDA header values do not fit the document model", reason="mapping") from exc
 
 
 def map_cda(
