@@ -133,7 +133,6 @@ class AuditTrail:
 # --- FHIR AuditEvent export ---------------------------------------------------------------------------
 
 ACTION_SYSTEM = "urn:passerelle:audit-action"
-REASON_SYSTEM = "urn:passerelle:audit-reason"
 JOURNAL_ROW_SYSTEM = "urn:passerelle:journal-row"
 RFC3986 = "urn:ietf:rfc:3986"
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -174,7 +173,6 @@ def to_audit_event(record: AuditRecord, *, source_id: str, source_name: str = "P
     event["recorded"] = record.at.isoformat()
     event["outcome"] = _OUTCOME_CODE[record.outcome]
     event["outcomeDesc"] = f"{record.outcome.value}: {record.reason}" if record.reason else record.outcome.value
-    event["purposeOfEvent"] = [{"coding": [{"system": REASON_SYSTEM, "code": record.reason or "none"}]}]
     event["agent"] = [
         {
             "who": {"identifier": {"system": f"urn:oid:{source_id}", "value": record.actor}},
