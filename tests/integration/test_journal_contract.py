@@ -14,6 +14,7 @@ import pytest
 from passerelle.queue import Inbound, Query, Settlement, State
 from passerelle.queue.memory import MemoryJournal
 from passerelle.queue.sqlite import SQLiteJournal
+from tests.support.pg import pg_schema
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -26,8 +27,17 @@ def item(n: int, lane: str = "p1", *, body: bytes | None = None, state: State = 
     )  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[object]:
+    if request.param == "postgres":
+        from passerelle.queue.postgres import PostgresJournal
+
+        async with pg_schema() as (dsn, schema):
+            pj = PostgresJournal(dsn, schema=schema)
+            await pj.open()
+            yield pj
+            await pj.close()
+        return
     j: object = SQLiteJournal(tmp_path / "journal.sqlite3") if request.param == "sqlite" else MemoryJournal()
     await j.open()  # type: ignore[attr-defined]
     yield j
