@@ -147,16 +147,16 @@ async def submit(
         doc = await asyncio.to_thread(validate_cda, raw, settings, now)
     except PasserelleError as exc:
         return Outcome(status_for(exc), reason=exc.reason, detail=exc.message)
-    except Exception as exc:  # a bug in a mapping must not kill the folder task nor leak a traceback
-        log.exception("cda intake: validation raised %s", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - a mapping bug must not kill the folder task; no traceback (PHI)
+        log.error("cda intake: validation raised %s (no traceback: it may quote the document)", type(exc).__name__)
         return Outcome(500, reason="internal", detail="internal error while reading the document")
     try:
         results = await accept([inbound_for(raw, doc, channel=channel, sender=sender)])
     except PasserelleError as exc:
         log.warning("cda intake: journal append failed (%s)", exc.reason)
         return Outcome(503, document_id=doc.unique_id, reason=exc.reason, detail="journal unavailable, retry later")
-    except Exception as exc:  # the journal is a port: anything it raises means "not committed"
-        log.exception("cda intake: journal append raised %s", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the journal is a port: anything it raises means "not committed"
+        log.error("cda intake: journal append raised %s", type(exc).__name__)
         return Outcome(503, document_id=doc.unique_id, reason="queue_unavailable", detail="journal unavailable")
     if len(results) != 1:
         return Outcome(503, document_id=doc.unique_id, reason="queue_unavailable", detail="journal gave no result")
