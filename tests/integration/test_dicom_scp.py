@@ -26,6 +26,7 @@ from passerelle.mappings.dicom_common import DicomSite
 from passerelle.mappings.document import Author, Code
 from passerelle.queue.base import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
+from tests.support.conformance import dciodvfy_errors
 from tests.support.dicom_samples import TEST_INS, make_kos, make_sr
 
 DRIMBOX_KOS = "dicom/kos/fr-drimbox/ko.dcm"
@@ -97,7 +98,7 @@ def _write(tmp_path: Path, name: str, raw: bytes) -> Path:
 
 
 @needs_storescu
-async def test_storescu_kos_success_only_after_commit(corpus_dir: Path, journal: SQLiteJournal) -> None:
+async def test_storescu_kos_success_only_after_commit(corpus_dir: Path, tmp_path: Path, journal: SQLiteJournal) -> None:
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def gated_accept(items: Sequence[Inbound]) -> list[AppendResult]:
@@ -129,6 +130,10 @@ async def test_storescu_kos_success_only_after_commit(corpus_dir: Path, journal:
     stored = pydicom.dcmread(io.BytesIO(row.raw))
     original = pydicom.dcmread(corpus_dir / DRIMBOX_KOS)
     assert stored.SOPInstanceUID == original.SOPInstanceUID and stored == original
+    # what will be forwarded passes the IOD checker
+    received = tmp_path / "received.dcm"
+    received.write_bytes(row.raw)
+    assert dciodvfy_errors(received) == []
 
 
 @needs_storescu
