@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -526,3 +527,24 @@ async def test_closed_client_refuses_calls() -> None:
     await space.aclose()
     with pytest.raises(RuntimeError):
         await space.status(patient(), AUTHOR_ID)
+
+
+async def test_adapter_logs_never_carry_the_ins(caplog: pytest.LogCaptureFixture) -> None:
+    responses = iter([httpx.Response(503), outcome("DMPClosed", 422), httpx.Response(401), httpx.Response(302)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("$dmp-status"):
+            return httpx.Response(200, json=status_body())
+        return next(responses, None) or tx_response(request)
+
+    space = make_space(handler)
+    with caplog.at_level("DEBUG"):
+        await space.status(patient(), AUTHOR_ID)
+        for _ in range(5):
+            with contextlib.suppress(RemoteTransientError, RemoteRejectedError):
+                await space.provide(document())
+    await space.aclose()
+    ours = [r for r in caplog.records if r.name.startswith("passerelle")]
+    assert ours  # the adapter does log its outcomes
+    for r in ours:
+        assert INS not in r.getMessage() and "TESTNOM" not in r.getMessage()
