@@ -148,3 +148,20 @@ def test_status_table() -> None:
     assert status_for(MappingError("x")) == 422
     assert status_for(IdentityError("x")) == 422
     assert status_for(QueueUnavailableError("x")) == 503
+
+
+async def test_unexpected_mapping_bug_is_a_500_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    import passerelle.connector.cda_intake as intake
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("secret patient data in a foreign message")
+
+    monkeypatch.setattr(intake, "validate_cda", boom)
+
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        raise AssertionError("must not be called")
+
+    async with _client(accept) as client:
+        r = await client.post("/v1/documents", content=cda(), headers=XML)
+    assert r.status_code == 500 and r.json()["reason"] == "internal"
+    assert "secret" not in r.text
