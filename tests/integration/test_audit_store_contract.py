@@ -240,3 +240,28 @@ async def test_sqlite_group_commit(tmp_path: Path) -> None:
         assert store.commits < 50  # appends waiting together shared transactions
     finally:
         await store.close()
+
+
+async def test_postgres_reconnects_after_the_connection_is_killed() -> None:
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
+    from passerelle.errors import QueueUnavailableError
+
+    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
+    store = PostgresAuditStore(PG_DSN, schema=schema)
+    await store.open()
+    try:
+        await store.append([rec(0)])
+        conn = store._conn
+        assert conn is not None
+        pid = conn.info.backend_pid
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(QueueUnavailableError):
+            await store.append([rec(1)])
+        await store.append([rec(2)])  # a new connection
+        assert [r.at for r in await store.query(AuditQuery())] == [rec(0).at, rec(2).at]
+    finally:
+        await store.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

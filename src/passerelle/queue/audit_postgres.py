@@ -9,6 +9,7 @@ apply them once; their versions live in ``audit_migrations``. A trigger refuses 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -88,6 +89,7 @@ class PostgresAuditStore:
         self.schema = schema
         self.connect_timeout_s = connect_timeout_s
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._opened = False
         self._lock = asyncio.Lock()
 
     @property
@@ -97,16 +99,21 @@ class PostgresAuditStore:
     async def open(self) -> None:
         if self._conn is not None:
             return
+        self._conn = await self._connect(migrate=True)
+        self._opened = True
+
+    async def _connect(self, *, migrate: bool) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         try:
             conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=int(self.connect_timeout_s))
         except psycopg.OperationalError as exc:
             raise QueueUnavailableError("audit database unavailable") from exc
-        try:
-            await self._migrate(conn)
-        except BaseException:
-            await conn.close()
-            raise
-        self._conn = conn
+        if migrate:
+            try:
+                await self._migrate(conn)
+            except BaseException:
+                await conn.close()
+                raise
+        return conn
 
     async def _migrate(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
         schema = sql.Identifier(self.schema)
@@ -132,6 +139,7 @@ class PostgresAuditStore:
                 )
 
     async def close(self) -> None:
+        self._opened = False
         if self._conn is None:
             return
         conn, self._conn = self._conn, None
@@ -140,12 +148,12 @@ class PostgresAuditStore:
     async def append(self, records: Sequence[AuditRecord]) -> list[int]:
         if not records:
             return []
-        conn = self._require()
         query = sql.SQL(
             "INSERT INTO {} (at, action, outcome, reason, actor, row_id, document_id, patient_id, patient_oid,"
             " detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
         ).format(self._table)
         async with self._lock:
+            conn = await self._connection()
             try:
                 ids = []
                 async with conn.transaction():
@@ -170,10 +178,10 @@ class PostgresAuditStore:
                         ids.append(int(row[0]))
                 return ids
             except psycopg.OperationalError as exc:
+                await self._drop(conn)
                 raise QueueUnavailableError("audit database unavailable") from exc
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
-        conn = self._require()
         where: list[sql.Composable] = [sql.SQL("id > %s")]
         params: list[Any] = [query.after_id]
         if query.since is not None:
@@ -196,15 +204,26 @@ class PostgresAuditStore:
         )
         params.append(query.limit)
         async with self._lock:
+            conn = await self._connection()
             try:
                 async with conn.transaction():
                     cursor = await conn.execute(statement, params)
                     rows = await cursor.fetchall()
             except psycopg.OperationalError as exc:
+                await self._drop(conn)
                 raise QueueUnavailableError("audit database unavailable") from exc
         return [_record(row) for row in rows]
 
-    def _require(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        if self._conn is None:
+    async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        """The open connection; after a lost connection, a new one (the next call after a failure)."""
+        if not self._opened:
             raise RuntimeError("PostgresAuditStore is not open")
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await self._connect(migrate=False)
         return self._conn
+
+    async def _drop(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        if conn.broken or conn.closed:
+            self._conn = None
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
