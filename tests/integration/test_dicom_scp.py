@@ -274,3 +274,31 @@ async def test_start_and_stop_are_idempotent(journal: SQLiteJournal) -> None:
     await scp.stop()
     await scp.stop()
     assert not scp.running
+
+
+async def test_local_patient_id_resolved_through_the_lookup(tmp_path: Path, journal: SQLiteJournal) -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def lookup(sender: str, local_id: str) -> tuple[str, str] | None:
+        calls.append((sender, local_id))
+        return (TEST_INS, "1.2.250.1.213.1.4.10") if local_id == "IPP-42" else None
+
+    def local(pid: str):  # type: ignore[no-untyped-def]
+        def edit(ds: Dataset) -> None:
+            ds.PatientID = pid
+            ds.IssuerOfPatientID = "HOPITAL-TEST"
+
+        return edit
+
+    scp = DicomScp(DicomSettings(port=0), journal.append, test_environment=True, site=SITE, patient_lookup=lookup)
+    await scp.start()
+    try:
+        ok = await asyncio.to_thread(_c_store, scp.port, _write(tmp_path, "a.dcm", make_kos(edit=local("IPP-42"))))
+        ko = await asyncio.to_thread(_c_store, scp.port, _write(tmp_path, "b.dcm", make_kos(edit=local("IPP-99"))))
+    finally:
+        await scp.stop()
+    assert ok is not None and ok.Status == 0
+    assert ko is not None and ko.Status == STATUS_NOT_PUBLISHABLE
+    assert calls == [("MODALITY", "IPP-42"), ("MODALITY", "IPP-99")]
+    accepted = [r for r in await _rows(journal) if r.state is State.ACCEPTED]
+    assert [r.lane for r in accepted] == [f"ins:{TEST_INS}"]

@@ -34,12 +34,12 @@ from passerelle.connector.dicom_scp import (
     IntakeMetrics,
     NullMetrics,
     PatientLookup,
+    local_patient_id,
     outcome,
     prepare,
     record,
 )
-from passerelle.errors import ParseError
-from passerelle.mappings.dicom_common import DicomSite, decode_dicom, text
+from passerelle.mappings.dicom_common import DicomSite
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ class DicomFolderWatcher:
         raw = b"" if size > self.settings.max_file_bytes else path.read_bytes()
         sender = self.settings.sender
         mapping = await self._patient_map(raw, sender)
-        prepared = prepare(
+        prepared = await asyncio.to_thread(
+            prepare,
             raw,
             channel="folder",
             sender=sender,
@@ -210,10 +211,7 @@ class DicomFolderWatcher:
     async def _patient_map(self, raw: bytes, sender: str) -> dict[str, tuple[str, str]] | None:
         if self._lookup is None or not raw:
             return None
-        try:
-            local_id = text(decode_dicom(raw), "PatientID")
-        except ParseError:
-            return None
+        local_id = await asyncio.to_thread(local_patient_id, raw)
         if not local_id:
             return None
         found = await self._lookup(sender, local_id)

@@ -36,10 +36,10 @@ import concurrent.futures
 import hashlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.dataset import Dataset
@@ -61,6 +61,7 @@ from passerelle.mappings.document import Provenance
 from passerelle.queue.base import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Accept = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
 #: ``(sender, local PatientID) -> (matricule INS, OID)`` from the site's identity store, or None.
@@ -374,14 +375,24 @@ class DicomScp:
             log.warning("dicom scp: undecodable dataset from %s: %s", calling, type(exc).__name__)
             return _status(STATUS_CANNOT_UNDERSTAND, "dataset cannot be read")
         expected = str(request.AffectedSOPClassUID or "")
-        loop = self._loop
-        if loop is None:
-            return _status(STATUS_OUT_OF_RESOURCES, "service stopping")
-        future = asyncio.run_coroutine_threadsafe(self._store(raw, calling, expected), loop)
         try:
-            status, comment, row_id = future.result(timeout=self.settings.store_timeout_s)
+            # decoding and the dry-run mapping run here, in pynetdicom's thread; only the identity
+            # lookup and the append go to the event loop
+            local_id = local_patient_id(raw) if self._lookup is not None else ""
+            mapping = self._on_loop(self._patient_map(local_id, calling)) if local_id else None
+            prepared = prepare(
+                raw,
+                channel="dicom",
+                sender=calling,
+                now=self._clock(),
+                test_environment=self._test_environment,
+                patient_id_map=mapping,
+                site=self._site,
+                max_bytes=self.settings.max_dataset_bytes,
+                expected_sop_class=expected,
+            )
+            status, comment, row_id = self._on_loop(self._append(prepared))
         except (concurrent.futures.TimeoutError, TimeoutError):
-            future.cancel()
             log.error("dicom scp: journal did not answer within %.0fs", self.settings.store_timeout_s)
             return _status(STATUS_OUT_OF_RESOURCES, "storage did not answer in time")
         except Exception as exc:  # noqa: BLE001 - never a success status on a failure path
@@ -396,19 +407,20 @@ class DicomScp:
         )
         return _status(status, comment)
 
-    async def _store(self, raw: bytes, calling: str, expected_sop_class: str) -> tuple[int, str, int | None]:
-        mapping = await self._patient_map(raw, calling)
-        prepared = prepare(
-            raw,
-            channel="dicom",
-            sender=calling,
-            now=self._clock(),
-            test_environment=self._test_environment,
-            patient_id_map=mapping,
-            site=self._site,
-            max_bytes=self.settings.max_dataset_bytes,
-            expected_sop_class=expected_sop_class,
-        )
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the service's loop from a pynetdicom thread, bounded by store_timeout_s."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            coro.close()
+            raise QueueUnavailableError("service stopping")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout=self.settings.store_timeout_s)
+        except (concurrent.futures.TimeoutError, TimeoutError):
+            future.cancel()
+            raise
+
+    async def _append(self, prepared: Prepared) -> tuple[int, str, int | None]:
         try:
             results = await self._accept([prepared.inbound])
             if len(results) != 1:
@@ -421,18 +433,19 @@ class DicomScp:
         status, comment = outcome(prepared, results[0])
         return status, comment, results[0].row_id
 
-    async def _patient_map(self, raw: bytes, calling: str) -> dict[str, tuple[str, str]] | None:
+    async def _patient_map(self, local_id: str, calling: str) -> dict[str, tuple[str, str]] | None:
         if self._lookup is None:
-            return None
-        try:
-            ds = decode_dicom(raw)
-        except ParseError:
-            return None
-        local_id = text(ds, "PatientID")
-        if not local_id:
             return None
         found = await self._lookup(calling, local_id)
         return {local_id: found} if found is not None else None
+
+
+def local_patient_id(raw: bytes) -> str:
+    """PatientID of a Part 10 file, '' when unreadable (the dry run then refuses it anyway)."""
+    try:
+        return text(decode_dicom(raw), "PatientID")
+    except ParseError:
+        return ""
 
 
 def _status(status: int, comment: str = "") -> Dataset:
