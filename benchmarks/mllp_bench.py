@@ -38,7 +38,7 @@ VT, END = b"\x0b", b"\x1c\r"
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
 SERVERS = ("raw", "python-hl7", "transport", "passerelle")
 SIZES = ("lab-2KB", "doc-60KB")
-CONNECTIONS = (1, 8)
+CONNECTIONS = ("1", "8", "1w32")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- mllp-bench:begin -->", "<!-- mllp-bench:end -->"
 
@@ -189,8 +189,12 @@ class RunResult:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-async def load(port: int, frames: list[bytes], connections: int, max_seconds: float) -> RunResult:
-    per = len(frames) // connections
+async def load(port: int, frames: list[bytes], mode: str, max_seconds: float) -> RunResult:
+    """``mode``: ``"1"``/``"8"`` connections each waiting for every ACK, or ``"1w32"``: one connection
+    keeping up to 32 messages in flight (pipelining; replies must come back in order)."""
+    connections, _, window_text = mode.partition("w")
+    connections_n, window = int(connections), int(window_text or 1)
+    per = len(frames) // connections_n
     latencies: list[float] = []
     deadline = time.perf_counter() + max_seconds
     sent = 0
@@ -198,23 +202,39 @@ async def load(port: int, frames: list[bytes], connections: int, max_seconds: fl
     async def one(k: int) -> None:
         nonlocal sent
         r, w = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-        try:
-            for f in frames[k * per : (k + 1) * per]:
+        mine = frames[k * per : (k + 1) * per]
+        in_flight: asyncio.Queue[float] = asyncio.Queue(window)
+        done = asyncio.Event()
+
+        async def writer() -> None:
+            for f in mine:
                 if time.perf_counter() > deadline:
                     break
-                t0 = time.perf_counter()
+                await in_flight.put(time.perf_counter())
                 w.write(f)
                 await w.drain()
+            done.set()
+
+        async def reader() -> None:
+            nonlocal sent
+            while not (done.is_set() and in_flight.empty()):
+                if in_flight.empty():
+                    await asyncio.sleep(0)
+                    continue
                 reply = await r.readuntil(END)
+                t0 = in_flight.get_nowait()
                 latencies.append(time.perf_counter() - t0)
                 if b"MSA|A" not in reply:
                     raise RuntimeError("unexpected reply")
                 sent += 1
+
+        try:
+            await asyncio.gather(writer(), reader())
         finally:
             w.close()
 
     start = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(one(k) for k in range(connections))), max_seconds + 30)
+    await asyncio.wait_for(asyncio.gather(*(one(k) for k in range(connections_n))), max_seconds + 30)
     return RunResult(sent, time.perf_counter() - start, latencies)
 
 
@@ -229,7 +249,7 @@ def pct(values: list[float], q: float) -> float:
 class Cell:
     server: str
     size: str
-    connections: int
+    connections: str
     rate: float
     p50_ms: float
     p99_ms: float
@@ -273,7 +293,7 @@ async def bench(repeats: int, count: int, max_seconds: float) -> list[Cell]:
         for size in SIZES:
             template, ctrl = tpl[size]
             for _kind, (_proc, port) in children.items():  # warm-up: imports, caches, journal file growth
-                await load(port, make_messages(template, ctrl, f"W{run_no:03d}", 40), 1, 5)
+                await load(port, make_messages(template, ctrl, f"W{run_no:03d}", 40), "1", 5)
                 run_no += 1
             for conns in CONNECTIONS:
                 samples: dict[str, list[RunResult]] = {kind: [] for kind in SERVERS}
@@ -304,16 +324,20 @@ async def bench(repeats: int, count: int, max_seconds: float) -> list[Cell]:
     return cells
 
 
-def render(cells: list[Cell], repeats: int, count: int, max_seconds: float, sizes: dict[str, int]) -> str:
+def render(
+    cells: list[Cell], repeats: int, count: int, max_seconds: float, sizes: dict[str, int], load_avg: str
+) -> str:
     by = {(c.server, c.size, c.connections): c for c in cells}
     lines = [
         BEGIN,
         "## MLLP intake",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on this machine ({os.cpu_count()} CPUs, "
-        f"{platform.machine()}, Python {platform.python_version()}), loopback, by `python -m benchmarks.run`.",
-        f"Each sender connection sends one message and waits for its ACK. Each cell: median of {repeats} runs of "
-        f"up to {count} messages / {max_seconds:.0f} s. Message sizes: "
+        f"{platform.machine()}, Python {platform.python_version()}), loopback, by `python -m benchmarks.run`; "
+        f"1-minute load average before/after the run: {load_avg} (other work was running on the machine).",
+        f"conns 1 and 8: each connection sends one message and waits for its ACK; 1w32: one connection keeps up "
+        "to 32 messages in flight (pipelining). Each cell: median of {repeats} runs of "
+        f"up to {count} messages / {max_seconds:.1f} s. Message sizes: "
         + ", ".join(f"{k} = {v:,} bytes" for k, v in sizes.items())
         + ".",
         "",
@@ -372,9 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     repeats, count, max_seconds = (1, 300, 2.0) if args.quick else (3, 2000, 2.5)
     print(f"MLLP benchmark: {len(SERVERS)} servers x {len(SIZES)} sizes x {CONNECTIONS} connections, {repeats} runs")
     t0 = time.perf_counter()
+    before = os.getloadavg()[0]
     cells = asyncio.run(bench(repeats, count, max_seconds))
+    load_avg = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
     sizes = {k: len(v[0]) for k, v in templates().items()}
-    section = render(cells, repeats, count, max_seconds, sizes)
+    section = render(cells, repeats, count, max_seconds, sizes, load_avg)
     print(section)
     if not args.no_write:
         write_results(section)
