@@ -129,6 +129,16 @@ async def test_deletion_is_idempotent(env: Env) -> None:
     assert again.outcome == DeliveryOutcome.DELETED
 
 
+async def test_deletion_by_a_device_author_uses_the_organisation(env: Env) -> None:
+    from passerelle.mappings.document import Author
+    from tests.support.space_docs import ORG_ID
+
+    old = document(author=Author(device="AUTOMATE-1", organisation_id=ORG_ID, organisation_name="LABO TEST"))
+    await env.space.provide(old)
+    receipt = await env.space.delete(deletion(old))
+    assert receipt.outcome == DeliveryOutcome.DELETED
+
+
 async def test_deletion_refusals(env: Env) -> None:
     with pytest.raises(RemoteRejectedError) as info:
         await env.space.delete(deletion(document("1.2.250.1.999.2.3.404")))

@@ -280,7 +280,7 @@ class MhdSpace:
             "DELETE",
             f"{self._settings.url}/DocumentReference",
             params={"identifier": deletion_identifier(doc)},
-            headers={"X-Author": doc.author.person_id, "Idempotency-Key": key},
+            headers={"X-Author": doc.author.person_id or doc.author.organisation_id, "Idempotency-Key": key},
         )
         if not 200 <= answer.status < 300:
             raise self._error(answer)
