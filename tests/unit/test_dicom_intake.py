@@ -15,6 +15,7 @@ from passerelle.connector.dicom_scp import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     DicomSettings,
+    DicomSiteSettings,
     error_comment,
     outcome,
     prepare,
@@ -139,3 +140,25 @@ def test_settings_validate_ae_titles() -> None:
     with pytest.raises(ValueError):
         DicomSettings(allowed_calling_ae_titles=["ok", ""])
     assert DicomSettings(ae_title=" PASSERELLE ").ae_title == "PASSERELLE"
+
+
+def test_site_settings_build_the_site() -> None:
+    settings = DicomSettings(
+        site=DicomSiteSettings(
+            organisation_id="1750100125",
+            organisation_name="Centre d'imagerie de test",
+            facility_type="SA01",
+            practice_setting="ETABLISSEMENT",
+            timezone="America/Cayenne",
+        )
+    )
+    site = settings.site.to_site()
+    assert site.organisation.organisation_id == "1750100125"
+    assert site.facility_type is not None and site.facility_type.system == "1.2.250.1.71.4.2.4"
+    assert site.practice_setting is not None and site.practice_setting.system == "1.2.250.1.213.1.1.4.9"
+    assert str(site.local_tz) == "America/Cayenne"
+    # a configured site makes SRs publishable
+    assert _prepare(make_sr(), site=site).status == STATUS_SUCCESS
+    assert DicomSiteSettings().to_site().facility_type is None
+    with pytest.raises(ValueError):
+        DicomSiteSettings(timezone="Mars/Olympus")

@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.dataset import Dataset
@@ -57,7 +58,13 @@ from passerelle.errors import (
 )
 from passerelle.mappings.dicom import DOCUMENT_SOP_CLASSES, map_dicom, patient_lane
 from passerelle.mappings.dicom_common import DicomSite, canonical_hash, decode_dicom, text, zero_preamble
-from passerelle.mappings.document import Provenance
+from passerelle.mappings.document import (
+    FACILITY_TYPE_SYSTEM,
+    PRACTICE_SETTING_SYSTEM,
+    Author,
+    Code,
+    Provenance,
+)
 from passerelle.queue.base import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,51 @@ STATUS_DUPLICATE_CONFLICT = 0xC002
 _COMMENT_MAX = 64
 
 
+class DicomSiteSettings(BaseModel):
+    """What every DICOM-born document says about the site (``dicom.site``); see :class:`DicomSite`.
+
+    SRs are refused (0xC001) until ``organisation_id``, ``facility_type`` and ``practice_setting`` are set:
+    the IMG-CR-IMG header cannot be built without them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: IdNat_Struct of the structure (``1`` + FINESS, ``3`` + SIRET...), under 1.2.250.1.71.4.2.2.
+    organisation_id: str = ""
+    organisation_name: str = ""
+    #: TRE_R02 SecteurActivite code (e.g. SA01) and its label.
+    facility_type: str = ""
+    facility_type_display: str = ""
+    #: TRE_A01 practice setting (e.g. ETABLISSEMENT, AMBULATOIRE) and its label.
+    practice_setting: str = ""
+    practice_setting_display: str = ""
+    #: Zone of DICOM dates and times that carry no Timezone Offset From UTC.
+    timezone: str = "Europe/Paris"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    def to_site(self) -> DicomSite:
+        return DicomSite(
+            organisation=Author(organisation_id=self.organisation_id, organisation_name=self.organisation_name),
+            facility_type=Code(code=self.facility_type, system=FACILITY_TYPE_SYSTEM, display=self.facility_type_display)
+            if self.facility_type
+            else None,
+            practice_setting=Code(
+                code=self.practice_setting, system=PRACTICE_SETTING_SYSTEM, display=self.practice_setting_display
+            )
+            if self.practice_setting
+            else None,
+            local_tz=ZoneInfo(self.timezone),
+        )
+
+
 class DicomSettings(BaseModel):
     """The ``dicom`` group of the settings (mounted by the lead in ``config/settings.py``)."""
 
@@ -112,6 +164,8 @@ class DicomSettings(BaseModel):
     dimse_timeout_s: float = Field(30.0, gt=0)
     #: How long a C-STORE waits for the journal commit before answering 0xA700.
     store_timeout_s: float = Field(30.0, gt=0)
+    #: Site values of DICOM-born documents (also what the worker and the folder should use).
+    site: DicomSiteSettings = Field(default_factory=DicomSiteSettings)
 
     @field_validator("ae_title")
     @classmethod
@@ -310,7 +364,7 @@ class DicomScp:
         self._accept = accept
         self._metrics: IntakeMetrics = metrics or NullMetrics()
         self._test_environment = test_environment
-        self._site = site or DicomSite()
+        self._site = site or settings.site.to_site()
         self._lookup = patient_lookup
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
