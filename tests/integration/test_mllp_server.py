@@ -391,3 +391,24 @@ async def test_stop_mid_frame_never_answers_the_cut_frame(intake: FakeIntake, me
     await srv.stop(1)
     assert await assert_closed(r) == b""
     assert [control_id(p) for p in intake.seen] == ["DONE"]
+
+
+async def test_large_stream_over_limit_is_discarded_then_the_connection_resyncs(
+    intake: FakeIntake, metrics: Metrics
+) -> None:
+    """16 MiB through a 1 MiB limit: refused with the intake's AR, bytes dropped as they arrive."""
+    srv = await start(intake, metrics, max_frame_bytes=1024 * 1024)
+    try:
+        r, w = await connect(srv)
+        w.write(VT + msg("HUGE"))
+        chunk = b"B" * (1024 * 1024)
+        for _ in range(16):
+            w.write(chunk)
+            await w.drain()
+        w.write(FS + CR + frame(msg("NEXT")))
+        replies = await read_replies(r, 2, timeout=30)
+        assert [msa(x) for x in replies] == [("AR", "HUGE"), ("AA", "NEXT")]
+        assert intake.oversize[0][1] == len(msg("HUGE")) + 16 * 1024 * 1024
+        assert metrics.c["rejected:too_large"] == 1
+    finally:
+        await srv.stop(1)

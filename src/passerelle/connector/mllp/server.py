@@ -158,7 +158,6 @@ class MllpServer:
         self._conns: set[_Connection] = set()
         self._per_source: Counter[str] = Counter()
         self._stopping = False
-        self._stopped = asyncio.Event()
         self._stop_lock = asyncio.Lock()
 
     @property
