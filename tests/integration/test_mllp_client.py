@@ -15,6 +15,7 @@ from passerelle.adapters.mllp_client import (
     MllpClient,
     RetryPolicy,
     parse_ack,
+    send_message,
 )
 from passerelle.connector.mllp import MllpServer, MllpSettings, frame
 from passerelle.errors import ParseError, RemoteTransientError
@@ -151,3 +152,8 @@ async def test_against_our_listener() -> None:
         assert (result.code, result.control_id) == ("AA", "OWN1")
     finally:
         await srv.stop(1)
+
+
+async def test_send_message_returns_msa1() -> None:
+    async with Peer(await answer("AE")) as peer:
+        assert await send_message("127.0.0.1", peer.port, msg("Z1"), retry=FAST) == "AE"

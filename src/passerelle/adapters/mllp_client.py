@@ -209,3 +209,20 @@ def parse_ack(payload: bytes) -> AckResult:
                 raise AckMismatchError("reply has no valid MSA-1")
             return AckResult(code=code, control_id=ctrl, text=text, raw=payload)
     raise AckMismatchError("reply has no MSA segment")
+
+
+async def send_message(
+    host: str,
+    port: int,
+    message: bytes,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    ack_timeout: float = 30.0,
+    retry: RetryPolicy | None = None,
+) -> str:
+    """Send one message with :class:`MllpClient` and return MSA-1 of its acknowledgement."""
+    client = MllpClient(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname, ack_timeout=ack_timeout, retry=retry
+    )
+    return (await client.send(message)).code
