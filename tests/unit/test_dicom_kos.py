@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from passerelle.errors import IdentityError, MappingError, ParseError
-from passerelle.mappings.dicom import PreviousManifest, map_dicom
+from passerelle.mappings.dicom import PreviousManifest, map_dicom, series_key
 from passerelle.mappings.dicom_common import DicomSite
 from passerelle.mappings.document import (
     INS_NIR_OID,
@@ -309,3 +311,9 @@ def test_production_ins_accepted_in_test_environment() -> None:
         ds.IssuerOfPatientID = INS_NIR_OID
 
     assert _map(make_kos(edit=edit), test_environment=True).patient.ins_oid == INS_NIR_OID
+
+
+def test_series_key_of_a_manifest_is_its_study() -> None:
+    study = "1.2.826.0.1.3680043.10.543.99"
+    ds = pydicom.dcmread(io.BytesIO(make_kos(study)))
+    assert series_key(ds) == f"study:{study}"

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pydicom
 import pytest
 from lxml import etree
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from passerelle.errors import IdentityError, MappingError
-from passerelle.mappings.dicom import map_dicom
+from passerelle.mappings.dicom import PreviousManifest, map_dicom, series_key
 from passerelle.mappings.dicom_common import DicomSite
-from passerelle.mappings.document import INS_NIR_TEST_OID, Author, Code, Document, Provenance
+from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Author, Code, Document, Provenance
 from tests.support.conformance import IMG_CR_IMG_2024, failed_assertions, run_schematrons, validate_xsd
 from tests.support.dicom_samples import TEST_INS, _code, make_sr
 
@@ -172,3 +174,33 @@ CORPUS_SR_REASONS = {
 def test_corpus_srs_are_refused_with_a_clear_reason(corpus_dir: Path, name: str, reason: str) -> None:
     with pytest.raises(MappingError, match=reason):
         _map((corpus_dir / name).read_bytes())
+
+
+def test_corrected_sr_replaces_the_previous_report_and_stays_conformant() -> None:
+    study = "1.2.826.0.1.3680043.10.543.88"
+    first = _map(make_sr(study))
+    raw = make_sr(study)
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    assert series_key(ds) == f"report:{study}"
+    second = map_dicom(
+        raw,
+        now=NOW,
+        test_environment=True,
+        patient_id_map=None,
+        provenance=Provenance(),
+        site=SITE,
+        previous=PreviousManifest(first.unique_id, first.set_id, first.version),
+    )
+    assert (second.action, second.replaces, second.set_id, second.version) == (
+        Action.REPLACE,
+        first.unique_id,
+        first.set_id,
+        2,
+    )
+    cda = etree.fromstring(second.content)
+    assert cda.xpath("h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id/@root", namespaces=NS) == [
+        first.unique_id
+    ]
+    assert cda.find("h:versionNumber", NS).get("value") == "2"
+    assert validate_xsd(second.content) == []
+    assert failed_assertions(run_schematrons(second.content, IMG_CR_IMG_2024)) == []

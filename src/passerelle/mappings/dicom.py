@@ -60,6 +60,7 @@ __all__ = [
     "manifest_study_uid",
     "map_dicom",
     "patient_lane",
+    "series_key",
     "zero_preamble",
 ]
 
@@ -94,9 +95,9 @@ def map_dicom(
 ) -> Document:
     """Map one DICOM Part 10 file to a document of the national model.
 
-    ``previous`` is the last manifest published for the same Study Instance UID (the worker looks it up
-    by :func:`manifest_study_uid`); a KOS with another SOP Instance UID then replaces it (action
-    replace, same set id, version + 1). Raises :class:`ParseError` (unreadable DICOM),
+    ``previous`` is the last document published for the same series (the worker looks it up by
+    :func:`series_key`: the study for a KOS, the study's report for an SR); a KOS or SR with another
+    SOP Instance UID then replaces it (action replace, same set id, version + 1). Raises :class:`ParseError` (unreadable DICOM),
     :class:`UnsupportedMessageError` (not a KOS or SR), :class:`IdentityError` (no usable INS),
     :class:`MappingError` (readable but not publishable, with the reason).
     """
@@ -114,12 +115,27 @@ def map_dicom(
         report = imaging_report.read_report(ds)
         patient = resolve_patient(ds, test_environment=test_environment, patient_id_map=patient_id_map)
         return imaging_report.map_structured_report(
-            ds, report, patient=patient, now=now, provenance=provenance, site=site
+            ds, report, patient=patient, now=now, provenance=provenance, site=site, previous=previous
         )
     raise UnsupportedMessageError(
         f"SOP class {sop_class} is not a document (only KOS manifests and SR reports are published)",
         location="0008,0016",
     )
+
+
+def series_key(ds: Dataset) -> str:
+    """Key of the logical series a KOS or SR belongs to, for the worker's ``previous`` lookup.
+
+    KOS: ``study:<Study UID>`` (one manifest per study, replaced when the study changes); SR:
+    ``report:<Study UID>`` (one current report per study, replaced by a corrected SR). Other
+    objects: ''.
+    """
+    sop_class = text(ds, "SOPClassUID")
+    if sop_class == KOS_SOP_CLASS:
+        return f"study:{manifest_study_uid(ds)}"
+    if sop_class in SR_SOP_CLASSES:
+        return imaging_report.report_series_key(ds)
+    return ""
 
 
 def manifest_study_uid(ds: Dataset) -> str:

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from passerelle.errors import MappingError
 from passerelle.mappings.dicom_common import (
     DicomSite,
+    PreviousManifest,
     dataset_timezone,
     dicom_datetime,
     person_name,
@@ -36,6 +37,7 @@ from passerelle.mappings.document import (
     PROFESSION_SYSTEM,
     PS_ID_OID,
     STRUCTURE_ID_OID,
+    Action,
     Author,
     Code,
     Document,
@@ -250,6 +252,11 @@ def _evidence(ds: Dataset) -> tuple[str, list[_Series]]:
     return own, studies.get(own, [])
 
 
+def report_series_key(ds: Dataset) -> str:
+    """Journal series key of an SR report: one current report per study (``report:<Study UID>``)."""
+    return f"report:{_evidence(ds)[0]}"
+
+
 def read_report(ds: Dataset) -> Report:
     """Read the narrative of an SR, or refuse it with the reason (no patient data in the message)."""
     if text(ds, "ValueType") != "CONTAINER":
@@ -451,7 +458,13 @@ def _procedure_code(ds: Dataset) -> Code | None:
 
 
 def build_cda(
-    ds: Dataset, report: Report, *, patient: Patient, site: DicomSite, now: datetime
+    ds: Dataset,
+    report: Report,
+    *,
+    patient: Patient,
+    site: DicomSite,
+    now: datetime,
+    previous: PreviousManifest | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """The IMG-CR-IMG document and the header values the metadata needs."""
     sop_uid = required_uid(ds, "SOPInstanceUID")
@@ -470,7 +483,9 @@ def build_cda(
     proc_code = _procedure_code(ds)
     description = text(ds, "StudyDescription")
     title = f"{REPORT_TYPE.display} - {description}" if description else REPORT_TYPE.display
-    set_id = _stable_oid("img-cr-img-set", sop_uid)
+    set_id, version, replaces = _stable_oid("img-cr-img-set", sop_uid), 1, ""
+    if previous is not None and previous.unique_id != sop_uid:
+        set_id, version, replaces = previous.set_id or previous.unique_id, previous.version + 1, previous.unique_id
 
     root = etree.Element(f"{{{HL7}}}ClinicalDocument", nsmap=_NS)  # type: ignore[arg-type]
     _el(root, "realmCode", code="FR")
@@ -491,7 +506,7 @@ def build_cda(
     _code(root, "confidentialityCode", confidentiality_code("N"))
     _el(root, "languageCode", code="fr-FR")
     _el(root, "setId", root=set_id)
-    _el(root, "versionNumber", value="1")
+    _el(root, "versionNumber", value=str(version))
 
     # recordTarget: the INS and the traits DICOM carries (no birthplace in DICOM: county nullFlavor UNK)
     role = _el(_el(root, "recordTarget"), "patientRole")
@@ -550,6 +565,10 @@ def build_cda(
     _el(ev_time, "low", value=_ts(study_time))
     perf = _el(event, "performer", typeCode="PRF")
     _assigned(perf, "assignedEntity", author, site)
+
+    if replaces:
+        related = _el(root, "relatedDocument", typeCode="RPLC")
+        _el(_el(related, "parentDocument"), "id", root=replaces)
 
     enc = _el(_el(root, "componentOf"), "encompassingEncounter")
     _el(_el(enc, "effectiveTime"), "low", value=_ts(study_time))
@@ -644,6 +663,8 @@ def build_cda(
     )
     xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     header = {
+        "version": version,
+        "replaces": replaces,
         "title": title,
         "created": created,
         "study_time": study_time,
@@ -663,8 +684,12 @@ def map_structured_report(
     now: datetime,
     provenance: Provenance,
     site: DicomSite,
+    previous: PreviousManifest | None = None,
 ) -> Document:
     """The IMG-CR-IMG document of an SR already read by :func:`read_report`.
+
+    ``previous`` is the last report published for the same study (:func:`report_series_key`): a new
+    SR then replaces it (CDA ``relatedDocument RPLC``, same setId, versionNumber + 1).
 
     The CDA header needs what DICOM does not carry: the structure (IdNat_Struct), its facility type
     and practice setting come from the site configuration; the legal authenticator's RPPS from the
@@ -681,7 +706,7 @@ def map_structured_report(
     ]
     if missing:
         raise MappingError("site configuration lacks " + ", ".join(missing) + " for IMG-CR-IMG")
-    xml, header = build_cda(ds, report, patient=patient, site=site, now=now)
+    xml, header = build_cda(ds, report, patient=patient, site=site, now=now, previous=previous)
     refs = [ReferenceId(value=report.study_uid, type="urn:ihe:iti:xds:2016:studyInstanceUID")]
     accession, acc_root = header["accession"]
     if accession:
@@ -693,7 +718,9 @@ def map_structured_report(
     return Document(
         unique_id=required_uid(ds, "SOPInstanceUID"),
         set_id=header["set_id"],
-        version=1,
+        version=header["version"],
+        action=Action.REPLACE if header["replaces"] else Action.PUBLISH,
+        replaces=header["replaces"],
         patient=patient,
         type_code=REPORT_TYPE,
         class_code=REPORT_CLASS,
