@@ -300,3 +300,23 @@ def test_not_an_oru_and_no_biologist() -> None:
         from_oru(no_interpreter, ctx())
     assert info.value.location == "OBR^1^32"
     assert from_oru(no_interpreter, ctx(validator=SAMPLE_BIOLOGIST)).validator == SAMPLE_BIOLOGIST
+
+
+def test_series_key_and_one_call_mapping() -> None:
+    from passerelle.mappings.crbio import map_lab_results, series_key
+    from passerelle.mappings.document import Provenance
+
+    assert series_key(sample_oru()) == "lab:SIL-DEMO^LABO-DEMO:CMD-2024-0001"
+    assert series_key(sample_oru(), sender="S1") == "lab:S1:CMD-2024-0001"
+    assert series_key(oru("OBX|1|NM|GLU^G^L||1|g/l||N|||F", orc="ORC|RE||FIL1^SIL")) == "lab:SIL^LAB1:CMD1"  # OBR-2
+    with pytest.raises(MappingError):
+        series_key("PID|1")
+    prov = Provenance(channel="mllp", sender="S1", message_id="M1")
+    context = ctx(loinc=sample_loinc_table(), sender=SAMPLE_SENDER)
+    document = map_lab_results(sample_oru(), context, prov)
+    assert document.action is Action.PUBLISH and document.content.startswith(b"<?xml")
+    assert document.unique_id == from_oru(sample_oru(), context).unique_id
+    previous = PreviousVersion(set_id=document.set_id, version=1, unique_id=document.unique_id)
+    cancel = sample_oru().replace("ORC|RE|", "ORC|CA|")
+    deletion = map_lab_results(cancel, ctx(loinc=sample_loinc_table(), previous=previous), prov)
+    assert (deletion.action, deletion.replaces, deletion.content) == (Action.DELETE, document.unique_id, b"")

@@ -5,11 +5,13 @@ Typical flow (pure functions; the caller supplies configuration, the clock and t
     report = from_oru(text, OruContext(oid_root=..., now=..., laboratory=..., loinc=table, previous=prev))
     generated = generate(report)               # CDA bytes + PDF bytes (deterministic)
     document = to_document(report, generated.cda, provenance)
+
+or in one call, with the previous version looked up under ``series_key(text)``::
+
+    document = map_lab_results(text, context, provenance)
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from passerelle.mappings.crbio.cda import build_cda
 from passerelle.mappings.crbio.document import CLASS_CODE, FORMAT_CODE, TYPE_CODE, to_document
@@ -29,22 +31,7 @@ from passerelle.mappings.crbio.model import (
 )
 from passerelle.mappings.crbio.oru import OruContext, PreviousVersion, from_oru
 from passerelle.mappings.crbio.pdf import render_pdf
-from passerelle.mappings.document import Action
-
-
-@dataclass(frozen=True)
-class Generated:
-    cda: bytes
-    pdf: bytes
-
-
-def generate(report: LabReport) -> Generated:
-    """The PDF rendering of ``report`` and the CR-BIO CDA embedding it (empty for a deletion)."""
-    if report.action is Action.DELETE:
-        return Generated(cda=b"", pdf=b"")
-    pdf = render_pdf(report)
-    return Generated(cda=build_cda(report, pdf), pdf=pdf)
-
+from passerelle.mappings.crbio.pipeline import Generated, generate, map_lab_results, series_key
 
 __all__ = [
     "CLASS_CODE",
@@ -67,7 +54,9 @@ __all__ = [
     "build_cda",
     "from_oru",
     "generate",
+    "map_lab_results",
     "render_pdf",
+    "series_key",
     "set_id_for",
     "to_document",
     "unique_id_for",

@@ -429,6 +429,19 @@ def _specimen(spm: _Seg, ctx: OruContext, index: int) -> Specimen:
     )
 
 
+def order_numbers(segs: list[_Seg]) -> tuple[str, str, str]:
+    """(placer, filler, key): placer = ORC-2 else OBR-2, filler = ORC-3 else OBR-3, key = placer else filler.
+
+    The key identifies the order in the deterministic ids and in the series of versions."""
+    orc = next((s for s in segs if s.name == "ORC"), None)
+    obr = next((s for s in segs if s.name == "OBR"), None)
+    placer = (orc.comp(2, 1) if orc else "") or (obr.comp(2, 1) if obr else "")
+    filler = (orc.comp(3, 1) if orc else "") or (obr.comp(3, 1) if obr else "")
+    if not placer and not filler:
+        raise MappingError("neither placer (OBR-2/ORC-2) nor filler (OBR-3/ORC-3) order number", location="OBR^1^2")
+    return placer, filler, placer or filler
+
+
 def _prescribed(orc: _Seg | None, ctx: OruContext, specimens: list[Specimen]) -> datetime | None:
     """When the order was written: ORC-15 (order effective time), else ORC-9 when it is not later than
     the first specimen collection (in a result message ORC-9 may be the time of the result transaction)."""
@@ -476,11 +489,7 @@ def from_oru(message: str, context: OruContext) -> LabReport:
 
     sender = context.sender or f"{msh.comp(3, 1)}^{msh.comp(4, 1)}"
     first_obr = groups[0].obr
-    order_number = (orc.comp(2, 1) if orc else "") or first_obr.comp(2, 1)
-    filler_number = (orc.comp(3, 1) if orc else "") or first_obr.comp(3, 1)
-    if not order_number and not filler_number:
-        raise first_obr.error(2, "neither placer (OBR-2/ORC-2) nor filler (OBR-3/ORC-3) order number")
-    key = order_number or filler_number
+    order_number, filler_number, key = order_numbers(segs)
 
     statuses = {g.obr.occurrence: [_status(o) for o in g.obx] for g in groups}
     all_obx = [s for ss in statuses.values() for s in ss]
