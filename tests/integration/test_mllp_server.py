@@ -412,3 +412,30 @@ async def test_large_stream_over_limit_is_discarded_then_the_connection_resyncs(
         assert metrics.c["rejected:too_large"] == 1
     finally:
         await srv.stop(1)
+
+
+async def test_logs_never_carry_payload_bytes(
+    intake: FakeIntake, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PHI canary (reliability.md S04) through every transport path: good, broken, oversize, failing."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    canary = b"PID|1||ZZCANARYNOM^^^X||ZZCANARYNOM^Jean\r"
+    srv = await start(intake, metrics, max_frame_bytes=2048, frame_timeout=0.3)
+    try:
+        r, w = await connect(srv)
+        w.write(frame(msg("G1", canary)) + VT + msg("B1", canary) + FS + b"X")
+        w.write(frame(msg("BIG", canary * 100)))
+        await read_replies(r, 2)
+        intake.fail = True
+        w.write(frame(msg("F1", canary)))
+        assert await assert_closed(r) == b""
+        r2, w2 = await connect(srv)
+        w2.write(VT + msg("SLOW", canary))  # cut by the frame deadline
+        assert await assert_closed(r2) == b""
+    finally:
+        await srv.stop(1)
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "mllp" in text
+    assert "ZZCANARY" not in text
