@@ -321,3 +321,21 @@ async def test_slow_upload_is_408(journal: SQLiteJournal) -> None:
         r = await client.post("/v1/documents", content=trickle(), headers=XML)
         assert r.status_code == 408 and r.json()["reason"] == "body_timeout"
     assert await _all_rows(journal) == []
+
+
+async def test_journaled_cda_maps_to_a_qualified_document_in_the_worker(journal: SQLiteJournal) -> None:
+    from passerelle.connector.dispatch import RowMapper
+    from passerelle.connector.hl7_intake import Hl7IntakeSettings
+    from passerelle.mappings.document import Document, IdentityStatus
+
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+        r = await client.post("/v1/documents", content=cda("1.2.250.1.999.8.7"), headers=XML)
+        assert r.status_code == 202
+    row = await journal.get(r.json()["journal_id"])
+    assert row is not None
+    mapper = RowMapper(journal, Hl7IntakeSettings(), test_environment=True, clock=lambda: NOW, oid_root="1.2.250.1.999")
+    doc = await mapper.map(row)
+    assert isinstance(doc, Document)
+    assert doc.unique_id == "1.2.250.1.999.8.7"
+    assert doc.patient.identity_status is IdentityStatus.QUALIFIED
+    assert doc.provenance.channel == "http" and doc.provenance.journal_id == row.id

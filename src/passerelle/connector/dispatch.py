@@ -66,7 +66,7 @@ class RowMapper:
                 raise MappingError("discrete lab results cannot be mapped: CR-BIO generation unavailable", reason="lab")
             return await self.lab_mapper.map(row, prov, now)
         if row.kind == "cda":
-            return cda.map_cda(row.raw, now=now, provenance=prov)
+            return cda.map_cda_document(row.raw, test_environment=self.test_environment, now=now, provenance=prov)
         if row.kind == "dicom":
             return await self._dicom(row, prov, now)
         raise UnsupportedMessageError(f"journal kind {row.kind!r} has no mapping", reason="unsupported")
