@@ -124,7 +124,7 @@ class DicomSiteSettings(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+            raise ValueError(f"unknown time zone {value!r} (is the tz database / tzdata installed?)") from exc
         return value
 
     def to_site(self) -> DicomSite:

@@ -68,7 +68,10 @@ _DA_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _TM_RE = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
 _TZ_RE = re.compile(r"^([+-])(\d{2})(\d{2})$")
 
-_PARIS = ZoneInfo("Europe/Paris")
+
+def _paris() -> tzinfo:
+    # resolved when a DicomSite is built, not at import: a host without tz data fails there, loudly
+    return ZoneInfo("Europe/Paris")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class DicomSite:
     organisation: Author = field(default_factory=Author)
     facility_type: Code | None = None
     practice_setting: Code | None = None
-    local_tz: tzinfo = _PARIS
+    local_tz: tzinfo = field(default_factory=_paris)
 
 
 @dataclass(frozen=True)
