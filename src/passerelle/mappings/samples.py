@@ -149,7 +149,7 @@ def _pid(p: SyntheticPatient, sender: Sender) -> str:
     fields[5] = f"{p.family}^{p.given}^{p.given_all.replace(' ', ',')}^^^^L"
     fields[7] = p.birth_date
     fields[8] = p.sex
-    fields[23] = p.birth_city
+    fields[11] = f"^^{p.birth_city}^^^FRA^BDL^^{p.birth_place}"  # PAM FR: birth place, XAD-9 = COG code
     fields[32] = "VALI"
     return "|".join(fields)
 
