@@ -103,3 +103,14 @@ async def test_no_positive_ack_when_the_journal_cannot_commit(stack: Stack) -> N
         assert ctrl == sample.control_id
     w.close()
     await stack.journal.open()
+
+
+async def test_empty_frame_and_garbage_frame_get_a_negative_ack_with_empty_msa2(stack: Stack) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    w.write(frame(b"") + frame(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    replies = await read_replies(r, 2)
+    for reply in replies:
+        code, ctrl = msa(reply)
+        assert code not in ("AA", "CA")
+        assert ctrl == ""
+    w.close()
