@@ -439,3 +439,22 @@ async def test_logs_never_carry_payload_bytes(
     text = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "mllp" in text
     assert "ZZCANARY" not in text
+
+
+async def test_read_ahead_pauses_at_the_byte_budget(intake: FakeIntake, metrics: Metrics) -> None:
+    """A slow intake and a sender streaming 2 KiB frames: the listener holds about the budget, not more."""
+    intake.delay = 0.2
+    srv = await start(intake, metrics, max_pipelined_bytes=8 * 1024, max_pipelined_frames=64)
+    try:
+        r, w = await connect(srv)
+        body = b"OBX|1|ST|X||" + b"V" * 2000 + b"\r"
+        w.write(b"".join(frame(msg(f"Q{i}", body)) for i in range(40)))
+        await asyncio.sleep(0.1)  # the first batch is in the intake
+        [conn] = list(srv._conns)
+        assert conn.queued_bytes < 8 * 1024 + 4096
+        assert conn.queue.qsize() <= 5
+        replies = await read_replies(r, 40, timeout=30)
+        assert [msa(x)[1] for x in replies] == [f"Q{i}" for i in range(40)]
+        assert max(intake.calls) <= 5
+    finally:
+        await srv.stop(1)

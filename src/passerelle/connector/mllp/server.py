@@ -2,7 +2,8 @@
 
 Contract:
 
-* Each connection has a reader task (framing, read-ahead of at most ``max_pipelined_frames``) and a
+* Each connection has a reader task (framing, read-ahead of at most ``max_pipelined_frames`` frames and
+  about ``max_pipelined_bytes`` bytes) and a
   writer loop. Frames already buffered when the writer loop is free are handed to
   :meth:`MllpHandler.handle_batch` together (one durable commit for all of them); a lone frame goes to
   :meth:`MllpHandler.handle`. Replies are written in frame order, one per frame whose handler result
@@ -295,6 +296,10 @@ class _Connection:
         self.task: asyncio.Task[None] | None = None
         self.queue: asyncio.Queue[_Received | _End] = asyncio.Queue(server._settings.max_pipelined_frames)
         self.reader_task: asyncio.Task[None] | None = None
+        # Read-ahead byte budget: the reader pauses while frames waiting for the replier hold more.
+        self.queued_bytes = 0
+        self.room = asyncio.Event()
+        self.room.set()
 
     def stop_reading(self) -> None:
         """Stop taking new frames; the ones already received are still answered."""
@@ -360,6 +365,10 @@ class _Connection:
                 else:
                     metrics.frame_received(len(event.payload))
                 await self.queue.put(_Received(event, time.monotonic()))
+                self.queued_bytes += _size(event)
+                while self.queued_bytes >= self.server._settings.max_pipelined_bytes:
+                    self.room.clear()
+                    await self.room.wait()
         except FramingError as exc:
             if isinstance(exc, FrameTimeoutError):
                 metrics.frame_rejected("frame_timeout")
@@ -390,6 +399,8 @@ class _Connection:
                     break
                 run.append(nxt)
             outcome = await self._process(run)
+            self.queued_bytes -= sum(_size(item.event) for item in run)
+            self.room.set()
             framer.touch()
             if outcome is not None:
                 return outcome
@@ -470,3 +481,7 @@ class _Connection:
         for _, at in replies:
             self.server._metrics.reply_sent(now - at)
         return True
+
+
+def _size(event: Frame | TooLarge) -> int:
+    return len(event.payload) if isinstance(event, Frame) else len(event.msh_prefix)

@@ -132,6 +132,13 @@ class MllpSettings(BaseModel):
         "largest batch handed to the intake in one durable commit.",
     )
 
+    max_pipelined_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Payload bytes read ahead of their replies per connection before reading pauses "
+        "(memory per connection stays near this + max_frame_bytes + read_chunk_bytes).",
+    )
+
     tcp_keepalive: bool = Field(True, description="TCP keepalive, to detect half-open peers.")
     keepalive_idle: int = Field(180, ge=1, description="Seconds idle before the first keepalive probe.")
     keepalive_interval: int = Field(60, ge=1, description="Seconds between keepalive probes.")
