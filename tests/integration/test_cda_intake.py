@@ -339,3 +339,23 @@ async def test_journaled_cda_maps_to_a_qualified_document_in_the_worker(journal:
     assert doc.unique_id == "1.2.250.1.999.8.7"
     assert doc.patient.identity_status is IdentityStatus.QUALIFIED
     assert doc.provenance.channel == "http" and doc.provenance.journal_id == row.id
+
+
+async def test_folder_oversize_and_symlinks(journal: SQLiteJournal, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    watcher = FolderWatcher(
+        CdaIntakeSettings(folder=inbox, test_environment=True, max_bytes=1000), journal.append, clock=lambda: NOW
+    )
+    await watcher.start()
+    await watcher.stop()  # creates the layout; polling is driven by hand below
+    (inbox / "big.xml").write_bytes(cda(extra="<!-- " + "x" * 2000 + " -->"))
+    (inbox / "big.xml.ready").touch()
+    outside = tmp_path / "outside.xml"
+    outside.write_bytes(cda("1.2.250.1.999.9.8"))
+    (inbox / "link.xml").symlink_to(outside)
+    (inbox / "link.xml.ready").touch()
+    done = await watcher.poll_once()
+    assert [(r.name, r.outcome.status) for r in done] == [("big.xml", 413)]
+    assert "reason: too_large" in (inbox / "failed" / "big.xml.reason.txt").read_text()
+    assert (inbox / "link.xml").is_symlink() and outside.exists()  # never followed nor moved
+    assert await _all_rows(journal) == []
