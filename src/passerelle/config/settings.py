@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from passerelle.adapters.mhd import SpaceSettings
+from passerelle.connector.cda_intake import CdaIntakeSettings
+from passerelle.connector.dicom_folder import DicomFolderSettings
+from passerelle.connector.dicom_scp import DicomSettings
 from passerelle.connector.hl7_intake import Hl7IntakeSettings
 from passerelle.connector.mllp.settings import MllpSettings
 
@@ -79,6 +82,9 @@ class Settings(_Group):
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     hl7: Hl7IntakeSettings = Field(default_factory=Hl7IntakeSettings)
     space: SpaceSettings = Field(default_factory=SpaceSettings)
+    cda: CdaIntakeSettings = Field(default_factory=CdaIntakeSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    dicom_folder: DicomFolderSettings = Field(default_factory=DicomFolderSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,7 +25,10 @@ from passerelle.adapters.mhd import MhdSpace
 from passerelle.adapters.space import PatientSpace
 from passerelle.config.loader import read_secret
 from passerelle.config.settings import Settings
+from passerelle.connector.cda_intake import CdaIntakeSettings, FolderWatcher, cda_router
 from passerelle.connector.consent_gate import PolicyGate
+from passerelle.connector.dicom_folder import DicomFolderWatcher
+from passerelle.connector.dicom_scp import DicomScp
 from passerelle.connector.dispatch import RowMapper
 from passerelle.connector.hl7_intake import Hl7Intake
 from passerelle.connector.http_api import build_router
@@ -33,7 +36,10 @@ from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetrics
 from passerelle.connector.mllp.server import MllpServer
 from passerelle.connector.mllp_handler import MllpHandler
 from passerelle.connector.worker import DispatchWorker
+from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
+from passerelle.queue.audit import AuditStore
+from passerelle.queue.audit_sqlite import SQLiteAuditStore
 from passerelle.queue.base import AppendResult, Inbound, Journal
 from passerelle.queue.sqlite import SQLiteJournal
 
@@ -46,16 +52,37 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def open_audit_store(settings: Settings, environ: dict[str, str] | None = None) -> AuditStore:
+    """The audit store beside the journal (same SQLite file, or same PostgreSQL database)."""
+    if settings.journal.backend == "postgres":
+        from passerelle.queue.audit_postgres import PostgresAuditStore
+
+        return PostgresAuditStore(_dsn(settings, environ))
+    return SQLiteAuditStore(settings.journal_path)
+
+
+def _dsn(settings: Settings, environ: dict[str, str] | None) -> str:
+    dsn = read_secret(settings.journal.dsn_file, settings.journal.dsn_env, environ or dict(os.environ))
+    if not dsn:
+        raise ValueError("journal.backend=postgres: the DSN file or environment variable is empty")
+    return dsn
+
+
 def open_journal(settings: Settings, environ: dict[str, str] | None = None) -> Journal:
     """The configured journal backend (not yet opened)."""
     if settings.journal.backend == "postgres":
         from passerelle.queue.postgres import PostgresJournal
 
-        dsn = read_secret(settings.journal.dsn_file, settings.journal.dsn_env, environ or dict(os.environ))
-        if not dsn:
-            raise ValueError("journal.backend=postgres: the DSN file or environment variable is empty")
-        return PostgresJournal(dsn)
+        return PostgresJournal(_dsn(settings, environ))
     return SQLiteJournal(settings.journal_path, max_batch=settings.journal.max_batch)
+
+
+class Listener(Protocol):
+    """A side intake (DICOM SCP, watched folders): idempotent start and stop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -70,6 +97,9 @@ class Gateway:
     intake: Hl7Intake
     mllp: MllpServer | None
     clock: Clock
+    listeners: list[Listener] = field(default_factory=list)
+    audit_store: AuditStore | None = None
+    audit: AuditTrail | None = None
     side_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
     crashed: str = ""
@@ -86,19 +116,26 @@ class Gateway:
         if self.started:
             return
         await self.journal.open()
+        if self.audit_store is not None:
+            await self.audit_store.open()
         self.worker.start()
         if self.mllp is not None:
             await self.mllp.start()
+        for listener in self.listeners:
+            await listener.start()
         self.side_tasks.append(asyncio.create_task(self._gauges(), name="journal-gauges"))
         self.side_tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
         self.started = True
-        self.write_ports(mllp=self.mllp.port if self.mllp else None)
+        dicom = next((x for x in self.listeners if isinstance(x, DicomScp)), None)
+        self.write_ports(mllp=self.mllp.port if self.mllp else None, dicom=dicom.port if dicom else None)
         log.info("gateway started", extra={"port": self.mllp.port if self.mllp else 0})
 
     async def stop(self) -> None:
         if not self.started:
             return
         self.started = False
+        for listener in reversed(self.listeners):
+            await listener.stop()
         if self.mllp is not None:
             await self.mllp.stop()
         await self.worker.stop(timeout=self.settings.worker.lease_s / 4)
@@ -109,6 +146,8 @@ class Gateway:
                 await task
         self.side_tasks.clear()
         await self.space.aclose()
+        if self.audit_store is not None:
+            await self.audit_store.close()
         await self.journal.close()
         log.info("gateway stopped")
 
@@ -162,7 +201,9 @@ def build_gateway(
     space = space or MhdSpace(settings.space.model_copy(update={"test_environment": test_env}))
     mapper = RowMapper(journal, hl7_settings, test_environment=test_env, clock=clock, oid_root=settings.oid_root)
     gate = PolicyGate(journal, space, settings, metrics=metrics)
-    worker = DispatchWorker(journal, mapper, gate, space, settings.worker, metrics, clock=clock)
+    audit_store = open_audit_store(settings)
+    audit = AuditTrail(audit_store, clock)
+    worker = DispatchWorker(journal, mapper, gate, space, settings.worker, metrics, audit=audit, clock=clock)
     gateway_ref: dict[str, Gateway] = {}
 
     async def append(items: Any) -> list[AppendResult]:
@@ -175,9 +216,31 @@ def build_gateway(
         if settings.mllp.enabled
         else None
     )
-    gateway = Gateway(settings, journal, metrics, space, worker, intake, mllp, clock)
+    gateway = Gateway(
+        settings, journal, metrics, space, worker, intake, mllp, clock, audit_store=audit_store, audit=audit
+    )
     gateway_ref["g"] = gateway
+
+    async def lookup(sender: str, local_id: str) -> tuple[str, str] | None:
+        return await journal.patient_map_get(sender, local_id) or await journal.patient_map_get("*", local_id)
+
+    if settings.cda.enabled and settings.cda.folder is not None:
+        gateway.listeners.append(FolderWatcher(cda_settings(settings), append, clock=clock))
+    if settings.dicom.enabled:
+        gateway.listeners.append(
+            DicomScp(settings.dicom, append, test_environment=test_env, patient_lookup=lookup, clock=clock)
+        )
+    if settings.dicom_folder.enabled:
+        gateway.listeners.append(
+            DicomFolderWatcher(
+                settings.dicom_folder, append, test_environment=test_env, patient_lookup=lookup, clock=clock
+            )
+        )
     return gateway
+
+
+def cda_settings(settings: Settings) -> CdaIntakeSettings:
+    return settings.cda.model_copy(update={"test_environment": settings.test_environment})
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI:
@@ -195,6 +258,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
     app = FastAPI(title="Passerelle", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.gateway = gw
     app.include_router(build_router(gw))
+    if settings.cda.enabled:
+        app.include_router(cda_router(gw.append, cda_settings(settings), clock=gw.clock))
     return app
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from passerelle.connector.browser import journey, replay_rows, row_summary
+from passerelle.connector.browser import AuditHook, journey, replay_rows, row_summary
 from passerelle.queue.base import Query as JournalQuery
 from passerelle.queue.base import State
 
@@ -49,6 +49,9 @@ def build_router(gw: Gateway) -> APIRouter:
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, "invalid admin token")
         return "admin"
+
+    def _hook(actor: str) -> AuditHook | None:
+        return gw.audit.admin_hook(f"api:{actor}") if gw.audit is not None else None
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -99,7 +102,9 @@ def build_router(gw: Gateway) -> APIRouter:
 
     @router.post("/v1/messages/{row_id}/replay")
     async def replay_one(row_id: int, dry_run: bool = False, actor: str = Depends(admin)) -> dict[str, Any]:
-        result = await replay_rows(gw.journal, [row_id], now=gw.clock(), actor=actor, dry_run=dry_run)
+        result = await replay_rows(
+            gw.journal, [row_id], now=gw.clock(), actor=actor, dry_run=dry_run, audit=_hook(actor)
+        )
         gw.worker.wake()
         return result
 
@@ -118,7 +123,9 @@ def build_router(gw: Gateway) -> APIRouter:
                 limit=req.limit,
             )
         )
-        result = await replay_rows(gw.journal, [r.id for r in rows], now=gw.clock(), actor=actor, dry_run=req.dry_run)
+        result = await replay_rows(
+            gw.journal, [r.id for r in rows], now=gw.clock(), actor=actor, dry_run=req.dry_run, audit=_hook(actor)
+        )
         gw.worker.wake()
         return result
 

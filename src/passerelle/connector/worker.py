@@ -280,6 +280,19 @@ class DispatchWorker:
                 else:
                     await self.space.provide(doc)
         except RemoteRejectedError as exc:
+            if exc.remote_code == "DMPNotFound":  # no space yet: park, the consent policy decides at the horizon
+                self.metrics.delivery_attempts.labels("not_found").inc()
+                due = now + timedelta(seconds=self.settings.park_recheck_s)
+                events.append(Event(row.id, now, "parked", "space_not_active", {"recheck": due.isoformat()}))
+                settlement = Settlement(
+                    State.PARKED,
+                    "space_not_active",
+                    next_due=due,
+                    document_id=doc.unique_id,
+                    patient_id=doc.patient.ins,
+                    events=events,
+                )
+                return await self._settle(row, settlement, now, "space_not_active")
             self.metrics.delivery_attempts.labels("rejected").inc()
             events.append(
                 Event(
