@@ -247,11 +247,13 @@ def _svs_to_decor_voc(svs: bytes) -> bytes:
     return bytes(etree.tostring(out, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
-@cache
 def prepared_kit() -> Path:
     """The fixed copy of the kit in the cache (made once per kit content), holding ``schematrons/``."""
-    kit = kit_path()
-    root = cache_root()
+    return _prepare(kit_path(), cache_root())
+
+
+@cache
+def _prepare(kit: Path, root: Path) -> Path:
     target = root / _kit_key(kit)
     with _lock:
         if (target / "READY").exists():
