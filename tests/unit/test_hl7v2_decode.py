@@ -268,3 +268,22 @@ def test_fields_match_python_hl7_on_the_corpus(corpus_dir: Path) -> None:
             assert str(their_seg[0]) == our_seg.name
             for n in range(3 if our_seg.name == "MSH" else 1, len(our_seg.fields)):
                 assert str(their_seg[n]) == our_seg.fields[n], (our_seg.name, n)
+
+
+def test_segment_count_is_capped() -> None:
+    raw = msg().encode() + b"ZZZ|\r" * 300
+    assert len(decode_message(raw, max_segments=1000).segments) == 302
+    with pytest.raises(ParseError) as exc:
+        decode_message(raw + b"ZZZ|\r" * 1000, max_segments=1000)
+    assert exc.value.reason == "too_many_segments"
+
+
+def test_hostile_repetitions_stay_cheap() -> None:
+    from passerelle.mappings.hl7v2.patient import extract_ids
+
+    raw = msg(pid_name="A").replace("PI||", "PI" + "~" * 2_000_000 + "||").encode()
+    m = decode_message(raw)
+    pid = m.first("PID")
+    assert m.value(pid, 3) == "123"
+    assert m.value(pid, 3, rep=3) == ""
+    assert extract_ids(m, pid, test_environment=False).ipp == "123"

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from passerelle.errors import EncodingError, ParseError, UnsupportedMessageError
 
 UTF8_BOM = b"\xef\xbb\xbf"
+#: Memory bound: a 16 MiB frame of empty segments would otherwise become millions of objects.
+MAX_SEGMENTS = 100_000
 SMALL_TILDE = "\u02dc"
 _SMALL_TILDE_UTF8 = SMALL_TILDE.encode("utf-8")
 
@@ -56,13 +58,16 @@ def split(value: str, sep: str) -> list[str]:
     out: list[str] = []
     start = 0
     find = value.find
-    while True:
+    for _ in range(64):
         pos = find(sep, start)
         if pos == -1:
             out.append(value[start:])
             return out
         out.append(value[start:pos])
         start = pos + 1
+    # many separators: the per-character C loop is now the cheaper one (and bounds the Python loop)
+    out.extend(value[start:].split(sep))
+    return out
 
 
 class UnsupportedCharsetError(UnsupportedMessageError):
@@ -163,8 +168,12 @@ class Message:
         if n <= 2 and seg.name == "MSH":
             return raw
         d = self.delimiters
-        if rep > 1 or d.repetition in raw:
-            reps = split(raw, d.repetition)
+        if rep == 1:
+            cut = raw.find(d.repetition)  # memchr; never splits a huge field for its first repetition
+            if cut != -1:
+                raw = raw[:cut]
+        else:
+            reps = raw.split(d.repetition, rep)
             if rep > len(reps):
                 return ""
             raw = reps[rep - 1]
@@ -266,7 +275,13 @@ def choose_codec(declared: str, fallback: str | None) -> str:
     raise UnsupportedCharsetError("unsupported character set in MSH-18", location="MSH^1^18")
 
 
-def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1252: bool = False) -> Message:
+def decode_message(
+    raw: bytes,
+    *,
+    fallback_charset: str | None = None,
+    allow_cp1252: bool = False,
+    max_segments: int = MAX_SEGMENTS,
+) -> Message:
     """Decode one HL7v2 message (frame payload without MLLP bytes).
 
     Raises :class:`ParseError` (no MSH, bad delimiters, bad segment id), :class:`EncodingError`
@@ -331,6 +346,9 @@ def decode_message(raw: bytes, *, fallback_charset: str | None = None, allow_cp1
 
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
+    # a segment takes at least 4 characters, so only long texts can exceed the cap
+    if len(text) > 4 * max_segments and text.count("\r") >= max_segments:
+        raise ParseError(f"more than {max_segments} segments", location="MSH", reason="too_many_segments")
     segments: list[Segment] = []
     seen_names = _SEEN_SEGMENT_IDS
     for lineno, line in enumerate(split(text, "\r"), start=1):

@@ -76,7 +76,7 @@ def header_from_fields(fields: list[str], d: Delimiters, codec: str = "ascii") -
 
     msg_type = f(9)
     # MSH-21 EI: "2.1^CISIS_CDA_HL7_V2" -> the namespace (EI.2), else the entity id (EI.1)
-    profiles = tuple(c(rep, 2) or c(rep, 1) for rep in f(21).split(d.repetition) if rep)
+    profiles = tuple(c(rep, 2) or c(rep, 1) for rep in f(21).split(d.repetition, 10)[:10] if rep)
     return Header(
         delimiters=d,
         sending_application_raw=f(3),

@@ -8,6 +8,7 @@ from passerelle.mappings.document import IdentityStatus, Patient
 from passerelle.mappings.hl7v2.decode import Message, Segment
 from passerelle.mappings.ins import allowed_ins_oids, is_valid_nir
 
+MAX_IDENTIFIERS = 50
 #: PID-32 codes meaning the identity is not (yet) trusted.
 _PROVISIONAL_CODES = frozenset({"VIDE", "PROV", "DOUT", "FICT"})
 
@@ -39,7 +40,8 @@ def extract_ids(msg: Message, pid: Segment | None, *, test_environment: bool) ->
     oids = allowed_ins_oids(test_environment)
     ins = ins_oid = ipp = ipp_auth = ""
     d = msg.delimiters
-    for rep in msg.repetitions(pid.field(3)):
+    # a handful of identifiers is normal; the cap bounds the work on a hostile PID-3
+    for rep in pid.field(3).split(d.repetition, MAX_IDENTIFIERS)[:MAX_IDENTIFIERS]:
         cx_type = msg.component(rep, 5).upper()
         if cx_type == "INS" and not ins:
             value = msg.component(rep, 1).upper()
@@ -49,7 +51,10 @@ def extract_ids(msg: Message, pid: Segment | None, *, test_environment: bool) ->
         elif cx_type == "PI" and not ipp:
             ipp = msg.component(rep, 1)
             ipp_auth = msg.component(rep, 4, 2) or msg.component(rep, 4, 1)
-    codes = {c.split(d.component)[0].strip().upper() for c in msg.repetitions(pid.field(32))}
+    codes = {
+        c.split(d.component)[0].strip().upper()
+        for c in pid.field(32).split(d.repetition, MAX_IDENTIFIERS)[:MAX_IDENTIFIERS]
+    }
     if "VALI" in codes and ins:
         status = IdentityStatus.QUALIFIED
     elif codes & _PROVISIONAL_CODES or ins:
