@@ -164,6 +164,7 @@ async def test_duplicate_control_id_with_other_bytes_is_ar_205() -> None:
     seg = segments(await intake.handle(other, "peer"))
     assert seg["MSA"][1:3] == ["AR", "X9"]
     assert seg["ERR"][3].split("^")[0] == "205"
+    assert seg["ERR"][2] == "MSH^1^10"
     assert len(journal.rows) == 1
 
 

@@ -268,7 +268,9 @@ class Hl7Intake:
         if result.conflict:
             self._metrics.message(p.inbound.kind, "conflict", "duplicate_conflict")
             log.warning("hl7 intake: MSH-10 %r reused with different bytes (row %d)", control, result.row_id)
-            error = DuplicateConflictError("message control id already used for a different message")
+            error = DuplicateConflictError(
+                "message control id already used for a different message", location="MSH^1^10"
+            )
             text = build_ack(p.header, now=now, control_id=self._control_id(now), error=error)
             return encode_reply(text, p.codec) if should_reply(p.header, False) else None
         if result.duplicate:
