@@ -69,6 +69,24 @@ class ConsentSettings(_Group):
     status_ttl_s: float = Field(300.0, ge=0)
 
 
+class AckEndpoint(_Group):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class BusinessAckSettings(_Group):
+    """Where ``ZAM^Z01`` business acknowledgements go, per sender (``MSH-3^MSH-4`` or ``MSH-3``)."""
+
+    senders: dict[str, AckEndpoint] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ack_timeout_s: float = Field(30.0, gt=0)
+    attempts: int = Field(5, ge=1, le=50)
+    deadline_s: float = Field(300.0, gt=0)
+
+    def endpoint_for(self, sender: str) -> AckEndpoint | None:
+        return self.senders.get(sender) or self.senders.get(sender.split("^", 1)[0])
+
+
 class Settings(_Group):
     #: ``test`` accepts the test/demo INS authorities (1.2.250.1.213.1.4.10/.11); ``production`` does not.
     environment: Literal["test", "production"] = "test"
@@ -79,6 +97,7 @@ class Settings(_Group):
     http: HttpSettings = Field(default_factory=HttpSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    business_ack: BusinessAckSettings = Field(default_factory=BusinessAckSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     hl7: Hl7IntakeSettings = Field(default_factory=Hl7IntakeSettings)
     space: SpaceSettings = Field(default_factory=SpaceSettings)

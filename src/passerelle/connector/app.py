@@ -25,6 +25,7 @@ from passerelle.adapters.mhd import MhdSpace
 from passerelle.adapters.space import PatientSpace
 from passerelle.config.loader import read_secret
 from passerelle.config.settings import Settings
+from passerelle.connector.business_ack import BusinessAckNotifier
 from passerelle.connector.cda_intake import CdaIntakeSettings, FolderWatcher, cda_router
 from passerelle.connector.consent_gate import PolicyGate
 from passerelle.connector.dicom_folder import DicomFolderWatcher
@@ -100,6 +101,7 @@ class Gateway:
     listeners: list[Listener] = field(default_factory=list)
     audit_store: AuditStore | None = None
     audit: AuditTrail | None = None
+    notifier: BusinessAckNotifier | None = None
     side_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started: bool = False
     crashed: str = ""
@@ -145,6 +147,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.side_tasks.clear()
+        if self.notifier is not None:
+            await self.notifier.aclose()
         await self.space.aclose()
         if self.audit_store is not None:
             await self.audit_store.close()
@@ -203,7 +207,10 @@ def build_gateway(
     gate = PolicyGate(journal, space, settings, metrics=metrics)
     audit_store = open_audit_store(settings)
     audit = AuditTrail(audit_store, clock)
-    worker = DispatchWorker(journal, mapper, gate, space, settings.worker, metrics, audit=audit, clock=clock)
+    notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings, metrics, clock)
+    worker = DispatchWorker(
+        journal, mapper, gate, space, settings.worker, metrics, audit=audit, notifier=notifier, clock=clock
+    )
     gateway_ref: dict[str, Gateway] = {}
 
     async def append(items: Any) -> list[AppendResult]:
