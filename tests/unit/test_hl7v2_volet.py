@@ -387,3 +387,10 @@ def test_patient_from_pid() -> None:
     )  # fmt: skip
     assert model.identity_status is IdentityStatus.QUALIFIED
     assert model.local_id == patient.ipp
+
+
+def test_lab_result_with_attached_pdf_stays_a_lab_result() -> None:
+    patient = synthetic_patient(random.Random(6))
+    raw = build_lab_results(now=NOW, control_id="L", patient=patient)
+    raw += b"OBX|3|ED|PDF^Compte rendu^L||^AP^PDF^Base64^JVBERi0=||||||F\r"
+    assert check(raw).kind is MessageKind.LAB_RESULTS  # type: ignore[attr-defined]

@@ -125,3 +125,14 @@ def test_replacement_samples_point_at_the_previous_version(cda_schema: etree.XML
     assert cda_schema.validate(doc), cda_schema.error_log
     # NW samples are unchanged by the RO option's extra draw
     assert generate_samples(1, 2, NOW)[0].replaces == ""
+
+
+def test_fixed_patient_option() -> None:
+    from passerelle.mappings.samples import ANS_TEST_PATIENT
+
+    samples = generate_samples(3, 4, NOW, SampleOptions(patient=ANS_TEST_PATIENT))
+    assert {s.patient.ins for s in samples} == {"279035121518989"}
+    assert [s.document_id for s in samples] == [s.document_id for s in generate_samples(3, 4, NOW)]
+    for sample in samples:
+        msg = decode_message(sample.raw)
+        assert classify(msg, read_header(msg), test_environment=True).patient.lane("x") == "ins:279035121518989"

@@ -56,6 +56,20 @@ class SyntheticPatient:
     ins_oid: str = INS_NIR_TEST_OID
 
 
+#: The ANS public test identity used in the CI-SIS examples (test INS OID .10): synthetic, not a person.
+ANS_TEST_PATIENT = SyntheticPatient(
+    family="PAT-TROIS",
+    given="DOMINIQUE",
+    given_all="DOMINIQUE MARIE-LOUISE",
+    sex="F",
+    birth_date="19790328",
+    birth_place="51215",
+    birth_city="DOMPREMY",
+    ins="279035121518989",
+    ipp="1234567890121",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     name: str  # file name
@@ -390,6 +404,7 @@ class SampleOptions:
     charset: str = "UNICODE UTF-8"
     sender: Sender = field(default_factory=Sender)
     separator: str = "\r"
+    patient: SyntheticPatient | None = None  # same patient for every sample (one lane); None = random ones
 
 
 def generate_samples(count: int, seed: int, now: datetime, options: SampleOptions | None = None) -> list[Sample]:
@@ -398,7 +413,8 @@ def generate_samples(count: int, seed: int, now: datetime, options: SampleOption
     rng = random.Random(seed)
     samples: list[Sample] = []
     for i in range(count):
-        patient = synthetic_patient(rng, i)
+        drawn = synthetic_patient(rng, i)  # always drawn, so ids do not depend on the option
+        patient = opts.patient or drawn
         document_id = root_only_oid(rng)
         set_id = root_only_oid(rng)
         control_id = f"S{seed % 10_000:04d}{i:06d}"

@@ -187,14 +187,16 @@ def _is_meta(msg: Message, obx: Segment) -> bool:
     return msg.value(obx, 3, 3) == META_SYSTEM
 
 
-def _is_document_obx(msg: Message, obx: Segment) -> bool:
-    return msg.value(obx, 2).upper() == "ED" and not _is_meta(msg, obx)
+def _is_cda_obx(msg: Message, obx: Segment) -> bool:
+    return msg.value(obx, 2).upper() == "ED" and not _is_meta(msg, obx) and msg.value(obx, 5, 3).upper() == "XML"
 
 
 def _is_document_oru(msg: Message, header: Header) -> bool:
+    """The volet profile in MSH-21, or (profile forgotten) an ED OBX carrying XML. A LAB-3 result
+    with an attached PDF (ED ``^AP^PDF^Base64``) stays a lab result."""
     if CISIS_PROFILE in header.profiles:
         return True
-    return any(_is_document_obx(msg, obx) for obx in msg.all("OBX"))
+    return any(_is_cda_obx(msg, obx) for obx in msg.all("OBX"))
 
 
 def _lab(msg: Message, ids: PatientIds) -> Classified:
