@@ -325,3 +325,22 @@ def test_settings_refuse_an_unknown_fallback_charset() -> None:
         Hl7IntakeSettings(fallback_charset="klingon")
     with pytest.raises(pydantic.ValidationError):
         Hl7IntakeSettings(senders={"A": {"fallback_charset": "nope"}})  # type: ignore[dict-item]
+
+
+async def test_same_contract_with_the_real_memory_journal() -> None:
+    memory = pytest.importorskip("passerelle.queue.memory")
+    journal = memory.MemoryJournal()
+    await journal.open()
+    intake = Hl7Intake(journal.append, Hl7IntakeSettings(test_environment=True), clock=lambda: NOW)
+    raw = _oru(control_id="MJ1")
+    first = await intake.handle(raw, "peer")
+    assert segments(first)["MSA"][1] == "AA"
+    assert await intake.handle(raw, "peer") == first
+    conflict = segments(await intake.handle(_oru(control_id="MJ1", flags=Flags(masque_ps=True)), "peer"))
+    assert conflict["MSA"][1] == "AR" and conflict["ERR"][3].startswith("205^")
+    bad = _oru(control_id="MJ2", with_sender_prt=False)
+    assert segments(await intake.handle(bad, "peer"))["MSA"][1] == "AE"
+    assert segments(await intake.handle(_oru(control_id="MJ2"), "peer"))["MSA"][1] == "AA"
+    counts = await journal.counts()
+    assert counts[State.ACCEPTED] == 2 and counts[State.REJECTED] == 1
+    await journal.close()
