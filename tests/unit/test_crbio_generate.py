@@ -77,6 +77,10 @@ def test_model_rules() -> None:
         LabResult(code=TYPE_CODE, kind=ValueKind.INTERVAL, number=Decimal(1), unit="g/L", comparator="~")
     with pytest.raises(ValidationError, match="sex"):
         report.patient.model_validate({**report.patient.model_dump(), "sex": "X"})
+    with pytest.raises(ValidationError, match="INS assigning authority"):
+        report.patient.model_validate({**report.patient.model_dump(), "ins_oid": "1.2.250.1.213.1.4.2"})
+    with pytest.raises(ValidationError, match="NIR key"):
+        report.patient.model_validate({**report.patient.model_dump(), "ins": report.patient.ins[:13] + "00"})
 
 
 # --- CDA ----------------------------------------------------------------------------------------------

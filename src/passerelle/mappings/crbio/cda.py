@@ -31,7 +31,7 @@ from passerelle.mappings.crbio.model import (
     ValueKind,
 )
 from passerelle.mappings.crbio.pdf import format_interpretation, format_range, format_value
-from passerelle.mappings.document import INS_NIR_TEST_OID, PS_ID_OID, STRUCTURE_ID_OID, Action, Code
+from passerelle.mappings.document import PS_ID_OID, STRUCTURE_ID_OID, Action, Code
 
 V3 = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -160,7 +160,7 @@ def _assigned(
 def _record_target(doc: etree._Element, report: LabReport) -> None:
     pat = report.patient
     role = _el(_el(doc, "recordTarget"), "patientRole")
-    _el(role, "id", {"root": pat.ins_oid or INS_NIR_TEST_OID, "extension": pat.ins})
+    _el(role, "id", {"root": pat.ins_oid, "extension": pat.ins})
     if pat.local_id and pat.local_id_oid:
         _el(role, "id", {"root": pat.local_id_oid, "extension": pat.local_id})
     _addr(role, pat.address)

@@ -11,8 +11,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from passerelle.mappings.document import Action, Code, IdentityStatus
+from passerelle.mappings.document import PRODUCTION_INS_OIDS, TEST_INS_OIDS, Action, Code, IdentityStatus
 from passerelle.mappings.document import Patient as DocumentPatient
+from passerelle.mappings.ins import is_valid_nir
 
 LOINC_SYSTEM = "2.16.840.1.113883.6.1"
 SPECIMEN_TYPE_SYSTEM = "2.16.840.1.113883.18.311"  # HL7 v2 table 0487, as in the ANS examples
@@ -96,6 +97,14 @@ class LabPatient(_Frozen):
     birthplace_cog: str = ""  # INSEE COG code of the birth place (99xxx abroad)
     address: Address = Field(default_factory=Address)
     telecom: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _ins(self) -> LabPatient:
+        if self.ins_oid not in PRODUCTION_INS_OIDS | TEST_INS_OIDS:
+            raise ValueError("ins_oid must be an INS assigning authority (1.2.250.1.213.1.4.8/.9/.10/.11)")
+        if not is_valid_nir(self.ins):
+            raise ValueError("ins must be 15 characters with a valid NIR key")
+        return self
 
     @field_validator("sex")
     @classmethod
