@@ -16,6 +16,7 @@ import pytest
 from passerelle.connector.hl7_intake import Hl7Intake, Hl7IntakeSettings
 from passerelle.connector.mllp import MllpServer, MllpSettings, frame
 from passerelle.mappings.samples import generate_samples
+from passerelle.queue.base import Query
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.integration.test_mllp_server import read_replies
 
@@ -114,3 +115,50 @@ async def test_empty_frame_and_garbage_frame_get_a_negative_ack_with_empty_msa2(
         assert code not in ("AA", "CA")
         assert ctrl == ""
     w.close()
+
+
+async def test_ack_lost_then_resent_gets_the_original_ack_and_one_row(stack: Stack) -> None:
+    [sample] = generate_samples(1, seed=21, now=NOW)
+    r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    w.write(frame(sample.raw))
+    [first] = await read_replies(r, 1)
+    w.transport.abort()  # as if the ACK had been lost on the way
+    r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    w.write(frame(sample.raw))
+    [again] = await read_replies(r, 1)
+    w.close()
+    assert msa(first) == msa(again) == ("AA", sample.control_id)
+    assert again == first  # the stored ACK is replayed byte for byte
+    assert sum((await stack.journal.counts()).values()) == 1
+
+
+async def test_graceful_stop_under_load_every_acked_message_is_in_the_journal(stack: Stack) -> None:
+    """R16: stop while 4 senders stream; every AA'd MSH-10 is journaled, no reply is half-written."""
+    samples = generate_samples(400, seed=31, now=NOW)
+    acked: set[str] = set()
+
+    async def sender(k: int) -> None:
+        mine = samples[k * 100 : (k + 1) * 100]
+        r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+        try:
+            for s in mine:
+                w.write(frame(s.raw))
+                await w.drain()
+                [reply] = await read_replies(r, 1)
+                code, ctrl = msa(reply)
+                assert ctrl == s.control_id
+                if code == "AA":
+                    acked.add(ctrl)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # closed by the stop: whatever was not ACKed will be resent by a real sender
+
+    tasks = [asyncio.create_task(sender(k)) for k in range(4)]
+    async with asyncio.timeout(30):
+        while len(acked) < 40:
+            await asyncio.sleep(0.005)
+    await stack.server.stop(5)
+    await asyncio.gather(*tasks)
+    assert 40 <= len(acked) < 400  # the stop cut the load
+    rows = await stack.journal.find(Query(limit=1000))
+    stored = {row.message_id for row in rows}
+    assert acked <= stored
