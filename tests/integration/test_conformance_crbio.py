@@ -43,11 +43,7 @@ LOINC = "2.16.840.1.113883.6.1"
 
 
 def assert_conformant(cda: bytes) -> None:
-    assert conformance.validate_xsd(cda) == []
-    reports = conformance.run_schematrons(cda, conformance.CRBIO_2024)
-    reports.append(conformance.run_schematron(cda, "CI-SIS_Modeles_ANS"))
-    assert conformance.failed_assertions(reports) == []
-    assert all(r.fired_rules > 0 for r in reports)
+    conformance.assert_cda_conformant(cda, conformance.CRBIO_2024, extra=("CI-SIS_Modeles_ANS",))
 
 
 @pytest.fixture(scope="module")

@@ -398,6 +398,19 @@ def failed_assertions(reports: list[SchematronReport]) -> list[str]:
     return [f"{r.volet}: {a}" for r in reports for a in r.failed]
 
 
+def assert_cda_conformant(xml_bytes: bytes, volet: str, *, extra: tuple[str, ...] = ()) -> list[SchematronReport]:
+    """Assert ``xml_bytes`` passes the XSD and the header, profile and volet schematrons (plus ``extra``)
+    with zero failed assertions (warnings included) and that every schematron's rules fired."""
+    xsd_errors = validate_xsd(xml_bytes)
+    assert not xsd_errors, "XSD errors:\n" + "\n".join(xsd_errors[:20])
+    reports = run_schematrons(xml_bytes, volet) + [run_schematron(xml_bytes, name) for name in extra]
+    failed = failed_assertions(reports)
+    assert not failed, f"{len(failed)} failed assertion(s):\n" + "\n".join(failed[:30])
+    silent = [r.volet for r in reports if r.fired_rules == 0]
+    assert not silent, f"no rule fired in {silent}: wrong document or namespace?"
+    return reports
+
+
 # --- FHIR --------------------------------------------------------------------------------------------
 
 
