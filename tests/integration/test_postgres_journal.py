@@ -212,7 +212,7 @@ async def test_append_takes_the_lane_before_the_id(pair: tuple[PostgresJournal, 
     meanwhile by the holder (as a concurrent append to that lane would) is lower than the new row's."""
     a, _, schema = pair
     [first] = await a.append([item(1, "p1")])
-    holder = await admin_connection()
+    holder, watcher = await admin_connection(), await admin_connection()
     try:
         await holder.execute(f'SET search_path TO "{schema}"')
         async with holder.transaction():
@@ -220,8 +220,9 @@ async def test_append_takes_the_lane_before_the_id(pair: tuple[PostgresJournal, 
             cur = await holder.execute("SELECT pg_backend_pid()")
             holder_pid = (await cur.fetchone())[0]  # type: ignore[index]
             pending = asyncio.create_task(a.append([item(2, "p1")]))
-            for _ in range(500):  # until the append's backend is waiting on the holder's lock
-                cur = await holder.execute(
+            for _ in range(1000):  # until the append's backend is waiting on the holder's lock
+                # (from another connection: pg_stat_activity is a snapshot inside a transaction)
+                cur = await watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (holder_pid,)
                 )
                 if (await cur.fetchone())[0]:  # type: ignore[index]
@@ -234,6 +235,7 @@ async def test_append_takes_the_lane_before_the_id(pair: tuple[PostgresJournal, 
         [second] = await pending
     finally:
         await holder.close()
+        await watcher.close()
     assert first.row_id < taken_meanwhile < second.row_id
 
 

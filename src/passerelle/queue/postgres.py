@@ -217,20 +217,22 @@ class PostgresJournal:
         max_batch: int = 512,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
+        committers: int = 2,
     ) -> None:
         if not schema:
             raise ValueError("schema must not be empty")
-        if pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
+        if pool_size < 1 or committers < 1:
+            raise ValueError("pool_size and committers must be at least 1")
         self.dsn = dsn
         self.schema = schema
         self.max_batch = max_batch
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
+        self.committers = committers
         self._pool: _Pool | None = None
-        self._commit_conn: Conn | None = None
+        self._commit_conns: list[Conn | None] = []
         self._pending: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._committer_tasks: list[asyncio.Task[None]] = []
         self._wakeup: asyncio.Event | None = None
         self._closing = False
         self._force_sync_commit = False
@@ -250,10 +252,13 @@ class PostgresJournal:
                 raise
         except psycopg.Error as exc:
             raise _wrap(exc) from exc
-        self._commit_conn = conn
+        self._commit_conns = [conn] + [None] * (self.committers - 1)
         self._pool = _Pool(self, self.pool_size)
         self._wakeup = asyncio.Event()
-        self._committer = asyncio.create_task(self._commit_loop(), name="journal-committer")
+        self._committer_tasks = [
+            asyncio.create_task(self._commit_loop(slot), name=f"journal-committer-{slot}")
+            for slot in range(self.committers)
+        ]
 
     async def _connect(self, *, check: bool = False) -> Conn:
         params: dict[str, Any] = {"autocommit": True}
@@ -316,14 +321,15 @@ class PostgresJournal:
         if self._pool is None:
             return
         self._closing = True
-        if self._committer is not None:
+        if self._committer_tasks:
             assert self._wakeup is not None
             self._wakeup.set()
-            await self._committer
-            self._committer = None
-        if self._commit_conn is not None:
-            await _close_quietly(self._commit_conn)
-            self._commit_conn = None
+            await asyncio.gather(*self._committer_tasks)
+            self._committer_tasks = []
+        for conn in self._commit_conns:
+            if conn is not None:
+                await _close_quietly(conn)
+        self._commit_conns = []
         await self._pool.close()
         self._pool = None
         self._wakeup = None
@@ -359,31 +365,39 @@ class PostgresJournal:
         self._wakeup.set()
         return await fut
 
-    async def _commit_loop(self) -> None:
+    async def _commit_loop(self, slot: int) -> None:
+        """One committer: takes everything pending (up to ``max_batch`` items) into one transaction.
+
+        Several committers overlap one transaction's commit (its WAL flush) with the next one's
+        statements; they are ordered against each other by the lane locks, like two instances are.
+        """
         assert self._wakeup is not None
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]] = []
-                count = 0
-                while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_batch):
-                    entry = self._pending.pop(0)
-                    batch.append(entry)
-                    count += len(entry[0])
-                await self._commit_batch(batch)
-            if self._closing and not self._pending:
-                return
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]] = []
+            count = 0
+            while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_batch):
+                entry = self._pending.pop(0)
+                batch.append(entry)
+                count += len(entry[0])
+            await self._commit_batch(batch, slot)
 
-    async def _commit_batch(self, batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]]) -> None:
+    async def _commit_batch(
+        self, batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]], slot: int
+    ) -> None:
         try:
-            results = await self._append_groups([b[0] for b in batch])
+            results = await self._append_groups([b[0] for b in batch], slot)
         except psycopg.Error as exc:
             if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
                 # Something in one caller's items (not the server) failed: commit callers one by one,
                 # so only the culprit gets the error.
                 for entry in batch:
-                    await self._commit_batch([entry])
+                    await self._commit_batch([entry], slot)
                 return
             err = _wrap(exc)
             err.__cause__ = exc
@@ -405,20 +419,20 @@ class PostgresJournal:
             if not fut.done():
                 fut.set_exception(err)
 
-    async def _commit_connection(self) -> Conn:
-        conn = self._commit_conn
+    async def _commit_connection(self, slot: int) -> Conn:
+        conn = self._commit_conns[slot]
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 await _close_quietly(conn)
-            self._commit_conn = None
-            conn = self._commit_conn = await self._connect()
+            self._commit_conns[slot] = None
+            conn = self._commit_conns[slot] = await self._connect()
         return conn
 
-    async def _append_groups(self, groups: list[Sequence[Inbound]]) -> list[list[AppendResult]]:
+    async def _append_groups(self, groups: list[Sequence[Inbound]], slot: int) -> list[list[AppendResult]]:
         flat = [item for group in groups for item in group]
         attempt = 0
         while True:
-            conn = await self._commit_connection()
+            conn = await self._commit_connection(slot)
             try:
                 async with conn.transaction():
                     results = await self._append_tx(conn, flat)
