@@ -12,7 +12,14 @@ from pydantic import ValidationError
 from pypdf import PdfReader
 
 from passerelle.errors import MappingError
-from passerelle.mappings.codes import lab_chapter, parse_loinc_csv, specimen_type_display, ucum_unit, unit_display
+from passerelle.mappings.codes import (
+    lab_chapter,
+    loinc_table_file_name,
+    parse_loinc_csv,
+    specimen_type_display,
+    ucum_unit,
+    unit_display,
+)
 from passerelle.mappings.crbio import (
     CLASS_CODE,
     FORMAT_CODE,
@@ -243,6 +250,8 @@ def test_loinc_table_reads_optional_columns_and_skips_comments() -> None:
 
 
 def test_shipped_example_table_matches_the_demo_panel(repo_root) -> None:  # type: ignore[no-untyped-def]
+    assert loinc_table_file_name(SAMPLE_SENDER) == "SIL-DEMO_LABO-DEMO.csv"
+    assert loinc_table_file_name("A B/../c") == "A_B_.._c.csv"
     text = (repo_root / "config/loinc/example-SIL-DEMO_LABO-DEMO.csv").read_text(encoding="utf-8")
     assert parse_loinc_csv(text, SAMPLE_SENDER) == sample_loinc_table()
 

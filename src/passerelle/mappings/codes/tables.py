@@ -85,6 +85,12 @@ class LoincTable:
 
 
 LOINC_CSV_COLUMNS = ("local_code", "loinc", "display", "unit", "chapter")
+_FILE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def loinc_table_file_name(sender: str) -> str:
+    """File name of a sender's table in ``config/loinc/`` (``SIL-DEMO^LABO-DEMO`` → ``SIL-DEMO_LABO-DEMO.csv``)."""
+    return _FILE_UNSAFE.sub("_", sender) + ".csv"
 
 
 def parse_loinc_csv(text: str, sender: str) -> LoincTable:
