@@ -203,7 +203,14 @@ def build_gateway(
     test_env = settings.test_environment
     hl7_settings = settings.hl7.model_copy(update={"test_environment": test_env})
     space = space or MhdSpace(settings.space.model_copy(update={"test_environment": test_env}))
-    mapper = RowMapper(journal, hl7_settings, test_environment=test_env, clock=clock, oid_root=settings.oid_root)
+    mapper = RowMapper(
+        journal,
+        hl7_settings,
+        test_environment=test_env,
+        clock=clock,
+        oid_root=settings.oid_root,
+        dicom_site=settings.dicom.site.to_site(),
+    )
     gate = PolicyGate(journal, space, settings, metrics=metrics)
     audit_store = open_audit_store(settings)
     audit = AuditTrail(audit_store, clock)

@@ -38,6 +38,7 @@ class RowMapper:
         clock: Clock,
         oid_root: str,
         lab_mapper: LabMapper | None = None,
+        dicom_site: dicom.DicomSite | None = None,
     ) -> None:
         self.journal = journal
         self.hl7 = hl7
@@ -45,6 +46,7 @@ class RowMapper:
         self.clock = clock
         self.oid_root = oid_root
         self.lab_mapper = lab_mapper
+        self.dicom_site = dicom_site
 
     async def map(self, row: Row) -> Document | list[Document] | Handled:
         now = self.clock()
@@ -112,10 +114,9 @@ class RowMapper:
             if found is not None:
                 mapping[local_id] = found
         previous = None
-        study = ""
-        if str(getattr(ds, "SOPClassUID", "")) == dicom.KOS_SOP_CLASS:
-            study = dicom.manifest_study_uid(ds)
-            prev = await self.journal.series_get(f"study:{study}")
+        key = dicom.series_key(ds)
+        if key:
+            prev = await self.journal.series_get(key)
             if prev is not None:
                 previous = dicom.PreviousManifest(unique_id=prev.unique_id, set_id=prev.set_id, version=prev.version)
         doc = dicom.map_dicom(
@@ -125,10 +126,11 @@ class RowMapper:
             patient_id_map=mapping,
             provenance=prov,
             previous=previous,
+            site=self.dicom_site,
         )
-        if study and (previous is None or previous.unique_id != doc.unique_id):
+        if key and (previous is None or previous.unique_id != doc.unique_id):
             await self.journal.series_put(
-                SeriesEntry(f"study:{study}", doc.unique_id, doc.set_id or doc.unique_id, doc.version, row.id), now
+                SeriesEntry(key, doc.unique_id, doc.set_id or doc.unique_id, doc.version, row.id), now
             )
         return doc
 
