@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from passerelle.config import load_settings
 from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
+from passerelle.connector.settings import load_settings
 from passerelle.queue.base import Query, Row, State
 
 

@@ -1,6 +1,6 @@
-"""Typed settings (one object, validated at start-up) and their loading."""
+"""Typed settings (core groups, validated at start-up) and their loading."""
 
-from passerelle.config.loader import ConfigError, load_settings, read_secret
-from passerelle.config.settings import Settings
+from passerelle.config.loader import ConfigError, load_config, read_secret
+from passerelle.config.settings import CoreSettings
 
-__all__ = ["ConfigError", "Settings", "load_settings", "read_secret"]
+__all__ = ["ConfigError", "CoreSettings", "load_config", "read_secret"]

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
-from passerelle.config.settings import Settings
+from passerelle.config.settings import CoreSettings
 
 ENV_PREFIX = "PASSERELLE__"
+M = TypeVar("M", bound=CoreSettings)
 
 
 class ConfigError(Exception):
@@ -26,9 +27,15 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-def load_settings(
-    path: Path | None = None, *, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
-) -> Settings:
+def load_config(
+    model: type[M],
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> M:
+    """Validate ``model`` from the YAML file, then ``PASSERELLE__*`` variables, then ``overrides``
+    (dotted keys, None values ignored). Raises :class:`ConfigError` listing every problem."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -48,7 +55,7 @@ def load_settings(
         if value is not None:
             _set(data, dotted.split("."), value)
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from exc
 

@@ -1,6 +1,7 @@
-"""The one typed settings object, validated at start-up and passed down.
+"""The core of the one typed settings object, validated at start-up and passed down.
 
-Groups are small models; listeners and adapters own their group's model and this module mounts it.
+Groups are small models. Listeners and adapters own their group's model; the composition root
+(``passerelle.connector.settings``) mounts them on top of :class:`CoreSettings`.
 Secrets are never values here: only the path of a file (or the name of an environment variable) that
 holds them.
 """
@@ -11,13 +12,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from passerelle.adapters.mhd import SpaceSettings
-from passerelle.connector.cda_intake import CdaIntakeSettings
-from passerelle.connector.dicom_folder import DicomFolderSettings
-from passerelle.connector.dicom_scp import DicomSettings
-from passerelle.connector.hl7_intake import Hl7IntakeSettings
-from passerelle.connector.mllp.settings import MllpSettings
 
 
 class _Group(BaseModel):
@@ -87,7 +81,10 @@ class BusinessAckSettings(_Group):
         return self.senders.get(sender) or self.senders.get(sender.split("^", 1)[0])
 
 
-class Settings(_Group):
+class CoreSettings(_Group):
+    """The groups every deployment has. The full settings (``passerelle.connector.settings.Settings``)
+    add the groups owned by the listeners and adapters; this module imports no other area."""
+
     #: ``test`` accepts the test/demo INS authorities (1.2.250.1.213.1.4.10/.11); ``production`` does not.
     environment: Literal["test", "production"] = "test"
     data_dir: Path = Path("var")
@@ -98,12 +95,6 @@ class Settings(_Group):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
     business_ack: BusinessAckSettings = Field(default_factory=BusinessAckSettings)
-    mllp: MllpSettings = Field(default_factory=MllpSettings)
-    hl7: Hl7IntakeSettings = Field(default_factory=Hl7IntakeSettings)
-    space: SpaceSettings = Field(default_factory=SpaceSettings)
-    cda: CdaIntakeSettings = Field(default_factory=CdaIntakeSettings)
-    dicom: DicomSettings = Field(default_factory=DicomSettings)
-    dicom_folder: DicomFolderSettings = Field(default_factory=DicomFolderSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
@@ -115,7 +106,7 @@ class Settings(_Group):
         return self.journal.path or self.data_dir / "journal.sqlite3"
 
     @model_validator(mode="after")
-    def _check(self) -> Settings:
+    def _check(self) -> CoreSettings:
         if self.journal.backend == "postgres" and not (self.journal.dsn_file or self.journal.dsn_env):
             raise ValueError("journal.backend=postgres needs journal.dsn_file or journal.dsn_env")
         return self

@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from passerelle.adapters.mhd import MhdSpace
 from passerelle.adapters.space import PatientSpace
 from passerelle.config.loader import read_secret
-from passerelle.config.settings import Settings
 from passerelle.connector.business_ack import BusinessAckNotifier
 from passerelle.connector.cda_intake import CdaIntakeSettings, FolderWatcher, cda_router
 from passerelle.connector.consent_gate import PolicyGate
@@ -36,6 +35,7 @@ from passerelle.connector.http_api import build_router
 from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetricsBridge, refresh_journal_gauges
 from passerelle.connector.mllp.server import MllpServer
 from passerelle.connector.mllp_handler import MllpHandler
+from passerelle.connector.settings import Settings
 from passerelle.connector.worker import DispatchWorker
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics

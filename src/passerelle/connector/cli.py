@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from passerelle.config import ConfigError, Settings, load_settings
+from passerelle.config import ConfigError
+from passerelle.connector.settings import Settings, load_settings
 from passerelle.queue.base import Query, State
 
 app = typer.Typer(

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from passerelle.adapters.space import PatientSpace
-from passerelle.config.settings import Settings
+from passerelle.connector.settings import Settings
 from passerelle.connector.worker import ConsentOutcome
 from passerelle.consent.cache import TTLCache
 from passerelle.consent.policy import ConsentContext, RegistryEntry, decide

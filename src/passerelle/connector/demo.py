@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import typer
 
-from passerelle.config import load_settings
 from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
 from passerelle.connector.sender import send_files
+from passerelle.connector.settings import load_settings
 from passerelle.mappings.samples import generate_samples
 from passerelle.queue.base import Query, State
 from passerelle.sandbox.config import SandboxConfig

@@ -1,0 +1,36 @@
+"""The full settings of a gateway: the core groups plus the groups owned by each listener and adapter.
+
+This is the one object validated at start-up (``passerelle check-config``) and passed down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from passerelle.adapters.mhd import SpaceSettings
+from passerelle.config import CoreSettings, load_config
+from passerelle.connector.cda_intake import CdaIntakeSettings
+from passerelle.connector.dicom_folder import DicomFolderSettings
+from passerelle.connector.dicom_scp import DicomSettings
+from passerelle.connector.hl7_intake import Hl7IntakeSettings
+from passerelle.connector.mllp.settings import MllpSettings
+
+
+class Settings(CoreSettings):
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
+    hl7: Hl7IntakeSettings = Field(default_factory=Hl7IntakeSettings)
+    space: SpaceSettings = Field(default_factory=SpaceSettings)
+    cda: CdaIntakeSettings = Field(default_factory=CdaIntakeSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    dicom_folder: DicomFolderSettings = Field(default_factory=DicomFolderSettings)
+
+
+def load_settings(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The gateway settings from a YAML file, ``PASSERELLE__*`` variables and dotted overrides."""
+    return load_config(Settings, path, environ=environ, overrides=overrides)
