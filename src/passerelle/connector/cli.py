@@ -27,6 +27,10 @@ messages_app = typer.Typer(
     help="Browse the journal: every message's journey; replay what failed.", no_args_is_help=True
 )
 app.add_typer(messages_app, name="messages")
+audit_app = typer.Typer(
+    help="The audit trail: decisions, deliveries, refusals, replays, admin actions.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML settings file", exists=True, dir_okay=False)
@@ -320,7 +324,16 @@ def messages_replay(
             if not dry_run and not yes:
                 return {"error": f"{len(ids)} rows match; add --yes to replay them, or --dry-run to look first"}
         preview = await _preview_hook(settings, journal) if dry_run else None
-        return await replay_rows(journal, ids, now=datetime.now(UTC), actor=actor, dry_run=dry_run, preview=preview)
+        if dry_run:
+            return await replay_rows(journal, ids, now=datetime.now(UTC), actor=actor, dry_run=True, preview=preview)
+
+        async def with_audit(store: Any) -> Any:
+            from passerelle.observability.audit import AuditTrail
+
+            hook = AuditTrail(store).admin_hook(actor)
+            return await replay_rows(journal, ids, now=datetime.now(UTC), actor=actor, dry_run=False, audit=hook)
+
+        return await _with_audit(settings, with_audit)
 
     result = asyncio.run(_with_journal(settings, go))
     _print(result, True)
@@ -346,6 +359,59 @@ async def _preview_hook(settings: Settings, journal: Any) -> Any:
         return {"documents": [d.metadata() for d in docs]} if docs else {"handled": getattr(mapped, "detail", "")}
 
     return preview
+
+
+# --- audit ------------------------------------------------------------------------------------------
+
+
+async def _with_audit(settings: Settings, fn: Any) -> Any:
+    from passerelle.connector.app import open_audit_store
+
+    store = open_audit_store(settings)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@audit_app.command("list")
+def audit_list(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    document: Annotated[str, typer.Option(help="Document unique id")] = "",
+    patient: Annotated[str, typer.Option(help="Patient identifier (INS)")] = "",
+    action: Annotated[
+        str | None, typer.Option(help="consent-decision, delivery, refusal, dead-letter, replay, admin")
+    ] = None,
+    since: Annotated[datetime | None, typer.Option(help="At or after (ISO time, with offset)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Before (ISO time, with offset)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    fhir: Annotated[bool, typer.Option("--fhir", help="Export as a FHIR Bundle of AuditEvent resources")] = False,
+) -> None:
+    """Query the audit trail (identifiers, decisions and reasons; never clinical content)."""
+    from passerelle.observability.audit import AuditAction, to_audit_bundle
+    from passerelle.queue.audit import AuditQuery
+
+    settings = _settings(config, data_dir=data_dir)
+    query = AuditQuery(
+        since=since.astimezone(UTC) if since else None,
+        until=until.astimezone(UTC) if until else None,
+        document_id=document,
+        patient_id=patient,
+        action=AuditAction(action) if action else None,
+        limit=limit,
+    )
+    records = asyncio.run(_with_audit(settings, lambda store: store.query(query)))
+    if fhir:
+        _print(to_audit_bundle(records, source_id=settings.oid_root), True)
+        return
+    typer.echo("id\tat\taction\toutcome\treason\tactor\trow\tdocument_id\tpatient_id")
+    for r in records:
+        typer.echo(
+            f"{r.id}\t{r.at.isoformat()}\t{r.action.value}\t{r.outcome.value}\t{r.reason}\t{r.actor}\t"
+            f"{r.row_id}\t{r.document_id}\t{r.patient_id}"
+        )
 
 
 def main() -> None:
