@@ -292,3 +292,31 @@ async def test_text_the_database_cannot_hold_is_kept_readable(
     [res] = await a.append([bad])
     row = await a.get(res.row_id)
     assert row is not None and row.raw == b"MSH|\x00" and "\x00" not in row.sender
+
+
+async def test_a_dropped_connection_fails_one_call_then_the_journal_reconnects() -> None:
+    async with pg_schema() as (dsn, schema):
+        app = f"gw-{schema}"
+        j = PostgresJournal(f"{dsn}?application_name={app}", schema=schema, pool_size=1, committers=1)
+        await j.open()
+        try:
+            [first] = await j.append([item(1, "p1")])
+            assert await j.get(first.row_id) is not None  # the pool's connection exists too
+            admin = await admin_connection()
+            try:
+                cur = await admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", (app,)
+                )
+                assert (await cur.fetchone())[0] == 2  # type: ignore[index]
+            finally:
+                await admin.close()
+            with pytest.raises(QueueUnavailableError) as info:
+                await j.append([item(2, "p2")])
+            assert isinstance(info.value.__cause__, psycopg.OperationalError)
+            with pytest.raises(QueueUnavailableError):
+                await j.get(first.row_id)
+            [second] = await j.append([item(2, "p2")])  # new connections, same answers as before
+            assert not second.duplicate
+            assert [r.id for r in await j.claim("gw", 10, 30, later(1))] == [first.row_id, second.row_id]
+        finally:
+            await j.close()

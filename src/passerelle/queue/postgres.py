@@ -15,8 +15,8 @@ several instances sharing the schema:
   duplicate from another instance waits for the first transaction and then resolves to
   duplicate/conflict, never to a second row.
 
-Connections: one dedicated to the append committer, and up to ``pool_size`` more for claims, settles
-and reads, opened on demand (``autocommit``; explicit transactions where several statements must hold
+Connections: one per append committer, and up to ``pool_size`` more for claims, settles and reads,
+opened on demand (``autocommit``; explicit transactions where several statements must hold
 together). ``search_path`` is the journal's schema and ``TimeZone`` is UTC on every connection.
 Every database failure is raised as :class:`QueueUnavailableError` (``raise ... from``); the message
 carries the error class and SQLSTATE only, never values.
@@ -206,7 +206,8 @@ class PostgresJournal:
     """Journal backed by a PostgreSQL schema (created and migrated at :meth:`open`).
 
     ``max_batch`` bounds how many appended messages one commit may carry; ``pool_size`` bounds the
-    connections used for claims, settles and reads (the append committer has its own).
+    connections used for claims, settles and reads; each of the ``committers`` append transactions that
+    may run at once has its own connection. ``set_deadline`` is offered like the SQLite backend's.
     """
 
     def __init__(
