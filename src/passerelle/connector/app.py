@@ -32,6 +32,7 @@ from passerelle.connector.dicom_scp import DicomScp
 from passerelle.connector.dispatch import RowMapper
 from passerelle.connector.hl7_intake import Hl7Intake
 from passerelle.connector.http_api import build_router
+from passerelle.connector.lab import CrBioLabMapper
 from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetricsBridge, refresh_journal_gauges
 from passerelle.connector.mllp.server import MllpServer
 from passerelle.connector.mllp_handler import MllpHandler
@@ -210,6 +211,9 @@ def build_gateway(
         clock=clock,
         oid_root=settings.oid_root,
         dicom_site=settings.dicom.site.to_site(),
+        lab_mapper=CrBioLabMapper(
+            journal, settings.lab, hl7_settings, oid_root=settings.oid_root, test_environment=test_env
+        ),
     )
     gate = PolicyGate(journal, space, settings, metrics=metrics)
     audit_store = open_audit_store(settings)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from passerelle.connector.hl7_intake import Hl7IntakeSettings, SenderOptions
+from passerelle.connector.hl7_intake import Hl7IntakeSettings
 from passerelle.connector.worker import Handled
 from passerelle.errors import MappingError, UnsupportedMessageError
 from passerelle.mappings import cda, dicom, oru
@@ -52,7 +52,7 @@ class RowMapper:
         now = self.clock()
         prov = Provenance(channel=row.channel, sender=row.sender, message_id=row.message_id, journal_id=row.id)
         if row.kind in ("oru", "mdm"):
-            opts = self._sender_options(row.sender)
+            opts = self.hl7.options_for_sender(row.sender)
             docs = oru.map_hl7_documents(
                 row.raw,
                 sender_charset=opts.fallback_charset,
@@ -73,14 +73,8 @@ class RowMapper:
             return await self._dicom(row, prov, now)
         raise UnsupportedMessageError(f"journal kind {row.kind!r} has no mapping", reason="unsupported")
 
-    def _sender_options(self, sender: str) -> SenderOptions:
-        for key in (sender, sender.split("^", 1)[0]):
-            if key in self.hl7.senders:
-                return self.hl7.senders[key]
-        return self.hl7.options_for(None)
-
     async def _consent_feed(self, row: Row) -> Handled:
-        opts = self.hl7.options_for(None)
+        opts = self.hl7.options_for_sender(row.sender)
         msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
         classified = classify(msg, read_header(msg), test_environment=self.test_environment, check_documents=False)
         feed = classified.consent

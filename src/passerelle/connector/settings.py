@@ -17,6 +17,7 @@ from passerelle.connector.cda_intake import CdaIntakeSettings
 from passerelle.connector.dicom_folder import DicomFolderSettings
 from passerelle.connector.dicom_scp import DicomSettings
 from passerelle.connector.hl7_intake import Hl7IntakeSettings
+from passerelle.connector.lab import LabSettings
 from passerelle.connector.mllp.settings import MllpSettings
 
 
@@ -27,6 +28,7 @@ class Settings(CoreSettings):
     cda: CdaIntakeSettings = Field(default_factory=CdaIntakeSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     dicom_folder: DicomFolderSettings = Field(default_factory=DicomFolderSettings)
+    lab: LabSettings = Field(default_factory=LabSettings)
 
 
 def load_settings(
