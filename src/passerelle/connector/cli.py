@@ -173,10 +173,27 @@ def map_files(
 ) -> None:
     """Preview: decode, apply identity rules and map files; write content, metadata and the ITI-65 bundle.
     Nothing is journaled or delivered."""
+    from passerelle.connector.lab import CrBioLabMapper
     from passerelle.mappings.preview import preview_files
+    from passerelle.queue.memory import MemoryJournal
 
     settings = _settings(config)
-    results = preview_files(files, out, fmt=fmt, test_environment=settings.test_environment, now=datetime.now(UTC))
+    lab = CrBioLabMapper(
+        MemoryJournal(),
+        settings.lab,
+        settings.hl7,
+        oid_root=settings.oid_root,
+        test_environment=settings.test_environment,
+    )
+    results = preview_files(
+        files,
+        out,
+        fmt=fmt,
+        test_environment=settings.test_environment,
+        now=datetime.now(UTC),
+        source_id=settings.space.source_id,
+        lab_mapper=lab.preview,
+    )
     failed = 0
     for result in results:
         typer.echo(result.summary_line())

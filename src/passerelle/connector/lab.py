@@ -19,6 +19,7 @@ from passerelle.mappings.codes.tables import LoincTable, loinc_table_file_name, 
 from passerelle.mappings.crbio.model import Address, Laboratory, Person
 from passerelle.mappings.document import Document, Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.header import read_header
 from passerelle.queue.base import Journal, Row, SeriesEntry
 
 
@@ -86,29 +87,38 @@ class CrBioLabMapper:
             self._tables[sender] = parse_loinc_csv(path.read_text(encoding="utf-8"), sender) if path.is_file() else None
         return self._tables[sender]
 
-    async def map(self, row: Row, prov: Provenance, now: datetime) -> Document:
-        site = self.settings.site_for(row.sender)
+    def context(self, sender: str, now: datetime, previous: SeriesEntry | None) -> crbio.OruContext:
+        site = self.settings.site_for(sender)
         if site is None:
             raise MappingError(
-                f"no laboratory configured for sender {row.sender!r} (settings lab.senders)",
-                reason="lab_not_configured",
+                f"no laboratory configured for sender {sender!r} (settings lab.senders)", reason="lab_not_configured"
             )
-        opts = self.hl7.options_for_sender(row.sender)
-        text = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252).text
-        key = crbio.series_key(text, row.sender)
-        previous = await self.journal.series_get(key)
-        context = crbio.OruContext(
+        return crbio.OruContext(
             oid_root=self.oid_root,
             now=now,
             laboratory=site.laboratory(),
-            loinc=self._table(row.sender),
-            sender=row.sender,
+            loinc=self._table(sender),
+            sender=sender,
             previous=crbio.PreviousVersion(previous.set_id, previous.version, previous.unique_id) if previous else None,
             validator=site.validator(),
             timezone=self.settings.timezone,
             test_environment=self.test_environment,
         )
-        doc = crbio.map_lab_results(text, context, prov)
+
+    def text(self, raw: bytes, sender: str) -> str:
+        opts = self.hl7.options_for_sender(sender)
+        return decode_message(raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252).text
+
+    def preview(self, raw: bytes, prov: Provenance, now: datetime) -> Document:
+        """For ``passerelle map``: the document as a first version (no journal, so no previous version)."""
+        sender = read_header(decode_message(raw)).sender
+        return crbio.map_lab_results(self.text(raw, sender), self.context(sender, now, None), prov)
+
+    async def map(self, row: Row, prov: Provenance, now: datetime) -> Document:
+        text = self.text(row.raw, row.sender)
+        key = crbio.series_key(text, row.sender)
+        previous = await self.journal.series_get(key)
+        doc = crbio.map_lab_results(text, self.context(row.sender, now, previous), prov)
         if previous is None or previous.unique_id != doc.unique_id:
             await self.journal.series_put(SeriesEntry(key, doc.unique_id, doc.set_id, doc.version, row.id), now)
         return doc
