@@ -158,3 +158,10 @@ async def test_sqlite_storage_failure_raises_queue_unavailable(tmp_path: Path) -
     with pytest.raises(QueueUnavailableError):
         await j.append([item(1)])
     await j.close()
+
+
+async def test_duplicates_inside_one_append_call(journal) -> None:
+    first, again, clash = await journal.append([item(5), item(5), item(5, body=b"MSH|other")])
+    assert not first.duplicate and again.duplicate and again.row_id == first.row_id
+    assert clash.conflict and clash.row_id == first.row_id
+    assert sum((await journal.counts()).values()) == 1

@@ -45,7 +45,13 @@ async def journey(journal: Journal, row_id: int) -> dict[str, Any] | None:
     out = row_summary(row)
     out["updated_at"] = row.updated_at.isoformat()
     out["deadline"] = row.deadline.isoformat() if row.deadline else None
-    out["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail, "data": e.data} for e in events]
+    stored = [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail, "data": e.data} for e in events]
+    if not any(e["kind"] in ("received", "rejected") for e in stored):
+        # The receipt is the row itself (kept out of the events table to keep intake commits small).
+        kind = "rejected" if row.state is State.REJECTED else "received"
+        detail = row.detail if row.state is State.REJECTED else f"{row.channel} from {row.sender}"
+        stored.insert(0, {"at": row.received_at.isoformat(), "kind": kind, "detail": detail, "data": {}})
+    out["events"] = stored
     return out
 
 

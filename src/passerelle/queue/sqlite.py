@@ -215,13 +215,12 @@ class SQLiteJournal:
                 return
 
     def _append_sync(self, groups: list[Sequence[Inbound]]) -> list[list[AppendResult]]:
+        """One transaction for every item of every group: one dedup lookup, batched inserts, one fsync."""
         conn = self.conn
         now = datetime.now(UTC).timestamp()
-        out: list[list[AppendResult]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for group in groups:
-                out.append([self._append_one(conn, item, now) for item in group])
+            out = self._append_batch(conn, groups, now)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -229,58 +228,65 @@ class SQLiteJournal:
         return out
 
     @staticmethod
-    def _append_one(conn: sqlite3.Connection, item: Inbound, now: float) -> AppendResult:
-        if item.dedup_key:
-            seen = conn.execute(
-                "SELECT d.content_hash, d.row_id, m.ack FROM dedup d JOIN messages m ON m.id = d.row_id "
-                "WHERE d.dedup_key = ?",
-                (item.dedup_key,),
-            ).fetchone()
-            if seen is not None:
-                same = seen[0] == item.content_hash
-                return AppendResult(row_id=seen[1], duplicate=same, conflict=not same, stored_ack=bytes(seen[2]))
-        lane = item.lane or f"row:{uuid.uuid4().hex}"
-        state = item.state
-        cur = conn.execute(
-            "INSERT INTO messages (received_at, updated_at, channel, sender, kind, message_id, dedup_key, "
-            "content_hash, lane, state, detail, raw, ack, next_due) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                now,
-                now,
-                item.channel,
-                item.sender,
-                item.kind,
-                item.message_id,
-                item.dedup_key,
-                item.content_hash,
-                lane,
-                state.value,
-                item.detail,
-                item.raw,
-                item.ack,
-                now if state is State.ACCEPTED else None,
-            ),
+    def _append_batch(
+        conn: sqlite3.Connection, groups: list[Sequence[Inbound]], now: float
+    ) -> list[list[AppendResult]]:
+        keys = sorted({item.dedup_key for group in groups for item in group if item.dedup_key})
+        seen: dict[str, tuple[str, int, bytes]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            for key, content_hash, row_id, ack in conn.execute(
+                "SELECT d.dedup_key, d.content_hash, d.row_id, m.ack FROM dedup d JOIN messages m ON m.id = d.row_id "
+                f"WHERE d.dedup_key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                seen[key] = (content_hash, row_id, bytes(ack))
+        # We hold the write lock (BEGIN IMMEDIATE): ids can be assigned here and inserted in bulk.
+        next_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]) + 1
+        messages: list[tuple[Any, ...]] = []
+        dedup: list[tuple[Any, ...]] = []
+        heads: dict[str, int] = {}
+        out: list[list[AppendResult]] = []
+        for group in groups:
+            results: list[AppendResult] = []
+            for item in group:
+                known = seen.get(item.dedup_key) if item.dedup_key else None
+                if known is not None:
+                    same = known[0] == item.content_hash
+                    results.append(
+                        AppendResult(row_id=known[1], duplicate=same, conflict=not same, stored_ack=known[2])
+                    )
+                    continue
+                row_id, next_id = next_id, next_id + 1
+                lane = item.lane or f"row:{uuid.uuid4().hex}"
+                accepted = item.state is State.ACCEPTED
+                messages.append(
+                    (row_id, now, now, item.channel, item.sender, item.kind, item.message_id, item.dedup_key,
+                     item.content_hash, lane, item.state.value, item.detail, item.raw, item.ack, now if accepted else None)
+                )  # fmt: skip
+                if accepted:
+                    heads.setdefault(lane, row_id)
+                    if item.dedup_key:
+                        # Rejected messages do not hold their key: a corrected resend with the same id is welcome.
+                        dedup.append((item.dedup_key, item.content_hash, row_id, now))
+                        seen[item.dedup_key] = (item.content_hash, row_id, item.ack)
+                results.append(AppendResult(row_id=row_id))
+            out.append(results)
+        conn.executemany(
+            "INSERT INTO messages (id, received_at, updated_at, channel, sender, kind, message_id, dedup_key, "
+            "content_hash, lane, state, detail, raw, ack, next_due) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            messages,
         )
-        row_id = int(cur.lastrowid or 0)
-        if item.dedup_key and state is State.ACCEPTED:
-            # Rejected messages do not hold their key: a corrected resend with the same id is welcome.
-            conn.execute(
-                "INSERT INTO dedup (dedup_key, content_hash, row_id, created_at) VALUES (?,?,?,?)",
-                (item.dedup_key, item.content_hash, row_id, now),
-            )
-        conn.execute(
-            "INSERT INTO events (row_id, at, kind, detail) VALUES (?,?,?,?)",
-            (row_id, now, "received" if state is State.ACCEPTED else "rejected", item.detail),
+        conn.executemany("INSERT INTO dedup (dedup_key, content_hash, row_id, created_at) VALUES (?,?,?,?)", dedup)
+        # A lane that already has a head keeps it (its head is older); a new or idle lane starts here.
+        conn.executemany(
+            "INSERT INTO lanes (lane, head_id, due_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (lane) DO UPDATE SET "
+            "  due_at = CASE WHEN lanes.head_id IS NULL THEN excluded.due_at ELSE lanes.due_at END, "
+            "  head_id = COALESCE(lanes.head_id, excluded.head_id)",
+            [(lane, head, now) for lane, head in heads.items()],
         )
-        if state is State.ACCEPTED:
-            conn.execute(
-                "INSERT INTO lanes (lane, head_id, due_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (lane) DO UPDATE SET "
-                "  due_at = CASE WHEN lanes.head_id IS NULL THEN excluded.due_at ELSE lanes.due_at END, "
-                "  head_id = COALESCE(lanes.head_id, excluded.head_id)",
-                (lane, row_id, now),
-            )
-        return AppendResult(row_id=row_id)
+        return out
 
     # --- claim / settle ---------------------------------------------------------------------------
 
