@@ -165,3 +165,65 @@ async def test_duplicates_inside_one_append_call(journal) -> None:
     assert not first.duplicate and again.duplicate and again.row_id == first.row_id
     assert clash.conflict and clash.row_id == first.row_id
     assert sum((await journal.counts()).values()) == 1
+
+
+async def test_events_keep_their_order_and_data(journal) -> None:
+    from passerelle.queue import Event
+
+    [res] = await journal.append([item(1)])
+    at = later(1)
+    await journal.add_events([Event(res.row_id, at, "mapped", "CR-BIO", {"doc": "1.2.3", "n": 2})])
+    await journal.claim("w", 10, 30, later(1))
+    await journal.settle(
+        res.row_id, Settlement(State.DELIVERED, events=[Event(res.row_id, later(2), "delivered", "201")]), later(2)
+    )
+    # The receipt may be an event or only the row itself (SQLite, PostgreSQL): not asserted here.
+    events = [e for e in await journal.events(res.row_id) if e.kind not in ("received", "rejected")]
+    assert [e.kind for e in events] == ["mapped", "delivered"]
+    assert events[0].data == {"doc": "1.2.3", "n": 2} and events[0].detail == "CR-BIO"
+    assert abs((events[0].at - at).total_seconds()) < 0.001
+
+
+async def test_registry_series_and_patient_map_round_trip(journal) -> None:
+    from passerelle.queue import RegistryEntry, SeriesEntry
+
+    assert await journal.registry_get("248098765432112") is None
+    entry = RegistryEntry("248098765432112", "1.2.250.1.213.1.4.10", "ACTIF", "INO", "IC", T0, 7)
+    await journal.registry_put(entry)
+    await journal.registry_put(RegistryEntry("248098765432112", "1.2.250.1.213.1.4.10", "FERME", "IO", "NA", T0, 8))
+    got = await journal.registry_get("248098765432112")
+    assert got is not None and (got.dmp_status, got.feeding, got.source_row) == ("FERME", "IO", 8)
+    assert got.updated_at == T0
+
+    assert await journal.series_get("study:1.2.3") is None
+    await journal.series_put(SeriesEntry("study:1.2.3", "1.2.3.4", "set-1", 1, 10), T0)
+    await journal.series_put(SeriesEntry("study:1.2.3", "1.2.3.5", "set-1", 2, 11), T0)
+    assert await journal.series_get("study:1.2.3") == SeriesEntry("study:1.2.3", "1.2.3.5", "set-1", 2, 11)
+
+    assert await journal.patient_map_get("PACS", "LOCAL1") is None
+    await journal.patient_map_put("PACS", "LOCAL1", "248098765432112", "1.2.250.1.213.1.4.10")
+    assert await journal.patient_map_get("PACS", "LOCAL1") == ("248098765432112", "1.2.250.1.213.1.4.10")
+    assert await journal.patient_map_get("OTHER", "LOCAL1") is None
+
+
+async def test_deadline_is_set_once_and_cleared_by_replay(journal) -> None:
+    r = await journal.append([item(1)])
+    first, second = later(100), later(200)
+    await journal.set_deadline(r[0].row_id, first)
+    await journal.set_deadline(r[0].row_id, second)
+    row = await journal.get(r[0].row_id)
+    assert row.deadline is not None and abs((row.deadline - first).total_seconds()) < 0.001
+    await journal.claim("w", 10, 30, later(1))
+    await journal.settle(r[0].row_id, Settlement(State.DEAD, "deadline"), later(1))
+    assert await journal.requeue(r[0].row_id, later(2), "replay")
+    assert (await journal.get(r[0].row_id)).deadline is None
+
+
+async def test_find_pages_by_id_and_time(journal) -> None:
+    r = await journal.append([item(n, f"p{n}") for n in range(5)])
+    ids = [x.row_id for x in r]
+    assert [x.id for x in await journal.find(Query(limit=2))] == [ids[4], ids[3]]
+    assert [x.id for x in await journal.find(Query(limit=2, before_id=ids[3]))] == [ids[2], ids[1]]
+    assert await journal.find(Query(since=later(60))) == []
+    assert len(await journal.find(Query(until=later(60)))) == 5
+    assert [x.id for x in await journal.find(Query(states=[State.ACCEPTED, State.DEAD], limit=1))] == [ids[4]]

@@ -546,7 +546,8 @@ class PostgresJournal:
                     heads[lane] = ids[i]
         gone = sorted(headless - heads.keys())
 
-        # 6. Rows, their first event and the new lane heads in one statement.
+        # 6. Rows and the new lane heads in one statement. The receipt is the row itself (no event row,
+        #    as in the SQLite journal: intake commits stay small).
         if new:
             await conn.execute(
                 "WITH m AS ("
@@ -559,10 +560,6 @@ class PostgresJournal:
                 "  %(message_id)s::text[], %(dedup_key)s::text[], %(content_hash)s::text[], %(lane)s::text[],"
                 "  %(state)s::text[], %(detail)s::text[], %(raw)s::bytea[], %(ack)s::bytea[])"
                 "  AS t(id, channel, sender, kind, message_id, dedup_key, content_hash, lane, state, detail, raw, ack)"
-                " RETURNING id, state, detail"
-                "), ev AS ("
-                " INSERT INTO events (row_id, at, kind, detail)"
-                " SELECT id, %(now)s, CASE WHEN state = 'accepted' THEN 'received' ELSE 'rejected' END, detail FROM m"
                 "), up AS ("
                 " UPDATE lanes SET head_id = u.head, due_at = %(now)s"
                 " FROM unnest(%(up_lane)s::text[], %(up_head)s::bigint[]) AS u(lane, head) WHERE lanes.lane = u.lane"
