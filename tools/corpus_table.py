@@ -33,12 +33,13 @@ COLUMNS = (
 
 
 def corpus_files(corpus: Path) -> list[Path]:
-    """Every corpus file that carries a document: CDA files, HL7v2 messages with an ED OBX, DICOM KOS."""
+    """Every corpus file that carries a document: CDA files, HL7v2 messages with an ED OBX, DICOM KOS and SR."""
     files = sorted((corpus / "cda").rglob("*.xml"))
     for path in sorted((corpus / "hl7v2").rglob("*")):
         if path.is_file() and path.suffix in (".hl7", ".er7") and b"|ED|" in path.read_bytes():
             files.append(path)
     files.extend(sorted((corpus / "dicom" / "kos").rglob("*.dcm")))
+    files.extend(sorted((corpus / "dicom" / "sr").rglob("*.dcm")))
     return files
 
 
