@@ -249,7 +249,7 @@ async def test_cp1252_trap_rejected_unless_sender_allows() -> None:
     journal = FakeJournal()
     intake, _ = make(journal)
     seg = segments(await intake.handle(raw, "peer"))
-    assert seg["MSA"][1] == "AE" and seg["ERR"][3].split("^")[0] == "102"
+    assert seg["MSA"][1] == "AR" and seg["ERR"][3].split("^")[0] == "102"
     allowed, metrics = make(FakeJournal(), senders={"SIL-SYNTH^LABO-SYNTH": SenderOptions(allow_cp1252=True)})
     assert segments(await allowed.handle(raw, "peer"))["MSA"][1] == "AA"
     assert ("cp1252_bytes", 1) in metrics.warnings

@@ -70,7 +70,7 @@ def test_version_with_components_is_mirrored() -> None:
         (UnsupportedMessageError("x", reason="unsupported_processing_id"), "AR", "CR", "202"),
         (UnsupportedMessageError("x", reason="unsupported_version"), "AR", "CR", "203"),
         (UnsupportedMessageError("x", reason="unsupported_charset"), "AR", "CR", "203"),
-        (EncodingError("x"), "AE", "CR", "102"),
+        (EncodingError("x"), "AR", "CR", "102"),
         (ParseError("x", reason="no_msh"), "AE", "CR", "100"),
         (ParseError("x", reason="required"), "AE", "CR", "101"),
         (ParseError("x"), "AE", "CR", "102"),
