@@ -181,3 +181,17 @@ async def test_unexpected_error_is_retried_not_lost(env) -> None:
     clock.advance(11)
     await worker.run_once()
     assert (await journal.get(rid)).state is State.DELIVERED
+
+
+async def test_credential_refusal_is_retried_and_counted_apart(env) -> None:
+    from passerelle.errors import RemoteCredentialError
+
+    clock, journal, space, _, worker = env
+    [rid] = await add(journal, b"1")
+    space.script = [RemoteCredentialError("401 from the space", status=401)]
+    await worker.run_once()
+    assert (await journal.get(rid)).state is State.RETRY
+    assert worker.metrics.delivery_attempts.labels("credential")._value.get() == 1
+    clock.advance(11)
+    await worker.run_once()
+    assert (await journal.get(rid)).state is State.DELIVERED

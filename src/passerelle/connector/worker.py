@@ -245,17 +245,7 @@ class DispatchWorker:
             ]
             return await self._deliver(row, docs, events, now)
         except RemoteTransientError as exc:  # e.g. the status lookup could not reach the space
-            self.metrics.delivery_attempts.labels("transient").inc()
-            events.append(
-                Event(
-                    row.id,
-                    now,
-                    "attempt",
-                    f"transient {exc.status or ''} {exc.message}".strip(),
-                    {"status": exc.status},
-                )
-            )
-            return await self._retry(row, doc, events, now, exc.message, exc.retry_after)
+            return await self._transient(row, doc, events, now, exc)
         except PermanentError as exc:
             events.append(Event(row.id, now, "refused", exc.message, {"reason": exc.reason}))
             await self._audit("refusal", "refuse", exc.reason, row, doc)
@@ -310,17 +300,7 @@ class DispatchWorker:
                 row, self._final(State.REFUSED, f"remote refusal: {reason}", doc, events), now, reason
             )
         except RemoteTransientError as exc:
-            self.metrics.delivery_attempts.labels("transient").inc()
-            events.append(
-                Event(
-                    row.id,
-                    now,
-                    "attempt",
-                    f"transient {exc.status or ''} {exc.message}".strip(),
-                    {"status": exc.status},
-                )
-            )
-            return await self._retry(row, doc, events, now, exc.message, exc.retry_after)
+            return await self._transient(row, doc, events, now, exc)
         done = self.clock()
         self.metrics.delivery_attempts.labels("ok").inc()
         self.metrics.delivery_latency.observe(max(0.0, (done - row.received_at).total_seconds()))
@@ -330,6 +310,15 @@ class DispatchWorker:
         return await self._settle(
             row, self._final(State.DELIVERED, f"delivered ({doc.action.value})", doc, events), done, "ok"
         )
+
+    async def _transient(
+        self, row: Row, doc: Document | None, events: list[Event], now: datetime, exc: RemoteTransientError
+    ) -> State:
+        # Credential problems are retried like any transport failure but counted apart: a person must act.
+        self.metrics.delivery_attempts.labels("credential" if exc.reason == "remote_credentials" else "transient").inc()
+        detail = f"transient {exc.status or ''} {exc.message}".strip()
+        events.append(Event(row.id, now, "attempt", detail, {"status": exc.status}))
+        return await self._retry(row, doc, events, now, exc.message, exc.retry_after)
 
     async def _retry(
         self, row: Row, doc: Document | None, events: list[Event], now: datetime, error: str, retry_after: float | None
