@@ -246,7 +246,14 @@ def build_gateway(
         gateway.listeners.append(FolderWatcher(cda_settings(settings), append, clock=clock))
     if settings.dicom.enabled:
         gateway.listeners.append(
-            DicomScp(settings.dicom, append, test_environment=test_env, patient_lookup=lookup, clock=clock)
+            DicomScp(
+                settings.dicom,
+                append,
+                test_environment=test_env,
+                patient_lookup=lookup,
+                metrics=IntakeMetricsBridge(metrics, channel="dicom"),
+                clock=clock,
+            )
         )
     if settings.dicom_folder.enabled:
         gateway.listeners.append(
