@@ -46,7 +46,7 @@ def later(seconds: float) -> datetime:
 async def pair() -> AsyncIterator[tuple[PostgresJournal, PostgresJournal, str]]:
     """Two journals (two gateway instances) on one fresh schema."""
     async with pg_schema() as (dsn, schema):
-        a = PostgresJournal(dsn, schema=schema, pool_size=4)
+        a = PostgresJournal(dsn, schema=schema, pool_size=4, committers=2)  # overlapping commits too
         b = PostgresJournal(dsn, schema=schema, pool_size=4)
         await asyncio.gather(a.open(), b.open())  # both migrate at once: one applies, one waits
         try:

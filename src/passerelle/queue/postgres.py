@@ -218,7 +218,7 @@ class PostgresJournal:
         max_batch: int = 512,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
-        committers: int = 2,
+        committers: int = 1,
     ) -> None:
         if not schema:
             raise ValueError("schema must not be empty")
