@@ -227,3 +227,13 @@ async def test_find_pages_by_id_and_time(journal) -> None:
     assert await journal.find(Query(since=later(60))) == []
     assert len(await journal.find(Query(until=later(60)))) == 5
     assert [x.id for x in await journal.find(Query(states=[State.ACCEPTED, State.DEAD], limit=1))] == [ids[4]]
+
+
+async def test_rejected_rows_do_not_hold_their_key_inside_one_append(journal) -> None:
+    bad = item(9, state=State.REJECTED, body=b"MSH|unreadable")
+    r = await journal.append([bad, item(9), item(9), item(9, state=State.REJECTED)])
+    assert not r[0].duplicate and not r[1].duplicate and r[0].row_id != r[1].row_id
+    assert r[2].duplicate and r[2].row_id == r[1].row_id and r[2].stored_ack == b"ACK9"
+    assert r[3].duplicate and r[3].row_id == r[1].row_id
+    counts = await journal.counts()
+    assert (counts[State.REJECTED], counts[State.ACCEPTED]) == (1, 1)
