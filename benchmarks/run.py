@@ -9,7 +9,11 @@ import argparse
 import importlib
 
 #: name -> module exposing ``main(argv) -> int``
-BENCHMARKS = {"mllp": "benchmarks.mllp_bench"}
+BENCHMARKS = {
+    "mllp": "benchmarks.mllp_bench",
+    "hl7v2": "benchmarks.hl7v2_bench",
+    "journal": "benchmarks.journal_bench",
+}
 
 
 def main() -> int:

@@ -25,6 +25,8 @@ class JournalSettings(_Group):
     #: PostgreSQL connection string read from this file, or from the environment variable named below.
     dsn_file: Path | None = None
     dsn_env: str | None = None
+    #: PostgreSQL schema holding the journal and audit tables (created at start when missing).
+    schema_: str = Field("passerelle", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     #: Largest number of messages one durable commit may carry.
     max_batch: int = Field(512, ge=1, le=10_000)
 

@@ -59,7 +59,7 @@ def open_audit_store(settings: Settings, environ: dict[str, str] | None = None) 
     if settings.journal.backend == "postgres":
         from passerelle.queue.audit_postgres import PostgresAuditStore
 
-        return PostgresAuditStore(_dsn(settings, environ))
+        return PostgresAuditStore(_dsn(settings, environ), schema=settings.journal.schema_)
     return SQLiteAuditStore(settings.journal_path)
 
 
@@ -75,7 +75,9 @@ def open_journal(settings: Settings, environ: dict[str, str] | None = None) -> J
     if settings.journal.backend == "postgres":
         from passerelle.queue.postgres import PostgresJournal
 
-        return PostgresJournal(_dsn(settings, environ))
+        return PostgresJournal(
+            _dsn(settings, environ), schema=settings.journal.schema_, max_batch=settings.journal.max_batch
+        )
     return SQLiteJournal(settings.journal_path, max_batch=settings.journal.max_batch)
 
 
