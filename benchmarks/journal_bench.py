@@ -24,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,19 +141,40 @@ def table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+BEGIN, STOP = "<!-- journal-bench:begin -->", "<!-- journal-bench:end -->"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.journal_bench")
     parser.add_argument("--quick", action="store_true", help="1 s per cell")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each cell")
     parser.add_argument("--callers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 1.0
     cells = asyncio.run(run(args))
-    print(f"journal appends, {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores,")
-    print(f"one ~2 KB message per append, {args.seconds:g} s per cell")
-    print(table(cells))
+    header = (
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on this machine ({os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}), by `python -m benchmarks.journal_bench`: "
+        f"concurrent callers each appending one ~2 KB message and waiting for its durable commit, "
+        f"{args.seconds:g} s per cell. SQLite: WAL + `synchronous=FULL`; PostgreSQL: the local server, "
+        "`synchronous_commit=on`."
+    )
+    section = "\n".join(
+        [BEGIN, "## Journal appends (durable commit per caller)", "", header, "", table(cells), "", STOP]
+    )
+    print(section)
+    if not args.no_write:
+        text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
+        if BEGIN in text and STOP in text:
+            head, rest = text.split(BEGIN, 1)
+            text = head + section + rest.split(STOP, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        RESULTS.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -336,7 +336,7 @@ def render(
         f"{platform.machine()}, Python {platform.python_version()}), loopback, by `python -m benchmarks.run`; "
         f"1-minute load average before/after the run: {load_avg} (other work was running on the machine).",
         f"conns 1 and 8: each connection sends one message and waits for its ACK; 1w32: one connection keeps up "
-        "to 32 messages in flight (pipelining). Each cell: median of {repeats} runs of "
+        f"to 32 messages in flight (pipelining). Each cell: median of {repeats} runs of "
         f"up to {count} messages / {max_seconds:.1f} s. Message sizes: "
         + ", ".join(f"{k} = {v:,} bytes" for k, v in sizes.items())
         + ".",
