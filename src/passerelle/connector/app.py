@@ -13,7 +13,9 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -290,9 +292,25 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
     return app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising SIGTERM/SIGINT after the graceful shutdown: a clean stop exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 async def start_http_server(application: FastAPI, host: str, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """Start uvicorn on ``host:port`` (0: any free port) and return once it listens (or failed)."""
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             application, host=host, port=port, log_config=None, access_log=False, lifespan="on", server_header=False
         )
