@@ -19,7 +19,7 @@ from passerelle.mappings.cda import parse_cda
 from passerelle.mappings.document import Document, IdentityStatus
 from passerelle.mappings.mhd import SpaceStatus
 from passerelle.observability.metrics import Metrics
-from passerelle.queue.base import Journal, Row
+from passerelle.queue.base import Journal, Row, State
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class PolicyGate:
         )
 
     async def _first_parked(self, row: Row) -> datetime | None:
-        if row.attempts == 0 and row.next_due is None:
+        if row.state is not State.PARKED:  # only a parked row has a parking history to look up
             return None
         for event in await self.journal.events(row.id):
             if event.kind == "parked":
