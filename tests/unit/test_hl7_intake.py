@@ -344,3 +344,22 @@ async def test_same_contract_with_the_real_memory_journal() -> None:
     counts = await journal.counts()
     assert counts[State.ACCEPTED] == 2 and counts[State.REJECTED] == 1
     await journal.close()
+
+
+async def test_adt_without_zfa_refused_by_default_accepted_when_configured() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from passerelle.mappings.samples import build_adt_consent, synthetic_patient
+
+    adt = build_adt_consent(
+        now=datetime(2026, 1, 1, tzinfo=UTC), control_id="A8", patient=synthetic_patient(random.Random(3))
+    )
+    without_zfa = b"\r".join(s for s in adt.split(b"\r") if not s.startswith(b"ZFA"))
+    refused, _ = make(FakeJournal())
+    seg = segments(await refused.handle(without_zfa, "peer"))
+    assert seg["MSA"][1] == "AR" and seg["ERR"][3].split("^")[0] == "201"
+    journal = FakeJournal()
+    accepting, _ = make(journal, accept_adt_without_zfa=True)
+    assert segments(await accepting.handle(without_zfa, "peer"))["MSA"][1] == "AA"
+    assert [r.kind for r in journal.rows] == ["adt"]

@@ -76,10 +76,18 @@ class RowMapper:
     async def _consent_feed(self, row: Row) -> Handled:
         opts = self.hl7.options_for_sender(row.sender)
         msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
-        classified = classify(msg, read_header(msg), test_environment=self.test_environment, check_documents=False)
+        classified = classify(
+            msg,
+            read_header(msg),
+            test_environment=self.test_environment,
+            check_documents=False,
+            accept_adt_without_zfa=True,
+        )
         feed = classified.consent
-        if classified.kind is not MessageKind.ADT_CONSENT or feed is None:
+        if classified.kind is not MessageKind.ADT_CONSENT:
             raise UnsupportedMessageError("ADT without consent information", reason="unsupported")
+        if feed is None:
+            return Handled("ADT without ZFA: no consent information to record")
         if not feed.ins:
             raise MappingError("consent feed without a qualified INS: not recorded", reason="identity_not_qualified")
         await self.journal.registry_put(

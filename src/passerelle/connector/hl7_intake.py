@@ -82,6 +82,11 @@ class Hl7IntakeSettings(BaseModel):
     check_embedded_documents: bool = Field(
         default=True, description="Decode embedded base64 and check well-formed XML before the ACK"
     )
+    accept_adt_without_zfa: bool = Field(
+        default=False,
+        description="Acknowledge (AA) PAM ADT events without ZFA and record them as handled with nothing to do, "
+        "instead of refusing them (AR 201); for PAM feeds that cannot filter events",
+    )
     channel: str = "mllp"
 
     def options_for(self, header: Header | None) -> SenderOptions:
@@ -208,6 +213,7 @@ class Hl7Intake:
                 test_environment=self._settings.test_environment,
                 accepted_processing_ids=self._settings.accepted_processing_ids,
                 check_documents=self._settings.check_embedded_documents,
+                accept_adt_without_zfa=self._settings.accept_adt_without_zfa,
             )
         except PasserelleError as exc:
             return self._rejected(raw, peer, now, header or salvage_header(raw), codec, exc)

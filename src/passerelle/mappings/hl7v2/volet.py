@@ -132,10 +132,13 @@ def classify(
     test_environment: bool = False,
     accepted_processing_ids: Collection[str] | None = None,
     check_documents: bool = True,
+    accept_adt_without_zfa: bool = False,
 ) -> Classified:
     """Sort a decoded message and apply its rules. ``check_documents`` decodes the embedded base64
     and checks the XML is well-formed (else only the base64 alphabet is checked).
-    ``accepted_processing_ids`` None skips the MSH-11 check (re-classification in the worker)."""
+    ``accepted_processing_ids`` None skips the MSH-11 check (re-classification in the worker).
+    ``accept_adt_without_zfa``: a PAM ADT without ZFA is accepted (kind ADT_CONSENT, ``consent`` None)
+    instead of refused, for feeds that send every ADT event."""
     check_header(header, accepted_processing_ids)
     code, trigger = header.message_code, header.trigger
     if LPS_PROFILE in header.profiles:
@@ -165,10 +168,12 @@ def classify(
         return _document(msg, MessageKind.MDM_DOCUMENT, ids, check_documents, trigger=trigger)
     if code == "ADT":
         zfa = msg.first("ZFA")
-        if zfa is None:
+        if zfa is None and not accept_adt_without_zfa:
             raise unsupported("ADT without ZFA segment", location="MSH^1^9", reason="unsupported_event")
         if header.version not in ADT_VERSIONS:
             raise unsupported("unsupported ADT version", location="MSH^1^12", reason="unsupported_version")
+        if zfa is None:
+            return Classified(MessageKind.ADT_CONSENT, extract_ids(msg, pid, test_environment=test_environment))
         ids = _require_patient(msg, pid, test_environment)
         consent = parse_zfa(msg, zfa, ids)
         return Classified(MessageKind.ADT_CONSENT, ids, consent=consent)
