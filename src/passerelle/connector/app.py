@@ -288,7 +288,11 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
     app.state.gateway = gw
     app.include_router(build_router(gw))
     if settings.cda.enabled:
-        app.include_router(cda_router(gw.append, cda_settings(settings), clock=gw.clock))
+        app.include_router(
+            cda_router(
+                gw.append, cda_settings(settings), clock=gw.clock, metrics=IntakeMetricsBridge(gw.metrics, "http")
+            )
+        )
     return app
 
 

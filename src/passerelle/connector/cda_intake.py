@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -236,10 +236,33 @@ def _media_type(value: str | None) -> tuple[str, str]:
     return parts[0].lower(), charset
 
 
-def cda_router(accept: Accept, settings: CdaIntakeSettings, *, clock: Clock | None = None) -> APIRouter:
+class IntakeMetrics(Protocol):
+    """What the CDA intake reports (same shape as the HL7v2 and DICOM intakes): low-cardinality labels."""
+
+    def message(self, kind: str, outcome: str, reason: str) -> None: ...
+
+
+def _outcome_label(status: int, duplicate: bool) -> str:
+    if status == 202:
+        return "accepted"
+    if status == 200:
+        return "duplicate" if duplicate else "accepted"
+    if status == 409:
+        return "conflict"
+    return "storage_error" if status == 503 else "rejected"
+
+
+def cda_router(
+    accept: Accept, settings: CdaIntakeSettings, *, clock: Clock | None = None, metrics: IntakeMetrics | None = None
+) -> APIRouter:
     """The ``POST /v1/documents`` router; ``accept`` is the journal append (returns after the commit)."""
     now_fn: Clock = clock or (lambda: datetime.now(UTC))
     router = APIRouter()
+
+    def counted(response: JSONResponse, reason: str = "", duplicate: bool = False) -> JSONResponse:
+        if metrics is not None:
+            metrics.message("cda", _outcome_label(response.status_code, duplicate), reason)
+        return response
 
     @router.post(
         "/v1/documents",
@@ -250,18 +273,27 @@ def cda_router(accept: Accept, settings: CdaIntakeSettings, *, clock: Clock | No
     async def post_document(request: Request) -> JSONResponse:
         media, charset = _media_type(request.headers.get("content-type"))
         if media not in CDA_MEDIA_TYPES:
-            return problem(
-                415, "content_type", "Content-Type must be application/xml, text/xml or application/hl7-cda+xml"
+            return counted(
+                problem(
+                    415, "content_type", "Content-Type must be application/xml, text/xml or application/hl7-cda+xml"
+                ),
+                "content_type",
             )
         if charset.startswith(("utf-16", "utf-32", "ucs")):
-            return problem(415, "unsupported_encoding", "UTF-16/UTF-32 XML is not supported; send UTF-8")
+            return counted(
+                problem(415, "unsupported_encoding", "UTF-16/UTF-32 XML is not supported; send UTF-8"),
+                "unsupported_encoding",
+            )
         try:
             async with asyncio.timeout(settings.body_timeout_s):
                 raw = await read_capped(request, settings.max_bytes)
         except TimeoutError:
-            return problem(408, "body_timeout", f"request body not received within {settings.body_timeout_s:g} s")
+            return counted(
+                problem(408, "body_timeout", f"request body not received within {settings.body_timeout_s:g} s"),
+                "body_timeout",
+            )
         except PasserelleError as exc:
-            return problem(status_for(exc), exc.reason, exc.message)
+            return counted(problem(status_for(exc), exc.reason, exc.message), exc.reason)
         outcome = await submit(
             raw, accept=accept, settings=settings, channel="http", sender=settings.sender, now=now_fn()
         )
@@ -271,9 +303,9 @@ def cda_router(accept: Accept, settings: CdaIntakeSettings, *, clock: Clock | No
                 "document_id": outcome.document_id,
                 "status": "duplicate" if outcome.duplicate else "accepted",
             }
-            return JSONResponse(body, status_code=outcome.status)
+            return counted(JSONResponse(body, status_code=outcome.status), duplicate=outcome.duplicate)
         retry = settings.retry_after_s if outcome.status == 503 else None
-        return problem(outcome.status, outcome.reason, outcome.detail, retry_after=retry)
+        return counted(problem(outcome.status, outcome.reason, outcome.detail, retry_after=retry), outcome.reason)
 
     return router
 
