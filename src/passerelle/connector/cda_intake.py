@@ -32,12 +32,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from passerelle.connector.intake_metrics import IntakeMetrics
 from passerelle.errors import (
     DuplicateConflictError,
     EncodingError,
@@ -234,12 +235,6 @@ def _media_type(value: str | None) -> tuple[str, str]:
         if key.strip().lower() == "charset":
             charset = val.strip().strip('"').lower()
     return parts[0].lower(), charset
-
-
-class IntakeMetrics(Protocol):
-    """What the CDA intake reports (same shape as the HL7v2 and DICOM intakes): low-cardinality labels."""
-
-    def message(self, kind: str, outcome: str, reason: str) -> None: ...
 
 
 def _outcome_label(status: int, duplicate: bool) -> str:

@@ -31,14 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from passerelle.connector.dicom_scp import (
     STATUS_SUCCESS,
     Accept,
-    IntakeMetrics,
-    NullMetrics,
     PatientLookup,
     local_patient_id,
     outcome,
     prepare,
     record,
 )
+from passerelle.connector.intake_metrics import IntakeMetrics, NullMetrics
 from passerelle.mappings.dicom_common import DicomSite
 
 log = logging.getLogger(__name__)

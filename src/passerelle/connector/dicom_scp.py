@@ -39,13 +39,14 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydicom.dataset import Dataset
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 
+from passerelle.connector.intake_metrics import IntakeMetrics, NullMetrics
 from passerelle.errors import (
     DuplicateConflictError,
     IdentityError,
@@ -73,17 +74,6 @@ T = TypeVar("T")
 Accept = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
 #: ``(sender, local PatientID) -> (matricule INS, OID)`` from the site's identity store, or None.
 PatientLookup = Callable[[str, str], Awaitable[tuple[str, str] | None]]
-
-
-class IntakeMetrics(Protocol):
-    """What intake reports (same shape as the HL7v2 intake's): low-cardinality labels only."""
-
-    def message(self, kind: str, outcome: str, reason: str) -> None: ...
-
-
-class NullMetrics:
-    def message(self, kind: str, outcome: str, reason: str) -> None:
-        return None
 
 
 STATUS_SUCCESS = 0x0000
