@@ -24,7 +24,7 @@ import hl7
 from hl7apy.parser import parse_message
 
 from passerelle.mappings.hl7v2 import build_ack, classify, decode_message, read_header
-from passerelle.mappings.samples import build_cda, build_oru, synthetic_patient
+from passerelle.mappings.samples.messages import build_cda, build_oru, synthetic_patient
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- hl7v2-bench:begin -->", "<!-- hl7v2-bench:end -->"

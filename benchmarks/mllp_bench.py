@@ -5,8 +5,8 @@ Servers (each in its own process, so the load generator does not share its core)
 * ``raw``     — a bare asyncio server that reads to ``FS CR`` and answers a fixed ACK: the ceiling;
 * ``python-hl7`` — python-hl7's asyncio MLLP server (``hl7.mllp.start_hl7_server``) answering
   ``message.create_ack()``: parses, does not store;
-* ``passerelle`` — :class:`passerelle.connector.mllp.MllpServer` with the real
-  :class:`passerelle.connector.hl7_intake.Hl7Intake` and a :class:`passerelle.queue.sqlite.SQLiteJournal`
+* ``passerelle`` — :class:`passerelle.connector.listeners.mllp.MllpServer` with the real
+  :class:`passerelle.connector.intake.hl7.Hl7Intake` and a :class:`passerelle.queue.sqlite.SQLiteJournal`
   (WAL, ``synchronous=FULL``): decode, classify, durable commit, then the ACK.
 
 Load: our own asyncio client on 127.0.0.1, each connection sends one message and waits for its ACK
@@ -48,7 +48,7 @@ BEGIN, STOP = "<!-- mllp-bench:begin -->", "<!-- mllp-bench:end -->"
 
 def templates() -> dict[str, tuple[bytes, str]]:
     """Message templates and the control id to replace in each (every sent message gets its own)."""
-    from passerelle.mappings.samples import build_cda, build_oru, generate_samples, root_only_oid
+    from passerelle.mappings.samples.messages import build_cda, build_oru, generate_samples, root_only_oid
 
     [sample] = generate_samples(1, seed=42, now=NOW)
     segs = [s for s in sample.raw.split(b"\r") if s]
@@ -125,8 +125,8 @@ async def serve_python_hl7() -> asyncio.AbstractServer:
 
 
 async def serve_passerelle(tmp: Path) -> tuple[object, int, object]:
-    from passerelle.connector.hl7_intake import Hl7Intake, Hl7IntakeSettings
-    from passerelle.connector.mllp import MllpServer, MllpSettings
+    from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
+    from passerelle.connector.listeners.mllp import MllpServer, MllpSettings
     from passerelle.queue.sqlite import SQLiteJournal
 
     journal = SQLiteJournal(tmp / "journal.sqlite3")
@@ -148,7 +148,7 @@ class FixedAck:
 
 
 async def serve_transport() -> int:
-    from passerelle.connector.mllp import MllpServer, MllpSettings
+    from passerelle.connector.listeners.mllp import MllpServer, MllpSettings
 
     server = MllpServer(MllpSettings(port=0, max_connections_per_source=64), FixedAck())
     await server.start()

@@ -1,3 +1,3 @@
-from passerelle.connector.cli import main
+from passerelle.connector.cli.main import main
 
 main()

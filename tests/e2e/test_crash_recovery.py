@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from passerelle.connector.sender import send_files
-from passerelle.mappings.samples import generate_samples
+from passerelle.connector.cli.send import send_files
+from passerelle.mappings.samples.messages import generate_samples
 from tests.e2e.conftest import documents_for
 
 FAST_RETRIES = {

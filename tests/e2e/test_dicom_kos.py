@@ -10,7 +10,7 @@ import httpx
 import pydicom
 import pytest
 
-from passerelle.connector.dicom_scp import DicomScp
+from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.queue.base import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox

@@ -32,8 +32,8 @@ def test_logs_carry_no_patient_data(sandbox, gateway_factory) -> None:
     import time
     from datetime import UTC, datetime
 
-    from passerelle.connector.sender import send_files
-    from passerelle.mappings.samples import generate_samples
+    from passerelle.connector.cli.send import send_files
+    from passerelle.mappings.samples.messages import generate_samples
     from tests.e2e.conftest import documents_for
 
     samples = generate_samples(3, seed=31, now=datetime.now(UTC).replace(microsecond=0))

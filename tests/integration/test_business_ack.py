@@ -11,9 +11,9 @@ import hl7
 import httpx
 from hl7.mllp import start_hl7_server
 
-from passerelle.connector.browser import journey
-from passerelle.connector.sender import send_files
-from passerelle.mappings.samples import generate_samples
+from passerelle.connector.admin.browser import journey
+from passerelle.connector.cli.send import send_files
+from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.base import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from passerelle.mappings.samples import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
 from passerelle.queue.base import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from passerelle.connector.cda_intake import CdaIntakeSettings, FolderWatcher, cda_router
+from passerelle.connector.intake.cda import CdaIntakeSettings, FolderWatcher, cda_router
 from passerelle.queue.base import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 
@@ -324,8 +324,8 @@ async def test_slow_upload_is_408(journal: SQLiteJournal) -> None:
 
 
 async def test_journaled_cda_maps_to_a_qualified_document_in_the_worker(journal: SQLiteJournal) -> None:
-    from passerelle.connector.dispatch import RowMapper
-    from passerelle.connector.hl7_intake import Hl7IntakeSettings
+    from passerelle.connector.dispatch.mapper import RowMapper
+    from passerelle.connector.intake.hl7 import Hl7IntakeSettings
     from passerelle.mappings.document import Document, IdentityStatus
 
     async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:

@@ -13,7 +13,8 @@ import pytest
 from lxml import etree
 from pypdf import PdfReader
 
-from passerelle.mappings.crbio import (
+from passerelle.mappings.document import Code
+from passerelle.mappings.lab import (
     Battery,
     LabResult,
     OruContext,
@@ -24,7 +25,7 @@ from passerelle.mappings.crbio import (
     from_oru,
     generate,
 )
-from passerelle.mappings.crbio.samples import (
+from passerelle.mappings.samples.lab import (
     SAMPLE_BIOLOGIST,
     SAMPLE_LAB,
     SAMPLE_OID_ROOT,
@@ -33,7 +34,6 @@ from passerelle.mappings.crbio.samples import (
     sample_loinc_table,
     sample_oru,
 )
-from passerelle.mappings.document import Code
 from tests.support import conformance
 
 pytestmark = pytest.mark.corpus

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from passerelle.mappings.crbio import Battery, LabResult, ReferenceRange, ResultStatus, ValueKind, generate
-from passerelle.mappings.crbio.samples import OBSERVED, sample_lab_report
 from passerelle.mappings.document import Code
+from passerelle.mappings.lab import Battery, LabResult, ReferenceRange, ResultStatus, ValueKind, generate
+from passerelle.mappings.samples.lab import OBSERVED, sample_lab_report
 from tests.support import conformance
 
 pytestmark = pytest.mark.corpus

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 import httpx
 
-from passerelle.connector.sender import send_files
+from passerelle.connector.cli.send import send_files
 from passerelle.mappings.document import Provenance
-from passerelle.mappings.oru import map_hl7_documents
-from passerelle.mappings.samples import generate_samples
+from passerelle.mappings.hl7v2.documents import map_hl7_documents
+from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.audit import AuditQuery
 from passerelle.queue.base import State
 from passerelle.sandbox.config import SandboxConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.connector.dicom_folder import DicomFolderSettings, DicomFolderWatcher
+from passerelle.connector.listeners.dicom_folder import DicomFolderSettings, DicomFolderWatcher
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.base import AppendResult, Inbound, Query, State
 from passerelle.queue.sqlite import SQLiteJournal

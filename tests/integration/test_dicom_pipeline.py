@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.connector.dicom_scp import DicomScp, DicomSettings
-from passerelle.connector.dispatch import RowMapper
-from passerelle.connector.hl7_intake import Hl7IntakeSettings
+from passerelle.connector.dispatch.mapper import RowMapper
+from passerelle.connector.intake.hl7 import Hl7IntakeSettings
+from passerelle.connector.listeners.dicom_scp import DicomScp, DicomSettings
 from passerelle.mappings.document import Action, Document
 from passerelle.queue.base import Query, State
 from passerelle.queue.sqlite import SQLiteJournal

@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
-from passerelle.connector.dicom_scp import (
+from passerelle.connector.listeners.dicom_scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DUPLICATE_CONFLICT,
     STATUS_NOT_PUBLISHABLE,
@@ -22,7 +22,7 @@ from passerelle.connector.dicom_scp import (
     DicomSettings,
 )
 from passerelle.errors import QueueUnavailableError
-from passerelle.mappings.dicom_common import DicomSite
+from passerelle.mappings.dicom.common import DicomSite
 from passerelle.mappings.document import Author, Code
 from passerelle.queue.base import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal

@@ -7,9 +7,9 @@ import base64
 
 import httpx
 
-from passerelle.connector.sender import send_files
+from passerelle.connector.cli.send import send_files
 from passerelle.mappings.codes.tables import loinc_table_file_name
-from passerelle.mappings.crbio.samples import SAMPLE_INS, SAMPLE_LOINC_CSV, sample_oru
+from passerelle.mappings.samples.lab import SAMPLE_INS, SAMPLE_LOINC_CSV, sample_oru
 from passerelle.queue.base import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox

@@ -117,7 +117,7 @@ def test_corpus_table_script(corpus_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_map_command(corpus_dir: Path, tmp_path: Path) -> None:
-    cli = pytest.importorskip("passerelle.connector.cli")
+    cli = pytest.importorskip("passerelle.connector.cli.main")
     testing = pytest.importorskip("typer.testing")
     runner = testing.CliRunner()
     config = tmp_path / "p.yaml"
@@ -143,7 +143,7 @@ LAB3 = (
 
 
 def test_discrete_lab_results_use_the_lab_mapper(corpus_dir: Path, tmp_path: Path) -> None:
-    from passerelle.mappings.cda import map_cda_document
+    from passerelle.mappings.cda.reader import map_cda_document
     from passerelle.mappings.document import Provenance
 
     lab = tmp_path / "lab.hl7"

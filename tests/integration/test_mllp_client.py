@@ -17,7 +17,7 @@ from passerelle.adapters.mllp_client import (
     parse_ack,
     send_message,
 )
-from passerelle.connector.mllp import MllpServer, MllpSettings, frame
+from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from passerelle.errors import ParseError, RemoteTransientError
 from tests.integration.test_mllp_server import FakeIntake, msg
 

@@ -20,7 +20,7 @@ import pytest
 import trustme
 from hl7.mllp import open_hl7_connection
 
-from passerelle.connector.mllp import MllpServer, MllpSettings, frame
+from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from tests.integration.test_mllp_server import FakeIntake, msg
 
 PEERS = Path(__file__).resolve().parent.parent / "peers"

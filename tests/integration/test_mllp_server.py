@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from passerelle.connector.mllp import MllpServer, MllpSettings, frame
+from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 

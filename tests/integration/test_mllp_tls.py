@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from passerelle.adapters.mllp_client import AckConnectionError, MllpClient, RetryPolicy
-from passerelle.connector.mllp import MllpServer, MllpSettings, frame
+from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from tests.integration.test_mllp_server import FakeIntake, Metrics, msa, msg, read_replies
 
 NO_RETRY = RetryPolicy(attempts=1, deadline=5, initial=0.01, max_wait=0.01, jitter=0)

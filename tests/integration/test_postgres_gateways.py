@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from passerelle.connector.sender import send_files
-from passerelle.mappings.samples import build_oru, root_only_oid, synthetic_patient
+from passerelle.connector.cli.send import send_files
+from passerelle.mappings.samples.messages import build_oru, root_only_oid, synthetic_patient
 from passerelle.queue.base import Query, State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import SampleDocument, SandboxURL, iti65_bundle, running_sandbox
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import SampleDocument, iti65_bundle, running_sandbox
 

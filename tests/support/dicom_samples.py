@@ -13,7 +13,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 
 TEST_INS = with_key("2790351215189")  # PAT-TROIS DOMINIQUE, ANS test patient
 TEST_INS_OID = "1.2.250.1.213.1.4.10"

@@ -22,7 +22,7 @@ from passerelle.mappings.document import (
     ReferenceId,
     confidentiality_code,
 )
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 
 INS = with_key("2800175123456")  # synthetic, valid key
 INS_2 = with_key("1750275654321")

@@ -146,7 +146,7 @@ async def test_admin_hook_records_operator_actions() -> None:
 
 
 def test_trail_satisfies_the_worker_audit_sink() -> None:
-    from passerelle.connector.worker import AuditSink
+    from passerelle.connector.dispatch.worker import AuditSink
 
     sink: AuditSink = AuditTrail(MemoryAuditStore())  # checked by mypy on the tests too
     assert callable(sink.record)

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from passerelle.errors import PasserelleError
-from passerelle.mappings.cda import CdaLimits, map_cda_document
+from passerelle.mappings.cda.reader import CdaLimits, map_cda_document
 from passerelle.mappings.document import Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
-from passerelle.mappings.oru import map_hl7_message
+from passerelle.mappings.hl7v2.documents import map_hl7_message
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LIMITS = CdaLimits(max_bytes=64 * 1024, max_depth=50, max_elements=5000)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from passerelle.connector.cda_intake import CdaIntakeSettings, cda_router, status_for
+from passerelle.connector.intake.cda import CdaIntakeSettings, cda_router, status_for
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.base import AppendResult, Inbound, State
 from passerelle.queue.memory import MemoryJournal
@@ -151,7 +151,7 @@ def test_status_table() -> None:
 
 
 async def test_unexpected_mapping_bug_is_a_500_problem(monkeypatch: pytest.MonkeyPatch) -> None:
-    import passerelle.connector.cda_intake as intake
+    import passerelle.connector.intake.cda as intake
 
     def boom(*args: object) -> None:
         raise RuntimeError("secret patient data in a foreign message")

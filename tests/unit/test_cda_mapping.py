@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from passerelle.errors import MappingError, ValidationError
-from passerelle.mappings.cda import map_cda, parse_ts
+from passerelle.mappings.cda.reader import map_cda, parse_ts
 from passerelle.mappings.document import CLASS_CODE_SYSTEM, CONFIDENTIALITY_HL7, LOINC, Action
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -196,7 +196,7 @@ def test_missing_effective_time_is_a_validation_error() -> None:
 
 def test_map_cda_document_applies_the_identity_rules(corpus_dir: Path) -> None:
     from passerelle.errors import IdentityError
-    from passerelle.mappings.cda import map_cda_document
+    from passerelle.mappings.cda.reader import map_cda_document
 
     raw = (corpus_dir / "cda/fr-ci-sis-ans/BIO-CR-BIO_2024.01_TSH_1.xml").read_bytes()
     doc = map_cda_document(raw, test_environment=True, now=NOW)

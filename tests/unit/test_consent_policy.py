@@ -29,7 +29,7 @@ from passerelle.mappings.document import (
     Flags,
     confidentiality_code,
 )
-from passerelle.mappings.mhd import SpaceState, SpaceStatus
+from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 from tests.support.space_docs import deletion, document, patient, replacement
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from passerelle.consent import (
 )
 from passerelle.consent.rules import ConflictPolicy
 from passerelle.mappings.document import Action, Document, Flags, confidentiality_code
-from passerelle.mappings.mhd import SpaceState, SpaceStatus
+from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 from tests.support.space_docs import deletion, document, patient
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from passerelle.errors import PasserelleError
-from passerelle.mappings.crbio import OruContext, from_oru, generate
-from passerelle.mappings.crbio.samples import (
+from passerelle.mappings.lab import OruContext, from_oru, generate
+from passerelle.mappings.samples.lab import (
     SAMPLE_INS,
     SAMPLE_LAB,
     SAMPLE_OID_ROOT,

@@ -20,7 +20,8 @@ from passerelle.mappings.codes import (
     ucum_unit,
     unit_display,
 )
-from passerelle.mappings.crbio import (
+from passerelle.mappings.document import Action, Code, Provenance
+from passerelle.mappings.lab import (
     CLASS_CODE,
     FORMAT_CODE,
     TYPE_CODE,
@@ -35,8 +36,8 @@ from passerelle.mappings.crbio import (
     to_document,
     unique_id_for,
 )
-from passerelle.mappings.crbio.ids import MAX_OID_LENGTH, is_oid
-from passerelle.mappings.crbio.samples import (
+from passerelle.mappings.lab.ids import MAX_OID_LENGTH, is_oid
+from passerelle.mappings.samples.lab import (
     PRESCRIBED,
     SAMPLE_LAB,
     SAMPLE_OID_ROOT,
@@ -45,7 +46,6 @@ from passerelle.mappings.crbio.samples import (
     sample_loinc_table,
     sample_oru,
 )
-from passerelle.mappings.document import Action, Code, Provenance
 
 NS = {"cda": "urn:hl7-org:v3", "lab": "urn:oid:1.3.6.1.4.1.19376.1.3.2"}
 PROV = Provenance(channel="mllp", sender=SAMPLE_SENDER, message_id="MSG0001", journal_id=7)

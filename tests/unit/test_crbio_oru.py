@@ -9,7 +9,8 @@ import pytest
 
 from passerelle.errors import IdentityError, MappingError, UnsupportedMessageError
 from passerelle.mappings.codes import parse_loinc_csv
-from passerelle.mappings.crbio import (
+from passerelle.mappings.document import INS_NIR_TEST_OID, Action
+from passerelle.mappings.lab import (
     OruContext,
     PreviousVersion,
     ReferenceRange,
@@ -19,7 +20,7 @@ from passerelle.mappings.crbio import (
     set_id_for,
     unique_id_for,
 )
-from passerelle.mappings.crbio.samples import (
+from passerelle.mappings.samples.lab import (
     SAMPLE_BIOLOGIST,
     SAMPLE_INS,
     SAMPLE_LAB,
@@ -28,7 +29,6 @@ from passerelle.mappings.crbio.samples import (
     sample_loinc_table,
     sample_oru,
 )
-from passerelle.mappings.document import INS_NIR_TEST_OID, Action
 
 NOW = datetime(2024, 1, 5, 8, 0, tzinfo=UTC)
 TABLE = parse_loinc_csv(
@@ -303,8 +303,8 @@ def test_not_an_oru_and_no_biologist() -> None:
 
 
 def test_series_key_and_one_call_mapping() -> None:
-    from passerelle.mappings.crbio import map_lab_results, series_key
     from passerelle.mappings.document import Provenance
+    from passerelle.mappings.lab import map_lab_results, series_key
 
     assert series_key(sample_oru()) == "lab:SIL-DEMO^LABO-DEMO:CMD-2024-0001"
     assert series_key(sample_oru(), sender="S1") == "lab:S1:CMD-2024-0001"

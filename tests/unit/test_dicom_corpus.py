@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from passerelle.errors import MappingError, ParseError, PasserelleError, UnsupportedMessageError
-from passerelle.mappings.dicom import map_dicom
+from passerelle.mappings.dicom.kos import map_dicom
 from passerelle.mappings.document import Document, Provenance
 from tests.support.conformance import dciodvfy_errors
 from tests.support.dicom_samples import make_kos

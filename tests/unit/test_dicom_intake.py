@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pydicom
 import pytest
 
-from passerelle.connector.dicom_scp import (
+from passerelle.connector.listeners.dicom_scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DUPLICATE_CONFLICT,
     STATUS_NOT_PUBLISHABLE,
@@ -31,7 +31,7 @@ from passerelle.errors import (
     TooLargeError,
     UnsupportedMessageError,
 )
-from passerelle.mappings.dicom_common import DicomSite
+from passerelle.mappings.dicom.common import DicomSite
 from passerelle.queue.base import AppendResult, State
 from tests.support.dicom_samples import TEST_INS, kos_dataset, make_kos, make_sr, to_part10
 

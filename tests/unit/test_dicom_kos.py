@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from passerelle.errors import IdentityError, MappingError, ParseError
-from passerelle.mappings.dicom import PreviousManifest, map_dicom, series_key
-from passerelle.mappings.dicom_common import DicomSite
+from passerelle.mappings.dicom.common import DicomSite
+from passerelle.mappings.dicom.kos import PreviousManifest, map_dicom, series_key
 from passerelle.mappings.document import (
     INS_NIR_OID,
     INS_NIR_TEST_OID,
@@ -24,7 +24,7 @@ from passerelle.mappings.document import (
     Document,
     Provenance,
 )
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 from tests.support.dicom_samples import TEST_INS, kos_dataset, make_kos, to_part10
 
 NOW = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from passerelle.errors import IdentityError, MappingError
-from passerelle.mappings.dicom import PreviousManifest, map_dicom, series_key
-from passerelle.mappings.dicom_common import DicomSite
+from passerelle.mappings.dicom.common import DicomSite
+from passerelle.mappings.dicom.kos import PreviousManifest, map_dicom, series_key
 from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Author, Code, Document, Provenance
 from tests.support.conformance import IMG_CR_IMG_2024, failed_assertions, run_schematrons, validate_xsd
 from tests.support.dicom_samples import TEST_INS, _code, make_sr

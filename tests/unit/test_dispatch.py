@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from passerelle.connector.dispatch import RowMapper
-from passerelle.connector.hl7_intake import Hl7IntakeSettings
-from passerelle.connector.worker import Handled
-from passerelle.mappings.samples import build_adt_consent, synthetic_patient
+from passerelle.connector.dispatch.mapper import RowMapper
+from passerelle.connector.dispatch.worker import Handled
+from passerelle.connector.intake.hl7 import Hl7IntakeSettings
+from passerelle.mappings.samples.messages import build_adt_consent, synthetic_patient
 from passerelle.queue import Inbound
 from passerelle.queue.memory import MemoryJournal
 

@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from passerelle.connector.hl7_intake import Hl7Intake, Hl7IntakeSettings
+from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
 from passerelle.errors import PasserelleError
 from passerelle.mappings.hl7v2.ack import build_ack
 from passerelle.mappings.hl7v2.decode import Delimiters, decode_message, unescape
 from passerelle.mappings.hl7v2.header import read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import classify
-from passerelle.mappings.samples import generate_samples
+from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.base import AppendResult, Inbound
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)

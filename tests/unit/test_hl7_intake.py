@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from passerelle.connector.hl7_intake import Hl7Intake, Hl7IntakeSettings, SenderOptions
+from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings, SenderOptions
 from passerelle.errors import QueueUnavailableError
 from passerelle.mappings.document import Flags
-from passerelle.mappings.samples import (
+from passerelle.mappings.samples.messages import (
     build_adt_consent,
     build_lab_results,
     build_oru,
@@ -294,7 +294,7 @@ async def test_oversize_without_msh_still_answers() -> None:
 async def test_unexpected_bug_becomes_ar_207_and_a_rejected_row(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import passerelle.connector.hl7_intake as module
+    import passerelle.connector.intake.hl7 as module
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("PAT-SECRET")
@@ -350,7 +350,7 @@ async def test_adt_without_zfa_refused_by_default_accepted_when_configured() -> 
     import random
     from datetime import UTC, datetime
 
-    from passerelle.mappings.samples import build_adt_consent, synthetic_patient
+    from passerelle.mappings.samples.messages import build_adt_consent, synthetic_patient
 
     adt = build_adt_consent(
         now=datetime(2026, 1, 1, tzinfo=UTC), control_id="A8", patient=synthetic_patient(random.Random(3))

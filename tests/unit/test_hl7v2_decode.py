@@ -17,7 +17,7 @@ from passerelle.mappings.hl7v2.decode import (
     split,
     unescape,
 )
-from passerelle.mappings.samples import generate_samples
+from passerelle.mappings.samples.messages import generate_samples
 
 NAMES = "Hélène Françoise Zoé Lætitia Chloë Œdipe cœur sœur €"
 

@@ -10,7 +10,7 @@ import pytest
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.errors import SegmentSequenceError
 from passerelle.mappings.hl7v2.lab import read_lab_results
-from passerelle.mappings.samples import build_lab_results, synthetic_patient
+from passerelle.mappings.samples.messages import build_lab_results, synthetic_patient
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 

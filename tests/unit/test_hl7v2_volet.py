@@ -21,7 +21,7 @@ from passerelle.mappings.hl7v2 import (
 from passerelle.mappings.hl7v2.embedded import decode_base64, decode_cda, parse_xml
 from passerelle.mappings.hl7v2.errors import DataTypeError
 from passerelle.mappings.hl7v2.volet import dmp_type_codes
-from passerelle.mappings.samples import (
+from passerelle.mappings.samples.messages import (
     build_adt_consent,
     build_lab_results,
     build_mdm,

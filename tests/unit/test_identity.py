@@ -6,8 +6,8 @@ import pytest
 
 from passerelle.errors import IdentityError
 from passerelle.mappings.document import IdentityStatus, Patient
-from passerelle.mappings.identity import Cx, qualify_cda_patient, qualify_hl7_patient
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
+from passerelle.mappings.identity.rules import Cx, qualify_cda_patient, qualify_hl7_patient
 
 TEST_OID = "1.2.250.1.213.1.4.10"
 PROD_OID = "1.2.250.1.213.1.4.8"

@@ -13,7 +13,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from passerelle.mappings.document import Action, Author, Code, Document, ReferenceId, confidentiality_code
-from passerelle.mappings.mhd import (
+from passerelle.mappings.mhd.bundle import (
     RFC3986,
     MalformedAnswerError,
     SpaceState,

@@ -11,8 +11,8 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from passerelle.mappings.document import Action, Code, Provenance
-from passerelle.mappings.mhd import SubmissionInfo, build_provide_bundle, sha1_base64
-from passerelle.mappings.oru import map_hl7_documents
+from passerelle.mappings.hl7v2.documents import map_hl7_documents
+from passerelle.mappings.mhd.bundle import SubmissionInfo, build_provide_bundle, sha1_base64
 
 V21 = "hl7v2/fr-ans-hl7v2-exemples/Vague_2/Trans_Doc-CDA-HL7V2/TRANSMISSION_DOCS_CDA_EN_HL7V2_V2.1"
 MESSAGES = [

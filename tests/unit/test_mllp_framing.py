@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from passerelle.connector.mllp.framing import (
+from passerelle.connector.listeners.mllp.framing import (
     Frame,
     FrameRejected,
     FrameTimeoutError,

@@ -8,7 +8,7 @@ import asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from passerelle.connector.mllp.framing import (
+from passerelle.connector.listeners.mllp.framing import (
     Frame,
     FrameRejected,
     FramingLimits,

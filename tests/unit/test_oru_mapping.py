@@ -15,7 +15,7 @@ from passerelle.mappings.document import (
     Action,
     Provenance,
 )
-from passerelle.mappings.oru import decode_base64, map_hl7_document, map_hl7_documents
+from passerelle.mappings.hl7v2.documents import decode_base64, map_hl7_document, map_hl7_documents
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 V21 = "hl7v2/fr-ans-hl7v2-exemples/Vague_2/Trans_Doc-CDA-HL7V2/TRANSMISSION_DOCS_CDA_EN_HL7V2_V2.1"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from passerelle.errors import ParseError
-from passerelle.mappings.cda import map_cda, parse_cda
+from passerelle.mappings.cda.reader import map_cda, parse_cda
 from passerelle.mappings.hl7v2.decode import decode_message
-from passerelle.mappings.oru import embedded_documents
+from passerelle.mappings.hl7v2.documents import embedded_documents
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PDF = "urn:ihe:iti:xds-sd:pdf:2008"

@@ -11,8 +11,8 @@ from lxml import etree
 
 from passerelle.mappings.document import Action, Flags
 from passerelle.mappings.hl7v2 import MessageKind, classify, decode_message, read_header
-from passerelle.mappings.ins import is_valid_nir
-from passerelle.mappings.samples import (
+from passerelle.mappings.identity.ins import is_valid_nir
+from passerelle.mappings.samples.messages import (
     SampleOptions,
     build_cda,
     build_mdm,
@@ -128,7 +128,7 @@ def test_replacement_samples_point_at_the_previous_version(cda_schema: etree.XML
 
 
 def test_fixed_patient_option() -> None:
-    from passerelle.mappings.samples import ANS_TEST_PATIENT
+    from passerelle.mappings.samples.messages import ANS_TEST_PATIENT
 
     samples = generate_samples(3, 4, NOW, SampleOptions(patient=ANS_TEST_PATIENT))
     assert {s.patient.ins for s in samples} == {"279035121518989"}

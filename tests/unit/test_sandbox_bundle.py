@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 from passerelle.sandbox import SandboxConfig, create_app
 from passerelle.sandbox.bundle import read_submission
 from passerelle.sandbox.outcome import SpaceRefusal

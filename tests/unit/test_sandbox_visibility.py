@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from passerelle.mappings.ins import with_key
+from passerelle.mappings.identity.ins import with_key
 from passerelle.sandbox import SandboxConfig, create_app
 from passerelle.sandbox.testing import SampleDocument, iti65_bundle
 

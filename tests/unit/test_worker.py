@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from passerelle.config.settings import RetrySettings, WorkerSettings
-from passerelle.connector.worker import ConsentOutcome, DispatchWorker, Handled
+from passerelle.connector.dispatch.worker import ConsentOutcome, DispatchWorker, Handled
 from passerelle.errors import IdentityError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Code, Document, Patient
 from passerelle.observability.metrics import Metrics

@@ -2,7 +2,7 @@
 
 :class:`MhdSpace` implements :class:`passerelle.adapters.space.PatientSpace` over ``httpx.AsyncClient``:
 
-- ITI-65 ``POST {url}`` with the bundle from :func:`passerelle.mappings.mhd.build_provide_bundle` and
+- ITI-65 ``POST {url}`` with the bundle from :func:`passerelle.mappings.mhd.bundle.build_provide_bundle` and
   ``Idempotency-Key: <uniqueId>``; deletion ``DELETE {url}/DocumentReference?identifier=…`` with
   ``X-Author``; status ``GET {url}/Patient/$dmp-status``.
 - **One attempt per call**: no retry loop here. The worker retries transient errors on its own schedule,
@@ -47,8 +47,8 @@ from passerelle.errors import (
     RemoteTransientError,
 )
 from passerelle.mappings.document import Action, Code, Document, Patient
-from passerelle.mappings.ins import allowed_ins_oids
-from passerelle.mappings.mhd import (
+from passerelle.mappings.identity.ins import allowed_ins_oids
+from passerelle.mappings.mhd.bundle import (
     MalformedAnswerError,
     SpaceStatus,
     SubmissionInfo,

@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from passerelle.mappings.document import Document, Patient
-from passerelle.mappings.mhd import SpaceState, SpaceStatus
+from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 
 __all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceState", "SpaceStatus"]
 

@@ -26,20 +26,20 @@ from fastapi import FastAPI
 from passerelle.adapters.mhd import MhdSpace
 from passerelle.adapters.space import PatientSpace
 from passerelle.config.loader import read_secret
-from passerelle.connector.business_ack import BusinessAckNotifier
-from passerelle.connector.cda_intake import CdaIntakeSettings, FolderWatcher, cda_router
-from passerelle.connector.consent_gate import PolicyGate
-from passerelle.connector.dicom_folder import DicomFolderWatcher
-from passerelle.connector.dicom_scp import DicomScp
-from passerelle.connector.dispatch import RowMapper
-from passerelle.connector.hl7_intake import Hl7Intake
-from passerelle.connector.http_api import build_router
-from passerelle.connector.lab import CrBioLabMapper
+from passerelle.connector.dispatch.business_ack import BusinessAckNotifier
+from passerelle.connector.dispatch.consent_gate import PolicyGate
+from passerelle.connector.dispatch.lab import CrBioLabMapper
+from passerelle.connector.dispatch.mapper import RowMapper
+from passerelle.connector.dispatch.worker import DispatchWorker
+from passerelle.connector.intake.cda import CdaIntakeSettings, FolderWatcher, cda_router
+from passerelle.connector.intake.hl7 import Hl7Intake
+from passerelle.connector.listeners.dicom_folder import DicomFolderWatcher
+from passerelle.connector.listeners.dicom_scp import DicomScp
+from passerelle.connector.listeners.http_api import build_router
+from passerelle.connector.listeners.mllp.handler import MllpHandler
+from passerelle.connector.listeners.mllp.server import MllpServer
 from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetricsBridge, refresh_journal_gauges
-from passerelle.connector.mllp.server import MllpServer
-from passerelle.connector.mllp_handler import MllpHandler
 from passerelle.connector.settings import Settings
-from passerelle.connector.worker import DispatchWorker
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.audit import AuditStore

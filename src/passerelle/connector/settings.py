@@ -13,12 +13,12 @@ from pydantic import Field
 
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.config import CoreSettings, load_config
-from passerelle.connector.cda_intake import CdaIntakeSettings
-from passerelle.connector.dicom_folder import DicomFolderSettings
-from passerelle.connector.dicom_scp import DicomSettings
-from passerelle.connector.hl7_intake import Hl7IntakeSettings
-from passerelle.connector.lab import LabSettings
-from passerelle.connector.mllp.settings import MllpSettings
+from passerelle.connector.dispatch.lab import LabSettings
+from passerelle.connector.intake.cda import CdaIntakeSettings
+from passerelle.connector.intake.hl7 import Hl7IntakeSettings
+from passerelle.connector.listeners.dicom_folder import DicomFolderSettings
+from passerelle.connector.listeners.dicom_scp import DicomSettings
+from passerelle.connector.listeners.mllp.settings import MllpSettings
 
 
 class Settings(CoreSettings):

@@ -37,7 +37,7 @@ from passerelle.mappings.document import (
     Document,
     confidentiality_code,
 )
-from passerelle.mappings.mhd import SpaceState, SpaceStatus
+from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 
 
 class Outcome(StrEnum):

@@ -12,7 +12,7 @@ code, ``error`` = its class, ``detail`` = the PHI-free message, ``location``).
 
 Formats are detected when not given: MLLP framing (0x0B … 0x1C 0x0D) is stripped, a UTF-8 BOM and
 leading blanks are ignored, ``MSH`` → hl7v2, ``<`` → cda, ``DICM`` at offset 128 → dicom. DICOM goes
-through :func:`passerelle.mappings.dicom.map_dicom`; discrete LAB-3 results (an ORU^R01 without an
+through :func:`passerelle.mappings.dicom.kos.map_dicom`; discrete LAB-3 results (an ORU^R01 without an
 embedded document) through ``lab_mapper(raw, provenance, now)`` when the caller passes one (the CLI
 builds it from the CR-BIO settings: ``crbio.from_oru`` + ``generate`` + ``to_document``), else they are
 refused with rule ``lab``.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from passerelle.errors import MappingError, PasserelleError, UnsupportedMessageError
-from passerelle.mappings.cda import map_cda_document
+from passerelle.mappings.cda.reader import map_cda_document
 from passerelle.mappings.document import Action, Code, Document, Provenance
 
 FORMATS = ("hl7v2", "cda", "dicom")
@@ -133,7 +133,7 @@ class PreviewOptions:
 
 def _map_hl7(raw: bytes, opts: PreviewOptions, prov: Provenance) -> list[Document]:
     from passerelle.mappings.hl7v2.decode import decode_message
-    from passerelle.mappings.oru import embedded_documents, map_hl7_message
+    from passerelle.mappings.hl7v2.documents import embedded_documents, map_hl7_message
 
     msg = decode_message(strip_mllp(raw), fallback_charset=opts.sender_charset)
     code = msg.value(msg.msh, 9, 1).strip().upper()
@@ -147,7 +147,7 @@ def _map_hl7(raw: bytes, opts: PreviewOptions, prov: Provenance) -> list[Documen
 
 
 def _map_dicom(raw: bytes, opts: PreviewOptions, prov: Provenance) -> list[Document]:
-    map_dicom = _optional("passerelle.mappings.dicom", "map_dicom")
+    map_dicom = _optional("passerelle.mappings.dicom.kos", "map_dicom")
     if map_dicom is None:
         raise UnsupportedMessageError("dicom mapping unavailable", reason="dicom_unavailable")
     doc = map_dicom(
@@ -185,7 +185,7 @@ def _bundle(doc: Document, opts: PreviewOptions) -> dict[str, Any] | None:
     if doc.action is Action.DELETE:
         return None
     try:
-        from passerelle.mappings import mhd
+        from passerelle.mappings.mhd import bundle as mhd
     except ImportError:  # pragma: no cover - the builder ships with the package
         return None
     source_id = opts.source_id or mhd.derived_oid("passerelle-source-id")

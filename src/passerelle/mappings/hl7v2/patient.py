@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from passerelle.mappings.document import IdentityStatus, Patient
 from passerelle.mappings.hl7v2.decode import Message, Segment
-from passerelle.mappings.ins import allowed_ins_oids, is_valid_nir
+from passerelle.mappings.identity.ins import allowed_ins_oids, is_valid_nir
 
 MAX_IDENTIFIERS = 50
 #: PID-32 codes meaning the identity is not (yet) trusted.

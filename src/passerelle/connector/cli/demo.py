@@ -1,0 +1,110 @@
+"""``passerelle demo``: the whole path on embedded defaults, in one process, for a person to watch.
+
+Sandbox patient space (its own thread and SQLite file) → gateway (MLLP listener, journal, worker, HTTP
+API) → synthetic lab reports sent over a real MLLP connection → wait until each is listed in the sandbox
+for its patient → summary. Nothing outside the repository is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import typer
+
+from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
+from passerelle.connector.cli.send import send_files
+from passerelle.connector.settings import load_settings
+from passerelle.mappings.samples.messages import generate_samples
+from passerelle.queue.base import Query, State
+from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.testing import running_sandbox
+
+WAIT_S = 30.0
+TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
+
+
+async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None = None) -> int:
+    with contextlib.ExitStack() as stack:
+        root = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="passerelle-demo-")))
+        async with running_sandbox(SandboxConfig(data_dir=root / "sandbox")) as sandbox_url:
+            settings = load_settings(
+                None,
+                overrides={
+                    "environment": "test",
+                    "data_dir": root / "gateway",
+                    "mllp.port": 2575 if keep else 0,
+                    "http.port": 8080 if keep else 0,
+                    "space.url": f"{sandbox_url}/fhir",
+                    "worker.poll_interval_s": 0.1,
+                },
+            )
+            gateway = build_gateway(settings)
+            app = create_app(settings, gateway=gateway)
+            server, serving = await start_http_server(app, "127.0.0.1", settings.http.port)
+            if not server.started or gateway.mllp is None:
+                typer.echo("the gateway did not start", err=True)
+                return 1
+            http_port = bound_port(server)
+            mllp_port = gateway.mllp.port
+            typer.echo(f"sandbox patient space  {sandbox_url}/")
+            typer.echo(f"gateway MLLP           127.0.0.1:{mllp_port}")
+            typer.echo(f"gateway HTTP           http://127.0.0.1:{http_port}/  (/metrics, /v1/messages)")
+            try:
+                ok = await _exchange(gateway, str(sandbox_url), mllp_port, count)
+                if keep and ok:
+                    typer.echo("")
+                    typer.echo(f"Open {sandbox_url}/ for the patients' spaces, http://127.0.0.1:{http_port}/metrics")
+                    typer.echo("Stack running; press Ctrl-C to stop.")
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await serving
+                return 0 if ok else 1
+            finally:
+                server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+
+
+async def _exchange(gateway: Gateway, sandbox_url: str, mllp_port: int, count: int) -> bool:
+    now = datetime.now(UTC).replace(microsecond=0)
+    samples = generate_samples(count, random.SystemRandom().randrange(1, 1_000_000), now)
+    results = await send_files("127.0.0.1", mllp_port, [(s.name, s.raw) for s in samples])
+    typer.echo("")
+    for sample, res in zip(samples, results, strict=False):
+        typer.echo(f"sent {sample.control_id}  ACK {res.code}")
+    acked = {s.control_id for s, r in zip(samples, results, strict=False) if r.code == "AA"}
+    found: dict[str, bool] = {}
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    async with httpx.AsyncClient(base_url=f"{sandbox_url}/fhir", timeout=5.0) as client:
+        while len(found) < len(acked) and asyncio.get_running_loop().time() < deadline:
+            for s in samples:
+                if s.control_id in acked and s.control_id not in found:
+                    resp = await client.get(
+                        "/DocumentReference",
+                        params={"patient.identifier": f"{TEST_INS_SYSTEM}|{s.patient.ins}"},
+                        headers={"X-Actor": "professional:demo"},
+                    )
+                    if resp.status_code == 200 and f"urn:oid:{s.document_id}" in resp.text:
+                        found[s.control_id] = True
+            if len(found) < len(acked):
+                await asyncio.sleep(0.3)
+    rows = {r.message_id: r for r in await gateway.journal.find(Query(limit=1000))}
+    typer.echo("")
+    typer.echo(f"{'message':14} {'ACK':4} {'patient (test INS)':20} {'document type':24} {'delivery':10} in sandbox")
+    ok = len(results) == len(samples)
+    for sample, res in zip(samples, results, strict=False):
+        row = rows.get(sample.control_id)
+        state = row.state.value if row else "-"
+        listed = "yes" if found.get(sample.control_id) else "no"
+        ok = ok and res.code == "AA" and listed == "yes" and state == State.DELIVERED.value
+        typer.echo(
+            f"{sample.control_id:14} {res.code:4} {sample.patient.ins:20} {'11502-2 CR biologie':24} {state:10} {listed}"
+        )
+    typer.echo("")
+    typer.echo("demo OK: every report acknowledged and delivered" if ok else "demo FAILED: see the table above")
+    return ok

@@ -1,0 +1,109 @@
+"""Business acknowledgements (``ZAM^Z01^ZAM_Z01``, CI-SIS volet §3.6) sent back to senders that asked
+for one (MetaDMPMSS ``ACK_RECEPTION=Y``), once their document is delivered or definitively refused.
+
+Each ZAM goes out on a new MLLP connection to the sender's configured endpoint, with bounded retries,
+in a background task; its outcome is written to the message's journey (event ``zam``) and counted.
+Known limit: a ZAM not yet sent when the gateway stops is not re-sent after a restart (the journey
+shows it was scheduled and never confirmed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from passerelle.adapters.mllp_client import MllpClient, RetryPolicy
+from passerelle.config.settings import BusinessAckSettings
+from passerelle.connector.intake.hl7 import Hl7IntakeSettings
+from passerelle.errors import PasserelleError
+from passerelle.mappings.document import Document
+from passerelle.mappings.hl7v2.ack import build_business_ack, encode_reply
+from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.header import read_header
+from passerelle.observability.metrics import Metrics
+from passerelle.queue.base import Event, Journal, Row
+
+log = logging.getLogger(__name__)
+
+
+class BusinessAckNotifier:
+    """The worker's ``Notifier``. :meth:`aclose` waits (bounded) for ZAMs in flight."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        settings: BusinessAckSettings,
+        hl7: Hl7IntakeSettings,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.hl7 = hl7
+        self.metrics = metrics
+        self.clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def document_settled(self, row: Row, doc: Document, delivered: bool, code: str, label: str) -> None:
+        if row.channel != "mllp" or row.kind not in ("oru", "mdm", "lab"):
+            return
+        endpoint = self.settings.endpoint_for(row.sender)
+        if endpoint is None:
+            self.metrics.business_acks.labels("no_endpoint").inc()
+            await self.journal.add_events([Event(row.id, self.clock(), "zam", "requested but no endpoint configured")])
+            return
+        opts = self.hl7.options_for_sender(row.sender)
+        msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
+        text = build_business_ack(
+            read_header(msg),
+            now=self.clock(),
+            control_id=f"ZAM{row.id}",
+            success=delivered,
+            dmp_error_code="" if delivered else code,
+            dmp_error_label="" if delivered else label[:80],
+        )
+        payload = encode_reply(text, msg.codec)
+        await self.journal.add_events(
+            [
+                Event(
+                    row.id,
+                    self.clock(),
+                    "zam",
+                    f"scheduled ({'Y' if delivered else 'N'}) to {endpoint.host}:{endpoint.port}",
+                )
+            ]
+        )
+        task = asyncio.create_task(self._send(row.id, payload, endpoint.host, endpoint.port), name=f"zam-{row.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, row_id: int, payload: bytes, host: str, port: int) -> None:
+        client = MllpClient(
+            host,
+            port,
+            connect_timeout=self.settings.connect_timeout_s,
+            ack_timeout=self.settings.ack_timeout_s,
+            retry=RetryPolicy(attempts=self.settings.attempts, deadline=self.settings.deadline_s),
+        )
+        try:
+            result = await client.send(payload)
+            outcome, detail = ("sent", f"acknowledged {result.code}")
+        except PasserelleError as exc:
+            outcome, detail = ("failed", f"not acknowledged: {exc.reason}")
+        self.metrics.business_acks.labels(outcome).inc()
+        log.info("business ack", extra={"row_id": row_id, "state": outcome})
+        with contextlib.suppress(PasserelleError):
+            await self.journal.add_events([Event(row_id, self.clock(), "zam", detail)])
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,124 @@
+"""Discrete lab results (IHE LAB-3 ORU^R01 without a document) → a generated CR-BIO document.
+
+The worker's ``LabMapper``: reads the sender's laboratory identity and local-code → LOINC table from the
+settings, looks up the version already sent for the same order (journal ``document_series``) so a
+correction becomes a replacement, and records the new version.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from passerelle.connector.intake.hl7 import Hl7IntakeSettings
+from passerelle.errors import MappingError
+from passerelle.mappings import lab as crbio
+from passerelle.mappings.codes.tables import LoincTable, loinc_table_file_name, parse_loinc_csv
+from passerelle.mappings.document import Document, Provenance
+from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.header import read_header
+from passerelle.mappings.lab.model import Address, Laboratory, Person
+from passerelle.queue.base import Journal, Row, SeriesEntry
+
+
+class LabSiteSettings(BaseModel):
+    """The laboratory a sender speaks for (the header of the generated CR-BIO)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    finess: str = Field(min_length=9, max_length=9, description="FINESS (9 characters) of the laboratory")
+    name: str
+    street: str = ""
+    postal_code: str = ""
+    city: str = ""
+    telecom: list[str] = Field(default_factory=list, description="URIs: tel:..., mailto:...")
+    #: Used when OBR-32 (validating biologist) is empty: IdNat_PS (8 + RPPS) and name.
+    default_validator_id: str = ""
+    default_validator_family: str = ""
+    default_validator_given: str = ""
+
+    def laboratory(self) -> Laboratory:
+        return Laboratory(
+            finess=self.finess,
+            name=self.name,
+            address=Address(street=self.street, postal_code=self.postal_code, city=self.city),
+            telecom=tuple(self.telecom),
+        )
+
+    def validator(self) -> Person | None:
+        if not self.default_validator_id:
+            return None
+        return Person(
+            id=self.default_validator_id, family=self.default_validator_family, given=self.default_validator_given
+        )
+
+
+class LabSettings(BaseModel):
+    """``lab``: generation of CR-BIO documents from discrete results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Per-sender LOINC tables: ``<folder>/<MSH-3>_<MSH-4>.csv`` (see config/loinc/README.md).
+    loinc_dir: Path = Path("config/loinc")
+    timezone: str = "Europe/Paris"
+    #: Key: sender ``MSH-3^MSH-4`` (or ``MSH-3``). A sender with no entry cannot get CR-BIO documents.
+    senders: dict[str, LabSiteSettings] = Field(default_factory=dict)
+
+    def site_for(self, sender: str) -> LabSiteSettings | None:
+        return self.senders.get(sender) or self.senders.get(sender.split("^", 1)[0])
+
+
+class CrBioLabMapper:
+    def __init__(
+        self, journal: Journal, settings: LabSettings, hl7: Hl7IntakeSettings, *, oid_root: str, test_environment: bool
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.hl7 = hl7
+        self.oid_root = oid_root
+        self.test_environment = test_environment
+        self._tables: dict[str, LoincTable | None] = {}
+
+    def _table(self, sender: str) -> LoincTable | None:
+        if sender not in self._tables:
+            path = self.settings.loinc_dir / loinc_table_file_name(sender)
+            self._tables[sender] = parse_loinc_csv(path.read_text(encoding="utf-8"), sender) if path.is_file() else None
+        return self._tables[sender]
+
+    def context(self, sender: str, now: datetime, previous: SeriesEntry | None) -> crbio.OruContext:
+        site = self.settings.site_for(sender)
+        if site is None:
+            raise MappingError(
+                f"no laboratory configured for sender {sender!r} (settings lab.senders)", reason="lab_not_configured"
+            )
+        return crbio.OruContext(
+            oid_root=self.oid_root,
+            now=now,
+            laboratory=site.laboratory(),
+            loinc=self._table(sender),
+            sender=sender,
+            previous=crbio.PreviousVersion(previous.set_id, previous.version, previous.unique_id) if previous else None,
+            validator=site.validator(),
+            timezone=self.settings.timezone,
+            test_environment=self.test_environment,
+        )
+
+    def text(self, raw: bytes, sender: str) -> str:
+        opts = self.hl7.options_for_sender(sender)
+        return decode_message(raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252).text
+
+    def preview(self, raw: bytes, prov: Provenance, now: datetime) -> Document:
+        """For ``passerelle map``: the document as a first version (no journal, so no previous version)."""
+        sender = read_header(decode_message(raw)).sender
+        return crbio.map_lab_results(self.text(raw, sender), self.context(sender, now, None), prov)
+
+    async def map(self, row: Row, prov: Provenance, now: datetime) -> Document:
+        text = self.text(row.raw, row.sender)
+        key = crbio.series_key(text, row.sender)
+        previous = await self.journal.series_get(key)
+        doc = crbio.map_lab_results(text, self.context(row.sender, now, previous), prov)
+        if previous is None or previous.unique_id != doc.unique_id:
+            await self.journal.series_put(SeriesEntry(key, doc.unique_id, doc.set_id, doc.version, row.id), now)
+        return doc

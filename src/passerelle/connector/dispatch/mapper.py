@@ -1,0 +1,145 @@
+"""Row → document: picks the mapping for a journal row's kind and feeds it what it needs from the journal.
+
+The mappings are pure; this module does the lookups they need (previous version of a lab order or an
+imaging study, local patient-id → INS map) and the local consent registry update for PAM ADT feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from passerelle.connector.dispatch.worker import Handled
+from passerelle.connector.intake.hl7 import Hl7IntakeSettings
+from passerelle.errors import MappingError, UnsupportedMessageError
+from passerelle.mappings.cda import reader as cda
+from passerelle.mappings.dicom import kos as dicom
+from passerelle.mappings.document import Document, Provenance
+from passerelle.mappings.hl7v2 import documents as oru
+from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.header import read_header
+from passerelle.mappings.hl7v2.volet import MessageKind, classify
+from passerelle.queue.base import Journal, RegistryEntry, Row, SeriesEntry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class RowMapper:
+    """Implements the worker's ``Mapper`` port for every inbound kind."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        hl7: Hl7IntakeSettings,
+        *,
+        test_environment: bool,
+        clock: Clock,
+        oid_root: str,
+        lab_mapper: LabMapper | None = None,
+        dicom_site: dicom.DicomSite | None = None,
+    ) -> None:
+        self.journal = journal
+        self.hl7 = hl7
+        self.test_environment = test_environment
+        self.clock = clock
+        self.oid_root = oid_root
+        self.lab_mapper = lab_mapper
+        self.dicom_site = dicom_site
+
+    async def map(self, row: Row) -> Document | list[Document] | Handled:
+        now = self.clock()
+        prov = Provenance(channel=row.channel, sender=row.sender, message_id=row.message_id, journal_id=row.id)
+        if row.kind in ("oru", "mdm"):
+            opts = self.hl7.options_for_sender(row.sender)
+            docs = oru.map_hl7_documents(
+                row.raw,
+                sender_charset=opts.fallback_charset,
+                test_environment=self.test_environment,
+                now=now,
+                provenance=prov,
+            )
+            return docs[0] if len(docs) == 1 else docs
+        if row.kind == "adt":
+            return await self._consent_feed(row)
+        if row.kind == "lab":
+            if self.lab_mapper is None:
+                raise MappingError("discrete lab results cannot be mapped: CR-BIO generation unavailable", reason="lab")
+            return await self.lab_mapper.map(row, prov, now)
+        if row.kind == "cda":
+            return cda.map_cda_document(row.raw, test_environment=self.test_environment, now=now, provenance=prov)
+        if row.kind == "dicom":
+            return await self._dicom(row, prov, now)
+        raise UnsupportedMessageError(f"journal kind {row.kind!r} has no mapping", reason="unsupported")
+
+    async def _consent_feed(self, row: Row) -> Handled:
+        opts = self.hl7.options_for_sender(row.sender)
+        msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
+        classified = classify(
+            msg,
+            read_header(msg),
+            test_environment=self.test_environment,
+            check_documents=False,
+            accept_adt_without_zfa=True,
+        )
+        feed = classified.consent
+        if classified.kind is not MessageKind.ADT_CONSENT:
+            raise UnsupportedMessageError("ADT without consent information", reason="unsupported")
+        if feed is None:
+            return Handled("ADT without ZFA: no consent information to record")
+        if not feed.ins:
+            raise MappingError("consent feed without a qualified INS: not recorded", reason="identity_not_qualified")
+        await self.journal.registry_put(
+            RegistryEntry(
+                ins=feed.ins,
+                ins_oid=feed.ins_oid,
+                dmp_status=feed.dmp_status,
+                feeding=feed.feeding,
+                consultation=feed.consultation,
+                updated_at=self.clock(),
+                source_row=row.id,
+            )
+        )
+        return Handled(
+            f"consent registry updated: DMP {feed.dmp_status or '-'}, feeding {feed.feeding or '-'}", feed.ins
+        )
+
+    async def _dicom(self, row: Row, prov: Provenance, now: datetime) -> Document:
+        ds = dicom.decode_dicom(row.raw)
+        local_id = str(getattr(ds, "PatientID", "") or "")
+        mapping: dict[str, tuple[str, str]] = {}
+        if local_id:
+            found = await self.journal.patient_map_get(row.sender, local_id) or await self.journal.patient_map_get(
+                "*", local_id
+            )
+            if found is not None:
+                mapping[local_id] = found
+        previous = None
+        key = dicom.series_key(ds)
+        if key:
+            prev = await self.journal.series_get(key)
+            if prev is not None:
+                previous = dicom.PreviousManifest(unique_id=prev.unique_id, set_id=prev.set_id, version=prev.version)
+        doc = dicom.map_dicom(
+            row.raw,
+            now=now,
+            test_environment=self.test_environment,
+            patient_id_map=mapping,
+            provenance=prov,
+            previous=previous,
+            site=self.dicom_site,
+        )
+        if key and (previous is None or previous.unique_id != doc.unique_id):
+            await self.journal.series_put(
+                SeriesEntry(key, doc.unique_id, doc.set_id or doc.unique_id, doc.version, row.id), now
+            )
+        return doc
+
+
+class LabMapper(Protocol):
+    """Discrete lab results (IHE LAB-3 ORU^R01) → generated CR-BIO document; see ``mappings.crbio``."""
+
+    async def map(self, row: Row, prov: Provenance, now: datetime) -> Document: ...

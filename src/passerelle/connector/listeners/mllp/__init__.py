@@ -1,0 +1,52 @@
+"""MLLP transport: framing (pure), the asyncio listener and its settings.
+
+The composition root builds :class:`MllpServer` with :class:`MllpSettings`, the intake (an
+:class:`MllpHandler`), optionally an :class:`OversizeHandler` and an :class:`MllpMetrics` sink.
+"""
+
+from passerelle.connector.listeners.mllp.framing import (
+    END_BLOCK,
+    START_BLOCK,
+    Frame,
+    FrameRejected,
+    FrameTimeoutError,
+    FramingLimits,
+    IdleTimeoutError,
+    JunkLimitError,
+    MllpFramer,
+    TooLarge,
+    frame,
+)
+from passerelle.connector.listeners.mllp.server import (
+    MllpHandler,
+    MllpMetrics,
+    MllpServer,
+    NullMetrics,
+    OversizeHandler,
+)
+from passerelle.connector.listeners.mllp.settings import MllpSettings, MllpTlsSettings
+from passerelle.connector.listeners.mllp.tls import ClientAllowList, ClientCertificateError, server_context
+
+__all__ = [
+    "END_BLOCK",
+    "START_BLOCK",
+    "ClientAllowList",
+    "ClientCertificateError",
+    "Frame",
+    "FrameRejected",
+    "FrameTimeoutError",
+    "FramingLimits",
+    "IdleTimeoutError",
+    "JunkLimitError",
+    "MllpFramer",
+    "MllpHandler",
+    "MllpMetrics",
+    "MllpServer",
+    "MllpSettings",
+    "MllpTlsSettings",
+    "NullMetrics",
+    "OversizeHandler",
+    "TooLarge",
+    "frame",
+    "server_context",
+]

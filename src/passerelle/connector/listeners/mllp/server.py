@@ -1,0 +1,487 @@
+"""The MLLP listener: a thin asyncio shell around :mod:`.framing` and the intake handler.
+
+Contract:
+
+* Each connection has a reader task (framing, read-ahead of at most ``max_pipelined_frames`` frames and
+  about ``max_pipelined_bytes`` bytes) and a
+  writer loop. Frames already buffered when the writer loop is free are handed to
+  :meth:`MllpHandler.handle_batch` together (one durable commit for all of them); a lone frame goes to
+  :meth:`MllpHandler.handle`. Replies are written in frame order, one per frame whose handler result
+  is not ``None``. The server never builds an HL7 reply itself: what is positive is the intake's call.
+* A frame over ``max_frame_bytes`` goes to :meth:`OversizeHandler.handle_oversize` (when given) with
+  its MSH prefix, so the intake can answer AR; without such a handler, or when it returns ``None``,
+  the connection is closed after the replies already due.
+* A broken frame (bad end block, restarted frame, partial frame at end of stream) is never answered.
+  Too much junk, the per-frame deadline, the idle timeout, a handler error or timeout close the
+  connection (after writing the replies already due), with a log line and a metric.
+* Connections over ``max_connections`` / ``max_connections_per_source``, or from a source outside
+  ``allowed_networks``, are closed at once (before any TLS handshake) and counted as refused.
+* Logs carry peer address, sizes and reasons, never payload bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from passerelle.connector.listeners.mllp.framing import (
+    Frame,
+    FrameRejected,
+    FrameTimeoutError,
+    FramingLimits,
+    MllpFramer,
+    TooLarge,
+    frame,
+)
+from passerelle.connector.listeners.mllp.settings import MllpSettings
+from passerelle.connector.listeners.mllp.tls import ClientAllowList, ClientCertificateError, server_context
+from passerelle.errors import FramingError
+
+log = logging.getLogger("passerelle.connector.listeners.mllp")
+
+
+class MllpHandler(Protocol):
+    """What the listener needs from the intake (``passerelle.connector.intake.hl7.Hl7Intake``).
+
+    Both return the reply payload without MLLP framing, or ``None`` to send nothing for that frame.
+    A positive reply must mean "committed durably". Exceptions are treated as "no reply possible":
+    the connection is closed without answering the frames of that call.
+    """
+
+    async def handle(self, payload: bytes, peer: str) -> bytes | None: ...
+
+    async def handle_batch(self, items: Sequence[tuple[bytes, str]]) -> list[bytes | None]: ...
+
+
+class OversizeHandler(Protocol):
+    """Optional: builds the reply for a frame over the size limit (``msh_prefix`` is its first
+    segment, ``b""`` when it did not start with MSH). ``None`` = close the connection."""
+
+    async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None: ...
+
+
+class MllpMetrics(Protocol):
+    """Counters and one histogram the listener reports; label values come from small fixed sets."""
+
+    def connection_opened(self) -> None: ...
+
+    def connection_closed(self, reason: str) -> None: ...
+
+    def connection_refused(self, reason: str) -> None: ...
+
+    def frame_received(self, size: int) -> None: ...
+
+    def frame_rejected(self, reason: str) -> None: ...
+
+    def junk_bytes(self, count: int) -> None: ...
+
+    def reply_sent(self, latency_seconds: float) -> None: ...
+
+
+class NullMetrics:
+    """Metrics sink that records nothing."""
+
+    def connection_opened(self) -> None:
+        pass
+
+    def connection_closed(self, reason: str) -> None:
+        pass
+
+    def connection_refused(self, reason: str) -> None:
+        pass
+
+    def frame_received(self, size: int) -> None:
+        pass
+
+    def frame_rejected(self, reason: str) -> None:
+        pass
+
+    def junk_bytes(self, count: int) -> None:
+        pass
+
+    def reply_sent(self, latency_seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    event: Frame | TooLarge
+    at: float
+
+
+class _End:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class MllpServer:
+    """MLLP listener. ``await start()``, then ``await stop()`` (idempotent)."""
+
+    def __init__(
+        self,
+        settings: MllpSettings,
+        handler: MllpHandler,
+        *,
+        oversize_handler: OversizeHandler | None = None,
+        metrics: MllpMetrics | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._oversize = oversize_handler
+        self._metrics: MllpMetrics = metrics or NullMetrics()
+        self._limits = FramingLimits(
+            max_frame_bytes=settings.max_frame_bytes,
+            max_junk_bytes=settings.max_junk_bytes,
+            accept_fs_without_cr=settings.accept_fs_without_cr,
+            read_chunk_bytes=settings.read_chunk_bytes,
+            frame_timeout=settings.frame_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+        self._networks = list(settings.allowed_networks)
+        self._ssl: ssl.SSLContext | None = None
+        self._allow: ClientAllowList | None = None
+        if settings.tls.enabled:
+            self._ssl = ssl_context or server_context(settings.tls)
+            if settings.tls.require_client_cert:
+                self._allow = ClientAllowList.from_settings(settings.tls)
+        self._server: asyncio.Server | None = None
+        self._port: int | None = None
+        self._conns: set[_Connection] = set()
+        self._per_source: Counter[str] = Counter()
+        self._stopping = False
+        self._stop_lock = asyncio.Lock()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port: 0``)."""
+        if self._port is None:
+            raise RuntimeError("server not started")
+        return self._port
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(
+            self._accept,
+            host=self._settings.host,
+            port=self._settings.port,
+            limit=self._settings.read_chunk_bytes,
+            backlog=min(self._settings.max_connections, 1024),
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        log.info(
+            "mllp listening on %s:%d (tls=%s, mtls=%s)",
+            self._settings.host,
+            self.port,
+            self._ssl is not None,
+            self._allow is not None,
+        )
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting, let frames already received be answered (up to ``drain_timeout``), close."""
+        async with self._stop_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            timeout = self._settings.drain_timeout if drain_timeout is None else drain_timeout
+            if self._server is not None:
+                self._server.close()
+            conns = list(self._conns)
+            for conn in conns:
+                conn.stop_reading()
+            tasks = [c.task for c in conns if c.task is not None]
+            if tasks:
+                _done, pending = await asyncio.wait(tasks, timeout=timeout)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=1.0)
+            if self._server is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+            log.info("mllp listener stopped (%d connections drained)", len(conns))
+
+    # --- accepting -------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        host, port = str(peername[0]), int(peername[1])
+        peer = f"{host}:{port}"
+        refusal = self._refusal(host)
+        if refusal is not None:
+            self._metrics.connection_refused(refusal)
+            log.warning("mllp connection from %s refused: %s", peer, refusal)
+            writer.transport.abort()
+            return
+        conn = _Connection(self, reader, writer, peer, host)
+        conn.task = asyncio.current_task()
+        self._conns.add(conn)
+        self._per_source[host] += 1
+        self._metrics.connection_opened()
+        reason = "closed"
+        try:
+            reason = await conn.run()
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            raise
+        finally:
+            self._conns.discard(conn)
+            self._per_source[host] -= 1
+            if self._per_source[host] <= 0:
+                del self._per_source[host]
+            self._metrics.connection_closed(reason)
+            if reason == "cancelled":
+                writer.transport.abort()
+            else:
+                writer.close()
+            log.info("mllp connection from %s closed: %s", peer, reason)
+
+    def _refusal(self, host: str) -> str | None:
+        if self._stopping:
+            return "stopping"
+        if self._networks:
+            try:
+                addr = ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                return "not_allowed"
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            if not any(addr in net for net in self._networks):
+                return "not_allowed"
+        if len(self._conns) >= self._settings.max_connections:
+            return "max_connections"
+        if self._per_source[host] >= self._settings.max_connections_per_source:
+            return "max_per_source"
+        return None
+
+    def _set_keepalive(self, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is None or not self._settings.tcp_keepalive:
+            return
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, self._settings.keepalive_idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, self._settings.keepalive_interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, self._settings.keepalive_count)
+
+
+class _Connection:
+    def __init__(
+        self,
+        server: MllpServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        host: str,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.host = host
+        self.task: asyncio.Task[None] | None = None
+        self.queue: asyncio.Queue[_Received | _End] = asyncio.Queue(server._settings.max_pipelined_frames)
+        self.reader_task: asyncio.Task[None] | None = None
+        # Read-ahead byte budget: the reader pauses while frames waiting for the replier hold more.
+        self.queued_bytes = 0
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def stop_reading(self) -> None:
+        """Stop taking new frames; the ones already received are still answered."""
+        if self.reader_task is not None and not self.reader_task.done():
+            self.reader_task.cancel()
+        else:
+            # Not started reading yet (TLS handshake): nothing received, nothing due.
+            if self.task is not None and self.reader_task is None:
+                self.task.cancel()
+
+    async def run(self) -> str:
+        srv = self.server
+        settings = srv._settings
+        srv._set_keepalive(self.writer)
+        if srv._ssl is not None:
+            try:
+                await self.writer.start_tls(srv._ssl, ssl_handshake_timeout=settings.tls.handshake_timeout)
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                srv._metrics.connection_refused("tls_handshake")
+                log.warning("mllp TLS handshake with %s failed: %s", self.peer, type(exc).__name__)
+                return "tls_handshake"
+            if srv._allow is not None:
+                try:
+                    identity = srv._allow.check(self.writer.get_extra_info("ssl_object"))
+                except ClientCertificateError as exc:
+                    srv._metrics.connection_refused("client_cert")
+                    log.warning("mllp connection from %s refused: %s", self.peer, exc.message)
+                    return "client_cert"
+                log.info("mllp client certificate accepted from %s: %s", self.peer, identity)
+        framer = MllpFramer(self.reader, srv._limits, on_junk=srv._metrics.junk_bytes)
+        self.reader_task = asyncio.create_task(self._read(framer))
+        try:
+            return await self._answer(framer)
+        finally:
+            if not self.reader_task.done():
+                self.reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader_task
+
+    async def _read(self, framer: MllpFramer) -> None:
+        metrics = self.server._metrics
+        end = "eof"
+        try:
+            while True:
+                event = await framer.next_event()
+                if event is None:
+                    break
+                if isinstance(event, FrameRejected):
+                    metrics.frame_rejected(event.reason)
+                    log.warning("mllp frame from %s discarded: %s (%d bytes)", self.peer, event.reason, event.size)
+                    if event.reason == "partial":
+                        end = "partial_frame"
+                        break
+                    continue
+                if isinstance(event, TooLarge):
+                    metrics.frame_rejected("too_large")
+                    log.warning(
+                        "mllp frame from %s over the limit: %d bytes (max %d)",
+                        self.peer,
+                        event.size,
+                        self.server._limits.max_frame_bytes,
+                    )
+                else:
+                    metrics.frame_received(len(event.payload))
+                await self.queue.put(_Received(event, time.monotonic()))
+                self.queued_bytes += _size(event)
+                while self.queued_bytes >= self.server._settings.max_pipelined_bytes:
+                    self.room.clear()
+                    await self.room.wait()
+        except FramingError as exc:
+            if isinstance(exc, FrameTimeoutError):
+                metrics.frame_rejected("frame_timeout")
+            log.warning("mllp connection from %s: %s", self.peer, exc.reason)
+            end = exc.reason
+        except (ConnectionError, OSError) as exc:
+            log.info("mllp connection from %s: read failed (%s)", self.peer, type(exc).__name__)
+            end = "read_error"
+        except asyncio.CancelledError:
+            end = "stopping"
+        await self.queue.put(_End(end))
+
+    async def _answer(self, framer: MllpFramer) -> str:
+        settings = self.server._settings
+        while True:
+            first = await self.queue.get()
+            if isinstance(first, _End):
+                return first.reason
+            run: list[_Received] = [first]
+            end: _End | None = None
+            while len(run) < settings.max_pipelined_frames:
+                try:
+                    nxt = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if isinstance(nxt, _End):
+                    end = nxt
+                    break
+                run.append(nxt)
+            outcome = await self._process(run)
+            self.queued_bytes -= sum(_size(item.event) for item in run)
+            self.room.set()
+            framer.touch()
+            if outcome is not None:
+                return outcome
+            if end is not None:
+                return end.reason
+
+    async def _process(self, run: list[_Received]) -> str | None:
+        """Answer a run of received frames in order; return a close reason or ``None``."""
+        i = 0
+        while i < len(run):
+            if isinstance(run[i].event, TooLarge):
+                item = run[i]
+                assert isinstance(item.event, TooLarge)
+                reply = None
+                if self.server._oversize is not None:
+                    try:
+                        async with asyncio.timeout(self.server._settings.handler_timeout):
+                            reply = await self.server._oversize.handle_oversize(
+                                item.event.msh_prefix, item.event.size, self.peer
+                            )
+                    except Exception as exc:  # noqa: BLE001 - any intake failure means "no reply"
+                        log.error("mllp oversize handler failed for %s: %s", self.peer, type(exc).__name__)
+                        return "handler_error"
+                if reply is None:
+                    return "too_large"
+                if not await self._write([(reply, item.at)]):
+                    return "write_error"
+                i += 1
+                continue
+            j = i
+            while j < len(run) and isinstance(run[j].event, Frame):
+                j += 1
+            frames = run[i:j]
+            try:
+                replies = await self._call(frames)
+            except TimeoutError:
+                log.error("mllp intake timed out for %d frame(s) from %s", len(frames), self.peer)
+                return "handler_timeout"
+            except Exception as exc:  # noqa: BLE001 - any intake failure means "no reply"
+                log.error(
+                    "mllp intake failed for %d frame(s) from %s: %s",
+                    len(frames),
+                    self.peer,
+                    type(exc).__name__,
+                )
+                return "handler_error"
+            out = [(r, f.at) for r, f in zip(replies, frames, strict=True) if r is not None]
+            if out and not await self._write(out):
+                return "write_error"
+            i = j
+        return None
+
+    async def _call(self, frames: list[_Received]) -> list[bytes | None]:
+        handler = self.server._handler
+        async with asyncio.timeout(self.server._settings.handler_timeout):
+            if len(frames) == 1:
+                ev = frames[0].event
+                assert isinstance(ev, Frame)
+                return [await handler.handle(ev.payload, self.peer)]
+            items = []
+            for f in frames:
+                assert isinstance(f.event, Frame)
+                items.append((f.event.payload, self.peer))
+            replies = await handler.handle_batch(items)
+        if len(replies) != len(frames):
+            raise ValueError("handler returned a reply list of the wrong length")
+        return replies
+
+    async def _write(self, replies: list[tuple[bytes, float]]) -> bool:
+        self.writer.write(b"".join(frame(r) for r, _ in replies))
+        try:
+            async with asyncio.timeout(self.server._settings.write_timeout):
+                await self.writer.drain()
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.warning("mllp reply to %s not written: %s", self.peer, type(exc).__name__)
+            return False
+        now = time.monotonic()
+        for _, at in replies:
+            self.server._metrics.reply_sent(now - at)
+        return True
+
+
+def _size(event: Frame | TooLarge) -> int:
+    return len(event.payload) if isinstance(event, Frame) else len(event.msh_prefix)

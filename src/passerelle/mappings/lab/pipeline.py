@@ -1,0 +1,48 @@
+"""One-call entry points for the dispatch worker and the ``map`` CLI (pure: the caller passes the context)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from passerelle.errors import MappingError
+from passerelle.mappings.document import Action, Document, Provenance
+from passerelle.mappings.lab.cda import build_cda
+from passerelle.mappings.lab.document import to_document
+from passerelle.mappings.lab.model import LabReport
+from passerelle.mappings.lab.oru import OruContext, _parse_message, _segments, from_oru, order_numbers
+from passerelle.mappings.lab.pdf import render_pdf
+
+
+@dataclass(frozen=True)
+class Generated:
+    cda: bytes
+    pdf: bytes
+
+
+def generate(report: LabReport) -> Generated:
+    """The PDF rendering of ``report`` and the CR-BIO CDA embedding it (both empty for a deletion)."""
+    if report.action is Action.DELETE:
+        return Generated(cda=b"", pdf=b"")
+    pdf = render_pdf(report)
+    return Generated(cda=build_cda(report, pdf), pdf=pdf)
+
+
+def series_key(message: str, sender: str = "") -> str:
+    """The key under which the versions of this message's lab order are tracked (journal ``series``).
+
+    ``lab:<sender>:<order>`` with sender = ``sender`` or MSH-3^MSH-4 and order = ORC-2/OBR-2 placer
+    number, else ORC-3/OBR-3 filler number — the same inputs as the deterministic document ids.
+    Look it up before :func:`map_lab_results` to pass the previous version; store the result after.
+    """
+    segs = _segments(_parse_message(message))
+    if not segs or segs[0].name != "MSH":
+        raise MappingError("message does not start with MSH", location="MSH^1^1")
+    msh = segs[0]
+    who = sender or f"{msh.comp(3, 1)}^{msh.comp(4, 1)}"
+    return f"lab:{who}:{order_numbers(segs)[2]}"
+
+
+def map_lab_results(message: str, context: OruContext, provenance: Provenance) -> Document:
+    """LAB-3 ORU^R01 text → the CR-BIO Document (publish, replace or delete) ready for delivery."""
+    report = from_oru(message, context)
+    return to_document(report, generate(report).cda, provenance)

@@ -1,0 +1,453 @@
+"""Synthetic HL7v2 messages for tests, demos and benchmarks (never real patients).
+
+``generate_samples`` writes CI-SIS volet ORU^R01 messages (dmp-interop §3) that embed a CDA R2
+lab report with the structuration-minimale header (§4.1); patients are synthetic, with a test INS
+under 1.2.250.1.213.1.4.10 and a valid NIR key. Everything is deterministic for a seed and ``now``.
+The builders (:func:`build_oru`, :func:`build_mdm`, :func:`build_lab_results`, :func:`build_adt_consent`)
+are parameterised so tests elsewhere take their messages from here.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
+
+from passerelle.mappings.document import INS_NIR_TEST_OID, Flags
+from passerelle.mappings.hl7v2.ack import escape as hl7_escape
+from passerelle.mappings.hl7v2.decode import CHARSETS, DEFAULT_DELIMITERS
+from passerelle.mappings.identity.ins import with_key
+
+_FAMILY = (
+    "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY",
+    "MOREAU", "SIMON", "LAURENT", "LEFEBVRE", "MICHEL", "GARCIA", "DAVID", "BERTRAND", "ROUX",
+    "VINCENT", "FOURNIER", "MOREL", "GIRARD", "ANDRÉ", "LEFÈVRE", "MERCIER", "FRANÇOIS",
+)  # fmt: skip
+_GIVEN_F = ("Hélène", "Françoise", "Zoé", "Chloë", "Léa", "Manon", "Inès", "Camille", "Anaïs", "Noémie")
+_GIVEN_M = ("Jérôme", "François", "Noël", "Loïc", "Hugo", "Théo", "Raphaël", "Gaël", "André", "Joël")
+#: (COG code of the birth place, city) - real communes, synthetic people.
+_PLACES = (("75056", "PARIS"), ("69123", "LYON"), ("13055", "MARSEILLE"), ("31555", "TOULOUSE"),
+           ("33063", "BORDEAUX"), ("59350", "LILLE"), ("44109", "NANTES"), ("67482", "STRASBOURG"))  # fmt: skip
+
+ORU_ACTIONS = {"NW": "F", "RO": "C", "CA": "D"}
+MDM_TRIGGERS = {"T02": ("NW", "F"), "T10": ("RO", "C"), "T04": ("CA", "D")}
+LAB_TYPE = ("11502-2", "CR d'examens biologiques", "LN")
+SENDER_RPPS = "810101010101"  # synthetic IdNat_PS (8 + 11 digits)
+SENDER_FINESS = "1750000000"  # synthetic IdNat_Struct (1 + FINESS)
+IPP_OID = "1.2.250.1.999.1.1"  # synthetic facility arc used for IPPs and visit numbers
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticPatient:
+    family: str
+    given: str  # first birth given name
+    given_all: str  # full list of birth given names
+    sex: str  # M / F
+    birth_date: str  # YYYYMMDD
+    birth_place: str  # COG code (5 characters)
+    birth_city: str
+    ins: str  # matricule INS with key (test NIR)
+    ipp: str
+    ins_oid: str = INS_NIR_TEST_OID
+
+
+#: The ANS public test identity used in the CI-SIS examples (test INS OID .10): synthetic, not a person.
+ANS_TEST_PATIENT = SyntheticPatient(
+    family="PAT-TROIS",
+    given="DOMINIQUE",
+    given_all="DOMINIQUE MARIE-LOUISE",
+    sex="F",
+    birth_date="19790328",
+    birth_place="51215",
+    birth_city="DOMPREMY",
+    ins="279035121518989",
+    ipp="1234567890121",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str  # file name
+    raw: bytes
+    control_id: str
+    document_id: str  # CDA ClinicalDocument/id/@root (root-only OID)
+    set_id: str
+    patient: SyntheticPatient
+    cda: bytes = b""
+    replaces: str = ""  # previous version's id (order control RO)
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    application: str = "SIL-SYNTH"
+    facility: str = "LABO-SYNTH"
+    receiver_application: str = "PASSERELLE"
+    receiver_facility: str = "GHT-SYNTH"
+    rpps: str = SENDER_RPPS
+    family: str = "BIOLOGISTE"
+    given: str = "Claire"
+    finess: str = SENDER_FINESS
+    organisation: str = "Laboratoire synthétique"
+
+
+def synthetic_patient(rng: random.Random, index: int = 0) -> SyntheticPatient:
+    """A synthetic patient with a test NIR (valid key) and the 5 INS traits."""
+    sex = rng.choice("MF")
+    given_pool = _GIVEN_M if sex == "M" else _GIVEN_F
+    first = rng.choice(given_pool)
+    second = rng.choice(given_pool)
+    year = rng.randint(1930, 2015)
+    month = rng.randint(1, 12)
+    day = rng.randint(1, 28)
+    place, city = rng.choice(_PLACES)
+    order = rng.randint(1, 999)
+    first13 = f"{1 if sex == 'M' else 2}{year % 100:02d}{month:02d}{place}{order:03d}"
+    return SyntheticPatient(
+        family=rng.choice(_FAMILY),
+        given=first,
+        given_all=f"{first} {second}" if second != first else first,
+        sex=sex,
+        birth_date=f"{year:04d}{month:02d}{day:02d}",
+        birth_place=place,
+        birth_city=city,
+        ins=with_key(first13),
+        ipp=f"{rng.randint(10**8, 10**9 - 1)}",
+    )
+
+
+def root_only_oid(rng: random.Random) -> str:
+    """A root-only OID under 2.25 (UUID arc), as the DMP wants for document ids."""
+    return f"2.25.{uuid.UUID(int=rng.getrandbits(128), version=4).int}"
+
+
+def _ts(now: datetime) -> str:
+    return now.strftime("%Y%m%d%H%M%S")
+
+
+def _cda_ts(now: datetime) -> str:
+    return now.strftime("%Y%m%d%H%M%S") + (now.strftime("%z") or "+0000")
+
+
+def _flags_obx(flags: Flags, start: int, value_type: str) -> list[str]:
+    yn = "expandedYes-NoIndicator"
+    rows = [
+        ("MASQUE_PS", "Masqué aux professionnels de Santé", flags.masque_ps),
+        ("INVISIBLE_PATIENT", "Document Non Visible par le patient", flags.invisible_patient),
+        ("INVISIBLE_REP_LEGAUX", "Non visible par les représentants Légaux du patient", flags.invisible_rep_legaux),
+        ("CONNEXION_SECRETE", "Connexion Secrete", flags.connexion_secrete),
+        ("MODIF_CONF_CODE", "Modification Confidentiality Code", flags.modif_conf_code),
+        ("DESTDMP", "Destinataire DMP", flags.dest_dmp),
+        ("DESTMSSANTEPS", "Destinataire (Professionnel de Santé, organisation ou BAL applicative)",
+         flags.dest_mssante_ps),
+        ("DESTMSSANTEPAT", "Destinataire Patient", flags.dest_mssante_pat),
+        ("ACK_RECEPTION", "Accusé de réception", flags.ack_reception),
+    ]  # fmt: skip
+    if flags.ack_lecture_mss:
+        rows.append(("ACK_LECTURE_MSS", "Accusé de lecture", True))
+    d = DEFAULT_DELIMITERS
+    return [
+        f"OBX|{start + i}|{value_type}|{code}^{hl7_escape(label, d)}^MetaDMPMSS||{'Y' if on else 'N'}^^{yn}||||||F|"
+        for i, (code, label, on) in enumerate(rows)
+    ]
+
+
+def _pid(p: SyntheticPatient, sender: Sender) -> str:
+    fields = [""] * 33
+    fields[0] = "PID"
+    fields[3] = f"{p.ins}^^^ASIP-SANTE-INS-NIR&{p.ins_oid}&ISO^INS~{p.ipp}^^^{sender.facility}&{IPP_OID}&ISO^PI"
+    fields[5] = f"{p.family}^{p.given}^{p.given_all.replace(' ', ',')}^^^^L"
+    fields[7] = p.birth_date
+    fields[8] = p.sex
+    fields[11] = f"^^{p.birth_city}^^^FRA^BDL^^{p.birth_place}"  # PAM FR: birth place, XAD-9 = COG code
+    fields[32] = "VALI"
+    return "|".join(fields)
+
+
+def _prt_sender(sender: Sender) -> str:
+    return (
+        f"PRT||UC||SB^Send by^participation|{sender.rpps}^{sender.family}^{sender.given}"
+        f"^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS|||"
+        f"{hl7_escape(sender.organisation, DEFAULT_DELIMITERS)}^^^^^ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO"
+        f"^FINEG^^^{sender.finess}"
+    )
+
+
+def _encode(segments: Sequence[str], charset: str, separator: str) -> bytes:
+    codec = CHARSETS[charset]
+    return (separator.join(segments) + separator).encode(codec)
+
+
+def build_oru(
+    *,
+    now: datetime,
+    control_id: str,
+    patient: SyntheticPatient,
+    document_id: str,
+    set_id: str,
+    version: int = 1,
+    order_control: str = "NW",
+    flags: Flags | None = None,
+    charset: str = "UNICODE UTF-8",
+    sender: Sender | None = None,
+    replaces: str = "",
+    with_sender_prt: bool = True,
+    separator: str = "\r",
+    cda: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """One volet ORU^R01 (v2.5) message and its embedded CDA. ``order_control`` NW / RO / CA."""
+    sender = sender or Sender()
+    flags = flags if flags is not None else Flags(ack_reception=True)
+    status = ORU_ACTIONS[order_control]
+    if cda is None:
+        cda = build_cda(
+            now=now, patient=patient, document_id=document_id, set_id=set_id, version=version,
+            sender=sender, replaces=replaces,
+        )  # fmt: skip
+    b64 = base64.b64encode(cda).decode("ascii")
+    code, label, system = LAB_TYPE
+    ts = _ts(now)
+    segments = [
+        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
+        f"{sender.receiver_facility}|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5|||||FRA|{charset}|||"
+        "2.1^CISIS_CDA_HL7_V2",
+        _pid(patient, sender),
+        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
+        f"ORC|{order_control}|P{control_id}^{sender.application}|F{control_id}^{sender.facility}||||||{ts}",
+        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|{code}^{label}^{system}"
+        f"|||{ts}||||||||||||||||||F",
+        f"OBX|1|ED|{code}^{label}^{system}||^TEXT^XML^Base64^{b64}||||||{status}|",
+    ]
+    if with_sender_prt:
+        segments.append(_prt_sender(sender))
+    segments += _flags_obx(flags, 2, "CE")
+    return _encode(segments, charset, separator), cda
+
+
+def build_mdm(
+    *,
+    now: datetime,
+    control_id: str,
+    patient: SyntheticPatient,
+    document_id: str,
+    set_id: str,
+    trigger: str = "T02",
+    flags: Flags | None = None,
+    charset: str = "UNICODE UTF-8",
+    sender: Sender | None = None,
+    replaces: str = "",
+    separator: str = "\r",
+) -> tuple[bytes, bytes]:
+    """One volet MDM^T02/T10/T04 (v2.6) message and its embedded CDA."""
+    sender = sender or Sender()
+    flags = flags if flags is not None else Flags(ack_reception=True)
+    order_control, status = MDM_TRIGGERS[trigger]
+    cda = build_cda(now=now, patient=patient, document_id=document_id, set_id=set_id, sender=sender, replaces=replaces)
+    b64 = base64.b64encode(cda).decode("ascii")
+    code, label, system = LAB_TYPE
+    ts = _ts(now)
+    segments = [
+        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
+        f"{sender.receiver_facility}|{ts}||MDM^{trigger}^MDM_T02|{control_id}|P|2.6|||||FRA|{charset}|||"
+        "2.1^CISIS_CDA_HL7_V2",
+        f"EVN||{ts}",
+        _pid(patient, sender),
+        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
+        f"ORC|{order_control}|P{control_id}^{sender.application}|F{control_id}^{sender.facility}",
+        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|{code}^{label}^{system}",
+        f"TXA|1|{code}^{label}^{system}|TEXT|{ts}||||||||{document_id}|{replaces}||||AU",
+        f"OBX|1|ED|{code}^{label}^{system}||^text^XML^Base64^{b64}||||||{status}|",
+        _prt_sender(sender),
+        *_flags_obx(flags, 2, "CWE"),
+    ]
+    return _encode(segments, charset, separator), cda
+
+
+def build_lab_results(
+    *,
+    now: datetime,
+    control_id: str,
+    patient: SyntheticPatient,
+    charset: str = "UNICODE UTF-8",
+    sender: Sender | None = None,
+    separator: str = "\r",
+) -> bytes:
+    """An IHE LAB-3 ORU^R01 (v2.5.1) with discrete results (no embedded document)."""
+    sender = sender or Sender()
+    ts = _ts(now)
+    segments = [
+        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
+        f"{sender.receiver_facility}|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5.1|||||FRA|{charset}",
+        _pid(patient, sender),
+        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
+        f"ORC|SC|P{control_id}^{sender.application}|F{control_id}^{sender.facility}||CM",
+        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|"
+        f"24326-1^Électrolytes^LN|||{ts}||||||||||||||||||F",
+        "OBX|1|NM|2951-2^Sodium [Moles/volume] Serum/Plasma^LN||140|mmol/L^mmol/L^UCUM|135-145|N|||F",
+        "OBX|2|NM|2823-3^Potassium [Moles/volume] Serum/Plasma^LN||4.1|mmol/L^mmol/L^UCUM|3.5-5.0|N|||F",
+    ]
+    return _encode(segments, charset, separator)
+
+
+def build_adt_consent(
+    *,
+    now: datetime,
+    control_id: str,
+    patient: SyntheticPatient,
+    dmp_status: str = "ACTIF",
+    feeding: str = "INO",
+    consultation: str = "IC",
+    charset: str = "UNICODE UTF-8",
+    sender: Sender | None = None,
+    separator: str = "\r",
+) -> bytes:
+    """A PAM France ADT^A01 (v2.5) carrying ZFA (DMP status and consents)."""
+    sender = sender or Sender(application="GAM-SYNTH", facility="CH-SYNTH")
+    ts = _ts(now)
+    segments = [
+        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
+        f"{sender.receiver_facility}|{ts}||ADT^A01^ADT_A01|{control_id}|P|2.5^FRA^2.11|||||FRA|{charset}|||"
+        "2.11^IHE_FRANCE-2.11-PAM",
+        f"EVN||{ts}",
+        _pid(patient, sender),
+        f"PV1|1|I|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
+        f"ZFA|{dmp_status}|{ts}|||||||{feeding}|{ts if feeding else ''}|{consultation}|{ts if consultation else ''}",
+    ]
+    return _encode(segments, charset, separator)
+
+
+def build_cda(
+    *,
+    now: datetime,
+    patient: SyntheticPatient,
+    document_id: str,
+    set_id: str,
+    version: int = 1,
+    sender: Sender | None = None,
+    replaces: str = "",
+) -> bytes:
+    """A CDA R2 lab report (structured body with one narrative section) with the structuration
+    minimale header: recordTarget with the INS and its 5 traits, author, custodian,
+    legalAuthenticator, documentationOf/serviceEvent/performer, componentOf/encompassingEncounter
+    (healthCareFacility SA25), setId, versionNumber, confidentialityCode N."""
+    s = sender or Sender()
+    x = xml_escape
+    ts = _cda_ts(now)
+    person = (
+        f'<id root="1.2.250.1.71.4.2.1" extension="{x(s.rpps)}"/>'
+        '<code code="G15_10/SM03" displayName="Médecin - Biologie médicale (SM)" codeSystem="1.2.250.1.213.1.1.4.5"/>'
+        f'<addr><city>PARIS</city></addr><telecom value="tel:0100000000" use="WP"/>'
+        f"<assignedPerson><name><given>{x(s.given)}</given><family>{x(s.family)}</family></name></assignedPerson>"
+    )
+    org = f'<id root="1.2.250.1.71.4.2.2" extension="{x(s.finess)}"/><name>{x(s.organisation)}</name>'
+    related = (
+        f'<relatedDocument typeCode="RPLC"><parentDocument><id root="{x(replaces)}"/></parentDocument></relatedDocument>'
+        if replaces
+        else ""
+    )
+    given_all = x(patient.given_all)
+    xml = f"""<?xml version="1.0" encoding="UTF-8"?>
+<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<realmCode code="FR"/>
+<typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>
+<templateId root="2.16.840.1.113883.2.8.2.1"/>
+<templateId root="1.2.250.1.213.1.1.1.1"/>
+<id root="{x(document_id)}"/>
+<code code="11502-2" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="CR d'examens biologiques"/>
+<title>Compte rendu d'examens biologiques</title>
+<effectiveTime value="{ts}"/>
+<confidentialityCode code="N" displayName="Normal" codeSystem="2.16.840.1.113883.5.25"/>
+<languageCode code="fr-FR"/>
+<setId root="{x(set_id)}"/>
+<versionNumber value="{version}"/>
+<recordTarget><patientRole>
+<id root="{x(patient.ins_oid)}" extension="{x(patient.ins)}"/>
+<id root="{IPP_OID}" extension="{x(patient.ipp)}"/>
+<patient classCode="PSN">
+<name><family qualifier="BR">{x(patient.family)}</family><given>{given_all}</given><given qualifier="BR">{x(patient.given)}</given></name>
+<administrativeGenderCode code="{patient.sex}" codeSystem="2.16.840.1.113883.5.1"/>
+<birthTime value="{patient.birth_date}"/>
+<birthplace><place><addr><county>{patient.birth_place}</county><city>{x(patient.birth_city)}</city></addr></place></birthplace>
+</patient></patientRole></recordTarget>
+<author><time value="{ts}"/><assignedAuthor>{person}<representedOrganization>{org}</representedOrganization></assignedAuthor></author>
+<custodian><assignedCustodian><representedCustodianOrganization>{org}</representedCustodianOrganization></assignedCustodian></custodian>
+<legalAuthenticator><time value="{ts}"/><signatureCode code="S"/><assignedEntity>{person}<representedOrganization>{org}</representedOrganization></assignedEntity></legalAuthenticator>
+<documentationOf><serviceEvent>
+<code code="18719-5" displayName="Biochimie" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"/>
+<effectiveTime><low value="{ts}"/><high value="{ts}"/></effectiveTime>
+<performer typeCode="PRF"><assignedEntity>{person}<representedOrganization>{org}</representedOrganization></assignedEntity></performer>
+</serviceEvent></documentationOf>
+{related}<componentOf><encompassingEncounter>
+<effectiveTime><low value="{ts}"/></effectiveTime>
+<location><healthCareFacility><code code="SA25" displayName="Laboratoire de biologie médicale" codeSystem="1.2.250.1.71.4.2.4"/></healthCareFacility></location>
+</encompassingEncounter></componentOf>
+<component><structuredBody><component><section>
+<code code="18719-5" displayName="Biochimie" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"/>
+<title>Biochimie</title>
+<text><table><thead><tr><th>Examen</th><th>Résultat</th><th>Unité</th><th>Valeurs de référence</th></tr></thead>
+<tbody><tr><td>Sodium</td><td>140</td><td>mmol/L</td><td>135-145</td></tr>
+<tr><td>Potassium</td><td>4,1</td><td>mmol/L</td><td>3,5-5,0</td></tr></tbody></table></text>
+</section></component></structuredBody></component>
+</ClinicalDocument>
+"""
+    return xml.encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class SampleOptions:
+    order_control: str = "NW"
+    flags: Flags = field(default_factory=lambda: Flags(ack_reception=True))
+    charset: str = "UNICODE UTF-8"
+    sender: Sender = field(default_factory=Sender)
+    separator: str = "\r"
+    patient: SyntheticPatient | None = None  # same patient for every sample (one lane); None = random ones
+
+
+def generate_samples(count: int, seed: int, now: datetime, options: SampleOptions | None = None) -> list[Sample]:
+    """``count`` volet ORU^R01 messages, deterministic for (``count``, ``seed``, ``now``, ``options``)."""
+    opts = options or SampleOptions()
+    rng = random.Random(seed)
+    samples: list[Sample] = []
+    for i in range(count):
+        drawn = synthetic_patient(rng, i)  # always drawn, so ids do not depend on the option
+        patient = opts.patient or drawn
+        document_id = root_only_oid(rng)
+        set_id = root_only_oid(rng)
+        control_id = f"S{seed % 10_000:04d}{i:06d}"
+        # a replacement points at a (synthetic) previous version of the same set
+        replaces = root_only_oid(rng) if opts.order_control == "RO" else ""
+        raw, cda = build_oru(
+            now=now,
+            control_id=control_id,
+            patient=patient,
+            document_id=document_id,
+            set_id=set_id,
+            version=2 if replaces else 1,
+            replaces=replaces,
+            order_control=opts.order_control,
+            flags=opts.flags,
+            charset=opts.charset,
+            sender=opts.sender,
+            separator=opts.separator,
+        )
+        samples.append(
+            Sample(f"{i:05d}_{control_id}.hl7", raw, control_id, document_id, set_id, patient, cda, replaces)
+        )
+    return samples
+
+
+def write_samples(
+    out_dir: Path, count: int, seed: int, now: datetime, options: SampleOptions | None = None
+) -> list[Path]:
+    """Write one message per file (``NNNNN_<MSH-10>.hl7``) into ``out_dir`` (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for sample in generate_samples(count, seed, now, options):
+        path = out_dir / sample.name
+        path.write_bytes(sample.raw)
+        paths.append(path)
+    return paths
