@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from passerelle.connector.listeners.dicom_scp import DicomScp
-from passerelle.queue.base import State
+from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, wait_settled

@@ -161,7 +161,7 @@ async def test_sqlite_reopen_keeps_records_and_does_not_remigrate(tmp_path: Path
 
 
 async def test_sqlite_shares_the_journal_file(tmp_path: Path) -> None:
-    from passerelle.queue.base import Inbound
+    from passerelle.queue.model import Inbound
     from passerelle.queue.sqlite import SQLiteJournal
 
     path = tmp_path / "passerelle.db"

@@ -14,7 +14,7 @@ from hl7.mllp import start_hl7_server
 from passerelle.connector.admin.browser import journey
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.samples.messages import generate_samples
-from passerelle.queue.base import State
+from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, wait_settled

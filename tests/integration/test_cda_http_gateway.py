@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 
 from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
-from passerelle.queue.base import State
+from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, wait_settled

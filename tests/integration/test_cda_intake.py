@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from passerelle.connector.intake.cda import CdaIntakeSettings, FolderWatcher, cda_router
-from passerelle.queue.base import AppendResult, Inbound, Query, Row, State
+from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

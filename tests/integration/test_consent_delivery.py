@@ -16,7 +16,7 @@ from passerelle.mappings.document import Provenance
 from passerelle.mappings.hl7v2.documents import map_hl7_documents
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.audit import AuditQuery
-from passerelle.queue.base import State
+from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, sandbox_pushes, wait_settled

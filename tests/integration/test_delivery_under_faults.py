@@ -14,7 +14,7 @@ import httpx
 
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.samples.messages import build_oru, root_only_oid, synthetic_patient
-from passerelle.queue.base import State
+from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, wait_settled

@@ -11,7 +11,7 @@ import pytest
 
 from passerelle.connector.listeners.dicom_folder import DicomFolderSettings, DicomFolderWatcher
 from passerelle.errors import QueueUnavailableError
-from passerelle.queue.base import AppendResult, Inbound, Query, State
+from passerelle.queue.model import AppendResult, Inbound, Query, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.dicom_samples import make_kos
 

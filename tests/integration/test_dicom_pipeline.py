@@ -14,7 +14,7 @@ from passerelle.connector.dispatch.mapper import RowMapper
 from passerelle.connector.intake.hl7 import Hl7IntakeSettings
 from passerelle.connector.listeners.dicom_scp import DicomScp, DicomSettings
 from passerelle.mappings.document import Action, Document
-from passerelle.queue.base import Query, State
+from passerelle.queue.model import Query, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.dicom_samples import make_kos
 

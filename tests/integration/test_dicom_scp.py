@@ -24,7 +24,7 @@ from passerelle.connector.listeners.dicom_scp import (
 from passerelle.errors import QueueUnavailableError
 from passerelle.mappings.dicom.common import DicomSite
 from passerelle.mappings.document import Author, Code
-from passerelle.queue.base import AppendResult, Inbound, Query, Row, State
+from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.conformance import dciodvfy_errors
 from tests.support.dicom_samples import TEST_INS, make_kos, make_sr

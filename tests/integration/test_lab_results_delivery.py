@@ -10,7 +10,7 @@ import httpx
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.codes.tables import loinc_table_file_name
 from passerelle.mappings.samples.lab import SAMPLE_INS, SAMPLE_LOINC_CSV, sample_oru
-from passerelle.queue.base import State
+from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, wait_settled

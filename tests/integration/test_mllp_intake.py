@@ -16,7 +16,7 @@ import pytest
 from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
 from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from passerelle.mappings.samples.messages import generate_samples
-from passerelle.queue.base import Query
+from passerelle.queue.model import Query
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.integration.test_mllp_server import read_replies
 

@@ -13,7 +13,7 @@ import httpx
 
 from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
 from passerelle.connector.settings import load_settings
-from passerelle.queue.base import Query, Row, State
+from passerelle.queue.model import Query, Row, State
 
 
 @contextlib.asynccontextmanager

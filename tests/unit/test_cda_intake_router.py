@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from passerelle.connector.intake.cda import CdaIntakeSettings, cda_router, status_for
 from passerelle.errors import QueueUnavailableError
-from passerelle.queue.base import AppendResult, Inbound, State
 from passerelle.queue.memory import MemoryJournal
+from passerelle.queue.model import AppendResult, Inbound, State
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/xml"}

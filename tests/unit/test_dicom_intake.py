@@ -32,7 +32,7 @@ from passerelle.errors import (
     UnsupportedMessageError,
 )
 from passerelle.mappings.dicom.common import DicomSite
-from passerelle.queue.base import AppendResult, State
+from passerelle.queue.model import AppendResult, State
 from tests.support.dicom_samples import TEST_INS, kos_dataset, make_kos, make_sr, to_part10
 
 NOW = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from passerelle.mappings.hl7v2.decode import Delimiters, decode_message, unescap
 from passerelle.mappings.hl7v2.header import read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import classify
 from passerelle.mappings.samples.messages import generate_samples
-from passerelle.queue.base import AppendResult, Inbound
+from passerelle.queue.model import AppendResult, Inbound
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 SAMPLE = generate_samples(1, 99, NOW)[0].raw

@@ -19,7 +19,7 @@ from passerelle.mappings.samples.messages import (
     root_only_oid,
     synthetic_patient,
 )
-from passerelle.queue.base import AppendResult, Inbound, State
+from passerelle.queue.model import AppendResult, Inbound, State
 
 NOW = datetime(2026, 11, 22, 3, 30, tzinfo=UTC)
 

@@ -44,7 +44,8 @@ from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.audit import AuditStore
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
-from passerelle.queue.base import AppendResult, Inbound, Journal
+from passerelle.queue.model import AppendResult, Inbound
+from passerelle.queue.ports import Journal
 from passerelle.queue.sqlite import SQLiteJournal
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def build_gateway(
             journal, settings.lab, hl7_settings, oid_root=settings.oid_root, test_environment=test_env
         ),
     )
-    gate = PolicyGate(journal, space, settings, metrics=metrics)
+    gate = PolicyGate(journal, journal, space, settings, metrics=metrics)
     audit_store = open_audit_store(settings)
     audit = AuditTrail(audit_store, clock)
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings, metrics, clock)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from passerelle.observability.metrics import Metrics
-from passerelle.queue.base import Journal, State
+from passerelle.queue.model import State
+from passerelle.queue.ports import BrowserJournal
 
 
 class IntakeMetricsBridge:
@@ -57,7 +58,7 @@ class MllpMetricsBridge:
         self.m.ack_latency.observe(latency_seconds)
 
 
-async def refresh_journal_gauges(journal: Journal, metrics: Metrics, now: datetime) -> None:
+async def refresh_journal_gauges(journal: BrowserJournal, metrics: Metrics, now: datetime) -> None:
     counts = await journal.counts()
     for state in State:
         metrics.journal_depth.labels(state.value).set(counts.get(state, 0))

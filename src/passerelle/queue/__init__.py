@@ -1,10 +1,9 @@
 """The durable journal: contract, backends (SQLite, PostgreSQL, memory) and migrations."""
 
-from passerelle.queue.base import (
+from passerelle.queue.model import (
     AppendResult,
     Event,
     Inbound,
-    Journal,
     Query,
     RegistryEntry,
     Row,
@@ -12,13 +11,28 @@ from passerelle.queue.base import (
     Settlement,
     State,
 )
+from passerelle.queue.ports import (
+    AdminJournal,
+    BrowserJournal,
+    DispatchJournal,
+    IntakeJournal,
+    Journal,
+    Lifecycle,
+    ReferenceStore,
+)
 
 __all__ = [
+    "AdminJournal",
     "AppendResult",
+    "BrowserJournal",
+    "DispatchJournal",
     "Event",
     "Inbound",
+    "IntakeJournal",
     "Journal",
+    "Lifecycle",
     "Query",
+    "ReferenceStore",
     "RegistryEntry",
     "Row",
     "SeriesEntry",

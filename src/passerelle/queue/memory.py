@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from passerelle.queue.base import (
+from passerelle.queue.model import (
     BLOCKING_STATES,
     AppendResult,
     Event,
@@ -46,6 +47,9 @@ class MemoryJournal:
 
     async def open(self) -> None:
         return None
+
+    def background_tasks(self) -> Sequence[asyncio.Task[None]]:
+        return ()
 
     async def close(self) -> None:
         return None

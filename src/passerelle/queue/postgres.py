@@ -42,7 +42,7 @@ from psycopg.rows import TupleRow
 
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue import migrations
-from passerelle.queue.base import (
+from passerelle.queue.model import (
     AppendResult,
     Event,
     Inbound,
@@ -317,6 +317,9 @@ class PostgresJournal:
                     (version, name, datetime.now(UTC)),
                 )
                 log.info("journal migration applied", extra={"migration": name})
+
+    def background_tasks(self) -> Sequence[asyncio.Task[None]]:
+        return tuple(self._committer_tasks)
 
     async def close(self) -> None:
         if self._pool is None:

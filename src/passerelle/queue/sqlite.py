@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue import migrations
-from passerelle.queue.base import (
+from passerelle.queue.model import (
     AppendResult,
     Event,
     Inbound,
@@ -153,6 +153,9 @@ class SQLiteJournal:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    def background_tasks(self) -> Sequence[asyncio.Task[None]]:
+        return (self._committer,) if self._committer is not None else ()
 
     def _close_sync(self) -> None:
         if self._conn is not None:

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from passerelle.queue.base import Journal, Row, State
+from passerelle.queue.model import Row, State
+from passerelle.queue.ports import AdminJournal
 
 REPLAYABLE = (State.DEAD, State.REFUSED, State.PARKED)
 
@@ -37,7 +38,7 @@ def row_summary(row: Row) -> dict[str, Any]:
     }
 
 
-async def journey(journal: Journal, row_id: int) -> dict[str, Any] | None:
+async def journey(journal: AdminJournal, row_id: int) -> dict[str, Any] | None:
     row = await journal.get(row_id)
     if row is None:
         return None
@@ -56,7 +57,7 @@ async def journey(journal: Journal, row_id: int) -> dict[str, Any] | None:
 
 
 async def replay_rows(
-    journal: Journal,
+    journal: AdminJournal,
     row_ids: Sequence[int],
     *,
     now: datetime,

@@ -21,7 +21,7 @@ from passerelle.connector.app import Gateway, bound_port, build_gateway, create_
 from passerelle.connector.cli.send import send_files
 from passerelle.connector.settings import load_settings
 from passerelle.mappings.samples.messages import generate_samples
-from passerelle.queue.base import Query, State
+from passerelle.queue.model import Query, State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 

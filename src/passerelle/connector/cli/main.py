@@ -14,7 +14,7 @@ import typer
 
 from passerelle.config import ConfigError
 from passerelle.connector.settings import Settings, load_settings
-from passerelle.queue.base import Query, State
+from passerelle.queue.model import Query, State
 
 app = typer.Typer(
     name="passerelle",

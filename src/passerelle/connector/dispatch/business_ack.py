@@ -24,7 +24,8 @@ from passerelle.mappings.hl7v2.ack import build_business_ack, encode_reply
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.observability.metrics import Metrics
-from passerelle.queue.base import Event, Journal, Row
+from passerelle.queue.model import Event, Row
+from passerelle.queue.ports import DispatchJournal
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class BusinessAckNotifier:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: DispatchJournal,
         settings: BusinessAckSettings,
         hl7: Hl7IntakeSettings,
         metrics: Metrics,

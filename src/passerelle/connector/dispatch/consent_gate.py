@@ -19,7 +19,8 @@ from passerelle.mappings.cda.reader import parse_cda
 from passerelle.mappings.document import Document, IdentityStatus
 from passerelle.mappings.mhd.bundle import SpaceStatus
 from passerelle.observability.metrics import Metrics
-from passerelle.queue.base import Journal, Row, State
+from passerelle.queue.model import Row, State
+from passerelle.queue.ports import DispatchJournal, ReferenceStore
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,17 @@ def result_codes(doc: Document) -> frozenset[str]:
 class PolicyGate:
     """The worker's ``ConsentGate``: remote status (cached), local registry, site rules → decision."""
 
-    def __init__(self, journal: Journal, space: PatientSpace, settings: Settings, *, metrics: Metrics) -> None:
-        self.journal = journal
+    def __init__(
+        self,
+        registry: ReferenceStore,
+        history: DispatchJournal,
+        space: PatientSpace,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+    ) -> None:
+        self.registry = registry
+        self.history = history
         self.space = space
         self.rules = load_site_rules(settings.consent.rules_file)
         self.metrics = metrics
@@ -67,7 +77,7 @@ class PolicyGate:
                 raise  # the space is unreachable: retried with backoff like a failed push
             except PasserelleError as exc:  # refused lookup: unknown status, the policy parks (short re-check)
                 log.warning("space status lookup refused", extra={"row_id": row.id, "reason": exc.reason})
-        entry = await self.journal.registry_get(doc.patient.ins) if doc.patient.ins else None
+        entry = await self.registry.registry_get(doc.patient.ins) if doc.patient.ins else None
         registry = (
             RegistryEntry.from_fields(
                 dmp_status=entry.dmp_status, feeding=entry.feeding, consultation=entry.consultation
@@ -95,7 +105,7 @@ class PolicyGate:
     async def _first_parked(self, row: Row) -> datetime | None:
         if row.state is not State.PARKED:  # only a parked row has a parking history to look up
             return None
-        for event in await self.journal.events(row.id):
+        for event in await self.history.events(row.id):
             if event.kind == "parked":
                 return event.at
         return None

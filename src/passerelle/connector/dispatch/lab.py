@@ -20,7 +20,8 @@ from passerelle.mappings.document import Document, Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.mappings.lab.model import Address, Laboratory, Person
-from passerelle.queue.base import Journal, Row, SeriesEntry
+from passerelle.queue.model import Row, SeriesEntry
+from passerelle.queue.ports import ReferenceStore
 
 
 class LabSiteSettings(BaseModel):
@@ -72,7 +73,13 @@ class LabSettings(BaseModel):
 
 class CrBioLabMapper:
     def __init__(
-        self, journal: Journal, settings: LabSettings, hl7: Hl7IntakeSettings, *, oid_root: str, test_environment: bool
+        self,
+        journal: ReferenceStore,
+        settings: LabSettings,
+        hl7: Hl7IntakeSettings,
+        *,
+        oid_root: str,
+        test_environment: bool,
     ) -> None:
         self.journal = journal
         self.settings = settings

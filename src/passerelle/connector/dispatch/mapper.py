@@ -21,7 +21,8 @@ from passerelle.mappings.hl7v2 import documents as oru
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.mappings.hl7v2.volet import MessageKind, classify
-from passerelle.queue.base import Journal, RegistryEntry, Row, SeriesEntry
+from passerelle.queue.model import RegistryEntry, Row, SeriesEntry
+from passerelle.queue.ports import ReferenceStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class RowMapper:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: ReferenceStore,
         hl7: Hl7IntakeSettings,
         *,
         test_environment: bool,

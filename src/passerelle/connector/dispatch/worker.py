@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -25,7 +25,8 @@ from passerelle.config.settings import WorkerSettings
 from passerelle.errors import PermanentError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Action, Code, Document
 from passerelle.observability.metrics import Metrics
-from passerelle.queue.base import Event, Journal, Row, Settlement, State
+from passerelle.queue.model import Event, Row, Settlement, State
+from passerelle.queue.ports import DispatchJournal
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class DispatchWorker:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: DispatchJournal,
         mapper: Mapper,
         consent: ConsentGate,
         space: Space,
@@ -361,9 +362,7 @@ class DispatchWorker:
 
     async def _set_deadline(self, row: Row, now: datetime) -> datetime:
         deadline = now + timedelta(seconds=self.settings.retry.deadline_s)
-        setter: Callable[[int, datetime], Awaitable[None]] | None = getattr(self.journal, "set_deadline", None)
-        if setter is not None:
-            await setter(row.id, deadline)
+        await self.journal.set_deadline(row.id, deadline)
         return deadline
 
     @staticmethod

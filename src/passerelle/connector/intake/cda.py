@@ -51,7 +51,7 @@ from passerelle.errors import (
 )
 from passerelle.mappings.cda.reader import CdaLimits, map_cda, map_cda_document
 from passerelle.mappings.document import Document
-from passerelle.queue.base import AppendResult, Inbound
+from passerelle.queue.model import AppendResult, Inbound
 
 log = logging.getLogger(__name__)
 

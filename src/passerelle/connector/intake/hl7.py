@@ -32,7 +32,7 @@ from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, reply_for, sh
 from passerelle.mappings.hl7v2.decode import CHARSETS, Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import Classified, classify
-from passerelle.queue.base import AppendResult, Inbound, State
+from passerelle.queue.model import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
 

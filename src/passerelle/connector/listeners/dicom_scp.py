@@ -66,7 +66,7 @@ from passerelle.mappings.document import (
     Code,
     Provenance,
 )
-from passerelle.queue.base import AppendResult, Inbound, State
+from passerelle.queue.model import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from passerelle.connector.admin.browser import AuditHook, journey, replay_rows, row_summary
-from passerelle.queue.base import Query as JournalQuery
-from passerelle.queue.base import State
+from passerelle.queue.model import Query as JournalQuery
+from passerelle.queue.model import State
 
 if TYPE_CHECKING:
     from passerelle.connector.app import Gateway

@@ -1,4 +1,6 @@
-"""The journal contract: what every backend (SQLite, PostgreSQL, memory) promises.
+"""The journal's data types: states, inbound items, rows, events, settlements, queries, registry entries.
+
+The ports (what each user of the journal may call) are in :mod:`passerelle.queue.ports`.
 
 Commit semantics: :meth:`Journal.append` returns only once the rows it wrote are durable (SQLite WAL
 with ``synchronous=FULL``, PostgreSQL commit). Intake replies positively only after it returns.
@@ -13,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 
 class State(StrEnum):
@@ -132,51 +133,3 @@ class SeriesEntry:
     set_id: str
     version: int
     row_id: int
-
-
-class Journal(Protocol):
-    """Durable inbound journal. All methods may raise ``QueueUnavailableError``."""
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def append(self, items: Sequence[Inbound]) -> list[AppendResult]:
-        """Store items durably, deduplicating on ``dedup_key``; returns once committed."""
-        ...
-
-    async def claim(self, worker: str, limit: int, lease_seconds: float, now: datetime) -> list[Row]:
-        """Lease up to ``limit`` lane heads that are due. A lease that expires comes back."""
-        ...
-
-    async def settle(self, row_id: int, settlement: Settlement, now: datetime) -> None:
-        """Record the outcome of a claimed row and release its lane."""
-        ...
-
-    async def get(self, row_id: int) -> Row | None: ...
-
-    async def find(self, query: Query) -> list[Row]: ...
-
-    async def events(self, row_id: int) -> list[Event]: ...
-
-    async def add_events(self, events: Sequence[Event]) -> None: ...
-
-    async def requeue(self, row_id: int, now: datetime, detail: str) -> bool:
-        """Put a dead/refused/parked row back to ACCEPTED (replay). False if the row cannot be replayed."""
-        ...
-
-    async def counts(self) -> dict[State, int]: ...
-
-    async def oldest_pending(self) -> datetime | None: ...
-
-    async def registry_get(self, ins: str) -> RegistryEntry | None: ...
-
-    async def registry_put(self, entry: RegistryEntry) -> None: ...
-
-    async def series_get(self, series_key: str) -> SeriesEntry | None: ...
-
-    async def series_put(self, entry: SeriesEntry, now: datetime) -> None: ...
-
-    async def patient_map_get(self, sender: str, local_id: str) -> tuple[str, str] | None: ...
-
-    async def patient_map_put(self, sender: str, local_id: str, ins: str, ins_oid: str) -> None: ...

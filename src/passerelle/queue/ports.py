@@ -1,0 +1,120 @@
+"""The journal's ports: one small Protocol per user, each at most eight methods.
+
+Every backend (:mod:`.sqlite`, :mod:`.postgres`, :mod:`.memory`) implements all of them, and one
+contract suite per port runs against the three (``tests/integration/test_journal_contract.py``). A
+consumer declares the narrowest port it needs, so what it can do to the journal is visible in its
+signature: the intake can only append, the browser can only read, only the admin port replays.
+
+Commit semantics: :meth:`IntakeJournal.append` returns only once the rows it wrote are durable (SQLite
+WAL with ``synchronous=FULL``, PostgreSQL commit). Intake replies positively only after it returns.
+Per-patient order: each row belongs to a *lane* (the patient's ordering key); at most one row per lane
+is claimed at a time, always the lowest pending id, so a retrying, parked or dead head holds back only
+its own lane. Every method may raise :class:`~passerelle.errors.QueueUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from passerelle.queue.model import (
+    AppendResult,
+    Event,
+    Inbound,
+    Query,
+    RegistryEntry,
+    Row,
+    SeriesEntry,
+    Settlement,
+    State,
+)
+
+
+class Lifecycle(Protocol):
+    """Opening and closing a backend (owned by the composition root)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def background_tasks(self) -> Sequence[asyncio.Task[None]]:
+        """The tasks the backend runs while open (e.g. the SQLite group committer).
+
+        The composition root's supervisor watches them: one that ends while the backend is open means
+        intake can no longer commit, and the gateway turns "not ready" and stops.
+        """
+        ...
+
+
+class IntakeJournal(Protocol):
+    """What every listener needs: durable append with deduplication."""
+
+    async def append(self, items: Sequence[Inbound]) -> list[AppendResult]:
+        """Store items durably, deduplicating on ``dedup_key``; returns once committed."""
+        ...
+
+
+class DispatchJournal(Protocol):
+    """What the dispatch worker needs: claim lane heads, record their journey, settle them."""
+
+    async def claim(self, worker: str, limit: int, lease_seconds: float, now: datetime) -> list[Row]:
+        """Lease up to ``limit`` lane heads that are due. A lease that expires comes back."""
+        ...
+
+    async def settle(self, row_id: int, settlement: Settlement, now: datetime) -> None:
+        """Record the outcome of a claimed row and release its lane."""
+        ...
+
+    async def set_deadline(self, row_id: int, deadline: datetime) -> None:
+        """Fix the delivery deadline of a row (set at its first delivery attempt)."""
+        ...
+
+    async def events(self, row_id: int) -> list[Event]: ...
+
+    async def add_events(self, events: Sequence[Event]) -> None: ...
+
+
+class BrowserJournal(Protocol):
+    """Read-only access for the message browser, the gauges and the console."""
+
+    async def get(self, row_id: int) -> Row | None: ...
+
+    async def find(self, query: Query) -> list[Row]: ...
+
+    async def events(self, row_id: int) -> list[Event]: ...
+
+    async def counts(self) -> dict[State, int]: ...
+
+    async def oldest_pending(self) -> datetime | None: ...
+
+
+class AdminJournal(BrowserJournal, Protocol):
+    """The browser's reads plus replay (operators with the right role only)."""
+
+    async def requeue(self, row_id: int, now: datetime, detail: str) -> bool:
+        """Put a dead/refused/parked row back to ACCEPTED (replay). False if the row cannot be replayed."""
+        ...
+
+    async def add_events(self, events: Sequence[Event]) -> None: ...
+
+
+class ReferenceStore(Protocol):
+    """Small reference tables kept beside the journal: consent registry, document series, patient map."""
+
+    async def registry_get(self, ins: str) -> RegistryEntry | None: ...
+
+    async def registry_put(self, entry: RegistryEntry) -> None: ...
+
+    async def series_get(self, series_key: str) -> SeriesEntry | None: ...
+
+    async def series_put(self, entry: SeriesEntry, now: datetime) -> None: ...
+
+    async def patient_map_get(self, sender: str, local_id: str) -> tuple[str, str] | None: ...
+
+    async def patient_map_put(self, sender: str, local_id: str, ins: str, ins_oid: str) -> None: ...
+
+
+class Journal(Lifecycle, IntakeJournal, DispatchJournal, AdminJournal, ReferenceStore, Protocol):
+    """A whole backend, as the composition root holds it; everybody else takes one of the ports above."""
