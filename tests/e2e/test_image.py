@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from passerelle.connector.cli.send import send_files
@@ -190,6 +191,9 @@ def test_image_gateway_runs_on_a_read_only_root(image_env: Path, image_gateway, 
         capture_output=True, text=True, env=base_env(data), timeout=30,
     )  # fmt: skip
     assert health.returncode == 0, health.stderr
+    metrics = httpx.get(f"http://127.0.0.1:{ports['http']}/metrics", timeout=10).text
+    for name in ("process_resident_memory_bytes", "process_open_fds", "python_gc_collections_total"):
+        assert f"\n{name}" in metrics, f"{name} missing from /metrics"
     [sample] = generate_samples(1, seed=61, now=datetime.now(UTC).replace(microsecond=0))
     [result] = asyncio.run(send_files("127.0.0.1", ports["mllp"], [(sample.name, sample.raw)]))
     assert result.code == "AA"
