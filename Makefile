@@ -29,8 +29,10 @@ test: $(STAMP) node-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docker
+	$(BIN)/ruff format --check src tests benchmarks docker
+	$(BIN)/hadolint --failure-threshold info Dockerfile
+	$(BIN)/shellcheck docker/build-venv.sh .ci/run
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
