@@ -54,6 +54,8 @@ def config_has_space_url(path: str) -> bool:
 def command(argv: Sequence[str], environ: Mapping[str, str]) -> list[str] | None:
     """The ``passerelle`` arguments to run, or None when ``run`` has no patient-space URL."""
     args = list(argv) or ["run"]
+    if args[0] == "passerelle":  # `docker run IMAGE passerelle run ...` means the same as `... run ...`
+        args = args[1:] or ["run"]
     if args[0] in ("run", "check-config") and option(args, "--config") is None:
         args += ["--config", environ.get("PASSERELLE_CONFIG", DEFAULT_CONFIG)]
     if args[0] == "run":
