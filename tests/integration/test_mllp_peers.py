@@ -71,7 +71,7 @@ async def test_python_hl7_client_pipelined(server: MllpServer) -> None:
 async def test_mllp_send_console_script(server: MllpServer, tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "mllp_send"
     if not script.exists():
-        pytest.fail(f"{script} missing: python-hl7 is pinned in requirements.lock")
+        pytest.fail(f"{script} missing: python-hl7 is pinned in requirements/dev.lock")
     f = tmp_path / "m.hl7"
     f.write_bytes(frame(msg("CLI1")) + frame(msg("CLI2")))  # mllp_send reads a framed stream
     proc = await asyncio.create_subprocess_exec(

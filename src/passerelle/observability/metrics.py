@@ -2,11 +2,24 @@
 
 Labels are low-cardinality enums (channel, kind, code, outcome, reason): never identifiers, never patient
 data. One :class:`Metrics` per application instance, so two apps in one test process do not collide.
+
+An app-owned registry (``Metrics()``) also carries the process and Python runtime metrics of the standard
+client collectors: ``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+``process_open_fds`` / ``process_max_fds``, ``process_start_time_seconds`` (Linux ``/proc``),
+``python_info`` and ``python_gc_*``. A registry passed in is left as it is (its owner decides).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 _ACK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
@@ -16,6 +29,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        if registry is None:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         # intake
         self.messages_received = Counter(
             "passerelle_messages_received_total",

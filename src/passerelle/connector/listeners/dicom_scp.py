@@ -6,6 +6,8 @@ Contract (docs/dicom.md):
   Enhanced, Comprehensive, Comprehensive 3D, Extensible). Images are not documents of the patient
   space; their presentation contexts are rejected at association time (a modality gets "abstract
   syntax not supported"), never acknowledged and silently dropped.
+* Verification (C-ECHO) is negotiated too and answered with success, so a PACS administrator's echo
+  test passes; the calling AE title is checked at association time, as for C-STORE.
 * Each C-STORE is decoded and mapped as a dry run (:func:`prepare`). An unusable instance gets a
   failure status with a PHI-free Error Comment and is journaled as ``REJECTED`` (kept for the browser);
   a usable one is journaled as ``ACCEPTED`` with dedup key ``dicom:<SOP Instance UID>``.
@@ -75,6 +77,9 @@ Accept = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
 #: ``(sender, local PatientID) -> (matricule INS, OID)`` from the site's identity store, or None.
 PatientLookup = Callable[[str, str], Awaitable[tuple[str, str] | None]]
 
+
+#: Verification SOP Class (PS3.4 A.4): C-ECHO.
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -392,8 +397,9 @@ class DicomScp:
             ae.require_calling_aet = list(s.allowed_calling_ae_titles)
         for uid in sorted(DOCUMENT_SOP_CLASSES):
             ae.add_supported_context(uid, DEFAULT_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION_SOP_CLASS, DEFAULT_TRANSFER_SYNTAXES)
         self._loop = asyncio.get_running_loop()
-        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_c_store)]
+        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_c_store), (evt.EVT_C_ECHO, self._on_c_echo)]
         self._server = await asyncio.to_thread(ae.start_server, (s.host, s.port), block=False, evt_handlers=handlers)
         log.info("dicom scp: listening on %s:%d as %s", s.host, self.port, s.ae_title)
 
@@ -405,7 +411,11 @@ class DicomScp:
         await asyncio.to_thread(server.shutdown)
         log.info("dicom scp: stopped")
 
-    # pynetdicom calls this in an association thread.
+    # pynetdicom calls the handlers in an association thread.
+    def _on_c_echo(self, event: Any) -> int:
+        log.info("dicom scp: C-ECHO from %s", str(event.assoc.requestor.ae_title).strip())
+        return STATUS_SUCCESS
+
     def _on_c_store(self, event: Any) -> Dataset:
         calling = str(event.assoc.requestor.ae_title).strip()
         request = event.request
