@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from passerelle.sandbox import admin, fhir, pages
+from passerelle.sandbox.admin import router as admin_router
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.faults import FaultMiddleware
+from passerelle.sandbox.fhir import router as fhir_router
+from passerelle.sandbox.pages import router as pages_router
 from passerelle.sandbox.runtime import SandboxRuntime, read_token
 
 
@@ -35,9 +37,9 @@ def create_app(config: SandboxConfig) -> FastAPI:
 
     app = FastAPI(title="Passerelle sandbox patient space", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.sandbox = runtime
-    app.include_router(fhir.router)
-    app.include_router(admin.router)
-    app.include_router(pages.router)
+    app.include_router(fhir_router)
+    app.include_router(admin_router)
+    app.include_router(pages_router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -135,6 +135,40 @@ class SampleDocument:
     content_type: str = "application/pdf"
 
 
+def _authors(doc: SampleDocument) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The contained Practitioner/Organization/PractitionerRole of a sample document and its author refs."""
+    contained: list[dict[str, Any]] = []
+    if doc.author:
+        contained.append(
+            {
+                "resourceType": "Practitioner",
+                "id": "author",
+                "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": doc.author}],
+            }
+        )
+    if doc.organisation:
+        contained.append(
+            {
+                "resourceType": "Organization",
+                "id": "org",
+                "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": doc.organisation}],
+            }
+        )
+    if doc.author and doc.organisation:
+        contained.append(
+            {
+                "resourceType": "PractitionerRole",
+                "id": "role",
+                "practitioner": {"reference": "#author"},
+                "organization": {"reference": "#org"},
+            }
+        )
+        return contained, [{"reference": "#role"}]
+    if contained:
+        return contained, [{"reference": f"#{contained[0]['id']}"}]
+    return contained, []
+
+
 def iti65_bundle(
     ins: str,
     *documents: SampleDocument,
@@ -153,38 +187,7 @@ def iti65_bundle(
         binary_url = f"urn:uuid:{uuid.uuid4()}"
         doc_url = f"urn:uuid:{uuid.uuid4()}"
         doc_urls.append(doc_url)
-        contained: list[dict[str, Any]] = []
-        authors: list[dict[str, Any]] = []
-        if doc.author:
-            contained.append(
-                {
-                    "resourceType": "Practitioner",
-                    "id": "author",
-                    "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": doc.author}],
-                }
-            )
-        if doc.organisation:
-            contained.append(
-                {
-                    "resourceType": "Organization",
-                    "id": "org",
-                    "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": doc.organisation}],
-                }
-            )
-        if doc.author and doc.organisation:
-            contained.append(
-                {
-                    "resourceType": "PractitionerRole",
-                    "id": "role",
-                    "practitioner": {"reference": "#author"},
-                    "organization": {"reference": "#org"},
-                }
-            )
-            authors.append({"reference": "#role"})
-        elif doc.author:
-            authors.append({"reference": "#author"})
-        elif doc.organisation:
-            authors.append({"reference": "#org"})
+        contained, authors = _authors(doc)
         reference: dict[str, Any] = {
             "resourceType": "DocumentReference",
             "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{doc.unique_id}"},
