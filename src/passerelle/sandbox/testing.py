@@ -51,6 +51,11 @@ class SandboxURL(str):
     def admin(self) -> str:
         return f"{self}/admin"
 
+    @property
+    def dmp(self) -> str:
+        """The DMP services base (``space.url`` with ``space.transport: dmp``)."""
+        return f"{self}/si-dmp-server/v2/services"
+
 
 class _ServerThread:
     def __init__(self, config: SandboxConfig, graceful_s: int) -> None:
@@ -89,6 +94,10 @@ class _ServerThread:
             self.sock.close()
 
 
+def _scheme(config: SandboxConfig) -> str:
+    return "https" if config.tls else "http"
+
+
 @contextlib.contextmanager
 def running_sandbox_sync(
     config: SandboxConfig, *, startup_timeout_s: float = 15.0, graceful_s: int = 2
@@ -97,7 +106,7 @@ def running_sandbox_sync(
     runner = _ServerThread(config, graceful_s)
     runner.start(startup_timeout_s)
     try:
-        yield SandboxURL(f"http://127.0.0.1:{runner.port}")
+        yield SandboxURL(f"{_scheme(config)}://127.0.0.1:{runner.port}")
     finally:
         runner.stop(graceful_s + 10.0)
 
@@ -110,7 +119,7 @@ async def running_sandbox(
     runner = _ServerThread(config, graceful_s)
     await asyncio.to_thread(runner.start, startup_timeout_s)
     try:
-        yield SandboxURL(f"http://127.0.0.1:{runner.port}")
+        yield SandboxURL(f"{_scheme(config)}://127.0.0.1:{runner.port}")
     finally:
         await asyncio.to_thread(runner.stop, graceful_s + 10.0)
 
