@@ -56,7 +56,7 @@ def validate(element: etree._Element, documents: dict[etree._Element, bytes], *,
     """Validate a copy of ``element`` with each ``xop:Include`` replaced by its part in base64."""
     doc = copy.deepcopy(element)
     originals = {id(el): data for el, data in documents.items()}
-    for original, copied in zip(element.iter(), doc.iter(), strict=True):
+    for original, copied in list(zip(element.iter(), doc.iter(), strict=True)):
         if id(original) in originals:
             for include in copied.findall(q(XOP, "Include")):
                 copied.remove(include)

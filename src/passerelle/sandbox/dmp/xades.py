@@ -127,7 +127,7 @@ def _check_signed_info(root: etree._Element, signed_info: etree._Element, cert: 
 
 
 def _check_manifest(root: etree._Element, signed_info: etree._Element, lot: Lot) -> None:
-    manifest_ref = [r for r in signed_info.findall(q(DS, "Reference")) if r.get("Type") == MANIFEST_TYPE][0]
+    manifest_ref = next(r for r in signed_info.findall(q(DS, "Reference")) if r.get("Type") == MANIFEST_TYPE)
     manifest = _by_id(root, str(manifest_ref.get("URI"))[1:])
     expected = {f"urn:oid:{lot.unique_id(lot.submission_set)}": "AA=="}
     for entry, data in lot.documents:
