@@ -51,14 +51,19 @@ class Identity:
 
 
 def _name(cn: str, ou: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "HOPITAL TEST")]
+    attrs = [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "HOPITAL TEST"),
+    ]
     if ou:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     return x509.Name(attrs)
 
 
-def _issue(subject: x509.Name, issuer: Identity | None, *, ca: bool, usage: dict[str, bool], eku: list[x509.ObjectIdentifier]) -> Identity:
+def _issue(
+    subject: x509.Name, issuer: Identity | None, *, ca: bool, usage: dict[str, bool], eku: list[x509.ObjectIdentifier]
+) -> Identity:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.UTC)
     flags = dict.fromkeys(
@@ -217,15 +222,19 @@ class Envelope:
         return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
-def multipart(envelope: bytes, parts: dict[str, bytes], action: str, *, boundary: str = "MIMEBoundary_test") -> tuple[str, bytes]:
+def multipart(
+    envelope: bytes, parts: dict[str, bytes], action: str, *, boundary: str = "MIMEBoundary_test"
+) -> tuple[str, bytes]:
     chunks = [
-        f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\n"
-        "Content-Transfer-Encoding: binary\r\nContent-ID: <0.root@test>\r\n\r\n".encode() + envelope
+        f'--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"\r\n'
+        "Content-Transfer-Encoding: binary\r\nContent-ID: <0.root@test>\r\n\r\n".encode()
+        + envelope
     ]
     for cid, data in parts.items():
         chunks.append(
             f"--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
-            f"Content-ID: <{cid}>\r\n\r\n".encode() + data
+            f"Content-ID: <{cid}>\r\n\r\n".encode()
+            + data
         )
     body = b"\r\n".join(chunks) + f"\r\n--{boundary}--\r\n".encode()
     header = (
@@ -367,10 +376,15 @@ class Iti41:
         _el(_el(_el(root, f"{{{DS}}}KeyInfo"), f"{{{DS}}}X509Data"), f"{{{DS}}}X509Certificate",
             base64.b64encode(signer.cert.public_bytes(serialization.Encoding.DER)).decode())  # fmt: skip
         props = _el(_el(root, f"{{{DS}}}Object"), f"{{{DS}}}SignatureProperties")
-        _el(props, f"{{{DS}}}SignatureProperty", "1.2.840.10065.1.12.1.14", Id="purposeOfSignature", Target=f"#{sig_id}")
+        _el(
+            props, f"{{{DS}}}SignatureProperty", "1.2.840.10065.1.12.1.14", Id="purposeOfSignature", Target=f"#{sig_id}"
+        )
         manifest = _el(_el(root, f"{{{DS}}}Object"), f"{{{DS}}}Manifest", Id="IHEManifest")
         entries = [(f"urn:oid:{self.ss_unique_id}", "AA==")] + [
-            (f"urn:oid:{d.unique_id}", b64sha1(c14n(etree.fromstring(d.content))) if d.mime == "text/xml" else b64sha1(d.content))
+            (
+                f"urn:oid:{d.unique_id}",
+                b64sha1(c14n(etree.fromstring(d.content))) if d.mime == "text/xml" else b64sha1(d.content),
+            )
             for d in self.documents
         ]
         for uri, digest in entries:
@@ -400,9 +414,7 @@ class Iti41:
             _el(ref, f"{{{DS}}}DigestMethod", Algorithm=SHA1)
             _el(ref, f"{{{DS}}}DigestValue", b64sha1(c14n(target)))
             signed_info.append(ref)
-        value.text = base64.b64encode(
-            signer.key.sign(c14n(signed_info), padding.PKCS1v15(), hashes.SHA1())
-        ).decode()
+        value.text = base64.b64encode(signer.key.sign(c14n(signed_info), padding.PKCS1v15(), hashes.SHA1())).decode()
         content = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
         return Doc(
             "Signature01", sig_id, content,
@@ -434,7 +446,7 @@ class Iti41:
         for index, doc in enumerate(docs):
             self._entry(objects, doc, doc.content, now)
             parts[f"part{index}@test"] = doc.content
-        for index, doc in enumerate(docs):
+        for doc in docs:
             assoc = _el(objects, f"{{{RIM}}}Association", id=f"urn:uuid:{uuid.uuid4()}", sourceObject="SubmissionSet01",
                         targetObject=doc.entry_id,
                         associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember")  # fmt: skip

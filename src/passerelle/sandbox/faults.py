@@ -138,11 +138,7 @@ class FaultMiddleware:
         if decision.latency_s:
             await asyncio.sleep(decision.latency_s)
         if decision.action == "reset":
-            abort: dict[str, Callable[[], None]] | None = scope.get("extensions", {}).get(ABORT_EXTENSION)
-            if abort is None:
-                raise ConnectionResetError("injected connection reset (no transport to abort)")
-            abort["abort"]()
-            await asyncio.sleep(0)  # let the protocol see the connection lost before the app returns
+            await _reset(scope)
             return
         if decision.action == "429":
             retry_after = str(math.ceil(settings.retry_after_s))
@@ -166,6 +162,14 @@ class FaultMiddleware:
         await self.app(scope, receive, send)
 
 
+async def _reset(scope: Scope) -> None:
+    abort: dict[str, Callable[[], None]] | None = scope.get("extensions", {}).get(ABORT_EXTENSION)
+    if abort is None:
+        raise ConnectionResetError("injected connection reset (no transport to abort)")
+    abort["abort"]()
+    await asyncio.sleep(0)  # let the protocol see the connection lost before the app returns
+
+
 _RECEIVER_FAULT = (
     b'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
     b"<soap:Body><soap:Fault><soap:Code><soap:Value>soap:Receiver</soap:Value><soap:Subcode>"
@@ -174,6 +178,12 @@ _RECEIVER_FAULT = (
     b"</soap:Fault></soap:Body></soap:Envelope>"
 )
 _MAINTENANCE_PAGE = b"<html><body><h1>Service en maintenance</h1></body></html>"
+#: answers sent as they are: a soap:Receiver fault; a 2xx that is not the protocol's answer (a proxy's
+#: maintenance page, nothing processed)
+_CANNED = {
+    "soap_receiver": (500, _RECEIVER_FAULT, b"application/soap+xml; charset=UTF-8"),
+    "ambiguous": (200, _MAINTENANCE_PAGE, b"text/html; charset=utf-8"),
+}
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:

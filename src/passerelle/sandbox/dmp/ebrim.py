@@ -65,7 +65,7 @@ def validate(element: etree._Element, documents: dict[etree._Element, bytes], *,
         _schema_order(doc)
     checker = schema()
     if not checker.validate(doc):
-        first = checker.error_log[0]
+        first = checker.error_log.last_error
         raise failure(METADATA_ERROR, f"XML Schema: line {first.line}: {first.type_name}")
 
 
@@ -164,9 +164,7 @@ def read_objects(registry_object_list: etree._Element | None) -> Metadata:
     if registry_object_list is None:
         raise failure(METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")
     metadata = Metadata([], [], [], [])
-    for element in registry_object_list:
-        if not isinstance(element.tag, str):
-            continue
+    for element in registry_object_list.iterchildren(etree.Element):
         local = etree.QName(element).localname
         if local == "RegistryPackage":
             metadata.packages.append(_object(element))

@@ -96,7 +96,7 @@ def _serve(runtime: SandboxRuntime, service: str, header: str, body: bytes, peer
     try:
         packet = mime.read_body(header, body, lenient=config.dmp_lenient)
         actions = {a: element for a, (element, _) in ENDPOINTS[service].items()}
-        checked = soap.read_envelope(packet.envelope, actions)
+        checked = soap.read_envelope(packet.envelope, actions, lenient=config.dmp_lenient)
         relates_to, action = checked.message_id, checked.action
         if ENDPOINTS[service][action][1] != packet.mtom:
             raise sender(mime.MIME_ERROR, "ITI-41 needs MTOM/XOP; the other operations plain application/soap+xml")

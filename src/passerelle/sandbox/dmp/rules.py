@@ -158,6 +158,12 @@ def _check_entry(entry: RegistryObject) -> None:
     stop = _check_dtm(entry, "serviceStopTime", required=False)
     if start and stop and start.ljust(14, "0") > stop.ljust(14, "0"):
         raise failure(METADATA, "serviceStartTime is after serviceStopTime", entry.id)
+    _check_codes(entry)
+    if not entry.authors:
+        raise failure(METADATA, "a DocumentEntry needs an author", entry.id)
+
+
+def _check_codes(entry: RegistryObject) -> None:
     for scheme in valuesets.REQUIRED_ONCE:
         if len(entry.codes_of(scheme)) != 1:
             raise failure(METADATA, f"classification {scheme} must appear exactly once", entry.id)
@@ -166,8 +172,6 @@ def _check_entry(entry: RegistryObject) -> None:
     for code in entry.codes:
         if not valuesets.known_code(code):
             raise failure(METADATA, f"a code of {code.scheme} is not in the value set", entry.id)
-    if not entry.authors:
-        raise failure(METADATA, "a DocumentEntry needs an author", entry.id)
 
 
 def _check_dtm(obj: RegistryObject, name: str, *, required: bool) -> str | None:

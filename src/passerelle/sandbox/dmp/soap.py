@@ -37,10 +37,11 @@ def _true(value: str | None) -> bool:
     return value in ("true", "1")
 
 
-def read_envelope(data: bytes, actions: dict[str, str]) -> Request:
+def read_envelope(data: bytes, actions: dict[str, str], *, lenient: bool = False) -> Request:
     """Parse and check a SOAP 1.2 request whose ``wsa:Action`` must be a key of ``actions``.
 
     ``actions`` maps each accepted Action to the Clark name of the body element it goes with.
+    ``lenient`` accepts an unqualified ``mustUnderstand`` on ``wsa:Action`` (seen in a real capture).
     """
     try:
         root = parse_xml(data)
@@ -59,7 +60,7 @@ def read_envelope(data: bytes, actions: dict[str, str]) -> Request:
     for child in header:
         if _true(child.get(q(SOAP12, "mustUnderstand"))) and child.tag not in _UNDERSTOOD:
             raise SoapFault("MustUnderstand", None, "a header marked mustUnderstand is not understood")
-    message_id, action = _addressing(header)
+    message_id, action = _addressing(header, lenient)
     if action not in actions:
         raise sender("DMPInvalidAction", "wsa:Action is not an operation of this endpoint")
     if body[0].tag != actions[action]:
@@ -67,14 +68,14 @@ def read_envelope(data: bytes, actions: dict[str, str]) -> Request:
     return Request(root, header, body[0], message_id, action)
 
 
-def _addressing(header: etree._Element) -> tuple[str, str]:
+def _addressing(header: etree._Element, lenient: bool) -> tuple[str, str]:
     message_id = header.find(q(WSA, "MessageID"))
     action = header.find(q(WSA, "Action"))
     if message_id is None or action is None or not (message_id.text or "").strip():
         raise sender(ADDRESSING_ERROR, CXF_MISSING_HEADER)
     if not UUID_URN.match((message_id.text or "").strip()):
         raise sender(ADDRESSING_ERROR, "wsa:MessageID must be a urn:uuid")
-    if not _true(action.get(q(SOAP12, "mustUnderstand"))):
+    if not _true(action.get(q(SOAP12, "mustUnderstand"))) and not (lenient and _true(action.get("mustUnderstand"))):
         raise sender(ADDRESSING_ERROR, 'wsa:Action must carry soap:mustUnderstand="true"')
     if len(header.findall(q(WSA, "Action"))) != 1 or len(header.findall(q(WSA, "MessageID"))) != 1:
         raise sender(ADDRESSING_ERROR, "wsa:Action and wsa:MessageID must appear once")

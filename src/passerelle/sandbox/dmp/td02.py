@@ -62,7 +62,7 @@ def _el(parent: etree._Element, name: str, **attributes: str) -> etree._Element:
 
 def answer(query: Query, state: PatientState | None, authorisation: str | None) -> etree._Element:
     """The ``PRPA_IN201308UV02``; ``state`` None means the request was refused (``AE``)."""
-    root = etree.Element(q(HL7, "PRPA_IN201308UV02"), nsmap={None: HL7, "xsi": XSI}, ITSVersion="XML_1.0")
+    root = etree.Element(q(HL7, "PRPA_IN201308UV02"), nsmap={None: HL7, "xsi": XSI}, ITSVersion="XML_1.0")  # type: ignore[dict-item]
     _el(root, "id", root=DMP_DEVICE, extension=str(uuid.uuid4()))
     _el(root, "creationTime", value=datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     _el(root, "interactionId", root="2.16.840.1.113883.1.6", extension="PRPA_IN201308UV02")

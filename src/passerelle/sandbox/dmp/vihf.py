@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
-from signxml import DigestAlgorithm, SignatureConfiguration, SignatureMethod, XMLVerifier
+from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from passerelle.sandbox.dmp.certs import CERT_ERROR, check_signing_cert, dn_matches, from_base64, structure_id
 from passerelle.sandbox.dmp.common import DS, HL7, SAML, WSSE, q, sender
@@ -167,6 +168,12 @@ def _check_attributes(attributes: dict[str, list[etree._Element]], cert: x509.Ce
         raise sender(VIHF_ERROR, "Ressource_URN must be urn:dmp")
     if not RESOURCE_ID.match(_text(attributes, RESOURCE)):
         raise sender(VIHF_ERROR, "resource-id must be an INS as <INS>^^^&<INS OID>&ISO^NH")
+    _check_coded(attributes)
+    if _text(attributes, "Identifiant_Structure") != structure_id(cert):
+        raise sender(STRUCTURE_ERROR, "Identifiant_Structure is not the OU of the signing certificate")
+
+
+def _check_coded(attributes: dict[str, list[etree._Element]]) -> None:
     for value in attributes[ROLE.lower()]:
         role = value.find(q(HL7, "Role"))
         if role is None or not role.get("code") or role.get("codeSystem") not in ROLE_SYSTEMS:
@@ -174,8 +181,6 @@ def _check_attributes(attributes: dict[str, list[etree._Element]], cert: x509.Ce
     purpose = attributes[PURPOSE.lower()][0].find(q(HL7, "PurposeOfUse"))
     if purpose is None or purpose.get("code") != "normal" or purpose.get("codeSystem") != PURPOSE_SYSTEM:
         raise sender(VIHF_ERROR, "purposeofuse must be the CE normal of 1.2.250.1.213.1.1.4.248")
-    if _text(attributes, "Identifiant_Structure") != structure_id(cert):
-        raise sender(STRUCTURE_ERROR, "Identifiant_Structure is not the OU of the signing certificate")
 
 
 def check_context(vihf: Vihf, patient_id: str | None, institution_ids: set[str] | None) -> None:
