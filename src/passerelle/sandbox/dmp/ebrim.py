@@ -65,7 +65,7 @@ def validate(element: etree._Element, documents: dict[etree._Element, bytes], *,
         _schema_order(doc)
     checker = schema()
     if not checker.validate(doc):
-        first = checker.error_log.last_error
+        first = checker.error_log.last_error  # type: ignore[attr-defined]
         raise failure(METADATA_ERROR, f"XML Schema: line {first.line}: {first.type_name}")
 
 
