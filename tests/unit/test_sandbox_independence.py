@@ -21,7 +21,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_sandbox_imports_only_itself_from_passerelle() -> None:
-    modules = sorted(PACKAGE.glob("*.py"))
+    modules = sorted(PACKAGE.rglob("*.py"))
     assert len(modules) > 5
     for module in modules:
         ours = {n for n in _imports(module) if n == "passerelle" or n.startswith("passerelle.")}

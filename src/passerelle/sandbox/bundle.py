@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
@@ -90,28 +91,60 @@ class Submission:
         return found
 
 
+def _places(exc: ValidationError, prefix: str) -> list[str]:
+    return [
+        f"{prefix}{'.'.join(str(part) for part in error['loc'])}: {error['type']}"
+        for error in exc.errors(include_input=False, include_url=False)
+    ]
+
+
 def validate_fhir(raw: Any) -> None:
-    """Structure and types per FHIR R4B (``fhir.resources``); errors name locations only."""
+    """Structure and types per FHIR R4B (``fhir.resources``); errors name locations only.
+
+    The same checks as validating the whole ``Bundle`` model, done faster: the bundle shell (its
+    entries without their resources) and then each resource with its own model, so that the
+    ``resource`` choice is not re-resolved per entry; a ``Binary`` is validated with a placeholder
+    for ``data``, whose base64 is decoded strictly by :func:`_read_document` (the model's regular
+    expression over a large payload was the single most expensive check). See docs/sandbox.md.
+    """
     if not isinstance(raw, dict) or raw.get("resourceType") != "Bundle":
         raise invalid("the body is not a FHIR Bundle")
+    entries = raw.get("entry")
+    places: list[str] = []
+    if isinstance(entries, list) and all(isinstance(e, dict) for e in entries):
+        shell = {**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries]}
+        places += _validate_model(Bundle, shell, "")
+        for index, entry in enumerate(entries):
+            places += _validate_resource(entry.get("resource"), f"entry.{index}.resource.")
+    else:
+        places += _validate_model(Bundle, raw, "")
+    if places:
+        raise invalid("FHIR R4 validation failed: " + "; ".join(places[:5]))
+
+
+def _validate_model(model: Any, value: Any, prefix: str) -> list[str]:
     try:
-        Bundle.model_validate(raw)
+        model.model_validate(value)
     except ValidationError as exc:
-        places = []
-        for error in exc.errors(include_input=False, include_url=False)[:5]:
-            loc = ".".join(str(part) for part in error["loc"])
-            places.append(f"{loc}: {error['type']}")
-        raise invalid("FHIR R4 validation failed: " + "; ".join(places)) from exc
+        return _places(exc, prefix)
+    return []
 
 
-def read_submission(raw: Any) -> Submission:
-    """Validate an ITI-65 transaction bundle and extract what the space stores."""
-    validate_fhir(raw)
-    if raw.get("type") != "transaction":
-        raise invalid("Bundle.type must be transaction")
-    entries = raw.get("entry") or []
-    if not entries:
-        raise invalid("the bundle has no entry")
+def _validate_resource(resource: Any, prefix: str) -> list[str]:
+    if resource is None:
+        return []
+    kind = resource.get("resourceType") if isinstance(resource, dict) else None
+    try:
+        model = get_fhir_model_class(str(kind))
+    except (KeyError, ValueError, LookupError):
+        return [f"{prefix.rstrip('.')}: unknown resourceType"]
+    if kind == "Binary" and isinstance(resource.get("data"), str):
+        resource = {**resource, "data": "AA=="}
+    return _validate_model(model, resource, prefix)
+
+
+def _index_entries(entries: list[Any]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """fullUrl -> (index, resource); every entry has a resource and a request, fullUrls are unique."""
     by_url: dict[str, tuple[int, dict[str, Any]]] = {}
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
@@ -124,77 +157,56 @@ def read_submission(raw: Any) -> Submission:
             if full_url in by_url:
                 raise invalid(f"entry[{index}].fullUrl is used twice")
             by_url[full_url] = (index, resource)
+    return by_url
 
-    roles: list[str] = []
-    submission_sets: list[int] = []
-    doc_indexes: list[int] = []
-    patches: list[tuple[int, str]] = []
-    for index, entry in enumerate(entries):
-        resource = entry["resource"]
-        kind = resource.get("resourceType")
-        method = entry["request"].get("method")
-        if method == "PATCH":
-            patches.append((index, _read_patch(index, entry)))
-            roles.append("patch")
-            continue
-        if method != "POST":
-            raise invalid(f"entry[{index}].request.method must be POST or PATCH")
-        if kind == "List":
-            if _is_submission_set(resource):
-                submission_sets.append(index)
-                roles.append("submissionset")
-            else:
-                roles.append("folder")
-        elif kind == "DocumentReference":
-            doc_indexes.append(index)
-            roles.append("document")
-        elif kind == "Binary":
-            roles.append("binary")
-        elif kind == "Patient":
-            roles.append("patient")
-        else:
-            raise invalid(f"entry[{index}]: {kind} is not expected in an ITI-65 bundle")
+
+_ROLE_OF_KIND = {"DocumentReference": "document", "Binary": "binary", "Patient": "patient"}
+
+
+def _role(index: int, entry: dict[str, Any]) -> str:
+    """The role of one entry: submissionset, folder, document, binary, patient or patch."""
+    resource = entry["resource"]
+    kind = resource.get("resourceType")
+    method = entry["request"].get("method")
+    if method == "PATCH":
+        return "patch"
+    if method != "POST":
+        raise invalid(f"entry[{index}].request.method must be POST or PATCH")
+    if kind == "List":
+        return "submissionset" if _is_submission_set(resource) else "folder"
+    if kind in _ROLE_OF_KIND:
+        return _ROLE_OF_KIND[kind]
+    raise invalid(f"entry[{index}]: {kind} is not expected in an ITI-65 bundle")
+
+
+def read_submission(raw: Any) -> Submission:
+    """Validate an ITI-65 transaction bundle and extract what the space stores."""
+    validate_fhir(raw)
+    if raw.get("type") != "transaction":
+        raise invalid("Bundle.type must be transaction")
+    entries = raw.get("entry") or []
+    if not entries:
+        raise invalid("the bundle has no entry")
+    by_url = _index_entries(entries)
+    roles = [_role(index, entry) for index, entry in enumerate(entries)]
+    patches = [(i, _read_patch(i, entries[i])) for i, role in enumerate(roles) if role == "patch"]
+    submission_sets = [i for i, role in enumerate(roles) if role == "submissionset"]
     if len(submission_sets) != 1:
         raise invalid(f"expected exactly one SubmissionSet List, found {len(submission_sets)}")
+    doc_indexes = [i for i, role in enumerate(roles) if role == "document"]
     if not doc_indexes:
         raise invalid("the bundle has no DocumentReference")
-
     ss_index = submission_sets[0]
     submission_set = entries[ss_index]["resource"]
-    listed = {
-        (item.get("item") or {}).get("reference")
-        for item in submission_set.get("entry") or []
-        if isinstance(item, dict)
-    }
-    documents: list[SubmittedDocument] = []
-    patient: PatientKey | None = None
-    used_binaries: set[int] = set()
-    seen_ids: set[str] = set()
-    for index in doc_indexes:
-        entry = entries[index]
-        doc = _read_document(index, entry["resource"], by_url)
-        if entry.get("fullUrl") not in listed:
-            raise invalid(f"entry[{index}]: the DocumentReference is not an entry of the SubmissionSet")
-        if doc.unique_id in seen_ids:
-            raise invalid(f"entry[{index}].resource.masterIdentifier is used twice in the bundle")
-        seen_ids.add(doc.unique_id)
-        if doc.binary_index in used_binaries:
-            raise invalid(f"entry[{index}]: the Binary is referenced twice")
-        used_binaries.add(doc.binary_index)
-        subject = _read_subject(f"entry[{index}].resource.subject", entry["resource"], by_url)
-        if patient is not None and subject != patient:
-            raise invalid(f"entry[{index}].resource.subject: all documents must be for one patient")
-        patient = subject
-        documents.append(doc)
-    assert patient is not None
+    documents, patient = _read_documents(entries, doc_indexes, submission_set, by_url)
     if submission_set.get("subject") is not None:
         ss_subject = _read_subject(f"entry[{ss_index}].resource.subject", submission_set, by_url)
         if ss_subject != patient:
             raise invalid(f"entry[{ss_index}].resource.subject differs from the documents' subject")
+    used_binaries = {d.binary_index for d in documents}
     for index, role in enumerate(roles):
         if role == "binary" and index not in used_binaries:
             raise invalid(f"entry[{index}]: the Binary is referenced by no DocumentReference")
-
     source_idnat, _ = _resolve_author(submission_set.get("source"), submission_set, by_url)
     return Submission(
         patient=patient,
@@ -205,6 +217,33 @@ def read_submission(raw: Any) -> Submission:
         roles=roles,
         patches=patches,
     )
+
+
+def _read_documents(
+    entries: list[Any], doc_indexes: list[int], submission_set: dict[str, Any], by_url: dict[str, Any]
+) -> tuple[list[SubmittedDocument], PatientKey]:
+    """Every DocumentReference: listed in the SubmissionSet, unique uniqueId and Binary, one patient."""
+    listed = {
+        (item.get("item") or {}).get("reference")
+        for item in submission_set.get("entry") or []
+        if isinstance(item, dict)
+    }
+    documents: list[SubmittedDocument] = []
+    patients: set[PatientKey] = set()
+    for index in doc_indexes:
+        entry = entries[index]
+        doc = _read_document(index, entry["resource"], by_url)
+        if entry.get("fullUrl") not in listed:
+            raise invalid(f"entry[{index}]: the DocumentReference is not an entry of the SubmissionSet")
+        if any(d.unique_id == doc.unique_id for d in documents):
+            raise invalid(f"entry[{index}].resource.masterIdentifier is used twice in the bundle")
+        if any(d.binary_index == doc.binary_index for d in documents):
+            raise invalid(f"entry[{index}]: the Binary is referenced twice")
+        patients.add(_read_subject(f"entry[{index}].resource.subject", entry["resource"], by_url))
+        if len(patients) > 1:
+            raise invalid(f"entry[{index}].resource.subject: all documents must be for one patient")
+        documents.append(doc)
+    return documents, next(iter(patients))
 
 
 def _is_submission_set(resource: dict[str, Any]) -> bool:
@@ -247,21 +286,7 @@ def _read_document(index: int, resource: dict[str, Any], by_url: dict[str, Any])
     period = (resource.get("context") or {}).get("period")
     if period is not None and not period.get("start"):
         raise invalid(f"{where}.context.period.start is missing")
-    target = by_url.get(attachment["url"])
-    if target is None or target[1].get("resourceType") != "Binary":
-        raise invalid(f"{where_att}.url does not point to a Binary entry of the bundle")
-    binary_index, binary = target
-    try:
-        data = base64.b64decode(binary.get("data") or "", validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid(f"entry[{binary_index}].resource.data is not base64") from exc
-    if not data:
-        raise invalid(f"entry[{binary_index}].resource.data is missing")
-    if int(attachment["size"]) != len(data):
-        raise invalid(f"{where_att}.size does not match the Binary data")
-    digest = base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode("ascii")
-    if attachment["hash"] != digest:
-        raise invalid(f"{where_att}.hash is not the base64 SHA-1 of the Binary data")
+    binary_index, binary, data, digest = _read_binary(where_att, attachment, by_url)
     # authors may be split (a Practitioner and an Organization): keep the first person and organisation
     author_idnat, author_org = None, None
     for author in resource.get("author") or []:
@@ -283,6 +308,28 @@ def _read_document(index: int, resource: dict[str, Any], by_url: dict[str, Any])
         replaces=_read_replaces(where, resource, by_url),
         resource=resource,
     )
+
+
+def _read_binary(
+    where_att: str, attachment: dict[str, Any], by_url: dict[str, Any]
+) -> tuple[int, dict[str, Any], bytes, str]:
+    """The Binary an attachment points at, its decoded bytes and their base64 SHA-1, checked."""
+    target = by_url.get(attachment["url"])
+    if target is None or target[1].get("resourceType") != "Binary":
+        raise invalid(f"{where_att}.url does not point to a Binary entry of the bundle")
+    binary_index, binary = target
+    try:
+        data = base64.b64decode(binary.get("data") or "", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"entry[{binary_index}].resource.data is not base64") from exc
+    if not data:
+        raise invalid(f"entry[{binary_index}].resource.data is missing")
+    if int(attachment["size"]) != len(data):
+        raise invalid(f"{where_att}.size does not match the Binary data")
+    digest = base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode("ascii")
+    if attachment["hash"] != digest:
+        raise invalid(f"{where_att}.hash is not the base64 SHA-1 of the Binary data")
+    return binary_index, binary, data, digest
 
 
 def _read_visibility(where: str, resource: dict[str, Any]) -> frozenset[str]:

@@ -1,8 +1,10 @@
-"""Fault injection on the FHIR endpoints: latency, 5xx, 429 + Retry-After, TCP resets, timeouts.
+"""Fault injection on the FHIR and DMP SOAP endpoints: latency, 5xx, 429 + Retry-After, TCP resets,
+timeouts, and on the SOAP endpoints ``soap:Receiver`` faults.
 
 Switched at run time through ``PUT/DELETE /admin/faults``; ``ambiguous_rate`` (a ``200`` maintenance
 page instead of the protocol's answer) is a sandbox addition. Each FHIR request draws the same five
-numbers from one ``random.Random(seed)``, so a given seed and request order give the same faults.
+numbers from one ``random.Random(seed)`` (a sixth one when ``soap_receiver_rate`` is set), so a given
+seed and request order give the same faults.
 
 A reset must be a real TCP RST seen by the client. The ASGI app has no socket, so the sandbox's
 uvicorn protocol (:mod:`passerelle.sandbox.server`) puts an ``abort`` callable into the request scope
@@ -44,13 +46,15 @@ class FaultSettings(BaseModel):
     timeout_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     timeout_s: float = Field(default=30.0, ge=0.0, le=3_600)
     ambiguous_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: SOAP endpoints only: a ``soap:Receiver`` fault (HTTP 500), the platform's transient failure
+    soap_receiver_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None
 
 
 @dataclass(frozen=True)
 class FaultDecision:
     latency_s: float
-    action: str | None  # "reset", "429", "error", "ambiguous", "timeout" or None
+    action: str | None  # "reset", "429", "error", "ambiguous", "timeout", "soap_receiver" or None
 
 
 class FaultInjector:
@@ -67,6 +71,7 @@ class FaultInjector:
             "error": 0,
             "ambiguous": 0,
             "timeout": 0,
+            "soap_receiver": 0,
         }
 
     @property
@@ -82,7 +87,8 @@ class FaultInjector:
         with self._lock:
             self._settings = None
 
-    def decide(self) -> FaultDecision | None:
+    def decide(self, soap: bool = False) -> FaultDecision | None:
+        """Draw this request's fault; ``soap`` requests may also get a ``soap:Receiver`` fault."""
         with self._lock:
             s = self._settings
             if s is None:
@@ -99,6 +105,8 @@ class FaultInjector:
                 action = "ambiguous"
             elif timeout < s.timeout_rate:
                 action = "timeout"
+            if s.soap_receiver_rate and self._rng.random() < s.soap_receiver_rate and soap and action is None:
+                action = "soap_receiver"
             if s.latency_ms:
                 self.injected["latency"] += 1
             if action is not None:
@@ -107,18 +115,22 @@ class FaultInjector:
 
 
 class FaultMiddleware:
-    """Pure ASGI middleware applying the injector's decision to requests under ``prefix``."""
+    """Pure ASGI middleware applying the injector's decision to requests under one of ``prefixes``.
 
-    def __init__(self, app: ASGIApp, injector: FaultInjector, prefix: str = "/fhir") -> None:
+    Requests under any prefix but the first are SOAP requests (``soap:Receiver`` faults apply).
+    """
+
+    def __init__(self, app: ASGIApp, injector: FaultInjector, prefixes: tuple[str, ...] = ("/fhir",)) -> None:
         self.app = app
         self.injector = injector
-        self.prefix = prefix
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefix):
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or not path.startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
-        decision = self.injector.decide()
+        decision = self.injector.decide(soap=not path.startswith(self.prefixes[0]))
         settings = self.injector.settings
         if decision is None or settings is None:
             await self.app(scope, receive, send)
@@ -126,11 +138,7 @@ class FaultMiddleware:
         if decision.latency_s:
             await asyncio.sleep(decision.latency_s)
         if decision.action == "reset":
-            abort: dict[str, Callable[[], None]] | None = scope.get("extensions", {}).get(ABORT_EXTENSION)
-            if abort is None:
-                raise ConnectionResetError("injected connection reset (no transport to abort)")
-            abort["abort"]()
-            await asyncio.sleep(0)  # let the protocol see the connection lost before the app returns
+            await _reset(scope)
             return
         if decision.action == "429":
             retry_after = str(math.ceil(settings.retry_after_s))
@@ -140,6 +148,9 @@ class FaultMiddleware:
         if decision.action == "error":
             body = simple_outcome("error", "transient", f"injected {settings.error_status}")
             await _send_json(send, settings.error_status, body, [])
+            return
+        if decision.action == "soap_receiver":
+            await _send(send, 500, _RECEIVER_FAULT, b"application/soap+xml; charset=UTF-8", [])
             return
         if decision.action == "ambiguous":
             # a 2xx that is not the protocol's answer (a proxy's maintenance page): nothing processed
@@ -151,7 +162,28 @@ class FaultMiddleware:
         await self.app(scope, receive, send)
 
 
+async def _reset(scope: Scope) -> None:
+    abort: dict[str, Callable[[], None]] | None = scope.get("extensions", {}).get(ABORT_EXTENSION)
+    if abort is None:
+        raise ConnectionResetError("injected connection reset (no transport to abort)")
+    abort["abort"]()
+    await asyncio.sleep(0)  # let the protocol see the connection lost before the app returns
+
+
+_RECEIVER_FAULT = (
+    b'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">'
+    b"<soap:Body><soap:Fault><soap:Code><soap:Value>soap:Receiver</soap:Value><soap:Subcode>"
+    b'<soap:Value xmlns:dmp="urn:passerelle:sandbox:dmp">dmp:DMPServiceUnavailable</soap:Value></soap:Subcode>'
+    b'</soap:Code><soap:Reason><soap:Text xml:lang="en">injected receiver fault</soap:Text></soap:Reason>'
+    b"</soap:Fault></soap:Body></soap:Envelope>"
+)
 _MAINTENANCE_PAGE = b"<html><body><h1>Service en maintenance</h1></body></html>"
+#: answers sent as they are: a soap:Receiver fault; a 2xx that is not the protocol's answer (a proxy's
+#: maintenance page, nothing processed)
+_CANNED = {
+    "soap_receiver": (500, _RECEIVER_FAULT, b"application/soap+xml; charset=UTF-8"),
+    "ambiguous": (200, _MAINTENANCE_PAGE, b"text/html; charset=utf-8"),
+}
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:

@@ -22,7 +22,7 @@ from passerelle.sandbox.space import (
     status_parameters,
     visible_to,
 )
-from passerelle.sandbox.store import PatientState
+from passerelle.sandbox.store import PatientState, StoredDocument
 
 router = APIRouter(prefix="/fhir")
 
@@ -201,23 +201,30 @@ def _not_found(what: str) -> JSONResponse:
     return fhir_json(simple_outcome("error", "not-found", f"no {what} with this id"), 404)
 
 
+def _readable(request: Request, doc: StoredDocument | None) -> tuple[Actor, StoredDocument] | JSONResponse:
+    """The reader and the document it may read, or the answer refusing it (blocked, invisible, absent)."""
+    actor = _reader(request)
+    if isinstance(actor, JSONResponse):
+        return actor
+    state = runtime_of(request).store.get_patient(doc.patient_ins) if doc is not None else None
+    refused = _blocked(actor, state)
+    if refused is not None:
+        return refused
+    if doc is None or not visible_to(doc, actor, state):
+        return _not_found("document")  # same answer whether absent or invisible
+    return actor, doc
+
+
 @router.get("/DocumentReference/{document_id}")
 async def read_document(request: Request, document_id: str) -> Response:
     runtime = runtime_of(request)
     if not bearer_ok(request, runtime.fhir_token):
         return unauthorized()
-    actor = _reader(request)
-    if isinstance(actor, JSONResponse):
-        return actor
-    store = runtime.store
-    doc = store.document(document_id)
-    state = store.get_patient(doc.patient_ins) if doc is not None else None
-    refused = _blocked(actor, state)
-    if refused is not None:
-        return refused
-    if doc is None or not visible_to(doc, actor, state):
-        return _not_found("DocumentReference")
-    store.record_trace(doc.patient_ins, str(actor), "read", doc.id, "DocumentReference")
+    found = _readable(request, runtime.store.document(document_id))
+    if isinstance(found, JSONResponse):
+        return found
+    actor, doc = found
+    runtime.store.record_trace(doc.patient_ins, str(actor), "read", doc.id, "DocumentReference")
     return fhir_json(doc.as_resource())
 
 
@@ -226,20 +233,15 @@ async def read_binary(request: Request, binary_id: str) -> Response:
     runtime = runtime_of(request)
     if not bearer_ok(request, runtime.fhir_token):
         return unauthorized()
-    actor = _reader(request)
-    if isinstance(actor, JSONResponse):
-        return actor
     store = runtime.store
-    doc = store.document_by_binary(binary_id)
-    found = store.binary(binary_id)
-    state = store.get_patient(doc.patient_ins) if doc is not None else None
-    refused = _blocked(actor, state)
-    if refused is not None:
-        return refused
-    if doc is None or found is None or not visible_to(doc, actor, state):
-        return _not_found("Binary")
+    binary = store.binary(binary_id)
+    found = _readable(request, store.document_by_binary(binary_id) if binary is not None else None)
+    if isinstance(found, JSONResponse):
+        return found
+    actor, doc = found
+    assert binary is not None
     store.record_trace(doc.patient_ins, str(actor), "read", doc.id, "Binary")
-    content_type, data = found
+    content_type, data = binary
     body: dict[str, Any] = {
         "resourceType": "Binary",
         "id": binary_id,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
@@ -34,6 +35,8 @@ class SandboxRuntime:
     fhir_token: str | None
     admin_token: str | None
     faults: FaultInjector = field(default_factory=FaultInjector)
+    #: the test CA(s) VIHF and XAdES certificates must be issued by (``dmp_ca_file``)
+    dmp_cas: list[x509.Certificate] = field(default_factory=list)
     _store: SandboxStore | None = None
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from typing import Any
 
@@ -12,6 +13,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from passerelle.sandbox.app import create_app
 from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.dmp.routes import TLS_PEER_EXTENSION
 from passerelle.sandbox.faults import ABORT_EXTENSION
 
 
@@ -19,7 +21,8 @@ class ResettableH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, plus an ``abort`` callable in each request's ASGI scope extensions.
 
     ``abort()`` sets ``SO_LINGER`` to (on, 0 s) and aborts the transport, so the kernel sends a TCP
-    RST instead of a FIN: the client sees a connection reset, not a clean close.
+    RST instead of a FIN: the client sees a connection reset, not a clean close. Over TLS the client
+    certificate (DER) is put under ``TLS_PEER_EXTENSION`` for the DMP services' checks.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -30,10 +33,15 @@ class ResettableH11Protocol(H11Protocol):
             if scope.get("type") == "http":
                 extensions = dict(scope.get("extensions") or {})
                 extensions[ABORT_EXTENSION] = {"abort": self.abort_with_reset}
+                extensions[TLS_PEER_EXTENSION] = self.peer_certificate()
                 scope["extensions"] = extensions
             await inner(scope, receive, send)
 
         self.app = app_with_abort
+
+    def peer_certificate(self) -> bytes | None:
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
     def abort_with_reset(self) -> None:
         transport = self.transport
@@ -60,6 +68,13 @@ def uvicorn_config(config: SandboxConfig, host: str, port: int, **overrides: Any
         "access_log": False,
         "timeout_graceful_shutdown": 5,
     }
+    if config.tls_cert_file is not None:
+        # TLS 1.2 minimum is uvicorn's default context (PROTOCOL_TLS_SERVER); client certs when a CA is given
+        options["ssl_certfile"] = str(config.tls_cert_file)
+        options["ssl_keyfile"] = str(config.tls_key_file)
+        if config.tls_client_ca_file is not None:
+            options["ssl_ca_certs"] = str(config.tls_client_ca_file)
+            options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     options.update(overrides)
     return uvicorn.Config(create_app(config), **options)
 

@@ -5,6 +5,7 @@ Functions over the store and plain values; the HTTP layer (``fhir.py``) only tra
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,18 @@ def _entry(status: str, location: str) -> dict[str, Any]:
     return {"response": {"status": status, "location": location, "lastModified": now()}}
 
 
+@dataclass
+class _Plan:
+    """What one push will write: new documents with their ids, duplicates, replacements, patches."""
+
+    new_docs: list[SubmittedDocument]
+    duplicates: dict[int, StoredDocument]
+    ids: dict[int, str]
+    set_id: str
+    replaced_of: dict[int, StoredDocument | SubmittedDocument]
+    patched: list[tuple[int, str]]
+
+
 def accept_push(store: SandboxStore, state: PatientState, submission: Submission, actor: str) -> dict[str, Any]:
     """Store a submission in one transaction and build the ``transaction-response``.
 
@@ -76,81 +89,86 @@ def accept_push(store: SandboxStore, state: PatientState, submission: Submission
     stored); with another hash the whole push is refused ``UniqueIdConflict``. Raises
     :class:`SpaceRefusal`; nothing is stored then.
     """
-    ins = state.ins
     with store.transaction() as db:
-        stored: dict[int, StoredDocument] = {}
-        duplicates: dict[int, StoredDocument] = {}
-        for doc in submission.documents:
-            existing = store.document_by_unique_id(doc.unique_id)
-            if existing is None:
-                continue
-            if existing.content_hash != doc.content_hash or existing.patient_ins != ins:
-                raise SpaceRefusal("UniqueIdConflict", "this uniqueId is already stored with other content")
-            duplicates[doc.entry_index] = existing
-        new_docs = [d for d in submission.documents if d.entry_index not in duplicates]
-        set_id = next(iter(duplicates.values())).submission_set_id if not new_docs else new_id()
-        in_bundle = {d.unique_id: d for d in new_docs}
-        by_resource_id = {str(d.resource.get("id")): d for d in new_docs if d.resource.get("id")}
-        ids = {d.entry_index: new_id() for d in new_docs}
-
-        supersede: list[str] = []
-        replaced_of: dict[int, StoredDocument | SubmittedDocument] = {}
-        for doc in new_docs:
-            if doc.replaces is None:
-                continue
-            replaced_of[doc.entry_index] = _find_replaced(store, ins, doc, in_bundle)
-        patched: list[tuple[int, str]] = []
-        for entry_index, target_id in submission.patches:
-            target_doc = store.document(target_id)
-            if target_doc is not None and target_doc.patient_ins == ins:
-                patched.append((entry_index, target_doc.id))
-            elif target_id in by_resource_id:
-                patched.append((entry_index, ids[by_resource_id[target_id].entry_index]))
-            else:
-                raise SpaceRefusal("UnknownReplacedDocument", "the patched DocumentReference is not in the space")
-
-        if new_docs:
-            store.insert_submission_set(db, set_id, ins, submission.submission_set)
-        created = now()
-        for doc in new_docs:
-            doc_id = ids[doc.entry_index]
-            target: StoredDocument | SubmittedDocument | None = replaced_of.get(doc.entry_index)
-            replaces_id = None
-            if isinstance(target, StoredDocument):
-                replaces_id = target.id
-                supersede.append(target.id)
-            elif isinstance(target, SubmittedDocument):
-                replaces_id = ids[target.entry_index]
-                supersede.append(replaces_id)
-            binary_id = new_id()
-            row = StoredDocument(
-                id=doc_id,
-                unique_id=doc.unique_id,
-                patient_ins=ins,
-                status="current",
-                content_hash=doc.content_hash,
-                size=doc.size,
-                title=doc.title,
-                content_type=doc.content_type,
-                author_idnat=doc.author_idnat,
-                author_org=doc.author_org,
-                visibility=doc.visibility,
-                binary_id=binary_id,
-                submission_set_id=set_id,
-                replaces_id=replaces_id,
-                created_at=created,
-                updated_at=created,
-                resource=_stored_resource(doc, doc_id, binary_id, state, target, replaces_id),
-            )
-            store.insert_document(db, row, doc.content)
-            stored[doc.entry_index] = row
-            store.add_trace(db, ins, actor, "push", doc_id, "stored")
-        for doc_id in supersede + [target for _, target in patched]:
+        plan = _plan(store, state.ins, submission)
+        if plan.new_docs:
+            store.insert_submission_set(db, plan.set_id, state.ins, submission.submission_set)
+        stored, supersede = _store_new(store, db, state, plan, actor)
+        for doc_id in supersede + [target for _, target in plan.patched]:
             store.set_status(db, doc_id, "superseded")
-        for existing in duplicates.values():
-            store.add_trace(db, ins, actor, "push", existing.id, "duplicate (already stored)")
+        for existing in plan.duplicates.values():
+            store.add_trace(db, state.ins, actor, "push", existing.id, "duplicate (already stored)")
+    return _response(submission, stored, plan.duplicates, plan.set_id, state.ins, dict(plan.patched))
 
-    return _response(submission, stored, duplicates, set_id, ins, dict(patched))
+
+def _plan(store: SandboxStore, ins: str, submission: Submission) -> _Plan:
+    duplicates: dict[int, StoredDocument] = {}
+    for doc in submission.documents:
+        existing = store.document_by_unique_id(doc.unique_id)
+        if existing is None:
+            continue
+        if existing.content_hash != doc.content_hash or existing.patient_ins != ins:
+            raise SpaceRefusal("UniqueIdConflict", "this uniqueId is already stored with other content")
+        duplicates[doc.entry_index] = existing
+    new_docs = [d for d in submission.documents if d.entry_index not in duplicates]
+    set_id = next(iter(duplicates.values())).submission_set_id if not new_docs else new_id()
+    in_bundle = {d.unique_id: d for d in new_docs}
+    ids = {d.entry_index: new_id() for d in new_docs}
+    replaced_of = {d.entry_index: _find_replaced(store, ins, d, in_bundle) for d in new_docs if d.replaces is not None}
+    by_resource_id = {str(d.resource.get("id")): d for d in new_docs if d.resource.get("id")}
+    patched: list[tuple[int, str]] = []
+    for entry_index, target_id in submission.patches:
+        target_doc = store.document(target_id)
+        if target_doc is not None and target_doc.patient_ins == ins:
+            patched.append((entry_index, target_doc.id))
+        elif target_id in by_resource_id:
+            patched.append((entry_index, ids[by_resource_id[target_id].entry_index]))
+        else:
+            raise SpaceRefusal("UnknownReplacedDocument", "the patched DocumentReference is not in the space")
+    return _Plan(new_docs, duplicates, ids, set_id, replaced_of, patched)
+
+
+def _store_new(
+    store: SandboxStore, db: sqlite3.Connection, state: PatientState, plan: _Plan, actor: str
+) -> tuple[dict[int, StoredDocument], list[str]]:
+    """Insert the new documents; returns them by entry index and the ids they supersede."""
+    stored: dict[int, StoredDocument] = {}
+    supersede: list[str] = []
+    created = now()
+    for doc in plan.new_docs:
+        doc_id = plan.ids[doc.entry_index]
+        target = plan.replaced_of.get(doc.entry_index)
+        replaces_id = None
+        if isinstance(target, StoredDocument):
+            replaces_id = target.id
+        elif isinstance(target, SubmittedDocument):
+            replaces_id = plan.ids[target.entry_index]
+        if replaces_id is not None:
+            supersede.append(replaces_id)
+        binary_id = new_id()
+        row = StoredDocument(
+            id=doc_id,
+            unique_id=doc.unique_id,
+            patient_ins=state.ins,
+            status="current",
+            content_hash=doc.content_hash,
+            size=doc.size,
+            title=doc.title,
+            content_type=doc.content_type,
+            author_idnat=doc.author_idnat,
+            author_org=doc.author_org,
+            visibility=doc.visibility,
+            binary_id=binary_id,
+            submission_set_id=plan.set_id,
+            replaces_id=replaces_id,
+            created_at=created,
+            updated_at=created,
+            resource=_stored_resource(doc, doc_id, binary_id, state, target, replaces_id),
+        )
+        store.insert_document(db, row, doc.content)
+        stored[doc.entry_index] = row
+        store.add_trace(db, state.ins, actor, "push", doc_id, "stored")
+    return stored, supersede
 
 
 def _find_replaced(

@@ -88,11 +88,23 @@ CREATE TABLE IF NOT EXISTS idempotency (
     body TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS xds_metadata (
+    document_id TEXT PRIMARY KEY,
+    xml TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 """
+
+
+_ADDED_COLUMNS = (
+    ("documents", "transport", "TEXT NOT NULL DEFAULT 'mhd'"),
+    ("documents", "archived", "INTEGER NOT NULL DEFAULT 0"),
+    ("pushes", "transport", "TEXT NOT NULL DEFAULT 'mhd'"),
+    ("patients", "authorisation", "TEXT"),
+)
 
 
 def now() -> str:
@@ -113,6 +125,8 @@ class PatientState:
     minor: bool = False
     legal_representatives: list[str] = field(default_factory=list)
     known: bool = True
+    #: TD0.2 authorisation forced by the admin API (VALIDE, EXPIRE, NON_EXISTE, INTERDIT); None: derived
+    authorisation: str | None = None
 
 
 @dataclass
@@ -134,6 +148,10 @@ class StoredDocument:
     created_at: str
     updated_at: str
     resource: dict[str, Any]
+    #: how it arrived: ``mhd`` (ITI-65) or ``dmp`` (ITI-41)
+    transport: str = "mhd"
+    #: archived through ITI-57 (the DMP's Archived availability status; FHIR status stays current)
+    archived: bool = False
 
     def as_resource(self) -> dict[str, Any]:
         """The DocumentReference as served: the stored one with the current status."""
@@ -145,7 +163,8 @@ class StoredDocument:
 
 _DOC_COLUMNS = (
     "id, unique_id, patient_ins, status, content_hash, size, title, content_type, author_idnat, "
-    "author_org, visibility, binary_id, submission_set_id, replaces_id, created_at, updated_at, resource"
+    "author_org, visibility, binary_id, submission_set_id, replaces_id, created_at, updated_at, resource, "
+    "transport, archived"
 )
 
 
@@ -153,6 +172,7 @@ def _document(row: sqlite3.Row) -> StoredDocument:
     values = dict(row)
     values["visibility"] = frozenset(json.loads(values["visibility"]))
     values["resource"] = json.loads(values["resource"])
+    values["archived"] = bool(values["archived"])
     return StoredDocument(**values)
 
 
@@ -165,6 +185,7 @@ def _patient(row: sqlite3.Row) -> PatientState:
         blocked_authors=json.loads(row["blocked_authors"]),
         minor=bool(row["minor"]),
         legal_representatives=json.loads(row["legal_representatives"]),
+        authorisation=row["authorisation"],
     )
 
 
@@ -179,7 +200,15 @@ class SandboxStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
         self._closed = False
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after the first release: a data_dir from an older sandbox keeps working."""
+        for table, column, declaration in _ADDED_COLUMNS:
+            names = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in names:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -215,10 +244,10 @@ class SandboxStore:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO patients (ins, system, status, opposed, blocked_authors, minor, "
-                "legal_representatives, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "legal_representatives, created_at, authorisation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (ins) DO UPDATE SET status = excluded.status, opposed = excluded.opposed, "
                 "blocked_authors = excluded.blocked_authors, minor = excluded.minor, "
-                "legal_representatives = excluded.legal_representatives",
+                "legal_representatives = excluded.legal_representatives, authorisation = excluded.authorisation",
                 (
                     state.ins,
                     state.system,
@@ -228,6 +257,7 @@ class SandboxStore:
                     int(state.minor),
                     json.dumps(state.legal_representatives),
                     now(),
+                    state.authorisation,
                 ),
             )
         state.known = True
@@ -281,7 +311,7 @@ class SandboxStore:
             (doc.binary_id, doc.content_type, content),
         )
         db.execute(
-            f"INSERT INTO documents ({_DOC_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+            f"INSERT INTO documents ({_DOC_COLUMNS}) VALUES ({', '.join('?' * 19)})",
             (
                 doc.id,
                 doc.unique_id,
@@ -300,8 +330,22 @@ class SandboxStore:
                 doc.created_at,
                 doc.updated_at,
                 json.dumps(doc.resource),
+                doc.transport,
+                int(doc.archived),
             ),
         )
+
+    def set_archived(self, db: sqlite3.Connection, document_id: str, archived: bool) -> None:
+        db.execute(
+            "UPDATE documents SET archived = ?, updated_at = ? WHERE id = ?", (int(archived), now(), document_id)
+        )
+
+    def save_xds_metadata(self, db: sqlite3.Connection, document_id: str, xml: str) -> None:
+        db.execute("INSERT OR REPLACE INTO xds_metadata (document_id, xml) VALUES (?, ?)", (document_id, xml))
+
+    def xds_metadata(self, document_id: str) -> str | None:
+        rows = self._query("SELECT xml FROM xds_metadata WHERE document_id = ?", (document_id,))
+        return str(rows[0]["xml"]) if rows else None
 
     def insert_submission_set(self, db: sqlite3.Connection, set_id: str, ins: str, resource: dict[str, Any]) -> None:
         db.execute(
@@ -321,12 +365,13 @@ class SandboxStore:
         code: str | None,
         http_status: int,
         unique_ids: list[str],
+        transport: str = "mhd",
     ) -> None:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO pushes (received_at, patient_ins, actor, idempotency_key, outcome, code, "
-                "http_status, unique_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now(), ins, actor, idempotency_key, outcome, code, http_status, json.dumps(unique_ids)),
+                "http_status, unique_ids, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now(), ins, actor, idempotency_key, outcome, code, http_status, json.dumps(unique_ids), transport),
             )
             db.execute(
                 "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",

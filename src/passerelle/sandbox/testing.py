@@ -51,6 +51,11 @@ class SandboxURL(str):
     def admin(self) -> str:
         return f"{self}/admin"
 
+    @property
+    def dmp(self) -> str:
+        """The DMP services base (``space.url`` with ``space.transport: dmp``)."""
+        return f"{self}/si-dmp-server/v2/services"
+
 
 class _ServerThread:
     def __init__(self, config: SandboxConfig, graceful_s: int) -> None:
@@ -89,6 +94,10 @@ class _ServerThread:
             self.sock.close()
 
 
+def _scheme(config: SandboxConfig) -> str:
+    return "https" if config.tls else "http"
+
+
 @contextlib.contextmanager
 def running_sandbox_sync(
     config: SandboxConfig, *, startup_timeout_s: float = 15.0, graceful_s: int = 2
@@ -97,7 +106,7 @@ def running_sandbox_sync(
     runner = _ServerThread(config, graceful_s)
     runner.start(startup_timeout_s)
     try:
-        yield SandboxURL(f"http://127.0.0.1:{runner.port}")
+        yield SandboxURL(f"{_scheme(config)}://127.0.0.1:{runner.port}")
     finally:
         runner.stop(graceful_s + 10.0)
 
@@ -110,7 +119,7 @@ async def running_sandbox(
     runner = _ServerThread(config, graceful_s)
     await asyncio.to_thread(runner.start, startup_timeout_s)
     try:
-        yield SandboxURL(f"http://127.0.0.1:{runner.port}")
+        yield SandboxURL(f"{_scheme(config)}://127.0.0.1:{runner.port}")
     finally:
         await asyncio.to_thread(runner.stop, graceful_s + 10.0)
 
@@ -135,6 +144,40 @@ class SampleDocument:
     content_type: str = "application/pdf"
 
 
+def _authors(doc: SampleDocument) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The contained Practitioner/Organization/PractitionerRole of a sample document and its author refs."""
+    contained: list[dict[str, Any]] = []
+    if doc.author:
+        contained.append(
+            {
+                "resourceType": "Practitioner",
+                "id": "author",
+                "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": doc.author}],
+            }
+        )
+    if doc.organisation:
+        contained.append(
+            {
+                "resourceType": "Organization",
+                "id": "org",
+                "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": doc.organisation}],
+            }
+        )
+    if doc.author and doc.organisation:
+        contained.append(
+            {
+                "resourceType": "PractitionerRole",
+                "id": "role",
+                "practitioner": {"reference": "#author"},
+                "organization": {"reference": "#org"},
+            }
+        )
+        return contained, [{"reference": "#role"}]
+    if contained:
+        return contained, [{"reference": f"#{contained[0]['id']}"}]
+    return contained, []
+
+
 def iti65_bundle(
     ins: str,
     *documents: SampleDocument,
@@ -153,38 +196,7 @@ def iti65_bundle(
         binary_url = f"urn:uuid:{uuid.uuid4()}"
         doc_url = f"urn:uuid:{uuid.uuid4()}"
         doc_urls.append(doc_url)
-        contained: list[dict[str, Any]] = []
-        authors: list[dict[str, Any]] = []
-        if doc.author:
-            contained.append(
-                {
-                    "resourceType": "Practitioner",
-                    "id": "author",
-                    "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1", "value": doc.author}],
-                }
-            )
-        if doc.organisation:
-            contained.append(
-                {
-                    "resourceType": "Organization",
-                    "id": "org",
-                    "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2", "value": doc.organisation}],
-                }
-            )
-        if doc.author and doc.organisation:
-            contained.append(
-                {
-                    "resourceType": "PractitionerRole",
-                    "id": "role",
-                    "practitioner": {"reference": "#author"},
-                    "organization": {"reference": "#org"},
-                }
-            )
-            authors.append({"reference": "#role"})
-        elif doc.author:
-            authors.append({"reference": "#author"})
-        elif doc.organisation:
-            authors.append({"reference": "#org"})
+        contained, authors = _authors(doc)
         reference: dict[str, Any] = {
             "resourceType": "DocumentReference",
             "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{doc.unique_id}"},

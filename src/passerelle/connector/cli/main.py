@@ -92,8 +92,10 @@ def sandbox(
     port: Annotated[int, typer.Option(help="HTTP port of the sandbox")] = 8090,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     data_dir: DataDirOpt = None,
+    dmp_ca_file: Annotated[Path | None, typer.Option(help="PEM test CA for VIHF/XAdES checks")] = None,
+    dmp_answer: Annotated[str | None, typer.Option(help="ITI-41 answers: multipart or plain")] = None,
 ) -> None:
-    """Run the sandbox patient space alone (FHIR base at /fhir, pages at /)."""
+    """Run the sandbox patient space alone (FHIR at /fhir, DMP at /si-dmp-server/v2/services, pages at /)."""
     import yaml
 
     from passerelle.observability.logs import setup_logging
@@ -111,6 +113,10 @@ def sandbox(
     if data_dir is not None:
         data["data_dir"] = data_dir
     data.setdefault("data_dir", Path("var/sandbox"))
+    if dmp_ca_file is not None:
+        data["dmp_ca_file"] = dmp_ca_file
+    if dmp_answer is not None:
+        data["dmp_answer"] = dmp_answer
     setup_logging("INFO")
     run_sandbox(SandboxConfig.model_validate(data), host, port)
 
