@@ -19,6 +19,7 @@ from passerelle.queue.ports import (
     Journal,
     Lifecycle,
     ReferenceStore,
+    RetentionJournal,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Query",
     "ReferenceStore",
     "RegistryEntry",
+    "RetentionJournal",
     "Row",
     "SeriesEntry",
     "Settlement",
