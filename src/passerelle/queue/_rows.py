@@ -18,12 +18,14 @@ from passerelle.queue.model import FINAL_STATES, REJECTED_PAYLOAD_LIMIT, AppendR
 
 T = TypeVar("T")
 
-#: Columns read into a :class:`Row`, in :func:`make_row`'s order.
+#: Columns read into a :class:`Row`, in :func:`make_row`'s order, from :data:`ROW_SOURCE`.
 ROW_COLUMNS = (
     "id", "raw", "channel", "sender", "kind", "message_id", "dedup_key", "lane", "state", "detail", "attempts",
     "received_at", "next_due", "updated_at", "document_id", "patient_id", "deadline", "size", "sha256", "purged_at",
 )  # fmt: skip
-SELECT_ROW = ", ".join(ROW_COLUMNS)
+SELECT_ROW = ", ".join(("p." if c == "raw" else "m.") + c for c in ROW_COLUMNS)
+#: A row and its payload (in a table of its own since migration 0002; none once purged).
+ROW_SOURCE = "messages m LEFT JOIN payloads p ON p.row_id = m.id"
 
 #: A caller of ``append`` waiting for the commit that holds its items.
 Pending = tuple[Sequence[Inbound], "asyncio.Future[list[AppendResult]]"]
@@ -32,7 +34,7 @@ Pending = tuple[Sequence[Inbound], "asyncio.Future[list[AppendResult]]"]
 def make_row(rec: Sequence[Any], when: Callable[[Any], datetime | None]) -> Row:
     """A :class:`Row` from a record of :data:`ROW_COLUMNS`; ``when`` turns a stored time into UTC."""
     return Row(
-        id=rec[0], raw=bytes(rec[1]), channel=rec[2], sender=rec[3], kind=rec[4], message_id=rec[5],
+        id=rec[0], raw=bytes(rec[1] or b""), channel=rec[2], sender=rec[3], kind=rec[4], message_id=rec[5],
         dedup_key=rec[6], lane=rec[7], state=State(rec[8]), detail=rec[9], attempts=rec[10],
         received_at=_required(when(rec[11])), next_due=when(rec[12]), updated_at=_required(when(rec[13])),
         document_id=rec[14], patient_id=rec[15], deadline=when(rec[16]), size=rec[17], sha256=rec[18],
@@ -88,7 +90,7 @@ def query_filters(
     clauses: list[str] = []
     params: list[Any] = []
     if query.states:
-        clauses.append(f"state IN ({', '.join([mark] * len(query.states))})")
+        clauses.append(f"m.state IN ({', '.join([mark] * len(query.states))})")
         params.extend(State(s).value for s in query.states)
     for column, value in (
         ("sender", query.sender),
@@ -96,14 +98,14 @@ def query_filters(
         ("document_id", query.document_id),
     ):
         if value:
-            clauses.append(f"{column} = {mark}")
+            clauses.append(f"m.{column} = {mark}")
             params.append(text(value))
-    for clause, moment in (("received_at >= ", query.since), ("received_at < ", query.until)):
+    for clause, moment in (("m.received_at >= ", query.since), ("m.received_at < ", query.until)):
         if moment is not None:
             clauses.append(clause + mark)
             params.append(when(moment))
     if query.before_id is not None:
-        clauses.append(f"id < {mark}")
+        clauses.append(f"m.id < {mark}")
         params.append(query.before_id)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 

@@ -7,7 +7,7 @@ each backend.
 
 from __future__ import annotations
 
-from passerelle.queue._rows import SELECT_ROW
+from passerelle.queue._rows import ROW_SOURCE, SELECT_ROW
 
 #: States whose row blocks the later rows of its lane; pending rows; final rows (retention may delete).
 BLOCKING = "('accepted', 'retry', 'parked', 'dead')"
@@ -21,8 +21,8 @@ def pg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-ROW_BY_ID = f"SELECT {SELECT_ROW} FROM messages WHERE id = ?"
-FIND = f"SELECT {SELECT_ROW} FROM messages {{where}} ORDER BY id DESC LIMIT ?"
+ROW_BY_ID = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} WHERE m.id = ?"
+FIND = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} {{where}} ORDER BY m.id DESC LIMIT ?"
 EVENTS_OF = "SELECT row_id, at, kind, detail, data FROM events WHERE row_id = ? ORDER BY id"
 COUNTS = "SELECT state, COUNT(*) FROM messages GROUP BY state"
 OLDEST_PENDING = f"SELECT MIN(received_at) FROM messages WHERE state IN {PENDING}"
@@ -70,11 +70,7 @@ PATIENT_MAP_PUT = (
 
 _PAYLOAD_DUE = f"state = ? AND state IN {FINAL} AND purged_at IS NULL AND updated_at < ?"
 COUNT_PAYLOADS = f"SELECT COUNT(*) FROM messages WHERE {_PAYLOAD_DUE}"
-#: ``{lock}``: PostgreSQL skips rows another transaction holds (a settle, a replay).
-PURGE_PAYLOADS = (
-    "UPDATE messages SET raw = ?, purged_at = ? WHERE id IN "
-    f"(SELECT id FROM messages WHERE {_PAYLOAD_DUE} ORDER BY updated_at LIMIT ?{{lock}})"
-)
+PAYLOADS_DUE = f"SELECT id FROM messages WHERE {_PAYLOAD_DUE} ORDER BY updated_at LIMIT ?"
 _RECORD_DUE = f"state IN {FINAL} AND updated_at < ?"
 COUNT_RECORDS = f"SELECT COUNT(*) FROM messages WHERE {_RECORD_DUE}"
 RECORDS_DUE = f"SELECT id, dedup_key FROM messages WHERE {_RECORD_DUE} ORDER BY updated_at LIMIT ?"

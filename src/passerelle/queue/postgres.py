@@ -47,14 +47,19 @@ from passerelle.queue.model import AppendResult, Event, Inbound, Row, State
 
 log = logging.getLogger(__name__)
 
-_M_ROW_COLUMNS = ", ".join(f"m.{c}" for c in _rows.ROW_COLUMNS)
 _RETRIES = 5
 #: Errors after which the whole append transaction is simply run again.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, Retry)
 _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+_PURGE_PAYLOADS = (
+    f"WITH c AS ({pg(_sql.PAYLOADS_DUE)}{_SKIP_LOCKED}), "
+    "p AS (DELETE FROM payloads WHERE row_id IN (SELECT id FROM c)) "
+    "UPDATE messages SET purged_at = %s WHERE id IN (SELECT id FROM c)"
+)
 _DELETE_RECORDS = (
     f"WITH c AS ({pg(_sql.RECORDS_DUE)}{_SKIP_LOCKED}), "
     "e AS (DELETE FROM events WHERE row_id IN (SELECT id FROM c)), "
+    "p AS (DELETE FROM payloads WHERE row_id IN (SELECT id FROM c)), "
     "d AS (DELETE FROM dedup USING c WHERE dedup.dedup_key = c.dedup_key AND dedup.row_id = c.id) "
     "DELETE FROM messages WHERE id IN (SELECT id FROM c)"
 )
@@ -300,7 +305,8 @@ class PostgresJournal:
             "), u AS ("
             " UPDATE lanes SET lease_until = %(until)s, worker = %(worker)s FROM c WHERE lanes.lane = c.lane"
             " RETURNING lanes.head_id, lanes.due_at"
-            f") SELECT {_M_ROW_COLUMNS} FROM u JOIN messages m ON m.id = u.head_id ORDER BY u.due_at, m.id",
+            f") SELECT {_rows.SELECT_ROW} FROM u JOIN messages m ON m.id = u.head_id"
+            " LEFT JOIN payloads p ON p.row_id = m.id ORDER BY u.due_at, m.id",
             {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds), "worker": text(worker)},
         )
         return [_row(r) for r in recs]
@@ -456,8 +462,8 @@ class PostgresJournal:
         return await self._count(pg(_sql.COUNT_PAYLOADS), (_rows.final_state(state), settled_before))
 
     async def purge_payloads(self, state: State, settled_before: datetime, limit: int, now: datetime) -> int:
-        params = (b"", now, _rows.final_state(state), settled_before, limit)
-        return await self._exec(pg(_sql.PURGE_PAYLOADS.format(lock=_SKIP_LOCKED)), params)
+        """One statement: the payloads go, the rows say so (rows a settle or a replay holds are skipped)."""
+        return await self._exec(_PURGE_PAYLOADS, (_rows.final_state(state), settled_before, limit, now))
 
     async def records_due(self, settled_before: datetime) -> int:
         return await self._count(pg(_sql.COUNT_RECORDS), (settled_before,))

@@ -327,8 +327,8 @@ class SQLiteJournal:
         return int(rec[0]) if rec else 0
 
     async def purge_payloads(self, state: State, settled_before: datetime, limit: int, now: datetime) -> int:
-        params = (b"", _ts(now), _rows.final_state(state), _ts(settled_before), limit)
-        return await self._call(self._write, _sql.PURGE_PAYLOADS.format(lock=""), params)
+        params = (_rows.final_state(state), _ts(settled_before), limit)
+        return await self._call(self._purge_payloads_sync, params, _ts(now))
 
     async def records_due(self, settled_before: datetime) -> int:
         rec = await self._call(self._one, _sql.COUNT_RECORDS, (_ts(settled_before),))
@@ -340,19 +340,25 @@ class SQLiteJournal:
     async def reclaim_space(self, max_pages: int) -> int:
         return await self._call(_sqlite_db.reclaim, self.conn, max_pages)
 
-    def _write(self, sql: str, params: Sequence[Any]) -> int:
+    def _purge_payloads_sync(self, due: Sequence[Any], now: float) -> int:
+        """One batch: the payloads go (whole pages freed), the rows say so, in one short transaction."""
         with _sqlite_db.write_transaction(self.conn) as conn:
-            return conn.execute(sql, params).rowcount
+            ids = [r[0] for r in conn.execute(_sql.PAYLOADS_DUE, due).fetchall()]
+            marks = ", ".join("?" * len(ids))
+            conn.execute(f"DELETE FROM payloads WHERE row_id IN ({marks})", ids)
+            conn.execute(f"UPDATE messages SET purged_at = ? WHERE id IN ({marks})", (now, *ids))
+        return len(ids)
 
     def _delete_records_sync(self, before: float, limit: int) -> int:
-        """One batch: the rows, their events and the dedup keys they hold, in one short transaction."""
+        """One batch: the rows, their payloads, events and dedup keys, in one short transaction."""
         with _sqlite_db.write_transaction(self.conn) as conn:
             due = conn.execute(_sql.RECORDS_DUE, (before, limit)).fetchall()
             ids = [r[0] for r in due]
             marks = ", ".join("?" * len(ids))
-            conn.execute(f"DELETE FROM events WHERE row_id IN ({marks})", ids)
+            conn.execute("UPDATE id_high_water SET id = MAX(id, (SELECT COALESCE(MAX(id), 0) FROM messages))")
+            for table, column in (("events", "row_id"), ("payloads", "row_id"), ("messages", "id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
             conn.executemany("DELETE FROM dedup WHERE dedup_key = ? AND row_id = ?", [(k, i) for i, k in due if k])
-            conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)
         return len(ids)
 
 
@@ -363,15 +369,20 @@ def _record_migration(conn: sqlite3.Connection, version: int, name: str) -> None
     )
 
 
+#: The next message id: above every row, and above every row retention ever deleted.
+_NEXT_ID = "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM messages), (SELECT id FROM id_high_water)) + 1"
+
+
 class _Append:
     """One append transaction (the caller holds the write lock, so ids are assigned here)."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self.conn = conn
         self.now = now
-        self.next_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]) + 1
+        self.next_id = int(conn.execute(_NEXT_ID).fetchone()[0])
         self.seen: dict[str, tuple[str, int, bytes]] = {}  # dedup key -> (content hash, row id, ack)
         self.messages: list[tuple[Any, ...]] = []
+        self.payloads: list[tuple[int, bytes]] = []
         self.dedup: list[tuple[Any, ...]] = []
         self.heads: dict[str, int] = {}
 
@@ -381,9 +392,10 @@ class _Append:
         self.conn.executemany(
             "INSERT INTO messages (id, received_at, updated_at, channel, sender, kind, message_id, dedup_key, "
             "content_hash, lane, state, detail, raw, ack, next_due, size, sha256) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,x'',?,?,?,?)",
             self.messages,
         )
+        self.conn.executemany("INSERT INTO payloads (row_id, raw) VALUES (?, ?)", self.payloads)
         self.conn.executemany(
             "INSERT INTO dedup (dedup_key, content_hash, row_id, created_at) VALUES (?,?,?,?)", self.dedup
         )
@@ -419,9 +431,10 @@ class _Append:
         now = self.now
         self.messages.append(
             (row_id, now, now, item.channel, item.sender, item.kind, item.message_id, stored.dedup_key,
-             item.content_hash, lane, item.state.value, item.detail, stored.raw, item.ack, now if accepted else None,
+             item.content_hash, lane, item.state.value, item.detail, item.ack, now if accepted else None,
              stored.size, stored.sha256)
         )  # fmt: skip
+        self.payloads.append((row_id, stored.raw))
         if accepted:
             self.heads.setdefault(lane, row_id)
             if stored.dedup_key:
