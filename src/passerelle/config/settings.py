@@ -115,12 +115,12 @@ class CoreSettings(_Group):
     #: OID root under which Passerelle mints identifiers (submission sets, generated documents).
     oid_root: str = "1.2.250.1.999.1"
     journal: JournalSettings = Field(default_factory=JournalSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
     business_ack: BusinessAckSettings = Field(default_factory=BusinessAckSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @property
     def test_environment(self) -> bool:
