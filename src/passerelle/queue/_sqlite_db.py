@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,21 @@ def prepare(path: Path) -> None:
             os.chmod(directory, DIR_MODE)  # mkdir's mode is filtered by the umask
     fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)
+        _tighten(path, lambda: os.fchmod(fd, FILE_MODE), os.fstat(fd).st_mode)
     finally:
         os.close(fd)
-    for suffix in ("-wal", "-shm"):
+    for side in (f"{path}-wal", f"{path}-shm"):
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(f"{path}{suffix}", FILE_MODE)
+            _tighten(Path(side), functools.partial(os.chmod, side, FILE_MODE), os.stat(side).st_mode)
+
+
+def _tighten(path: Path, chmod: Callable[[], None], mode: int) -> None:
+    if stat.S_IMODE(mode) == FILE_MODE:
+        return
+    try:
+        chmod()
+    except PermissionError:  # a file another account owns: its mode is that account's business
+        log.warning("journal file %s is not 0600 and cannot be changed by this account", path.name)
 
 
 def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
