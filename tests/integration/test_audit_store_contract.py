@@ -275,10 +275,10 @@ def days_ago(days: float) -> datetime:
 
 
 async def test_expiry_never_reaches_records_younger_than_the_floor(store: AuditStore) -> None:
-    from passerelle.queue.audit import FLOOR_DAYS, AuditRetention
+    from passerelle.queue.audit import FLOOR_DAYS
 
     assert FLOOR_DAYS == 400
-    retention: AuditRetention = store  # type: ignore[assignment]
+    retention = store
     old = await store.append([rec(0, at=days_ago(800)), rec(0, at=days_ago(401))])
     young = await store.append([rec(0, at=days_ago(399)), rec(0, at=days_ago(1))])
     far_future = datetime.now(UTC) + timedelta(days=3650)  # a caller's clock or settings gone wrong
@@ -294,8 +294,8 @@ async def test_expiry_honours_a_longer_retention_and_works_in_batches(store: Aud
     retention = store
     ids = await store.append([rec(0, at=days_ago(900 - n)) for n in range(5)] + [rec(0, at=days_ago(500))])
     before = days_ago(600)  # record_days = 600: the 500-day-old record stays
-    assert await retention.expirable(before) == 5  # type: ignore[attr-defined]
-    assert [await retention.expire(before, 2) for _ in range(4)] == [2, 2, 1, 0]  # type: ignore[attr-defined]
+    assert await retention.expirable(before) == 5
+    assert [await retention.expire(before, 2) for _ in range(4)] == [2, 2, 1, 0]
     assert [r.id for r in await store.query(AuditQuery())] == ids[5:]
     later = await store.append([rec(0)])
     assert later[0] > ids[-1]  # ids keep increasing after an expiry

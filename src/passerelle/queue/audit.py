@@ -53,26 +53,6 @@ class AuditQuery:
                 raise ValueError("query times must be timezone-aware")
 
 
-class AuditStore(Protocol):
-    """Append-only audit storage. All methods may raise ``QueueUnavailableError``."""
-
-    async def open(self) -> None:
-        """Create or migrate the audit table. Idempotent."""
-        ...
-
-    async def close(self) -> None:
-        """Release the connection. Idempotent."""
-        ...
-
-    async def append(self, records: Sequence[AuditRecord]) -> list[int]:
-        """Store ``records`` in one transaction; returns their new ids (increasing) once committed."""
-        ...
-
-    async def query(self, query: AuditQuery) -> list[AuditRecord]:
-        """Records matching ``query``, ordered by id."""
-        ...
-
-
 class AuditRetention(Protocol):
     """Expiry of old records (the retention runner, ``passerelle.queue.retention``). All methods may
     raise ``QueueUnavailableError``.
@@ -88,6 +68,27 @@ class AuditRetention(Protocol):
     async def expire(self, before: datetime, limit: int) -> int:
         """Move the horizon to the effective cutoff, remove up to ``limit`` records older than it (oldest
         first, one short transaction); returns how many."""
+        ...
+
+
+class AuditStore(AuditRetention, Protocol):
+    """Append-only audit storage (and the retention's expiry, above). All methods may raise
+    ``QueueUnavailableError``."""
+
+    async def open(self) -> None:
+        """Create or migrate the audit table. Idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection. Idempotent."""
+        ...
+
+    async def append(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Store ``records`` in one transaction; returns their new ids (increasing) once committed."""
+        ...
+
+    async def query(self, query: AuditQuery) -> list[AuditRecord]:
+        """Records matching ``query``, ordered by id."""
         ...
 
 
