@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.queue import Event, Journal, Settlement, State
+from passerelle.queue import AppendResult, Event, Inbound, Journal, Settlement, State
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
 from passerelle.queue.retention import RetentionPolicy, RetentionReport, purge_once
 from passerelle.queue.sqlite import SQLiteJournal
@@ -142,12 +142,26 @@ async def test_intake_goes_on_while_retention_runs(journal: Journal) -> None:
     r = await journal.append([item(n, f"p{n}") for n in range(400)])
     await settle(journal, [x.row_id for x in r], State.DELIVERED, later(1))
     fresh = [item(n, f"q{n}") for n in range(1000, 1100)]
-    report, *appended = await asyncio.gather(
-        purge_once(journal, POLICY, days(31), batch_size=50), *(journal.append([it]) for it in fresh)
-    )
+    purging = True
+    during: list[bool] = []
+
+    async def purge() -> RetentionReport:
+        nonlocal purging
+        try:
+            return await purge_once(journal, POLICY, days(31), batch_size=50)
+        finally:
+            purging = False
+
+    async def append(it: Inbound) -> list[AppendResult]:
+        done = await journal.append([it])
+        during.append(purging)
+        return done
+
+    report, *appended = await asyncio.gather(purge(), *(append(it) for it in fresh))
     assert report.payloads == 400 and report.batches == 8
     assert len({a[0].row_id for a in appended}) == 100 and not any(a[0].duplicate for a in appended)
     assert (await journal.counts())[State.ACCEPTED] == 100
+    assert any(during)  # appends committed between the purge's batches, not after the whole pass
 
 
 # --- SQLite: the journal and the audit trail share the file; its space is reused -------------------------
