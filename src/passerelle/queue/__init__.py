@@ -1,4 +1,4 @@
-"""The durable journal: contract, backends (SQLite, PostgreSQL, memory) and migrations."""
+"""The durable journal: ports, backends (SQLite, PostgreSQL, memory), migrations, retention (docs/journal.md)."""
 
 from passerelle.queue.model import (
     AppendResult,

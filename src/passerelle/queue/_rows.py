@@ -1,8 +1,9 @@
 """What the three journal backends share: the row's columns and their conversion, what is stored of a
 payload, the browser's filters, lane due times and the group committer's batches.
 
-Private to :mod:`passerelle.queue`; the backends differ only in how they run statements and convert
-times (SQLite keeps UNIX seconds, PostgreSQL ``timestamptz``, the memory journal datetimes).
+Private to :mod:`passerelle.queue`. Beyond this, the backends keep apart how they run statements, how
+they store times (SQLite UNIX seconds, PostgreSQL ``timestamptz``, memory datetimes) and what really
+differs between them (claims, appends, lane locking).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """PostgreSQL journal: for sites that run several gateway instances on one database.
 
-Same contract and same shape as the SQLite journal (``queue/sqlite.py``): a ``messages`` table, one
-``lanes`` row per ordering key holding its head, a ``dedup`` table, ``events``. What changes with
-several instances sharing the schema:
+Same contract and same shape as the SQLite journal (``queue/sqlite.py``): a ``messages`` table and its
+``payloads``, one ``lanes`` row per ordering key holding its head, a ``dedup`` table, ``events``. What
+changes with several instances sharing the schema:
 
 * **Claims** pick due lane rows with ``FOR UPDATE SKIP LOCKED``, so two instances never lease the same
   lane, and a lane whose row an append or a settle is holding is simply skipped for now.
@@ -14,6 +14,9 @@ several instances sharing the schema:
 * **Dedup** keys are inserted with ``ON CONFLICT DO NOTHING`` in that same transaction: a concurrent
   duplicate from another instance waits for the first transaction and then resolves to
   duplicate/conflict, never to a second row.
+
+* **Retention** deletes in batches too, skipping rows another transaction holds (``SKIP LOCKED``);
+  autovacuum makes the space reusable.
 
 Connections: one per append committer, and up to ``pool_size`` more for claims, settles and reads,
 opened on demand (``autocommit``; explicit transactions where several statements must hold
