@@ -156,7 +156,7 @@ async def test_sqlite_reopen_keeps_records_and_does_not_remigrate(tmp_path: Path
     await store.close()
     await store.close()  # idempotent
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM audit_migrations").fetchall() == [(1,)]
+    assert conn.execute("SELECT version FROM audit_migrations").fetchall() == [(1,), (2,)]
     conn.close()
 
 
@@ -204,7 +204,7 @@ async def test_postgres_triggers_refuse_update_delete_truncate() -> None:
                 with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                     conn.execute(statement)
             assert conn.execute(f'SELECT reason FROM "{schema}".audit_event').fetchall() == [("allowed",)]
-            assert conn.execute(f'SELECT version FROM "{schema}".audit_migrations').fetchall() == [(1,)]
+            assert conn.execute(f'SELECT version FROM "{schema}".audit_migrations').fetchall() == [(1,), (2,)]
     finally:
         await store.close()
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
@@ -265,3 +265,97 @@ async def test_postgres_reconnects_after_the_connection_is_killed() -> None:
         await store.close()
         with psycopg.connect(PG_DSN, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# --- retention: expiry behind a floor the database enforces -----------------------------------------------
+
+
+def days_ago(days: float) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+async def test_expiry_never_reaches_records_younger_than_the_floor(store: AuditStore) -> None:
+    from passerelle.queue.audit import FLOOR_DAYS
+
+    assert FLOOR_DAYS == 400
+    retention = store
+    old = await store.append([rec(0, at=days_ago(800)), rec(0, at=days_ago(401))])
+    young = await store.append([rec(0, at=days_ago(399)), rec(0, at=days_ago(1))])
+    far_future = datetime.now(UTC) + timedelta(days=3650)  # a caller's clock or settings gone wrong
+    assert await retention.expirable(far_future) == 2
+    assert await retention.expire(far_future, 100) == 2
+    assert [r.id for r in await store.query(AuditQuery())] == young
+    assert await retention.expirable(far_future) == 0
+    assert await retention.expire(far_future, 100) == 0
+    assert not set(old) & {r.id for r in await store.query(AuditQuery())}
+
+
+async def test_expiry_honours_a_longer_retention_and_works_in_batches(store: AuditStore) -> None:
+    retention = store
+    ids = await store.append([rec(0, at=days_ago(900 - n)) for n in range(5)] + [rec(0, at=days_ago(500))])
+    before = days_ago(600)  # record_days = 600: the 500-day-old record stays
+    assert await retention.expirable(before) == 5
+    assert [await retention.expire(before, 2) for _ in range(4)] == [2, 2, 1, 0]
+    assert [r.id for r in await store.query(AuditQuery())] == ids[5:]
+    later = await store.append([rec(0)])
+    assert later[0] > ids[-1]  # ids keep increasing after an expiry
+
+
+async def test_sqlite_expiry_keeps_the_append_only_guarantee(tmp_path: Path) -> None:
+    path = tmp_path / "passerelle.db"
+    store = SQLiteAuditStore(path)
+    await store.open()
+    old, young = await store.append([rec(0, at=days_ago(800)), rec(0, at=days_ago(10))])
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM audit_event WHERE id = ?", (old,))  # no horizon yet: nothing goes
+        assert await store.expire(days_ago(600), 0) == 0  # moves the horizon, removes nothing
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM audit_event WHERE id = ?", (young,))
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE audit_event SET reason = 'forged' WHERE id = ?", (old,))
+        for statement in (
+            "UPDATE audit_horizon SET before_us = 99999999999999999",  # beyond now - floor
+            "UPDATE audit_horizon SET floor_days = 1",
+            "DELETE FROM audit_horizon",
+            "INSERT INTO audit_horizon (id, before_us, floor_days) VALUES (2, 0, 0)",
+        ):
+            with pytest.raises(sqlite3.IntegrityError):
+                conn.execute(statement)
+        conn.execute("DELETE FROM audit_event WHERE id = ?", (old,))  # behind the horizon: allowed
+        assert [r[0] for r in conn.execute("SELECT id FROM audit_event")] == [young]
+    finally:
+        conn.close()
+        await store.close()
+
+
+async def test_postgres_expiry_keeps_the_append_only_guarantee() -> None:
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
+    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
+    store = PostgresAuditStore(PG_DSN, schema=schema)
+    await store.open()
+    try:
+        old, young = await store.append([rec(0, at=days_ago(800)), rec(0, at=days_ago(10))])
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(f'DELETE FROM "{schema}".audit_event WHERE id = %s', (old,))
+            assert await store.expire(days_ago(600), 0) == 0
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(f'DELETE FROM "{schema}".audit_event WHERE id = %s', (young,))
+            for statement in (
+                f'UPDATE "{schema}".audit_horizon SET before = now()',
+                f'UPDATE "{schema}".audit_horizon SET floor_days = 1',
+                f'DELETE FROM "{schema}".audit_horizon',
+                f'TRUNCATE "{schema}".audit_horizon',
+                f"INSERT INTO \"{schema}\".audit_horizon VALUES (2, '-infinity', 0)",
+            ):
+                with pytest.raises(psycopg.errors.RaiseException):
+                    conn.execute(statement)
+            conn.execute(f'DELETE FROM "{schema}".audit_event WHERE id = %s', (old,))
+            assert conn.execute(f'SELECT id FROM "{schema}".audit_event').fetchall() == [(young,)]
+    finally:
+        await store.close()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -19,6 +19,7 @@ from passerelle.queue.postgres import PostgresJournal
 from tests.support.pg import admin_connection, pg_schema
 
 EXPECTED_TABLES = {
+    "payloads",
     "consent_registry",
     "dedup",
     "document_series",
@@ -82,19 +83,19 @@ async def test_migrations_create_the_expected_tables_once() -> None:
             )
             assert {r[0] for r in await cur.fetchall()} == EXPECTED_TABLES
             cur = await conn.execute(f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY version')
-            assert await cur.fetchall() == [(1, "0001_journal.sql")]
+            assert await cur.fetchall() == [(1, "0001_journal.sql"), (2, "0002_retention.sql")]
         finally:
             await conn.close()
         again = PostgresJournal(dsn, schema=schema)
         await again.open()  # nothing re-applied (a second CREATE TABLE would fail)
         assert await again.counts() == dict.fromkeys(State, 0)
         await again.close()
-        assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 1
+        assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 2
 
 
 async def test_concurrent_opens_migrate_once(pair: tuple[PostgresJournal, PostgresJournal, str]) -> None:
     a, b, schema = pair
-    assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 1
+    assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 2
     [res] = await a.append([item(1)])
     assert (await b.get(res.row_id)) is not None
 
@@ -318,5 +319,46 @@ async def test_a_dropped_connection_fails_one_call_then_the_journal_reconnects()
             [second] = await j.append([item(2, "p2")])  # new connections, same answers as before
             assert not second.duplicate
             assert [r.id for r in await j.claim("gw", 10, 30, later(1))] == [first.row_id, second.row_id]
+        finally:
+            await j.close()
+
+
+async def test_migration_2_moves_payloads_and_records_size_and_sha256() -> None:
+    """A schema made by the previous release (migration 1, rows in it) is brought up to date at open."""
+    import hashlib
+
+    from passerelle.queue import _pg, migrations
+
+    junk, good = bytes(range(256)) * 400, b"MSH|^~\\&|LAB|FAC|||||ORU^R01|1|P|2.5\r"
+    async with pg_schema() as (dsn, schema):
+        conn = await admin_connection()
+        try:
+            await conn.execute(f'SET search_path TO "{schema}"')
+            lock = ("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"passerelle-journal:{schema}",))
+            await _pg.migrate(conn, schema, "schema_migrations", lock, migrations.load("postgres")[:1], named=True)  # type: ignore[arg-type]
+            for row_id, state, raw, key in ((1, "rejected", junk, "LAB^FAC^9"), (2, "delivered", good, "LAB^FAC^1")):
+                await conn.execute(
+                    "INSERT INTO messages (id, received_at, updated_at, channel, sender, kind, dedup_key, lane, state, raw)"
+                    " VALUES (%s, now(), now(), 'mllp', 'LAB^FAC', 'oru', %s, %s, %s, %s)",
+                    (row_id, key, f"row:{row_id}", state, raw),
+                )
+            await conn.execute("SELECT setval('messages_id_seq', 2)")
+        finally:
+            await conn.close()
+        j = PostgresJournal(dsn, schema=schema)
+        await j.open()
+        try:
+            rejected, delivered = await j.get(1), await j.get(2)
+            assert rejected is not None and delivered is not None
+            assert (rejected.size, rejected.sha256) == (len(junk), hashlib.sha256(junk).hexdigest())
+            assert rejected.raw == junk[:65536] and rejected.dedup_key == "" and rejected.truncated
+            assert (delivered.raw, delivered.size, delivered.sha256) == (
+                good,
+                len(good),
+                hashlib.sha256(good).hexdigest(),
+            )
+            assert await _scalar(schema, "SELECT count(*) FROM messages WHERE raw <> ''::bytea") == 0
+            [res] = await j.append([item(3)])
+            assert res.row_id == 3
         finally:
             await j.close()

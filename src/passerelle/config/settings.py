@@ -31,6 +31,28 @@ class JournalSettings(_Group):
     max_batch: int = Field(512, ge=1, le=10_000)
 
 
+class RetentionSettings(_Group):
+    """What is purged after how long (docs/journal.md). Pending and dead messages are never purged."""
+
+    #: Settled messages (delivered, refused) keep their payload this long after settling.
+    payload_days: int = Field(30, ge=1)
+    #: Rejected messages keep their first 64 KiB (with size and SHA-256) this long.
+    rejected_days: int = Field(7, ge=1)
+    #: Journal rows, their events and dedup keys, and audit records are deleted after this long (audit
+    #: records never before 400 days: that floor is in the database).
+    record_days: int = Field(400, ge=1)
+    #: Rows per purge transaction: small, so intake never waits long.
+    batch_size: int = Field(500, ge=1, le=10_000)
+    #: How often the gateway runs a purge pass in the background.
+    interval_s: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _rows_outlive_payloads(self) -> RetentionSettings:
+        if self.record_days < max(self.payload_days, self.rejected_days):
+            raise ValueError("retention.record_days must be at least payload_days and rejected_days")
+        return self
+
+
 class HttpSettings(_Group):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -98,6 +120,7 @@ class CoreSettings(_Group):
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
     business_ack: BusinessAckSettings = Field(default_factory=BusinessAckSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @property
     def test_environment(self) -> bool:

@@ -1,4 +1,4 @@
-"""The durable journal: contract, backends (SQLite, PostgreSQL, memory) and migrations."""
+"""The durable journal: ports, backends (SQLite, PostgreSQL, memory), migrations, retention (docs/journal.md)."""
 
 from passerelle.queue.model import (
     AppendResult,
@@ -19,6 +19,7 @@ from passerelle.queue.ports import (
     Journal,
     Lifecycle,
     ReferenceStore,
+    RetentionJournal,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Query",
     "ReferenceStore",
     "RegistryEntry",
+    "RetentionJournal",
     "Row",
     "SeriesEntry",
     "Settlement",

@@ -2,8 +2,9 @@
 
 One connection, used by one coroutine at a time (the audit volume is a few records per document).
 Migrations run under a transaction-scoped advisory lock so several gateway instances starting together
-apply them once; their versions live in ``audit_migrations``. A trigger refuses ``UPDATE``, ``DELETE`` and
-``TRUNCATE`` on the table.
+apply them once; their versions live in ``audit_migrations``. Triggers refuse ``UPDATE`` and ``TRUNCATE``
+on the table, and ``DELETE`` of any record the expiry horizon does not cover
+(:class:`~passerelle.queue.audit.AuditRetention`; the horizon's own trigger uses the server's clock).
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from passerelle.errors import QueueUnavailableError
-from passerelle.observability.audit import AuditAction, AuditOutcome, AuditRecord
-from passerelle.queue.audit import AuditQuery
+from passerelle.observability.audit import AuditRecord
+from passerelle.queue import _pg
+from passerelle.queue.audit import COLUMNS, AuditQuery, filters, record_from_row, record_values
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOCK_KEY = 0x7061_7564_6974  # "paudit": advisory lock for audit migrations
@@ -57,25 +63,51 @@ CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON {schema}.audit_event
     FOR EACH STATEMENT EXECUTE FUNCTION {schema}.audit_event_append_only();
 """,
     ),
+    (
+        2,
+        """
+-- Retention: a record may be deleted only when older than the horizon AND older than the server's clock
+-- minus floor_days; the horizon can never be set later than that (docs/journal.md).
+CREATE TABLE {schema}.audit_horizon (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    before TIMESTAMPTZ NOT NULL,
+    floor_days INTEGER NOT NULL
+);
+INSERT INTO {schema}.audit_horizon (id, before, floor_days) VALUES (1, '-infinity', 400);  -- audit.FLOOR_DAYS
+CREATE FUNCTION {schema}.audit_event_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM {schema}.audit_horizon h
+            WHERE OLD.at < h.before AND OLD.at < now() - make_interval(days => h.floor_days)) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit_event is append-only';
+END
+$$;
+DROP TRIGGER audit_event_no_change ON {schema}.audit_event;
+CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON {schema}.audit_event
+    FOR EACH ROW EXECUTE FUNCTION {schema}.audit_event_guard();
+CREATE FUNCTION {schema}.audit_horizon_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.floor_days = OLD.floor_days
+            AND NEW.before <= now() - make_interval(days => OLD.floor_days) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'audit records younger than the retention floor stay';
+END
+$$;
+CREATE TRIGGER audit_horizon_guard BEFORE INSERT OR UPDATE OR DELETE ON {schema}.audit_horizon
+    FOR EACH ROW EXECUTE FUNCTION {schema}.audit_horizon_guard();
+CREATE TRIGGER audit_horizon_no_truncate BEFORE TRUNCATE ON {schema}.audit_horizon
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.audit_event_append_only();
+""",
+    ),
 )
 
-_COLUMNS = "id, at, action, outcome, reason, actor, row_id, document_id, patient_id, patient_oid, detail"
+_SELECT = ", ".join(COLUMNS).format(at="at")
 
 
-def _record(row: tuple[Any, ...]) -> AuditRecord:
-    return AuditRecord(
-        id=row[0],
-        at=row[1],
-        action=AuditAction(row[2]),
-        outcome=AuditOutcome(row[3]),
-        reason=row[4],
-        actor=row[5],
-        row_id=row[6],
-        document_id=row[7],
-        patient_id=row[8],
-        patient_oid=row[9],
-        detail=row[10],
-    )
+def _same(value: datetime) -> datetime:
+    return value
 
 
 class PostgresAuditStore:
@@ -95,6 +127,10 @@ class PostgresAuditStore:
     @property
     def _table(self) -> sql.Composed:
         return sql.SQL("{}.audit_event").format(sql.Identifier(self.schema))
+
+    @property
+    def _horizon(self) -> sql.Composed:
+        return sql.SQL("{}.audit_horizon").format(sql.Identifier(self.schema))
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -116,27 +152,11 @@ class PostgresAuditStore:
         return conn
 
     async def _migrate(self, conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-        schema = sql.Identifier(self.schema)
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.audit_migrations"
-                    " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                ).format(schema)
-            )
-            cursor = await conn.execute(sql.SQL("SELECT version FROM {}.audit_migrations").format(schema))
-            applied = {row[0] for row in await cursor.fetchall()}
-            for version, text in MIGRATIONS:
-                if version in applied:
-                    continue
-                # the schema name is validated by _SCHEMA_RE and quoted as an identifier
-                quoted = schema.as_string(conn)
-                await conn.execute(text.replace("{schema}", quoted).encode())
-                await conn.execute(
-                    sql.SQL("INSERT INTO {}.audit_migrations (version) VALUES (%s)").format(schema), (version,)
-                )
+        # the schema name is validated by _SCHEMA_RE and quoted as an identifier
+        quoted = sql.Identifier(self.schema).as_string(conn)
+        pending = [(version, f"audit {version}", text.replace("{schema}", quoted)) for version, text in MIGRATIONS]
+        lock = ("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await _pg.migrate(conn, self.schema, "audit_migrations", lock, pending, named=False)
 
     async def close(self) -> None:
         self._opened = False
@@ -152,67 +172,73 @@ class PostgresAuditStore:
             "INSERT INTO {} (at, action, outcome, reason, actor, row_id, document_id, patient_id, patient_oid,"
             " detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
         ).format(self._table)
-        async with self._lock:
-            conn = await self._connection()
-            try:
-                ids = []
-                async with conn.transaction():
-                    for r in records:
-                        cursor = await conn.execute(
-                            query,
-                            (
-                                r.at,
-                                r.action.value,
-                                r.outcome.value,
-                                r.reason,
-                                r.actor,
-                                r.row_id,
-                                r.document_id,
-                                r.patient_id,
-                                r.patient_oid,
-                                r.detail,
-                            ),
-                        )
-                        row = await cursor.fetchone()
-                        assert row is not None
-                        ids.append(int(row[0]))
-                return ids
-            except psycopg.OperationalError as exc:
-                await self._drop(conn)
-                raise QueueUnavailableError("audit database unavailable") from exc
+
+        async def work(conn: Conn) -> list[int]:
+            ids = []
+            for r in records:
+                cursor = await conn.execute(query, record_values(r, _same))
+                row = await cursor.fetchone()
+                assert row is not None
+                ids.append(int(row[0]))
+            return ids
+
+        return await self._transaction(work)
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
-        where: list[sql.Composable] = [sql.SQL("id > %s")]
-        params: list[Any] = [query.after_id]
-        if query.since is not None:
-            where.append(sql.SQL("at >= %s"))
-            params.append(query.since)
-        if query.until is not None:
-            where.append(sql.SQL("at < %s"))
-            params.append(query.until)
-        for column, value in (
-            ("document_id", query.document_id),
-            ("patient_id", query.patient_id),
-            ("actor", query.actor),
-            ("action", query.action.value if query.action else ""),
-        ):
-            if value:
-                where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                params.append(value)
+        where, params = filters(query, "at", _same, "%s")
         statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY id LIMIT %s").format(
-            sql.SQL(_COLUMNS), self._table, sql.SQL(" AND ").join(where)
+            sql.SQL(_SELECT), self._table, sql.SQL(where)
         )
-        params.append(query.limit)
+
+        async def work(conn: Conn) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(statement, params)
+            return await cursor.fetchall()
+
+        return [record_from_row(row, _same) for row in await self._transaction(work)]
+
+    # --- retention (AuditRetention) ---------------------------------------------------------------
+
+    @property
+    def _latest(self) -> sql.Composed:
+        """The latest time the horizon may take: the server's clock minus the floor."""
+        return sql.SQL(
+            "LEAST(%s::timestamptz, now() - make_interval(days => (SELECT floor_days FROM {} WHERE id = 1)))"
+        ).format(self._horizon)
+
+    async def expirable(self, before: datetime) -> int:
+        statement = sql.SQL("SELECT count(*) FROM {} WHERE at < {}").format(self._table, self._latest)
+
+        async def work(conn: Conn) -> int:
+            cursor = await conn.execute(statement, (before,))
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._transaction(work)
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        move = sql.SQL("UPDATE {} SET before = {} WHERE id = 1").format(self._horizon, self._latest)
+        remove = sql.SQL(
+            "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE at < (SELECT before FROM {h} WHERE id = 1)"
+            " ORDER BY at LIMIT %s)"
+        ).format(t=self._table, h=self._horizon)
+
+        async def work(conn: Conn) -> int:
+            await conn.execute(move, (before,))
+            cursor = await conn.execute(remove, (limit,))
+            return cursor.rowcount
+
+        return await self._transaction(work)
+
+    async def _transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction on the store's connection (one caller at a time)."""
         async with self._lock:
             conn = await self._connection()
             try:
                 async with conn.transaction():
-                    cursor = await conn.execute(statement, params)
-                    rows = await cursor.fetchall()
+                    return await work(conn)
             except psycopg.OperationalError as exc:
                 await self._drop(conn)
                 raise QueueUnavailableError("audit database unavailable") from exc
-        return [_record(row) for row in rows]
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         """The open connection; after a lost connection, a new one (the next call after a failure)."""

@@ -2,8 +2,10 @@
 
 It opens its own connection (WAL mode lets it share the file with the journal; ``busy_timeout`` waits for
 the journal's write lock instead of failing) on one dedicated thread, with ``synchronous=FULL`` so an
-appended record survives a power cut once :meth:`append` returns. Its schema is versioned separately
-from the journal's (table ``audit_migrations``). Triggers refuse ``UPDATE`` and ``DELETE``.
+appended record survives a power cut once :meth:`append` returns; the file is private (0600) like the
+journal's (:mod:`._sqlite_db`). Its schema is versioned separately from the journal's (table
+``audit_migrations``). Triggers refuse ``UPDATE``, and ``DELETE`` of any record the expiry horizon does
+not cover (:class:`~passerelle.queue.audit.AuditRetention`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from passerelle.errors import QueueUnavailableError
-from passerelle.observability.audit import AuditAction, AuditOutcome, AuditRecord
-from passerelle.queue.audit import AuditQuery
+from passerelle.observability.audit import AuditRecord
+from passerelle.queue import _sqlite_db
+from passerelle.queue.audit import COLUMNS, AuditQuery, filters, record_from_row, record_values
 
 T = TypeVar("T")
+
+#: The database's clock in microseconds since 1970 (what the triggers compare with).
+_NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
+_DAY_US = 86_400_000_000
+#: The latest time the horizon may take: the database's clock minus the floor.
+_LATEST_US = f"({_NOW_US} - (SELECT floor_days FROM audit_horizon WHERE id = 1) * {_DAY_US})"
 
 #: (version, SQL) — append new versions, never edit an applied one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -51,9 +60,34 @@ CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
 BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END;
 """,
     ),
+    (
+        2,
+        f"""
+-- Retention: a record may be deleted only when older than the horizon AND older than the database's
+-- clock minus floor_days; the horizon can never be set later than that. Fails closed (COALESCE).
+CREATE TABLE audit_horizon (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    before_us INTEGER NOT NULL,
+    floor_days INTEGER NOT NULL
+);
+INSERT INTO audit_horizon (id, before_us, floor_days) VALUES (1, 0, 400);  -- audit.FLOOR_DAYS
+DROP TRIGGER audit_event_no_delete;
+CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event
+WHEN NOT COALESCE(OLD.at_us < (SELECT before_us FROM audit_horizon WHERE id = 1) AND OLD.at_us < {_LATEST_US}, 0)
+BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END;
+CREATE TRIGGER audit_horizon_no_insert BEFORE INSERT ON audit_horizon
+BEGIN SELECT RAISE(ABORT, 'audit_horizon has one row'); END;
+CREATE TRIGGER audit_horizon_no_delete BEFORE DELETE ON audit_horizon
+BEGIN SELECT RAISE(ABORT, 'audit_horizon has one row'); END;
+CREATE TRIGGER audit_horizon_guard BEFORE UPDATE ON audit_horizon
+WHEN NOT COALESCE(NEW.id = OLD.id AND NEW.floor_days = OLD.floor_days
+                  AND NEW.before_us <= {_NOW_US} - OLD.floor_days * {_DAY_US}, 0)
+BEGIN SELECT RAISE(ABORT, 'audit records younger than the retention floor stay'); END;
+""",
+    ),
 )
 
-_COLUMNS = "id, at_us, action, outcome, reason, actor, row_id, document_id, patient_id, patient_oid, detail"
+_SELECT = ", ".join(COLUMNS).format(at="at_us")
 
 
 def _us(value: datetime) -> int:
@@ -66,20 +100,8 @@ def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
 
 
-def _record(row: tuple[Any, ...]) -> AuditRecord:
-    return AuditRecord(
-        id=row[0],
-        at=_from_us(row[1]),
-        action=AuditAction(row[2]),
-        outcome=AuditOutcome(row[3]),
-        reason=row[4],
-        actor=row[5],
-        row_id=row[6],
-        document_id=row[7],
-        patient_id=row[8],
-        patient_oid=row[9],
-        detail=row[10],
-    )
+def _record_migration(conn: sqlite3.Connection, version: int, name: str) -> None:
+    conn.execute("INSERT INTO audit_migrations (version, applied_at) VALUES (?, ?)", (version, _us(datetime.now(UTC))))
 
 
 class SQLiteAuditStore:
@@ -108,25 +130,14 @@ class SQLiteAuditStore:
             raise
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = _sqlite_db.connect(self.path, self.busy_timeout_ms)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS audit_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER)"
             )
-            applied = {row[0] for row in conn.execute("SELECT version FROM audit_migrations")}
-            for version, sql in MIGRATIONS:
-                if version not in applied:
-                    for statement in _statements(sql):
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO audit_migrations (version, applied_at) VALUES (?, ?)",
-                        (version, _us(datetime.now(UTC))),
-                    )
-            conn.execute("COMMIT")
+            done = {row[0] for row in conn.execute("SELECT version FROM audit_migrations")}
+            pending = [(version, f"audit {version}", sql) for version, sql in MIGRATIONS]
+            _sqlite_db.migrate(conn, pending, done, _record_migration)
         except BaseException:
             conn.close()
             raise
@@ -177,62 +188,47 @@ class SQLiteAuditStore:
                 position += len(records)
 
     def _insert(self, records: Sequence[AuditRecord]) -> list[int]:
-        conn = self._require()
         ids = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _sqlite_db.write_transaction(self._require()) as conn:
             for r in records:
                 cursor = conn.execute(
                     "INSERT INTO audit_event (at_us, action, outcome, reason, actor, row_id, document_id,"
                     " patient_id, patient_oid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        _us(r.at),
-                        r.action.value,
-                        r.outcome.value,
-                        r.reason,
-                        r.actor,
-                        r.row_id,
-                        r.document_id,
-                        r.patient_id,
-                        r.patient_oid,
-                        r.detail,
-                    ),
+                    record_values(r, _us),
                 )
                 assert cursor.lastrowid is not None
                 ids.append(cursor.lastrowid)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self.commits += 1
         return ids
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
         conn = self._require()
-        where = ["id > ?"]
-        params: list[Any] = [query.after_id]
-        if query.since is not None:
-            where.append("at_us >= ?")
-            params.append(_us(query.since))
-        if query.until is not None:
-            where.append("at_us < ?")
-            params.append(_us(query.until))
-        for column, value in (
-            ("document_id", query.document_id),
-            ("patient_id", query.patient_id),
-            ("actor", query.actor),
-            ("action", query.action.value if query.action else ""),
-        ):
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = f"SELECT {_COLUMNS} FROM audit_event WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-        params.append(query.limit)
+        where, params = filters(query, "at_us", _us, "?")
+        sql = f"SELECT {_SELECT} FROM audit_event WHERE {where} ORDER BY id LIMIT ?"
 
         def work() -> list[AuditRecord]:
-            return [_record(row) for row in conn.execute(sql, params).fetchall()]
+            return [record_from_row(row, _from_us) for row in conn.execute(sql, params).fetchall()]
 
         return await self._run(work)
+
+    # --- retention (AuditRetention) ---------------------------------------------------------------
+
+    async def expirable(self, before: datetime) -> int:
+        conn = self._require()
+        sql = f"SELECT COUNT(*) FROM audit_event WHERE at_us < MIN(?, {_LATEST_US})"
+        return await self._run(lambda: int(conn.execute(sql, (_us(before),)).fetchone()[0]))
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        return await self._run(functools.partial(self._expire, _us(before), limit))
+
+    def _expire(self, before_us: int, limit: int) -> int:
+        with _sqlite_db.write_transaction(self._require()) as conn:
+            conn.execute(f"UPDATE audit_horizon SET before_us = MIN(?, {_LATEST_US}) WHERE id = 1", (before_us,))
+            return conn.execute(
+                "DELETE FROM audit_event WHERE id IN (SELECT id FROM audit_event WHERE at_us < "
+                "(SELECT before_us FROM audit_horizon WHERE id = 1) ORDER BY at_us LIMIT ?)",
+                (limit,),
+            ).rowcount
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -245,17 +241,5 @@ class SQLiteAuditStore:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except sqlite3.OperationalError as exc:  # locked too long, disk full, I/O error
             raise QueueUnavailableError(f"audit store unavailable ({exc.sqlite_errorname})") from exc
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies (BEGIN … END;) whole."""
-    statements: list[str] = []
-    current = ""
-    for line in sql.strip().splitlines():
-        current += line + "\n"
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    if current.strip():
-        raise ValueError("incomplete SQL statement in an audit migration")
-    return statements
+        except OSError as exc:  # creating the file or its directory
+            raise QueueUnavailableError(f"audit store file error ({exc.strerror})") from exc

@@ -28,8 +28,15 @@ class State(StrEnum):
 
 
 PENDING_STATES = (State.ACCEPTED, State.RETRY, State.PARKED)
-#: States that block later rows of the same lane (ARCHITECTURE.md journal notes).
+#: States that block later rows of the same lane: a dead head waits for an operator (docs/journal.md).
 BLOCKING_STATES = (State.ACCEPTED, State.RETRY, State.PARKED, State.DEAD)
+#: Settled rows: their payload is purged after ``retention.payload_days`` (a "handled" message, e.g. a
+#: consent feed, is settled as DELIVERED).
+SETTLED_STATES = (State.DELIVERED, State.REFUSED)
+#: Rows that retention may delete after ``retention.record_days``. Blocking rows never are.
+FINAL_STATES = (State.DELIVERED, State.REFUSED, State.REJECTED)
+#: What a rejected message keeps of its bytes (with its full size and SHA-256): enough to diagnose.
+REJECTED_PAYLOAD_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,10 @@ class AppendResult:
 
 @dataclass(frozen=True)
 class Row:
+    """One journal row. ``raw`` is the stored payload: the whole message, except for a rejected one
+    (its first :data:`REJECTED_PAYLOAD_LIMIT` bytes) and a purged one (empty, ``payload_purged``).
+    ``size`` and ``sha256`` always describe the message as received."""
+
     id: int
     raw: bytes
     channel: str
@@ -76,6 +87,14 @@ class Row:
     document_id: str = ""
     patient_id: str = ""
     deadline: datetime | None = None
+    size: int = 0
+    sha256: str = ""
+    payload_purged: bool = False
+
+    @property
+    def truncated(self) -> bool:
+        """Only the first part of the message is kept (a rejected message larger than the limit)."""
+        return not self.payload_purged and len(self.raw) < self.size
 
 
 @dataclass(frozen=True)

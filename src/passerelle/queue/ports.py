@@ -1,9 +1,10 @@
 """The journal's ports: one small Protocol per user, each at most eight methods.
 
 Every backend (:mod:`.sqlite`, :mod:`.postgres`, :mod:`.memory`) implements all of them, and one
-contract suite per port runs against the three (``tests/integration/test_journal_contract.py``). A
-consumer declares the narrowest port it needs, so what it can do to the journal is visible in its
-signature: the intake can only append, the browser can only read, only the admin port replays.
+contract suite per port runs against the three (``tests/integration/journal_contract/``). A consumer
+declares the narrowest port it needs, so what it can do to the journal is visible in its signature: the
+intake can only append, the browser can only read, only the admin port replays, only retention purges.
+The whole contract is described in docs/journal.md.
 
 Commit semantics: :meth:`IntakeJournal.append` returns only once the rows it wrote are durable (SQLite
 WAL with ``synchronous=FULL``, PostgreSQL commit). Intake replies positively only after it returns.
@@ -19,17 +20,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from passerelle.queue.model import (
-    AppendResult,
-    Event,
-    Inbound,
-    Query,
-    RegistryEntry,
-    Row,
-    SeriesEntry,
-    Settlement,
-    State,
-)
+# Relative: the package's __init__ imports this module, so it does not import the package back.
+from .model import AppendResult, Event, Inbound, Query, RegistryEntry, Row, SeriesEntry, Settlement, State
 
 
 class Lifecycle(Protocol):
@@ -52,7 +44,14 @@ class IntakeJournal(Protocol):
     """What every listener needs: durable append with deduplication."""
 
     async def append(self, items: Sequence[Inbound]) -> list[AppendResult]:
-        """Store items durably, deduplicating on ``dedup_key``; returns once committed."""
+        """Store items durably, deduplicating on ``dedup_key``; returns once committed.
+
+        Only an ACCEPTED item enters the dedup register (a rejected one is stored with no key, so a
+        corrected resend is welcome); a key already held answers ``duplicate`` (same ``content_hash``,
+        the first ``ack`` replayed) or ``conflict``, and writes nothing. A rejected item keeps at most
+        its first :data:`~passerelle.queue.model.REJECTED_PAYLOAD_LIMIT` bytes; every row records the
+        size and SHA-256 of the whole message.
+        """
         ...
 
 
@@ -94,7 +93,8 @@ class AdminJournal(BrowserJournal, Protocol):
     """The browser's reads plus replay (operators with the right role only)."""
 
     async def requeue(self, row_id: int, now: datetime, detail: str) -> bool:
-        """Put a dead/refused/parked row back to ACCEPTED (replay). False if the row cannot be replayed."""
+        """Put a dead/refused/parked row back to ACCEPTED (replay). False if the row cannot be replayed
+        (another state, or its payload was purged)."""
         ...
 
     async def add_events(self, events: Sequence[Event]) -> None: ...
@@ -116,5 +116,37 @@ class ReferenceStore(Protocol):
     async def patient_map_put(self, sender: str, local_id: str, ins: str, ins_oid: str) -> None: ...
 
 
-class Journal(Lifecycle, IntakeJournal, DispatchJournal, AdminJournal, ReferenceStore, Protocol):
+class RetentionJournal(Protocol):
+    """What the retention runner (:func:`passerelle.queue.retention.purge_once`) needs.
+
+    Only rows in :data:`~passerelle.queue.model.FINAL_STATES` are ever touched (a ``ValueError`` for
+    any other state): pending and dead rows are never purged. Each call is one short transaction of at
+    most ``limit`` rows, so intake is never held for long. "Settled before" compares the row's
+    ``updated_at`` (when it reached its state; a rejected row's reception).
+    """
+
+    async def payloads_due(self, state: State, settled_before: datetime) -> int:
+        """How many rows in ``state`` settled before that time still hold their payload (dry run)."""
+        ...
+
+    async def purge_payloads(self, state: State, settled_before: datetime, limit: int, now: datetime) -> int:
+        """Empty the payload of up to ``limit`` such rows (``payload_purged`` from then on; size and
+        SHA-256 kept); returns how many."""
+        ...
+
+    async def records_due(self, settled_before: datetime) -> int:
+        """How many final rows settled before that time retention would delete (dry run)."""
+        ...
+
+    async def delete_records(self, settled_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` such rows with their events and the dedup keys they hold; returns how many."""
+        ...
+
+    async def reclaim_space(self, max_pages: int) -> int:
+        """Give up to ``max_pages`` freed pages back to the file system (SQLite incremental vacuum;
+        0 where the server does it, PostgreSQL's autovacuum). Returns the pages released."""
+        ...
+
+
+class Journal(Lifecycle, IntakeJournal, DispatchJournal, AdminJournal, ReferenceStore, RetentionJournal, Protocol):
     """A whole backend, as the composition root holds it; everybody else takes one of the ports above."""

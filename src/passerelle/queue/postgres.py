@@ -1,8 +1,8 @@
 """PostgreSQL journal: for sites that run several gateway instances on one database.
 
-Same contract and same shape as the SQLite journal (``queue/sqlite.py``): a ``messages`` table, one
-``lanes`` row per ordering key holding its head, a ``dedup`` table, ``events``. What changes with
-several instances sharing the schema:
+Same contract and same shape as the SQLite journal (``queue/sqlite.py``): a ``messages`` table and its
+``payloads``, one ``lanes`` row per ordering key holding its head, a ``dedup`` table, ``events``. What
+changes with several instances sharing the schema:
 
 * **Claims** pick due lane rows with ``FOR UPDATE SKIP LOCKED``, so two instances never lease the same
   lane, and a lane whose row an append or a settle is holding is simply skipped for now.
@@ -14,6 +14,9 @@ several instances sharing the schema:
 * **Dedup** keys are inserted with ``ON CONFLICT DO NOTHING`` in that same transaction: a concurrent
   duplicate from another instance waits for the first transaction and then resolves to
   duplicate/conflict, never to a second row.
+
+* **Retention** deletes in batches too, skipping rows another transaction holds (``SKIP LOCKED``);
+  autovacuum makes the space reusable.
 
 Connections: one per append committer, and up to ``pool_size`` more for claims, settles and reads,
 opened on demand (``autocommit``; explicit transactions where several statements must hold
@@ -29,58 +32,40 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from passerelle.errors import QueueUnavailableError
-from passerelle.queue import migrations
-from passerelle.queue.model import (
-    AppendResult,
-    Event,
-    Inbound,
-    Query,
-    RegistryEntry,
-    Row,
-    SeriesEntry,
-    Settlement,
-    State,
-)
+from passerelle.queue import _pg, _rows, _sql, migrations, model
+from passerelle.queue._pg import Conn, text, wrap
+from passerelle.queue._pg_append import AppendTx, Retry
+from passerelle.queue._rows import Pending
+from passerelle.queue._sql import pg
+from passerelle.queue.model import AppendResult, Event, Inbound, Row, State
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.AsyncConnection[TupleRow]
-
-_BLOCKING = "('accepted', 'retry', 'parked', 'dead')"
-_COLUMNS = (
-    "id",
-    "raw",
-    "channel",
-    "sender",
-    "kind",
-    "message_id",
-    "dedup_key",
-    "lane",
-    "state",
-    "detail",
-    "attempts",
-    "received_at",
-    "next_due",
-    "updated_at",
-    "document_id",
-    "patient_id",
-    "deadline",
-)
-_ROW_COLUMNS = ", ".join(_COLUMNS)
-_M_ROW_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS)
 _RETRIES = 5
+#: Errors after which the whole append transaction is simply run again.
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, Retry)
+_SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+_PURGE_PAYLOADS = (
+    f"WITH c AS ({pg(_sql.PAYLOADS_DUE)}{_SKIP_LOCKED}), "
+    "p AS (DELETE FROM payloads WHERE row_id IN (SELECT id FROM c)) "
+    "UPDATE messages SET purged_at = %s WHERE id IN (SELECT id FROM c)"
+)
+_DELETE_RECORDS = (
+    f"WITH c AS ({pg(_sql.RECORDS_DUE)}{_SKIP_LOCKED}), "
+    "e AS (DELETE FROM events WHERE row_id IN (SELECT id FROM c)), "
+    "p AS (DELETE FROM payloads WHERE row_id IN (SELECT id FROM c)), "
+    "d AS (DELETE FROM dedup USING c WHERE dedup.dedup_key = c.dedup_key AND dedup.row_id = c.id) "
+    "DELETE FROM messages WHERE id IN (SELECT id FROM c)"
+)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -88,118 +73,11 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _row(rec: Sequence[Any]) -> Row:
-    return Row(
-        id=rec[0],
-        raw=bytes(rec[1]),
-        channel=rec[2],
-        sender=rec[3],
-        kind=rec[4],
-        message_id=rec[5],
-        dedup_key=rec[6],
-        lane=rec[7],
-        state=State(rec[8]),
-        detail=rec[9],
-        attempts=rec[10],
-        received_at=rec[11].astimezone(UTC),
-        next_due=_utc(rec[12]),
-        updated_at=rec[13].astimezone(UTC),
-        document_id=rec[14],
-        patient_id=rec[15],
-        deadline=_utc(rec[16]),
-    )
+    return _rows.make_row(rec, _utc)
 
 
-def _text(value: str) -> str:
-    """PostgreSQL text holds neither NUL nor lone surrogates; SQLite does. Keep the row, not the byte."""
-    if value.isascii() and "\x00" not in value:
-        return value
-    value = value.replace("\x00", "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
+def _same(value: datetime) -> datetime:
     return value
-
-
-def _wrap(exc: BaseException) -> QueueUnavailableError:
-    state = getattr(exc, "sqlstate", None)
-    suffix = f" ({state})" if state else ""
-    return QueueUnavailableError(f"journal error: {type(exc).__name__}{suffix}")
-
-
-class _Pool:
-    """A few autocommit connections, opened on demand, at most ``size`` at once."""
-
-    def __init__(self, journal: PostgresJournal, size: int) -> None:
-        self._journal = journal
-        self._idle: list[Conn] = []
-        self._slots = asyncio.Semaphore(size)
-        self._closed = False
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
-        if self._closed:
-            raise QueueUnavailableError("journal is not open")
-        await self._slots.acquire()
-        try:
-            conn = self._idle.pop() if self._idle else await self._journal._connect()
-        except BaseException:
-            self._slots.release()
-            raise
-        try:
-            yield conn
-        finally:
-            await self._give_back(conn)
-            self._slots.release()
-
-    async def _give_back(self, conn: Conn) -> None:
-        if self._closed or conn.closed or conn.broken:
-            await _close_quietly(conn)
-            return
-        status = conn.info.transaction_status
-        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            try:
-                await conn.rollback()
-            except psycopg.Error:
-                await _close_quietly(conn)
-                return
-        elif status is not TransactionStatus.IDLE:  # ACTIVE after a cancellation, or UNKNOWN
-            await _close_quietly(conn)
-            return
-        self._idle.append(conn)
-
-    async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await _close_quietly(conn)
-
-
-async def _close_quietly(conn: Conn) -> None:
-    try:
-        await conn.close()
-    except (psycopg.Error, OSError):
-        log.debug("journal connection close failed", exc_info=True)
-
-
-@dataclass
-class _Plan:
-    """Where each item of an append batch ends up (filled step by step inside the transaction)."""
-
-    items: list[Inbound]
-    lanes: list[str]
-    keys: list[str]  # dedup keys as stored ("" = none)
-    hashes: list[str]
-    owner: dict[str, int]  # dedup key -> index of the first accepted item carrying it in this batch
-    candidates: list[int]  # indexes that go to the database (not a repeat of an earlier item)
-
-
-class _Retry(Exception):
-    """A dedup key vanished between its conflict and its lookup (trimmed): run the append again."""
-
-
-#: Errors after which the whole append transaction is simply run again.
-_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, _Retry)
 
 
 class PostgresJournal:
@@ -230,9 +108,9 @@ class PostgresJournal:
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.committers = committers
-        self._pool: _Pool | None = None
+        self._pool: _pg.Pool | None = None
         self._commit_conns: list[Conn | None] = []
-        self._pending: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]] = []
+        self._pending: list[Pending] = []
         self._committer_tasks: list[asyncio.Task[None]] = []
         self._wakeup: asyncio.Event | None = None
         self._closing = False
@@ -247,14 +125,15 @@ class PostgresJournal:
         try:
             conn = await self._connect(check=True)
             try:
-                await self._migrate(conn)
+                lock = ("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"passerelle-journal:{self.schema}",))
+                await _pg.migrate(conn, self.schema, "schema_migrations", lock, migrations.load("postgres"), named=True)
             except BaseException:
-                await _close_quietly(conn)
+                await _pg.close_quietly(conn)
                 raise
         except psycopg.Error as exc:
-            raise _wrap(exc) from exc
+            raise wrap(exc) from exc
         self._commit_conns = [conn] + [None] * (self.committers - 1)
-        self._pool = _Pool(self, self.pool_size)
+        self._pool = _pg.Pool(self._connect, self.pool_size)
         self._wakeup = asyncio.Event()
         self._committer_tasks = [
             asyncio.create_task(self._commit_loop(slot), name=f"journal-committer-{slot}")
@@ -288,35 +167,9 @@ class PostgresJournal:
             if self._force_sync_commit:
                 await conn.execute("SET synchronous_commit = on")
         except BaseException:
-            await _close_quietly(conn)
+            await _pg.close_quietly(conn)
             raise
         return conn
-
-    async def _migrate(self, conn: Conn) -> None:
-        ident = sql.Identifier(self.schema)
-        async with conn.transaction():
-            # Several instances may start at once: one applies, the others wait and find it done.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"passerelle-journal:{self.schema}",))
-            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version INTEGER PRIMARY KEY, "
-                    "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
-                ).format(ident)
-            )
-            cur = await conn.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(ident))
-            done = {r[0] for r in await cur.fetchall()}
-            for version, name, text in migrations.load("postgres"):
-                if version in done:
-                    continue
-                await conn.execute(text)
-                await conn.execute(
-                    sql.SQL("INSERT INTO {}.schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)").format(
-                        ident
-                    ),
-                    (version, name, datetime.now(UTC)),
-                )
-                log.info("journal migration applied", extra={"migration": name})
 
     def background_tasks(self) -> Sequence[asyncio.Task[None]]:
         return tuple(self._committer_tasks)
@@ -332,7 +185,7 @@ class PostgresJournal:
             self._committer_tasks = []
         for conn in self._commit_conns:
             if conn is not None:
-                await _close_quietly(conn)
+                await _pg.close_quietly(conn)
         self._commit_conns = []
         await self._pool.close()
         self._pool = None
@@ -346,16 +199,21 @@ class PostgresJournal:
             async with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise _wrap(exc) from exc
+            raise wrap(exc) from exc
 
     async def _fetchall(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[TupleRow]:
         async with self._conn() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall()
 
-    async def _exec(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+    async def _exec(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         async with self._conn() as conn:
-            await conn.execute(query, params)
+            cur = await conn.execute(query, params)
+            return cur.rowcount
+
+    async def _count(self, query: str, params: Sequence[Any]) -> int:
+        recs = await self._fetchall(query, params)
+        return int(recs[0][0]) if recs else 0
 
     # --- append (group commit) --------------------------------------------------------------------
 
@@ -383,17 +241,9 @@ class PostgresJournal:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]] = []
-            count = 0
-            while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_batch):
-                entry = self._pending.pop(0)
-                batch.append(entry)
-                count += len(entry[0])
-            await self._commit_batch(batch, slot)
+            await self._commit_batch(_rows.take_batch(self._pending, self.max_batch), slot)
 
-    async def _commit_batch(
-        self, batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]], slot: int
-    ) -> None:
+    async def _commit_batch(self, batch: list[Pending], slot: int) -> None:
         try:
             results = await self._append_groups([b[0] for b in batch], slot)
         except psycopg.Error as exc:
@@ -403,31 +253,23 @@ class PostgresJournal:
                 for entry in batch:
                     await self._commit_batch([entry], slot)
                 return
-            err = _wrap(exc)
+            err = wrap(exc)
             err.__cause__ = exc
-            self._fail(batch, err)
+            _rows.fail(batch, err)
             return
         except Exception as exc:  # noqa: BLE001 - every caller of this commit gets the failure
             err = exc if isinstance(exc, QueueUnavailableError) else QueueUnavailableError("journal commit failed")
             if err is not exc:
                 err.__cause__ = exc
-            self._fail(batch, err)
+            _rows.fail(batch, err)
             return
-        for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(res)
-
-    @staticmethod
-    def _fail(batch: list[tuple[Sequence[Inbound], asyncio.Future[list[AppendResult]]]], err: Exception) -> None:
-        for _, fut in batch:
-            if not fut.done():
-                fut.set_exception(err)
+        _rows.resolve(batch, results)
 
     async def _commit_connection(self, slot: int) -> Conn:
         conn = self._commit_conns[slot]
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
-                await _close_quietly(conn)
+                await _pg.close_quietly(conn)
             self._commit_conns[slot] = None
             conn = self._commit_conns[slot] = await self._connect()
         return conn
@@ -439,7 +281,7 @@ class PostgresJournal:
             conn = await self._commit_connection(slot)
             try:
                 async with conn.transaction():
-                    results = await self._append_tx(conn, flat)
+                    results = await AppendTx(conn, flat).run()
                 break
             except _RETRYABLE:
                 attempt += 1
@@ -452,143 +294,6 @@ class PostgresJournal:
             out.append(results[pos : pos + len(group)])
             pos += len(group)
         return out
-
-    @staticmethod
-    def _plan(items: list[Inbound]) -> _Plan:
-        lanes = [_text(it.lane) if it.lane else f"row:{uuid4().hex}" for it in items]
-        keys = [_text(it.dedup_key) for it in items]
-        hashes = [_text(it.content_hash) for it in items]
-        owner: dict[str, int] = {}
-        candidates: list[int] = []
-        for i, it in enumerate(items):
-            key = keys[i]
-            if key and key in owner:
-                continue  # answered like the earlier item of this batch that holds the key
-            if key and it.state is State.ACCEPTED:
-                owner[key] = i
-            candidates.append(i)
-        return _Plan(items, lanes, keys, hashes, owner, candidates)
-
-    async def _append_tx(self, conn: Conn, items: list[Inbound]) -> list[AppendResult]:
-        now = datetime.now(UTC)
-        plan = self._plan(items)
-        accepted = [i for i in plan.candidates if items[i].state is State.ACCEPTED]
-
-        # 1. Lock the lanes (sorted, so two batches never wait on each other in a cycle) before any id.
-        headless: set[str] = set()
-        lock = sorted({plan.lanes[i] for i in accepted})
-        if lock:
-            cur = await conn.execute(
-                "INSERT INTO lanes (lane) SELECT x FROM unnest(%s::text[]) AS t(x) ORDER BY x "
-                "ON CONFLICT (lane) DO UPDATE SET head_id = lanes.head_id RETURNING lane, head_id",
-                (lock,),
-            )
-            headless = {lane for lane, head in await cur.fetchall() if head is None}
-
-        # 2. Message ids, now that the lanes are ours: ascending in item order.
-        ids: dict[int, int] = {}
-        if plan.candidates:
-            cur = await conn.execute(
-                "SELECT nextval('messages_id_seq') FROM generate_series(1, %s)", (len(plan.candidates),)
-            )
-            taken = sorted(r[0] for r in await cur.fetchall())
-            ids = dict(zip(plan.candidates, taken, strict=True))
-
-        # 3. Dedup keys of accepted items: first writer wins, across instances too.
-        keys, hashes = plan.keys, plan.hashes
-        keyed = sorted((keys[i], i) for i in accepted if keys[i])
-        inserted: set[str] = set()
-        if keyed:
-            cur = await conn.execute(
-                "INSERT INTO dedup (dedup_key, content_hash, row_id, created_at) "
-                "SELECT k, h, r, %s FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(k, h, r) ORDER BY k "
-                "ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
-                (
-                    now,
-                    [k for k, _ in keyed],
-                    [hashes[i] for _, i in keyed],
-                    [ids[i] for _, i in keyed],
-                ),
-            )
-            inserted = {r[0] for r in await cur.fetchall()}
-
-        # 4. Keys already held (by an earlier commit, or by a concurrent one that just committed).
-        lookup = {keys[i] for i in plan.candidates if keys[i]} - inserted
-        seen: dict[str, tuple[str, int, bytes]] = {}
-        if lookup:
-            cur = await conn.execute(
-                "SELECT d.dedup_key, d.content_hash, d.row_id, COALESCE(m.ack, ''::bytea) FROM dedup d "
-                "LEFT JOIN messages m ON m.id = d.row_id WHERE d.dedup_key = ANY(%s::text[])",
-                (sorted(lookup),),
-            )
-            seen = {r[0]: (r[1], r[2], bytes(r[3])) for r in await cur.fetchall()}
-
-        # 5. Decide every item's answer; collect the new rows.
-        results: list[AppendResult] = []
-        new: list[int] = []
-        if {keys[i] for i in accepted if keys[i]} - inserted - seen.keys():
-            raise _Retry
-        for i in range(len(items)):
-            key = keys[i]
-            prior: tuple[str, int, bytes] | None = seen.get(key) if key else None
-            if prior is None and key in inserted and plan.owner[key] < i:
-                first = plan.owner[key]
-                prior = (hashes[first], ids[first], items[first].ack)
-            if prior is not None:
-                same = prior[0] == hashes[i]
-                results.append(AppendResult(row_id=prior[1], duplicate=same, conflict=not same, stored_ack=prior[2]))
-                continue
-            results.append(AppendResult(row_id=ids[i]))
-            new.append(i)
-
-        heads: dict[str, int] = {}
-        for i in new:
-            if items[i].state is State.ACCEPTED:
-                lane = plan.lanes[i]
-                if lane in headless and lane not in heads:
-                    heads[lane] = ids[i]
-        gone = sorted(headless - heads.keys())
-
-        # 6. Rows and the new lane heads in one statement. The receipt is the row itself (no event row,
-        #    as in the SQLite journal: intake commits stay small).
-        if new:
-            await conn.execute(
-                "WITH m AS ("
-                " INSERT INTO messages (id, received_at, updated_at, channel, sender, kind, message_id, dedup_key,"
-                "  content_hash, lane, state, detail, raw, ack, next_due)"
-                " SELECT t.id, %(now)s, %(now)s, t.channel, t.sender, t.kind, t.message_id, t.dedup_key,"
-                "  t.content_hash, t.lane, t.state, t.detail, t.raw, t.ack,"
-                "  CASE WHEN t.state = 'accepted' THEN %(now)s::timestamptz END"
-                " FROM unnest(%(id)s::bigint[], %(channel)s::text[], %(sender)s::text[], %(kind)s::text[],"
-                "  %(message_id)s::text[], %(dedup_key)s::text[], %(content_hash)s::text[], %(lane)s::text[],"
-                "  %(state)s::text[], %(detail)s::text[], %(raw)s::bytea[], %(ack)s::bytea[])"
-                "  AS t(id, channel, sender, kind, message_id, dedup_key, content_hash, lane, state, detail, raw, ack)"
-                "), up AS ("
-                " UPDATE lanes SET head_id = u.head, due_at = %(now)s"
-                " FROM unnest(%(up_lane)s::text[], %(up_head)s::bigint[]) AS u(lane, head) WHERE lanes.lane = u.lane"
-                ") DELETE FROM lanes WHERE lane = ANY(%(gone)s::text[]) AND head_id IS NULL",
-                {
-                    "now": now,
-                    "id": [ids[i] for i in new],
-                    "channel": [_text(items[i].channel) for i in new],
-                    "sender": [_text(items[i].sender) for i in new],
-                    "kind": [_text(items[i].kind) for i in new],
-                    "message_id": [_text(items[i].message_id) for i in new],
-                    "dedup_key": [keys[i] for i in new],
-                    "content_hash": [hashes[i] for i in new],
-                    "lane": [plan.lanes[i] for i in new],
-                    "state": [items[i].state.value for i in new],
-                    "detail": [_text(items[i].detail) for i in new],
-                    "raw": [bytes(items[i].raw) for i in new],
-                    "ack": [bytes(items[i].ack) for i in new],
-                    "up_lane": list(heads),
-                    "up_head": list(heads.values()),
-                    "gone": gone,
-                },
-            )
-        elif gone:
-            await conn.execute("DELETE FROM lanes WHERE lane = ANY(%s::text[]) AND head_id IS NULL", (gone,))
-        return results
 
     # --- claim / settle ---------------------------------------------------------------------------
 
@@ -603,17 +308,13 @@ class PostgresJournal:
             "), u AS ("
             " UPDATE lanes SET lease_until = %(until)s, worker = %(worker)s FROM c WHERE lanes.lane = c.lane"
             " RETURNING lanes.head_id, lanes.due_at"
-            f") SELECT {_M_ROW_COLUMNS} FROM u JOIN messages m ON m.id = u.head_id ORDER BY u.due_at, m.id",
-            {
-                "now": now,
-                "limit": limit,
-                "until": now + timedelta(seconds=lease_seconds),
-                "worker": _text(worker),
-            },
+            f") SELECT {_rows.SELECT_ROW} FROM u JOIN messages m ON m.id = u.head_id"
+            " LEFT JOIN payloads p ON p.row_id = m.id ORDER BY u.due_at, m.id",
+            {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds), "worker": text(worker)},
         )
         return [_row(r) for r in recs]
 
-    async def settle(self, row_id: int, settlement: Settlement, now: datetime) -> None:
+    async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
         s = settlement
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute("SELECT lane FROM messages WHERE id = %s", (row_id,))
@@ -623,48 +324,28 @@ class PostgresJournal:
             lane: str = rec[0]
             # Lane first, then the message: the order every writer here follows.
             await conn.execute("SELECT 1 FROM lanes WHERE lane = %s FOR UPDATE", (lane,))
+            document_id, patient_id = text(s.document_id), text(s.patient_id)
+            step = _rows.attempt_increment(s.state)
             await conn.execute(
-                "UPDATE messages SET state = %s, detail = %s, attempts = attempts + %s, next_due = %s, updated_at = %s, "
-                "document_id = CASE WHEN %s <> '' THEN %s ELSE document_id END, "
-                "patient_id = CASE WHEN %s <> '' THEN %s ELSE patient_id END WHERE id = %s",
-                (
-                    s.state.value,
-                    _text(s.detail),
-                    1 if s.state in (State.DELIVERED, State.RETRY, State.DEAD) else 0,
-                    s.next_due,
-                    now,
-                    _text(s.document_id),
-                    _text(s.document_id),
-                    _text(s.patient_id),
-                    _text(s.patient_id),
-                    row_id,
-                ),
+                pg(_sql.SETTLE),
+                (s.state.value, text(s.detail), step, s.next_due, now, *(document_id,) * 2, *(patient_id,) * 2, row_id),
             )
             await self._insert_events(conn, s.events)
             if s.state in (State.RETRY, State.PARKED):
-                await conn.execute(
-                    "UPDATE lanes SET due_at = %s, lease_until = NULL, worker = NULL WHERE lane = %s AND head_id = %s",
-                    (s.next_due if s.next_due is not None else now, lane, row_id),
-                )
+                await conn.execute(pg(_sql.LANE_WAIT), (s.next_due if s.next_due is not None else now, lane, row_id))
             elif s.state is State.DEAD:
-                await conn.execute(
-                    "UPDATE lanes SET due_at = NULL, lease_until = NULL, worker = NULL WHERE lane = %s AND head_id = %s",
-                    (lane, row_id),
-                )
+                await conn.execute(pg(_sql.LANE_HOLD), (lane, row_id))
             else:  # delivered, refused, rejected: the lane moves on
                 await self._advance_lane(conn, lane, now)
 
     @staticmethod
     async def _advance_lane(conn: Conn, lane: str, now: datetime) -> None:
-        cur = await conn.execute(
-            f"SELECT id, state, next_due FROM messages WHERE lane = %s AND state IN {_BLOCKING} ORDER BY id LIMIT 1",
-            (lane,),
-        )
+        cur = await conn.execute(pg(_sql.NEXT_HEAD), (lane,))
         nxt = await cur.fetchone()
         if nxt is None:
             await conn.execute("DELETE FROM lanes WHERE lane = %s", (lane,))
             return
-        due = _lane_due(State(nxt[1]), nxt[2], now)
+        due = _rows.lane_due(State(nxt[1]), nxt[2], now)
         await conn.execute(
             "INSERT INTO lanes (lane, head_id, due_at) VALUES (%s, %s, %s) ON CONFLICT (lane) DO UPDATE SET "
             "head_id = excluded.head_id, due_at = excluded.due_at, lease_until = NULL, worker = NULL",
@@ -681,9 +362,9 @@ class PostgresJournal:
             (
                 [e.row_id for e in events],
                 [e.at for e in events],
-                [_text(e.kind) for e in events],
-                [_text(e.detail) for e in events],
-                [_text(json.dumps(e.data, sort_keys=True, default=str)) for e in events],
+                [text(e.kind) for e in events],
+                [text(e.detail) for e in events],
+                [text(json.dumps(e.data, sort_keys=True, default=str)) for e in events],
             ),
         )
 
@@ -701,19 +382,12 @@ class PostgresJournal:
             )
             head_rec = await cur.fetchone()
             head: int | None = head_rec[0] if head_rec else None
-            cur = await conn.execute(
-                "UPDATE messages SET state = 'accepted', attempts = 0, next_due = %s, deadline = NULL, "
-                "updated_at = %s, detail = %s WHERE id = %s AND state IN ('dead', 'refused', 'parked') RETURNING id",
-                (now, now, _text(detail), row_id),
-            )
-            if await cur.fetchone() is None:
+            cur = await conn.execute(pg(_sql.REQUEUE), (now, now, text(detail), row_id))
+            if cur.rowcount == 0:
                 if head is None:
                     await conn.execute("DELETE FROM lanes WHERE lane = %s AND head_id IS NULL", (lane,))
                 return False
-            await conn.execute(
-                "INSERT INTO events (row_id, at, kind, detail) VALUES (%s, %s, 'replay', %s)",
-                (row_id, now, _text(detail)),
-            )
+            await conn.execute(pg(_sql.REPLAY_EVENT), (row_id, now, text(detail)))
             if head is None or head >= row_id:
                 await conn.execute(
                     "UPDATE lanes SET head_id = %s, due_at = %s, lease_until = NULL, worker = NULL WHERE lane = %s",
@@ -722,47 +396,22 @@ class PostgresJournal:
         return True
 
     async def set_deadline(self, row_id: int, deadline: datetime) -> None:
-        await self._exec("UPDATE messages SET deadline = %s WHERE id = %s AND deadline IS NULL", (deadline, row_id))
+        await self._exec(pg(_sql.SET_DEADLINE), (deadline, row_id))
 
     # --- reads ------------------------------------------------------------------------------------
 
     async def get(self, row_id: int) -> Row | None:
-        recs = await self._fetchall(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = %s", (row_id,))
+        recs = await self._fetchall(pg(_sql.ROW_BY_ID), (row_id,))
         return _row(recs[0]) if recs else None
 
-    async def find(self, query: Query) -> list[Row]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if query.states:
-            clauses.append("state = ANY(%s::text[])")
-            params.append([State(s).value for s in query.states])
-        for column, value in (
-            ("sender", query.sender),
-            ("patient_id", query.patient_id),
-            ("document_id", query.document_id),
-        ):
-            if value:
-                clauses.append(f"{column} = %s")
-                params.append(_text(value))
-        if query.since is not None:
-            clauses.append("received_at >= %s")
-            params.append(query.since)
-        if query.until is not None:
-            clauses.append("received_at < %s")
-            params.append(query.until)
-        if query.before_id is not None:
-            clauses.append("id < %s")
-            params.append(query.before_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(max(1, min(query.limit, 1000)))
-        recs = await self._fetchall(f"SELECT {_ROW_COLUMNS} FROM messages {where} ORDER BY id DESC LIMIT %s", params)
+    async def find(self, query: model.Query) -> list[Row]:
+        where, params = _rows.query_filters(query, "%s", _same, text)
+        recs = await self._fetchall(pg(_sql.FIND).format(where=where), (*params, _rows.page_size(query)))
         return [_row(r) for r in recs]
 
     async def events(self, row_id: int) -> list[Event]:
-        recs = await self._fetchall(
-            "SELECT row_id, at, kind, detail, data FROM events WHERE row_id = %s ORDER BY id", (row_id,)
-        )
-        return [Event(row_id=r[0], at=r[1].astimezone(UTC), kind=r[2], detail=r[3], data=dict(r[4])) for r in recs]
+        recs = await self._fetchall(pg(_sql.EVENTS_OF), (row_id,))
+        return [Event(r[0], r[1].astimezone(UTC), r[2], r[3], dict(r[4])) for r in recs]
 
     async def add_events(self, events: Sequence[Event]) -> None:
         if not events:
@@ -771,80 +420,61 @@ class PostgresJournal:
             await self._insert_events(conn, events)
 
     async def counts(self) -> dict[State, int]:
-        recs = await self._fetchall("SELECT state, COUNT(*) FROM messages GROUP BY state")
-        found = {r[0]: int(r[1]) for r in recs}
+        found = {r[0]: int(r[1]) for r in await self._fetchall(_sql.COUNTS)}
         return {s: found.get(s.value, 0) for s in State}
 
     async def oldest_pending(self) -> datetime | None:
-        recs = await self._fetchall(
-            "SELECT MIN(received_at) FROM messages WHERE state IN ('accepted', 'retry', 'parked')"
-        )
+        recs = await self._fetchall(_sql.OLDEST_PENDING)
         return _utc(recs[0][0]) if recs else None
 
     # --- registry, series, patient map ------------------------------------------------------------
 
-    async def registry_get(self, ins: str) -> RegistryEntry | None:
-        recs = await self._fetchall(
-            "SELECT ins, ins_oid, dmp_status, feeding, consultation, updated_at, source_row "
-            "FROM consent_registry WHERE ins = %s",
-            (_text(ins),),
-        )
+    async def registry_get(self, ins: str) -> model.RegistryEntry | None:
+        recs = await self._fetchall(pg(_sql.REGISTRY_GET), (text(ins),))
         if not recs:
             return None
         r = recs[0]
-        return RegistryEntry(r[0], r[1], r[2], r[3], r[4], _utc(r[5]), int(r[6]))
+        return model.RegistryEntry(r[0], r[1], r[2], r[3], r[4], _utc(r[5]), int(r[6]))
 
-    async def registry_put(self, entry: RegistryEntry) -> None:
-        await self._exec(
-            "INSERT INTO consent_registry (ins, ins_oid, dmp_status, feeding, consultation, updated_at, source_row) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (ins) DO UPDATE SET ins_oid = excluded.ins_oid, "
-            "dmp_status = excluded.dmp_status, feeding = excluded.feeding, consultation = excluded.consultation, "
-            "updated_at = excluded.updated_at, source_row = excluded.source_row",
-            (
-                _text(entry.ins),
-                _text(entry.ins_oid),
-                _text(entry.dmp_status),
-                _text(entry.feeding),
-                _text(entry.consultation),
-                entry.updated_at or datetime.now(UTC),
-                entry.source_row,
-            ),
-        )
+    async def registry_put(self, entry: model.RegistryEntry) -> None:
+        e = entry
+        at = e.updated_at or datetime.now(UTC)
+        fields = (e.ins, e.ins_oid, e.dmp_status, e.feeding, e.consultation)
+        await self._exec(pg(_sql.REGISTRY_PUT), (*map(text, fields), at, e.source_row))
 
-    async def series_get(self, series_key: str) -> SeriesEntry | None:
-        recs = await self._fetchall(
-            "SELECT series_key, unique_id, set_id, version, row_id FROM document_series WHERE series_key = %s",
-            (_text(series_key),),
-        )
-        return SeriesEntry(*recs[0]) if recs else None
+    async def series_get(self, series_key: str) -> model.SeriesEntry | None:
+        recs = await self._fetchall(pg(_sql.SERIES_GET), (text(series_key),))
+        return model.SeriesEntry(*recs[0]) if recs else None
 
-    async def series_put(self, entry: SeriesEntry, now: datetime) -> None:
-        await self._exec(
-            "INSERT INTO document_series (series_key, unique_id, set_id, version, row_id, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (series_key) DO UPDATE SET unique_id = excluded.unique_id, "
-            "set_id = excluded.set_id, version = excluded.version, row_id = excluded.row_id, "
-            "updated_at = excluded.updated_at",
-            (_text(entry.series_key), _text(entry.unique_id), _text(entry.set_id), entry.version, entry.row_id, now),
-        )
+    async def series_put(self, entry: model.SeriesEntry, now: datetime) -> None:
+        e = entry
+        params = (text(e.series_key), text(e.unique_id), text(e.set_id), e.version, e.row_id, now)
+        await self._exec(pg(_sql.SERIES_PUT), params)
 
     async def patient_map_get(self, sender: str, local_id: str) -> tuple[str, str] | None:
-        recs = await self._fetchall(
-            "SELECT ins, ins_oid FROM patient_map WHERE sender = %s AND local_id = %s", (_text(sender), _text(local_id))
-        )
+        recs = await self._fetchall(pg(_sql.PATIENT_MAP_GET), (text(sender), text(local_id)))
         return (recs[0][0], recs[0][1]) if recs else None
 
     async def patient_map_put(self, sender: str, local_id: str, ins: str, ins_oid: str) -> None:
-        await self._exec(
-            "INSERT INTO patient_map (sender, local_id, ins, ins_oid) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (sender, local_id) DO UPDATE SET ins = excluded.ins, ins_oid = excluded.ins_oid",
-            (_text(sender), _text(local_id), _text(ins), _text(ins_oid)),
-        )
+        await self._exec(pg(_sql.PATIENT_MAP_PUT), tuple(map(text, (sender, local_id, ins, ins_oid))))
 
+    # --- retention --------------------------------------------------------------------------------
+    # Rows another transaction holds (a settle, a replay) are skipped; the next batch takes them.
 
-def _lane_due(state: State, next_due: datetime | None, now: datetime) -> datetime | None:
-    """When a lane whose head is in ``state`` becomes claimable (None: it waits for an operator)."""
-    if state is State.DEAD:
-        return None
-    if state is State.ACCEPTED or next_due is None:
-        return now
-    return next_due
+    async def payloads_due(self, state: State, settled_before: datetime) -> int:
+        return await self._count(pg(_sql.COUNT_PAYLOADS), (_rows.final_state(state), settled_before))
+
+    async def purge_payloads(self, state: State, settled_before: datetime, limit: int, now: datetime) -> int:
+        """One statement: the payloads go, the rows say so (rows a settle or a replay holds are skipped)."""
+        return await self._exec(_PURGE_PAYLOADS, (_rows.final_state(state), settled_before, limit, now))
+
+    async def records_due(self, settled_before: datetime) -> int:
+        return await self._count(pg(_sql.COUNT_RECORDS), (settled_before,))
+
+    async def delete_records(self, settled_before: datetime, limit: int) -> int:
+        """One statement: the rows, their events and the dedup keys they hold."""
+        return await self._exec(_DELETE_RECORDS, (settled_before, limit))
+
+    async def reclaim_space(self, max_pages: int) -> int:
+        """Nothing to do: PostgreSQL's autovacuum makes deleted rows' space reusable."""
+        return 0

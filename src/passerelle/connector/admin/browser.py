@@ -34,7 +34,7 @@ def row_summary(row: Row) -> dict[str, Any]:
         "next_due": row.next_due.isoformat() if row.next_due else None,
         "document_id": row.document_id,
         "patient_id": row.patient_id,
-        "size": len(row.raw),
+        "size": row.size,  # of the message as received (a rejected one keeps only its first 64 KiB)
     }
 
 
