@@ -37,6 +37,7 @@ class DeliveryOutcome(StrEnum):
     CREATED = "created"  # the space stored the document now
     ALREADY_STORED = "already_stored"  # same unique id and same content already there: nothing new stored
     DELETED = "deleted"  # the reference is now entered-in-error (also when it already was)
+    UPDATED = "updated"  # only the metadata changed (e.g. confidentiality codes, DMP ITI-57)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class DeliveryReceipt:
     http_status: int
     location: str = ""  # e.g. DocumentReference/<id> in the space
     idempotency_key: str = ""
+    remote_answer: str = ""  # PHI-free summary of the space's answer (status, codes, message ids) for the journal
+    transport: str = ""  # mhd | dmp
 
 
 class PatientSpace(Protocol):

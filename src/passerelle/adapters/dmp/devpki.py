@@ -134,7 +134,9 @@ def _write_pair(folder: Path, stem: str, cert: x509.Certificate, key: rsa.RSAPri
     key_path.chmod(0o600)
 
 
-def write_dev_pki(folder: Path, *, structure_id: str = DEFAULT_STRUCTURE_ID, organisation: str = "PASSERELLE TEST") -> DevPki:
+def write_dev_pki(
+    folder: Path, *, structure_id: str = DEFAULT_STRUCTURE_ID, organisation: str = "PASSERELLE TEST"
+) -> DevPki:
     """Write the development PKI into ``folder`` (created) and return its paths."""
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
@@ -162,7 +164,11 @@ def write_dev_pki(folder: Path, *, structure_id: str = DEFAULT_STRUCTURE_ID, org
         _name(f"{organisation} SIGN", structure_id, organisation),
         sign_key,
         issuer,
-        [*leaf, (_usage(True, True, False), True), (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)],
+        [
+            *leaf,
+            (_usage(True, True, False), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False),
+        ],
         now,
     )
     server = _certificate(
@@ -173,7 +179,12 @@ def write_dev_pki(folder: Path, *, structure_id: str = DEFAULT_STRUCTURE_ID, org
             *leaf,
             (_usage(True, False, True), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-            (x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+            (
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                False,
+            ),
         ],
         now,
     )

@@ -124,7 +124,8 @@ def soap_bytes(content_type: str, body: bytes) -> bytes:
     if not content_type.lower().startswith("multipart/"):
         return body
     message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    start = (message.get_param("start") or "").strip("<>") if not isinstance(message.get_param("start"), tuple) else ""
+    start_param = message.get_param("start")
+    start = start_param.strip().strip("<>") if isinstance(start_param, str) else ""
     parts = [p for p in message.iter_parts()] if message.is_multipart() else []
     for part in parts:
         if not start or (part.get("Content-ID") or "").strip().strip("<>") == start:

@@ -74,4 +74,3 @@ class DmpSettings(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty (the VIHF carries it)")
         return value.strip()
-

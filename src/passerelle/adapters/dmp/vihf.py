@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from lxml import etree
-from signxml import DigestAlgorithm, SignatureMethod, XMLSigner
-from signxml.algorithms import CanonicalizationMethod
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+from signxml.signer import XMLSigner
 
 from passerelle.adapters.dmp.credentials import SigningIdentity
 from passerelle.mappings.document import Author, Patient
+from passerelle.mappings.xds.ns import default_ns
 
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
@@ -114,7 +115,9 @@ def build_assertion(
     for code, system, system_name, display in sender.roles:
         _ce(_sub(roles, "AttributeValue"), "Role", code, system, system_name, display)
     purpose = _sub(statement, "Attribute", Name="urn:oasis:names:tc:xspa:1.0:subject:purposeofuse")
-    _ce(_sub(purpose, "AttributeValue"), "PurposeOfUse", "normal", PURPOSE_SYSTEM, "mode acces VIHF 1.0", "Accès normal")
+    _ce(
+        _sub(purpose, "AttributeValue"), "PurposeOfUse", "normal", PURPOSE_SYSTEM, "mode acces VIHF 1.0", "Accès normal"
+    )
     return assertion
 
 
@@ -142,7 +145,7 @@ def _ce(parent: etree._Element, tag: str, code: str, system: str, system_name: s
         parent,
         f"{{{HL7V3}}}{tag}",
         {"code": code, "codeSystem": system, "codeSystemName": system_name, "displayName": display},
-        nsmap={None: HL7V3, "xsi": XSI},
+        nsmap=default_ns(HL7V3, xsi=XSI),
     )
     element.set(f"{{{XSI}}}type", "CE")
 

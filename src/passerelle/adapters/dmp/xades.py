@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 
 from passerelle.adapters.dmp.credentials import SigningIdentity
+from passerelle.mappings.xds.ns import default_ns
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XADES = "http://uri.etsi.org/01903/v1.1.1#"
@@ -94,7 +95,9 @@ def _reference(parent: etree._Element, uri: str, digest: str, *, kind: str = "",
     _ds(reference, "DigestValue", digest)
 
 
-def _manifest(signature: etree._Element, submission_unique_id: str, documents: Sequence[SignedDocument]) -> etree._Element:
+def _manifest(
+    signature: etree._Element, submission_unique_id: str, documents: Sequence[SignedDocument]
+) -> etree._Element:
     manifest = _ds(_ds(signature, "Object"), "Manifest", Id=MANIFEST_ID)
     _reference(manifest, f"urn:oid:{submission_unique_id}", SUBMISSION_SET_DIGEST)
     for doc in documents:
@@ -103,9 +106,14 @@ def _manifest(signature: etree._Element, submission_unique_id: str, documents: S
     return manifest
 
 
-def _qualifying(signature: etree._Element, signature_id: str, identity: SigningIdentity, now: datetime) -> etree._Element:
+def _qualifying(
+    signature: etree._Element, signature_id: str, identity: SigningIdentity, now: datetime
+) -> etree._Element:
     qualifying = etree.SubElement(
-        _ds(signature, "Object"), f"{{{XADES}}}QualifyingProperties", {"Target": f"#{signature_id}"}, nsmap={None: XADES}
+        _ds(signature, "Object"),
+        f"{{{XADES}}}QualifyingProperties",
+        {"Target": f"#{signature_id}"},
+        nsmap=default_ns(XADES),
     )
 
     def x(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
@@ -120,12 +128,14 @@ def _qualifying(signature: etree._Element, signature_id: str, identity: SigningI
     cert = x(x(properties, "SigningCertificate"), "Cert")
     digest = x(cert, "CertDigest")
     der = identity.certificate.public_bytes(serialization.Encoding.DER)
-    etree.SubElement(digest, f"{{{DS}}}DigestMethod", {"Algorithm": SHA1}, nsmap={None: DS})
-    etree.SubElement(digest, f"{{{DS}}}DigestValue", nsmap={None: DS}).text = _b64_sha1(der)
+    etree.SubElement(digest, f"{{{DS}}}DigestMethod", {"Algorithm": SHA1}, nsmap=default_ns(DS))
+    etree.SubElement(digest, f"{{{DS}}}DigestValue", nsmap=default_ns(DS)).text = _b64_sha1(der)
     serial = x(cert, "IssuerSerial")
     name = identity.certificate.issuer.rfc4514_string()
-    etree.SubElement(serial, f"{{{DS}}}X509IssuerName", nsmap={None: DS}).text = name
-    etree.SubElement(serial, f"{{{DS}}}X509SerialNumber", nsmap={None: DS}).text = str(identity.certificate.serial_number)
+    etree.SubElement(serial, f"{{{DS}}}X509IssuerName", nsmap=default_ns(DS)).text = name
+    etree.SubElement(serial, f"{{{DS}}}X509SerialNumber", nsmap=default_ns(DS)).text = str(
+        identity.certificate.serial_number
+    )
     x(x(properties, "SignaturePolicyIdentifier"), "SignaturePolicyImplied")
     x(signed, "SignedDataObjectProperties")
     return signed
@@ -139,7 +149,7 @@ def sign_submission_set(
     now: datetime,
 ) -> bytes:
     """The signature document (UTF-8 bytes with an XML declaration) for one submission set."""
-    signature = etree.Element(f"{{{DS}}}Signature", {"Id": signature_id}, nsmap={None: DS})
+    signature = etree.Element(f"{{{DS}}}Signature", {"Id": signature_id}, nsmap=default_ns(DS))
     signed_info = _ds(signature, "SignedInfo")
     _ds(signed_info, "CanonicalizationMethod", Algorithm=C14N_WITH_COMMENTS)
     _ds(signed_info, "SignatureMethod", Algorithm=RSA_SHA1)

@@ -6,6 +6,8 @@ docs/dmp-transport.md for the sources.
 
 from __future__ import annotations
 
+from typing import cast
+
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
 RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
@@ -74,3 +76,10 @@ SIGNATURE_LANGUAGE = "art"
 PS_AUTHORITY = "1.2.250.1.71.4.2.1"  # IdNat_PS
 STRUCTURE_AUTHORITY = "1.2.250.1.71.4.2.2"  # IdNat_Struct
 NON_HUMAN_SYSTEM = "1.2.250.1.213.1.1.4.6"  # TRE_A00 (AUTOMATE, DISPOSITIF...)
+
+
+def default_ns(uri: str, **prefixed: str) -> dict[str, str]:
+    """An lxml ``nsmap`` with ``uri`` as the default namespace (typed for lxml-stubs, which forbid ``None``)."""
+    mapping: dict[str | None, str] = {None: uri}
+    mapping.update(prefixed.items())
+    return cast("dict[str, str]", mapping)

@@ -124,7 +124,8 @@ def update_confidentiality(
     _retarget(new, new_id)
     new.set("lid", lid)
     for attr in ("status", "home"):
-        new.attrib.pop(attr, None)
+        if attr in new.attrib:
+            del new.attrib[attr]
     for old in [c for c in new.findall(q("Classification")) if c.get("classificationScheme") == ns.DE_CONFIDENTIALITY]:
         new.remove(old)
     if version is not None:

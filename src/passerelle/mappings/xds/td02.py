@@ -12,7 +12,7 @@ from datetime import datetime
 from lxml import etree
 
 from passerelle.mappings.document import Patient
-from passerelle.mappings.xds.ns import HL7V3, XSI
+from passerelle.mappings.xds.ns import HL7V3, XSI, default_ns
 from passerelle.mappings.xds.rim import dtm
 
 DMP_DEVICE_OID = "1.2.250.1.213.4.1.1.1"
@@ -40,7 +40,7 @@ def build_query(
 ) -> etree._Element:
     """``PRPA_IN201307UV02`` asking whether ``patient``'s DMP exists (reason ``TEST_EXST``).
     ``message_id`` and ``query_id`` are fresh UUIDs chosen by the caller."""
-    root = etree.Element(f"{_H}PRPA_IN201307UV02", {"ITSVersion": "XML_1.0"}, nsmap={None: HL7V3, "xsi": XSI})
+    root = etree.Element(f"{_H}PRPA_IN201307UV02", {"ITSVersion": "XML_1.0"}, nsmap=default_ns(HL7V3, xsi=XSI))
     _sub(root, "id", root=sender_oid, extension=message_id)
     _sub(root, "creationTime", value=dtm(now))
     _sub(root, "interactionId", root="2.16.840.1.113883.1.6", extension="PRPA_IN201307UV02")
