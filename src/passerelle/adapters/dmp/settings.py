@@ -61,6 +61,12 @@ class DmpSettings(BaseModel):
             raise ValueError("must be a JDV_J61 activity sector code such as SA01 or SA25")
         return value
 
+    @field_validator("structure_id", "homologation_id", "installation_id", "responsible_id", mode="before")
+    @classmethod
+    def _digits_as_text(cls, value: object) -> object:
+        """YAML reads ``1120459876`` as a number: identifiers are text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("structure_id")
     @classmethod
     def _structure(cls, value: str) -> str:
