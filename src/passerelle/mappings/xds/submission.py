@@ -182,7 +182,9 @@ class RegistryObjects:
         package.set("objectType", "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage")
         slot(package, "submissionTime", [dtm(s.time)])
         localized(package, "Name", "Lot de soumission")
-        author_classification(package, ns.SS_AUTHOR, SUBMISSION_SET_ID, self._id("cl"), self._author_slots(self.author))
+        author_classification(
+            package, ns.SS_AUTHOR, SUBMISSION_SET_ID, self._id("cl"), self._author_slots(self.author, submitter=True)
+        )
         classification(package, ns.SS_CONTENT_TYPE, SUBMISSION_SET_ID, self._id("cl"), s.content_type)
         etree.SubElement(
             package,
@@ -198,10 +200,13 @@ class RegistryObjects:
         ):
             external_identifier(package, scheme, SUBMISSION_SET_ID, self._id("ei"), value, name)
 
-    def _author_slots(self, author: Author) -> list[tuple[str, list[str]]]:
+    def _author_slots(self, author: Author, *, submitter: bool = False) -> list[tuple[str, list[str]]]:
+        """Author slots; the submission set's institution is always the submitting structure (the one the
+        certificates and the VIHF name), a document's is its own organisation when it has one."""
         structure = self.submission.structure
-        org_id = author.organisation_id or structure.id
-        org_name = author.organisation_name or structure.name
+        own = not submitter and bool(author.organisation_id)
+        org_id = author.organisation_id if own else structure.id
+        org_name = (author.organisation_name or structure.name) if own else structure.name
         return [
             ("authorPerson", [author_xcn(author, structure.id)]),
             ("authorInstitution", [institution_xon(org_name, org_id)]),
