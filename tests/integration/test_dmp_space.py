@@ -26,7 +26,9 @@ pytestmark = pytest.mark.corpus
 @pytest.fixture
 async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpReceiver, DmpSpace]]:
     pki = write_dev_pki(tmp_path / "pki")
-    async with running_receiver(corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca, tls=(pki.server_cert, pki.server_key)) as receiver:
+    async with running_receiver(
+        corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca, tls=(pki.server_cert, pki.server_key)
+    ) as receiver:
         settings = SpaceSettings(
             url=receiver.base_url,
             transport="dmp",
@@ -34,7 +36,11 @@ async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpRece
             client_key_file=pki.auth_key,
             ca_file=pki.ca,
             test_environment=True,
-            dmp={"sign_cert_file": pki.sign_p12, "sign_password_file": pki.sign_password, "structure_id": pki.structure_id},
+            dmp={
+                "sign_cert_file": pki.sign_p12,
+                "sign_password_file": pki.sign_password,
+                "structure_id": pki.structure_id,
+            },
         )
         space = DmpSpace(settings)
         try:
@@ -59,7 +65,9 @@ async def test_resend_after_a_lost_answer_stores_one_document(stack: tuple[DmpRe
     assert receiver.transactions() == ["ITI-41", "ITI-41", "ITI-18"]
     assert len(receiver.store[doc.unique_id]) == 1 and receiver.problems == []
     assert "Success" in first.remote_answer and first.transport == "dmp"
-    other = doc.model_copy(update={"content": doc.content.replace(b"</ClinicalDocument>", b"<!-- v --></ClinicalDocument>")})
+    other = doc.model_copy(
+        update={"content": doc.content.replace(b"</ClinicalDocument>", b"<!-- v --></ClinicalDocument>")}
+    )
     with pytest.raises(RemoteRejectedError) as conflict:
         await space.provide(other)
     assert conflict.value.remote_code == "XDSNonIdenticalHash"
@@ -108,7 +116,12 @@ async def test_td02_states(stack: tuple[DmpReceiver, DmpSpace]) -> None:
 
 async def test_faults_are_classified(stack: tuple[DmpReceiver, DmpSpace]) -> None:
     receiver, space = stack
-    receiver.plan = ["sender_fault:DMPInvalidCertificate", "sender_fault:DMPClosed", "receiver_fault", "failure:XDSRepositoryBusy"]
+    receiver.plan = [
+        "sender_fault:DMPInvalidCertificate",
+        "sender_fault:DMPClosed",
+        "receiver_fault",
+        "failure:XDSRepositoryBusy",
+    ]
     doc = document(5)
     with pytest.raises(RemoteCredentialError):
         await space.provide(doc)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from passerelle.adapters.dmp.envelope import MalformedAnswerError, parse_answer
-from passerelle.adapters.dmp.errors import ERROR_TABLE, Verdict, fault_error, registry_failure
+from passerelle.adapters.dmp.errors import ERROR_TABLE, VERDICTS, fault_error, registry_failure
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.xds.responses import RegistryError, parse_query_response, parse_registry_response
 
@@ -30,22 +30,41 @@ def test_drimbox_capture_is_read(corpus_dir: Path) -> None:
 
 
 def test_well_formed_multipart_and_plain_answers() -> None:
-    body = ENV.format(action="a", body=f'<rs:RegistryResponse xmlns:rs="{RS}" status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"><rs:RegistryErrorList><rs:RegistryError errorCode="XDSRegistryMetadataError" codeContext="bad" location="x"/><rs:RegistryError errorCode="XDSExtraMetadataNotSaved" codeContext="w" severity="urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"/></rs:RegistryErrorList></rs:RegistryResponse>').encode()
-    multipart = b'--b\r\nContent-Type: application/xop+xml; type="application/soap+xml"\r\nContent-ID: <r>\r\n\r\n' + body + b"\r\n--b--\r\n"
-    for content_type, raw in (("application/soap+xml", body), ('multipart/related; boundary="b"; start="<r>"', multipart)):
+    body = ENV.format(
+        action="a",
+        body=f'<rs:RegistryResponse xmlns:rs="{RS}" status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"><rs:RegistryErrorList><rs:RegistryError errorCode="XDSRegistryMetadataError" codeContext="bad" location="x"/><rs:RegistryError errorCode="XDSExtraMetadataNotSaved" codeContext="w" severity="urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"/></rs:RegistryErrorList></rs:RegistryResponse>',
+    ).encode()
+    multipart = (
+        b'--b\r\nContent-Type: application/xop+xml; type="application/soap+xml"\r\nContent-ID: <r>\r\n\r\n'
+        + body
+        + b"\r\n--b--\r\n"
+    )
+    for content_type, raw in (
+        ("application/soap+xml", body),
+        ('multipart/related; boundary="b"; start="<r>"', multipart),
+    ):
         result = parse_registry_response(parse_answer(content_type, raw).payload)  # type: ignore[arg-type]
         assert result.status == "Failure"
-        assert [(e.code, e.is_error) for e in result.errors] == [("XDSRegistryMetadataError", True), ("XDSExtraMetadataNotSaved", False)]
+        assert [(e.code, e.is_error) for e in result.errors] == [
+            ("XDSRegistryMetadataError", True),
+            ("XDSExtraMetadataNotSaved", False),
+        ]
         assert result.summary() == "Failure: XDSRegistryMetadataError, XDSExtraMetadataNotSaved (warning)"
     with pytest.raises(MalformedAnswerError):
         parse_answer("text/html", b"<html>proxy error</html>")
 
 
 def test_partial_success_and_query_entries() -> None:
-    body = ENV.format(action="a", body=f'<q:AdhocQueryResponse xmlns:q="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0" status="urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"><rim:RegistryObjectList><rim:ExtrinsicObject id="urn:uuid:e1" status="urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"><rim:Slot name="hash"><rim:ValueList><rim:Value>ABCDEF</rim:Value></rim:ValueList></rim:Slot><rim:Slot name="size"><rim:ValueList><rim:Value>12</rim:Value></rim:ValueList></rim:Slot><rim:ExternalIdentifier id="i" registryObject="urn:uuid:e1" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" value="1.2.3"/></rim:ExtrinsicObject><rim:ObjectRef id="urn:uuid:e2"/></rim:RegistryObjectList></q:AdhocQueryResponse>')
+    body = ENV.format(
+        action="a",
+        body='<q:AdhocQueryResponse xmlns:q="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0" status="urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"><rim:RegistryObjectList><rim:ExtrinsicObject id="urn:uuid:e1" status="urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"><rim:Slot name="hash"><rim:ValueList><rim:Value>ABCDEF</rim:Value></rim:ValueList></rim:Slot><rim:Slot name="size"><rim:ValueList><rim:Value>12</rim:Value></rim:ValueList></rim:Slot><rim:ExternalIdentifier id="i" registryObject="urn:uuid:e1" identificationScheme="urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab" value="1.2.3"/></rim:ExtrinsicObject><rim:ObjectRef id="urn:uuid:e2"/></rim:RegistryObjectList></q:AdhocQueryResponse>',
+    )
     result, entries = parse_query_response(parse_answer("application/soap+xml", body.encode()).payload)  # type: ignore[arg-type]
     assert result.status == "PartialSuccess"
-    assert [(e.entry_uuid, e.unique_id, e.hash, e.size) for e in entries] == [("urn:uuid:e1", "1.2.3", "abcdef", 12), ("urn:uuid:e2", "", "", None)]
+    assert [(e.entry_uuid, e.unique_id, e.hash, e.size) for e in entries] == [
+        ("urn:uuid:e1", "1.2.3", "abcdef", 12),
+        ("urn:uuid:e2", "", "", None),
+    ]
 
 
 def test_faults_with_dmp_subcodes() -> None:
@@ -62,7 +81,9 @@ def test_faults_with_dmp_subcodes() -> None:
 def test_failures_refuse_or_retry_by_the_table() -> None:
     busy = registry_failure("ITI-41", [RegistryError("XDSUnknownPatientId"), RegistryError("XDSRegistryBusy")], 200)
     assert isinstance(busy, RemoteTransientError)
-    refused = registry_failure("ITI-41", [RegistryError("XDSUnknownPatientId"), RegistryError("X", severity="Warning")], 200)
+    refused = registry_failure(
+        "ITI-41", [RegistryError("XDSUnknownPatientId"), RegistryError("X", severity="Warning")], 200
+    )
     assert isinstance(refused, RemoteRejectedError)
     assert (refused.remote_code, refused.reason) == ("XDSUnknownPatientId", "unknown_patient")
     unknown = registry_failure("ITI-57", [RegistryError("NewCode")], 200)
@@ -72,5 +93,5 @@ def test_failures_refuse_or_retry_by_the_table() -> None:
 def test_the_documented_table_is_the_code_table(repo_root: Path) -> None:
     doc = (repo_root / "docs" / "dmp-transport.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(\w+)` \| (refuse|retry|credential) ", doc, re.M))
-    assert rows == {code: rule.verdict.value for code, rule in ERROR_TABLE.items()}
-    assert set(Verdict) == {Verdict(v) for v in rows.values()}
+    assert rows == {code: rule.verdict for code, rule in ERROR_TABLE.items()}
+    assert set(VERDICTS) == set(rows.values())

@@ -5,6 +5,7 @@ when what it checks is broken."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from passerelle.adapters.dmp.devpki import DevPki, write_dev_pki
 from passerelle.adapters.dmp.requests import DmpRequests
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.mappings.cda.reader import map_cda_document
-from passerelle.mappings.dicom.kos import map_dicom
 from passerelle.mappings.dicom.common import DicomSite
+from passerelle.mappings.dicom.kos import map_dicom
 from passerelle.mappings.document import Action, Author, Code, Document, Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message
@@ -69,7 +70,7 @@ def documents(corpus: Path) -> dict[str, Document]:
     prov = Provenance(channel="test")
     msg = decode_message((corpus / SEGUR).read_bytes())
     [oru] = map_hl7_message(msg, test_environment=True, now=NOW, provenance=prov)
-    rng = __import__("random").Random(2)
+    rng = random.Random(2)
     http_cda = map_cda_document(
         build_cda(now=NOW, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)),
         test_environment=True,
@@ -78,7 +79,13 @@ def documents(corpus: Path) -> dict[str, Document]:
     )
     report = sample_lab_report()
     crbio = to_document(report, generate(report).cda, prov)
-    kos = map_dicom((corpus / "dicom/kos/fr-drimbox/ko.dcm").read_bytes(), now=NOW, test_environment=True, patient_id_map=None, provenance=prov)
+    kos = map_dicom(
+        (corpus / "dicom/kos/fr-drimbox/ko.dcm").read_bytes(),
+        now=NOW,
+        test_environment=True,
+        patient_id_map=None,
+        provenance=prov,
+    )
     site = DicomSite(
         organisation=Author(organisation_id="1120459876", organisation_name="Imagerie de test"),
         facility_type=Code(code="SA01", system="1.2.250.1.71.4.2.4", display="Etablissement public de santé"),
@@ -107,7 +114,9 @@ def check_all(call_body: bytes, content_type: str, corpus: Path, ca: Path) -> No
 
 
 @pytest.mark.corpus
-def test_every_kind_of_document_passes_the_independent_checks(corpus_dir: Path, requests: DmpRequests, pki: DevPki) -> None:
+def test_every_kind_of_document_passes_the_independent_checks(
+    corpus_dir: Path, requests: DmpRequests, pki: DevPki
+) -> None:
     docs = documents(corpus_dir)
     assert {d.mime_type for d in docs.values()} == {"text/xml", "application/dicom"}
     for name, doc in docs.items():
@@ -169,4 +178,6 @@ def test_registry_bodies_are_schema_valid(corpus_dir: Path, requests: DmpRequest
     for body in bodies:
         assert validator.validate(body), validator.error_log.last_error
     with pytest.raises(ValueError, match="cannot delete"):
-        queries.update_availability(submission, doc.patient, "urn:uuid:1-2", "urn:asip:ci-sis:2010:StatusType:Deleted", StatusChange.DELETE)
+        queries.update_availability(
+            submission, doc.patient, "urn:uuid:1-2", "urn:asip:ci-sis:2010:StatusType:Deleted", StatusChange.DELETE
+        )

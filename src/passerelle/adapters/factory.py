@@ -8,13 +8,16 @@ transactions (TD0.2, ITI-41, ITI-18, ITI-57) too.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from passerelle.adapters.mhd import MhdSpace, SpaceSettings, SpaceTransport
 from passerelle.adapters.space import DeliveryReceipt, PatientSpace
 from passerelle.errors import RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Document, Patient
 from passerelle.mappings.mhd.bundle import SpaceStatus
+
+T = TypeVar("T")
 
 
 class SpaceMetrics(Protocol):
@@ -42,32 +45,23 @@ class MeteredSpace:
             return "credential" if exc.reason == "remote_credentials" else "transient"
         return "error"
 
-    async def provide(self, doc: Document) -> DeliveryReceipt:
+    async def _metered(self, operation: str, call: Awaitable[T]) -> T:
         try:
-            receipt = await self.inner.provide(doc)
+            result = await call
         except Exception as exc:
-            self.metrics.space_call(self.transport, "provide", self._outcome(exc))
+            self.metrics.space_call(self.transport, operation, self._outcome(exc))
             raise
-        self.metrics.space_call(self.transport, "provide", "ok")
-        return receipt
+        self.metrics.space_call(self.transport, operation, "ok")
+        return result
+
+    async def provide(self, doc: Document) -> DeliveryReceipt:
+        return await self._metered("provide", self.inner.provide(doc))
 
     async def delete(self, doc: Document) -> DeliveryReceipt:
-        try:
-            receipt = await self.inner.delete(doc)
-        except Exception as exc:
-            self.metrics.space_call(self.transport, "delete", self._outcome(exc))
-            raise
-        self.metrics.space_call(self.transport, "delete", "ok")
-        return receipt
+        return await self._metered("delete", self.inner.delete(doc))
 
     async def status(self, patient: Patient, author_id: str) -> SpaceStatus:
-        try:
-            status = await self.inner.status(patient, author_id)
-        except Exception as exc:
-            self.metrics.space_call(self.transport, "status", self._outcome(exc))
-            raise
-        self.metrics.space_call(self.transport, "status", "ok")
-        return status
+        return await self._metered("status", self.inner.status(patient, author_id))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

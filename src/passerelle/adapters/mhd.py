@@ -39,6 +39,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.adapters.dmp.settings import DmpSettings
+from passerelle.adapters.http import space_http_client
 from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt
 from passerelle.errors import (
     IdentityError,
@@ -223,19 +224,11 @@ class MhdSpace:
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
         self._closed = False
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.write_timeout_s,
-                pool=settings.pool_timeout_s,
-            ),
-            follow_redirects=False,
+        self._client = space_http_client(
+            settings,
             verify=_ssl_context(settings),
-            limits=httpx.Limits(max_connections=settings.max_connections),
             transport=transport,
             headers={"Accept": FHIR_JSON, "User-Agent": "passerelle"},
-            trust_env=False,
         )
 
     # --- PatientSpace ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from passerelle.adapters.dmp.envelope import SoapAnswer
 from passerelle.adapters.dmp.errors import DUPLICATE_CODES, registry_failure
 from passerelle.adapters.dmp.requests import DmpRequests
 from passerelle.adapters.dmp.transport import Exchange, Limits, exchange
+from passerelle.adapters.http import space_http_client
 from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt, SpaceState, SpaceStatus
 from passerelle.errors import IdentityError, RemoteAmbiguousError, RemoteRejectedError
 from passerelle.mappings.document import Action, Document, Patient
@@ -88,19 +89,9 @@ class DmpSpace:
         )
         self._limits = Limits(settings.total_timeout_s, settings.max_response_bytes)
         self._closed = False
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.write_timeout_s,
-                pool=settings.pool_timeout_s,
-            ),
-            follow_redirects=False,
-            verify=tls_context(settings),
-            limits=httpx.Limits(max_connections=settings.max_connections),
-            transport=transport,
-            headers={"User-Agent": f"{settings.dmp.software_name}/{settings.dmp.software_version}"},
-            trust_env=False,
+        user_agent = f"{settings.dmp.software_name}/{settings.dmp.software_version}"
+        self._client = space_http_client(
+            settings, verify=tls_context(settings), transport=transport, headers={"User-Agent": user_agent}
         )
 
     # --- PatientSpace ---------------------------------------------------------------------------------

@@ -25,9 +25,23 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 DEFAULT_STRUCTURE_ID = "1120459876"  # 1 + a FINESS-shaped number of the ANS examples
 
 
+#: The files written, by role.
+FILES = {
+    "ca": "ca.pem",
+    "auth_cert": "auth.pem",
+    "auth_key": "auth.key",
+    "sign_cert": "sign.pem",
+    "sign_key": "sign.key",
+    "sign_p12": "sign.p12",
+    "sign_password": "sign.password",
+    "server_cert": "server.pem",
+    "server_key": "server.key",
+}
+
+
 @dataclass(frozen=True)
 class DevPki:
-    """Paths of the files written by :func:`write_dev_pki`."""
+    """Paths of the files written by :func:`write_dev_pki` (see :data:`FILES`)."""
 
     folder: Path
     structure_id: str
@@ -35,41 +49,10 @@ class DevPki:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    @property
-    def ca(self) -> Path:
-        return self.folder / "ca.pem"
-
-    @property
-    def auth_cert(self) -> Path:
-        return self.folder / "auth.pem"
-
-    @property
-    def auth_key(self) -> Path:
-        return self.folder / "auth.key"
-
-    @property
-    def sign_cert(self) -> Path:
-        return self.folder / "sign.pem"
-
-    @property
-    def sign_key(self) -> Path:
-        return self.folder / "sign.key"
-
-    @property
-    def sign_p12(self) -> Path:
-        return self.folder / "sign.p12"
-
-    @property
-    def sign_password(self) -> Path:
-        return self.folder / "sign.password"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.folder / "server.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.folder / "server.key"
+    def __getattr__(self, role: str) -> Path:
+        if role in FILES:
+            return self.folder / FILES[role]
+        raise AttributeError(role)
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -84,18 +67,12 @@ def _name(cn: str, ou: str | None, org: str) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _usage(digital: bool, non_repudiation: bool, encipher: bool, ca: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital,
-        content_commitment=non_repudiation,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
+_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+           "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")  # fmt: skip
+
+
+def _usage(*allowed: str) -> x509.KeyUsage:
+    return x509.KeyUsage(**{name: name in allowed for name in _USAGES})
 
 
 @dataclass(frozen=True)
@@ -146,51 +123,32 @@ def write_dev_pki(
         ca_name,
         ca_key,
         None,
-        [(x509.BasicConstraints(ca=True, path_length=0), True), (_usage(False, False, False, ca=True), True)],
+        [(x509.BasicConstraints(ca=True, path_length=0), True), (_usage("key_cert_sign", "crl_sign"), True)],
         now,
     )
     _write_pair(folder, "ca", ca_cert, ca_key)
     issuer = _Issuer(ca_key, ca_name)
-    leaf = [(x509.BasicConstraints(ca=False, path_length=None), True)]
-    auth_key, sign_key, server_key = _key(), _key(), _key()
-    auth = _certificate(
-        _name(f"{organisation} AUTH_CLI", structure_id, organisation),
-        auth_key,
-        issuer,
-        [*leaf, (_usage(True, False, True), True), (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
-        now,
+    loopback = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     )
-    sign = _certificate(
-        _name(f"{organisation} SIGN", structure_id, organisation),
-        sign_key,
-        issuer,
-        [
-            *leaf,
-            (_usage(True, True, False), True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False),
-        ],
-        now,
-    )
-    server = _certificate(
-        _name("localhost", None, "PASSERELLE SANDBOX"),
-        server_key,
-        issuer,
-        [
-            *leaf,
-            (_usage(True, False, True), True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-            (
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                False,
-            ),
-        ],
-        now,
-    )
-    _write_pair(folder, "auth", auth, auth_key)
-    _write_pair(folder, "sign", sign, sign_key)
-    _write_pair(folder, "server", server, server_key)
+    # stem: (subject, key usages, extended key usage, extra extensions)
+    leaves = {
+        "auth": (_name(f"{organisation} AUTH_CLI", structure_id, organisation), ("digital_signature", "key_encipherment"), ExtendedKeyUsageOID.CLIENT_AUTH, []),
+        "sign": (_name(f"{organisation} SIGN", structure_id, organisation), ("digital_signature", "content_commitment"), ExtendedKeyUsageOID.EMAIL_PROTECTION, []),
+        "server": (_name("localhost", None, "PASSERELLE SANDBOX"), ("digital_signature", "key_encipherment"), ExtendedKeyUsageOID.SERVER_AUTH, [loopback]),
+    }  # fmt: skip
+    written: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey]] = {}
+    for stem, (subject, usages, purpose, extra) in leaves.items():
+        key = _key()
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_usage(*usages), True),
+            (x509.ExtendedKeyUsage([purpose]), False),
+            *((extension, False) for extension in extra),
+        ]
+        written[stem] = (_certificate(subject, key, issuer, extensions, now), key)
+        _write_pair(folder, stem, *written[stem])
+    sign, sign_key = written["sign"]
     password = secrets.token_urlsafe(18)
     (folder / "sign.password").write_text(password + "\n", encoding="utf-8")
     (folder / "sign.password").chmod(0o600)

@@ -13,37 +13,33 @@ Codes not in the table: a Failure or a ``soap:Sender`` fault refuses (the DMP ju
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from typing import Literal, NamedTuple
 
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.xds.responses import RegistryError
 
-
-class Verdict(StrEnum):
-    REFUSE = "refuse"
-    RETRY = "retry"
-    CREDENTIAL = "credential"
+#: refuse (business answer), retry (the DMP or the path failed), credential (retried; an operator must act)
+Verdict = Literal["refuse", "retry", "credential"]
+VERDICTS: tuple[Verdict, ...] = ("refuse", "retry", "credential")
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     verdict: Verdict
     reason: str  # PHI-free reason for metrics, journal states and the audit trail
 
 
 def _refuse(reason: str) -> Rule:
-    return Rule(Verdict.REFUSE, reason)
+    return Rule("refuse", reason)
 
 
-_RETRY = Rule(Verdict.RETRY, "remote_busy")
+_RETRY = Rule("retry", "remote_busy")
 
 #: Every code the DMP or an XDS.b registry is known to answer (IHE ITI TF-3 table 4.2.4.1-2, the DMP's
 #: integration guide samples). Keep docs/dmp-transport.md in step.
 ERROR_TABLE: Mapping[str, Rule] = {
     # SOAP fault subcodes and TD0.x acknowledgement details of the DMP
-    "DMPInvalidCertificate": Rule(Verdict.CREDENTIAL, "invalid_certificate"),
-    "DMPAuthenticationFailure": Rule(Verdict.CREDENTIAL, "authentication_failure"),
+    "DMPInvalidCertificate": Rule("credential", "invalid_certificate"),
+    "DMPAuthenticationFailure": Rule("credential", "authentication_failure"),
     "DMPClosed": _refuse("space_closed"),
     "DMPNotFound": _refuse("space_not_active"),
     "DMPIdentityCertificationFailure": _refuse("identity_not_certified"),
@@ -55,8 +51,8 @@ ERROR_TABLE: Mapping[str, Rule] = {
     "XDSRegistryOutOfResources": _RETRY,
     "XDSRepositoryOutOfResources": _RETRY,
     "XDSRegistryNotAvailable": _RETRY,
-    "XDSRegistryError": Rule(Verdict.RETRY, "remote_internal_error"),
-    "XDSRepositoryError": Rule(Verdict.RETRY, "remote_internal_error"),
+    "XDSRegistryError": Rule("retry", "remote_internal_error"),
+    "XDSRepositoryError": Rule("retry", "remote_internal_error"),
     "XDSUnknownPatientId": _refuse("unknown_patient"),
     "XDSPatientIdDoesNotMatch": _refuse("invalid_metadata"),
     "XDSMissingDocument": _refuse("invalid_metadata"),
@@ -88,9 +84,9 @@ def rule_for(code: str, *, default: Rule) -> Rule:
 
 def error_for(rule: Rule, code: str, message: str, status: int) -> RemoteTransientError | RemoteRejectedError:
     """The port's exception for one classified answer."""
-    if rule.verdict is Verdict.REFUSE:
+    if rule.verdict == "refuse":
         return RemoteRejectedError(message, status=status, remote_code=code, reason=rule.reason)
-    if rule.verdict is Verdict.CREDENTIAL:
+    if rule.verdict == "credential":
         return RemoteCredentialError(message, status=status)
     return RemoteTransientError(message, status=status)
 
@@ -103,7 +99,7 @@ def registry_failure(
     rules = [(code, rule_for(code, default=_refuse("remote_rejected"))) for code in codes]
     listed = ", ".join(codes)
     for code, rule in rules:
-        if rule.verdict is not Verdict.REFUSE:
+        if rule.verdict != "refuse":
             return error_for(rule, code, f"{transaction} failed, to retry ({listed})", status)
     code, rule = rules[0]
     return error_for(rule, code, f"{transaction} refused by the DMP ({listed})", status)
@@ -114,5 +110,5 @@ def fault_error(transaction: str, code: str, subcode: str, status: int) -> Remot
     default = _RETRY if code == "Receiver" else _refuse("remote_rejected")
     remote = subcode or f"soap:{code or 'Fault'}"
     rule = rule_for(subcode, default=default)
-    verb = "refused" if rule.verdict is Verdict.REFUSE else "failed"
+    verb = "refused" if rule.verdict == "refuse" else "failed"
     return error_for(rule, remote, f"{transaction} {verb}: SOAP fault {code} {subcode}".strip(), status)

@@ -18,7 +18,7 @@ from passerelle.adapters.dmp.credentials import SigningIdentity
 from passerelle.adapters.dmp.envelope import build_envelope, message_id, mtom_package, plain_content_type
 from passerelle.adapters.dmp.settings import DmpSettings
 from passerelle.adapters.dmp.transport import Exchange
-from passerelle.adapters.dmp.vihf import Sender, VihfContext, build_vihf, sender_for
+from passerelle.adapters.dmp.vihf import Sender, build_vihf, sender_for
 from passerelle.adapters.dmp.xades import SignedDocument, sign_submission_set
 from passerelle.mappings.document import Author, Code, Document, Patient
 from passerelle.mappings.xds import queries, td02
@@ -58,16 +58,7 @@ class DmpRequests:
         self.source_id = source_id
         self.content_type = content_type
         self.dmp = dmp
-        self.vihf = VihfContext(
-            structure_id=dmp.structure_id,
-            activity_sector=dmp.activity_sector,
-            software_name=dmp.software_name,
-            software_version=dmp.software_version,
-            homologation_id=dmp.homologation_id,
-            installation_id=dmp.installation_id,
-            responsible_id=dmp.responsible_id,
-            version=dmp.vihf_version,
-        )
+        self.vihf = dmp
         self.structure = Structure(
             id=dmp.structure_id,
             name=dmp.structure_name or identity.organisation or dmp.structure_id,

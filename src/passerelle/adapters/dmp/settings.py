@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ACTIVITY_SECTOR = re.compile(r"^SA\d{2}$")
 STRUCTURE_ID = re.compile(r"^[0-9][0-9A-Za-z]{1,29}$")
@@ -27,39 +27,20 @@ class DmpSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: Structure's SIGN certificate: PEM (with ``sign_key_file``) or PKCS#12 (key inside, password file).
-    sign_cert_file: Path | None = None
-    sign_key_file: Path | None = None
-    #: Password of the PKCS#12 file or of an encrypted PEM key (first line of the file).
-    sign_password_file: Path | None = None
-    #: IdNat_Struct (e.g. ``1`` + FINESS): must equal the OU of the SIGN (and AUTH_CLI) certificate.
-    structure_id: str = ""
-    #: Structure name for authorInstitution when a document names none (default: the certificate's O).
-    structure_name: str = ""
-    #: Activity sector (JDV_J61 code such as ``SA01``, ``SA25``): VIHF ``Secteur_Activite`` and the
-    #: healthcareFacilityTypeCode of documents that carry none.
-    activity_sector: str = "SA01"
-    #: practiceSettingCode (JDV_J04) of documents that carry none.
-    practice_setting: str = "ETABLISSEMENT"
-    software_name: str = "Passerelle"
-    software_version: str = "0.1.0"
-    #: LPS_ID_HOMOLOGATION_DMP: the number the DMP referencing gave this software.
-    homologation_id: str = ""
-    #: LPS_ID: identifier of this installation (optional).
-    installation_id: str = ""
-    #: Subject/NameID of the VIHF when a document has no human author: the person responsible for the
-    #: automated processing (IdNat_PS or local identifier). Default: the structure id.
-    responsible_id: str = ""
-    vihf_version: str = "3.0"
-    #: Allow a plain ``http://`` base on a loopback address (a sandbox on this machine only).
-    allow_loopback_http: bool = True
-
-    @field_validator("activity_sector")
-    @classmethod
-    def _sector(cls, value: str) -> str:
-        if not ACTIVITY_SECTOR.match(value):
-            raise ValueError("must be a JDV_J61 activity sector code such as SA01 or SA25")
-        return value
+    sign_cert_file: Path | None = Field(None, description="SIGN certificate: PEM (with sign_key_file) or PKCS#12")
+    sign_key_file: Path | None = Field(None, description="SIGN private key (PEM) when sign_cert_file is PEM")
+    sign_password_file: Path | None = Field(None, description="password of the PKCS#12 file or encrypted PEM key")
+    structure_id: str = Field("", description="IdNat_Struct (1 + FINESS...): the OU of both certificates")
+    structure_name: str = Field("", description="authorInstitution name when a document names none (default: O)")
+    activity_sector: str = Field("SA01", description="JDV_J61 code: VIHF Secteur_Activite, default facility type")
+    practice_setting: str = Field("ETABLISSEMENT", description="JDV_J04 practiceSettingCode of documents without one")
+    software_name: str = Field("Passerelle", description="LPS_Nom, as shown in the product")
+    software_version: str = Field("0.1.0", description="LPS_Version, as shown in the product")
+    homologation_id: str = Field("", description="LPS_ID_HOMOLOGATION_DMP given at DMP referencing")
+    installation_id: str = Field("", description="LPS_ID: identifier of this installation (optional)")
+    responsible_id: str = Field("", description="VIHF NameID for automated processing (default: structure_id)")
+    vihf_version: str = Field("3.0", description="VIHF_Version attribute")
+    allow_loopback_http: bool = Field(True, description="accept http:// on a loopback address (sandbox)")
 
     @field_validator("structure_id", "homologation_id", "installation_id", "responsible_id", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, Signatur
 from signxml.signer import XMLSigner
 
 from passerelle.adapters.dmp.credentials import SigningIdentity
+from passerelle.adapters.dmp.settings import DmpSettings
 from passerelle.mappings.document import Author, Patient
 from passerelle.mappings.xds.ns import default_ns
 
@@ -35,20 +36,6 @@ LIFETIME = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
-class VihfContext:
-    """What the token says about the structure and the software (from ``space.dmp``)."""
-
-    structure_id: str
-    activity_sector: str
-    software_name: str
-    software_version: str
-    homologation_id: str = ""
-    installation_id: str = ""
-    responsible_id: str = ""
-    version: str = "3.0"
-
-
-@dataclass(frozen=True)
 class Sender:
     """Who the token speaks for: a health professional (IdNat_PS, names, profession/specialty) or, for an
     automated processing, the responsible person's id with the role AUTOMATE."""
@@ -58,7 +45,7 @@ class Sender:
     roles: tuple[tuple[str, str, str, str], ...]  # (code, codeSystem, codeSystemName, displayName)
 
 
-def sender_for(author: Author | None, context: VihfContext) -> Sender:
+def sender_for(author: Author | None, context: DmpSettings) -> Sender:
     """The VIHF subject for a document's author (a device or no author: the automated-processing form)."""
     if author is not None and author.person_id:
         name = " ".join(part for part in (author.given, author.family) if part) or author.person_id
@@ -94,7 +81,7 @@ def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str
 
 
 def build_assertion(
-    identity: SigningIdentity, context: VihfContext, sender: Sender, patient: Patient, now: datetime
+    identity: SigningIdentity, context: DmpSettings, sender: Sender, patient: Patient, now: datetime
 ) -> etree._Element:
     """The unsigned assertion (with an empty ``ds:Signature`` placeholder after ``Issuer``)."""
     assertion = etree.Element(
@@ -121,9 +108,9 @@ def build_assertion(
     return assertion
 
 
-def _text_attributes(context: VihfContext, sender: Sender, patient: Patient) -> list[tuple[str, str]]:
+def _text_attributes(context: DmpSettings, sender: Sender, patient: Patient) -> list[tuple[str, str]]:
     pairs = [
-        ("VIHF_Version", context.version),
+        ("VIHF_Version", context.vihf_version),
         ("Authentification_Mode", "INDIRECTE"),
         ("Identifiant_Structure", context.structure_id),
         ("Secteur_Activite", f"{context.activity_sector}^{ACTIVITY_SECTOR_SYSTEM}"),
@@ -168,7 +155,7 @@ def sign_assertion(assertion: etree._Element, identity: SigningIdentity) -> etre
 
 
 def build_vihf(
-    identity: SigningIdentity, context: VihfContext, sender: Sender, patient: Patient, now: datetime
+    identity: SigningIdentity, context: DmpSettings, sender: Sender, patient: Patient, now: datetime
 ) -> etree._Element:
     """A signed VIHF for one patient and one sender, issued at ``now`` (UTC)."""
     return sign_assertion(build_assertion(identity, context, sender, patient, now), identity)
