@@ -42,6 +42,13 @@ class DmpSettings(BaseModel):
     vihf_version: str = Field("3.0", description="VIHF_Version attribute")
     allow_loopback_http: bool = Field(True, description="accept http:// on a loopback address (sandbox)")
 
+    @field_validator("activity_sector")
+    @classmethod
+    def _sector(cls, value: str) -> str:
+        if not ACTIVITY_SECTOR.match(value):
+            raise ValueError("must be a JDV_J61 activity sector code such as SA01 or SA25")
+        return value
+
     @field_validator("structure_id", "homologation_id", "installation_id", "responsible_id", mode="before")
     @classmethod
     def _digits_as_text(cls, value: object) -> object:
