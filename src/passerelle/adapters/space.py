@@ -1,8 +1,9 @@
 """The narrow port the dispatch worker uses to reach a patient's space.
 
 The worker knows only :class:`PatientSpace`; the composition root picks the implementation
-(:class:`passerelle.adapters.mhd.MhdSpace` for PDSm/MHD and the sandbox, an XDS.b one later, fakes in
-tests).
+(:class:`passerelle.adapters.mhd.MhdSpace` for PDSm/MHD and the sandbox,
+:class:`passerelle.adapters.dmp.client.DmpSpace` for the DMP's SOAP services, chosen by
+:func:`passerelle.adapters.factory.build_space`; fakes in tests).
 
 Contract of every implementation:
 
