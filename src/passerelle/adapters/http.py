@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
-if TYPE_CHECKING:
-    from passerelle.adapters.mhd import SpaceSettings
+
+class HttpLimits(Protocol):
+    """The ``space.*`` limits the client needs (``SpaceSettings`` fits)."""
+
+    @property
+    def connect_timeout_s(self) -> float: ...
+    @property
+    def read_timeout_s(self) -> float: ...
+    @property
+    def write_timeout_s(self) -> float: ...
+    @property
+    def pool_timeout_s(self) -> float: ...
+    @property
+    def max_connections(self) -> int: ...
 
 
 def space_http_client(
-    settings: SpaceSettings,
+    settings: HttpLimits,
     *,
     verify: ssl.SSLContext | bool,
     transport: httpx.AsyncBaseTransport | None,

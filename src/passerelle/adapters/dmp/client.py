@@ -31,6 +31,7 @@ from passerelle.adapters.dmp.errors import DUPLICATE_CODES, registry_failure
 from passerelle.adapters.dmp.requests import DmpRequests
 from passerelle.adapters.dmp.transport import Exchange, Limits, exchange
 from passerelle.adapters.http import space_http_client
+from passerelle.adapters.mhd import SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt, SpaceState, SpaceStatus
 from passerelle.errors import IdentityError, RemoteAmbiguousError, RemoteRejectedError
 from passerelle.mappings.document import Action, Document, Patient
@@ -64,15 +65,12 @@ class DmpSpace:
 
     def __init__(
         self,
-        settings: object,
+        settings: SpaceSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         observe: Observer | None = None,
     ) -> None:
-        from passerelle.adapters.mhd import SpaceSettings
-
-        assert isinstance(settings, SpaceSettings)
         problems = check_space(settings)
         if problems:
             raise ValueError("\n".join(problems))
