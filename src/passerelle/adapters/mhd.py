@@ -38,6 +38,8 @@ from urllib.parse import quote_plus
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from passerelle.adapters.dmp.settings import DmpSettings
+from passerelle.adapters.http import space_http_client
 from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt
 from passerelle.errors import (
     IdentityError,
@@ -82,6 +84,11 @@ REMOTE_CODE_REASONS: Mapping[str, str] = {
 }
 
 
+class SpaceTransport(StrEnum):
+    MHD = "mhd"  # PDSm / IHE MHD ITI-65 (and the sandbox)
+    DMP = "dmp"  # the DMP's SOAP services (TD0.2, ITI-41, ITI-18, ITI-57): adapters/dmp/
+
+
 class SpaceAuth(StrEnum):
     NONE = "none"
     OAUTH2 = "oauth2"  # client credentials, bearer token
@@ -94,6 +101,8 @@ class SpaceSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str = "http://127.0.0.1:8090/fhir"
+    transport: SpaceTransport = SpaceTransport.MHD
+    dmp: DmpSettings = Field(default_factory=DmpSettings)
     auth: SpaceAuth = SpaceAuth.NONE
     # OAuth2 client credentials: the secret is read from a file or from the environment variable named
     # here, never written in the configuration.
@@ -215,19 +224,11 @@ class MhdSpace:
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
         self._closed = False
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_s,
-                read=settings.read_timeout_s,
-                write=settings.write_timeout_s,
-                pool=settings.pool_timeout_s,
-            ),
-            follow_redirects=False,
+        self._client = space_http_client(
+            settings,
             verify=_ssl_context(settings),
-            limits=httpx.Limits(max_connections=settings.max_connections),
             transport=transport,
             headers={"Accept": FHIR_JSON, "User-Agent": "passerelle"},
-            trust_env=False,
         )
 
     # --- PatientSpace ---------------------------------------------------------------------------------

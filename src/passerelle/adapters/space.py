@@ -1,8 +1,9 @@
 """The narrow port the dispatch worker uses to reach a patient's space.
 
 The worker knows only :class:`PatientSpace`; the composition root picks the implementation
-(:class:`passerelle.adapters.mhd.MhdSpace` for PDSm/MHD and the sandbox, an XDS.b one later, fakes in
-tests).
+(:class:`passerelle.adapters.mhd.MhdSpace` for PDSm/MHD and the sandbox,
+:class:`passerelle.adapters.dmp.client.DmpSpace` for the DMP's SOAP services, chosen by
+:func:`passerelle.adapters.factory.build_space`; fakes in tests).
 
 Contract of every implementation:
 
@@ -37,6 +38,7 @@ class DeliveryOutcome(StrEnum):
     CREATED = "created"  # the space stored the document now
     ALREADY_STORED = "already_stored"  # same unique id and same content already there: nothing new stored
     DELETED = "deleted"  # the reference is now entered-in-error (also when it already was)
+    UPDATED = "updated"  # only the metadata changed (e.g. confidentiality codes, DMP ITI-57)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class DeliveryReceipt:
     http_status: int
     location: str = ""  # e.g. DocumentReference/<id> in the space
     idempotency_key: str = ""
+    remote_answer: str = ""  # PHI-free summary of the space's answer (status, codes, message ids) for the journal
+    transport: str = ""  # mhd | dmp
 
 
 class PatientSpace(Protocol):

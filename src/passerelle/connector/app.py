@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
-from passerelle.adapters.mhd import MhdSpace
+from passerelle.adapters.factory import build_space
 from passerelle.adapters.space import PatientSpace
 from passerelle.config.loader import read_secret
 from passerelle.connector.dispatch.business_ack import BusinessAckNotifier
@@ -208,7 +208,7 @@ def build_gateway(
     journal = journal or open_journal(settings)
     test_env = settings.test_environment
     hl7_settings = settings.hl7.model_copy(update={"test_environment": test_env})
-    space = space or MhdSpace(settings.space.model_copy(update={"test_environment": test_env}))
+    space = space or build_space(settings.space.model_copy(update={"test_environment": test_env}), metrics)
     mapper = RowMapper(
         journal,
         hl7_settings,
@@ -222,7 +222,7 @@ def build_gateway(
     )
     gate = PolicyGate(journal, journal, space, settings, metrics=metrics)
     audit_store = open_audit_store(settings)
-    audit = AuditTrail(audit_store, clock)
+    audit = AuditTrail(audit_store, clock, transport=settings.space.transport.value)
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings, metrics, clock)
     worker = DispatchWorker(
         journal, mapper, gate, space, settings.worker, metrics, audit=audit, notifier=notifier, clock=clock

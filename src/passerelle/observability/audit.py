@@ -69,6 +69,9 @@ class AuditRecord:
                 raise ValueError(f"audit field {name} must be a short printable text (≤ {MAX_TEXT} characters)")
 
 
+_DOCUMENT_ACTIONS = frozenset({"consent-decision", "delivery", "refusal", "dead-letter"})
+
+
 class AuditAppender(Protocol):
     async def append(self, records: Sequence[AuditRecord]) -> list[int]: ...
 
@@ -80,9 +83,13 @@ class AuditTrail:
     or outcome or an unsafe text (the worker logs and counts audit failures without losing the row).
     """
 
-    def __init__(self, store: AuditAppender, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, store: AuditAppender, clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, transport: str = ""
+    ) -> None:
         self.store = store
         self.clock = clock
+        #: Patient-space transport (mhd | dmp) written as ``transport=<t>`` in the detail of document records.
+        self.transport = transport
 
     async def record(
         self,
@@ -97,6 +104,8 @@ class AuditTrail:
         patient_oid: str = "",
         detail: str = "",
     ) -> None:
+        if self.transport and not detail and action in _DOCUMENT_ACTIONS:
+            detail = f"transport={self.transport}"
         record = AuditRecord(
             at=self.clock(),
             action=AuditAction(action),

@@ -101,3 +101,22 @@ class Metrics:
         self.worker_errors = Counter(
             "passerelle_worker_errors_total", "Unexpected errors in the dispatch worker", ["stage"], registry=r
         )
+        # patient-space transports (mhd | dmp)
+        self.space_calls = Counter(
+            "passerelle_space_calls_total",
+            "Calls to the patient space, by transport, operation (provide, delete, status) and outcome",
+            ["transport", "operation", "outcome"],
+            registry=r,
+        )
+        self.dmp_exchanges = Counter(
+            "passerelle_dmp_exchanges_total",
+            "DMP SOAP exchanges, by transaction (TD0.2, ITI-41, ITI-18, ITI-57) and outcome",
+            ["transaction", "outcome"],
+            registry=r,
+        )
+
+    def space_call(self, transport: str, operation: str, outcome: str) -> None:
+        self.space_calls.labels(transport, operation, outcome).inc()
+
+    def dmp_exchange(self, transaction: str, outcome: str) -> None:
+        self.dmp_exchanges.labels(transaction, outcome).inc()

@@ -18,6 +18,7 @@ import httpx
 import typer
 
 from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
+from passerelle.connector.cli.dmp import demo_overrides
 from passerelle.connector.cli.send import send_files
 from passerelle.connector.settings import load_settings
 from passerelle.mappings.samples.messages import generate_samples
@@ -29,10 +30,11 @@ WAIT_S = 30.0
 TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 
 
-async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None = None) -> int:
+async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None = None, transport: str = "mhd") -> int:
     with contextlib.ExitStack() as stack:
         root = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="passerelle-demo-")))
         async with running_sandbox(SandboxConfig(data_dir=root / "sandbox")) as sandbox_url:
+            dmp = demo_overrides(root, str(sandbox_url)) if transport == "dmp" else {}
             settings = load_settings(
                 None,
                 overrides={
@@ -42,6 +44,7 @@ async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None 
                     "http.port": 8080 if keep else 0,
                     "space.url": f"{sandbox_url}/fhir",
                     "worker.poll_interval_s": 0.1,
+                    **dmp,
                 },
             )
             gateway = build_gateway(settings)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from passerelle.config import ConfigError
+from passerelle.connector.cli import dmp as dmp_cli
 from passerelle.connector.settings import Settings, load_settings
 from passerelle.queue.model import Query, State
 
@@ -31,6 +32,7 @@ audit_app = typer.Typer(
     help="The audit trail: decisions, deliveries, refusals, replays, admin actions.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+dmp_cli.register(app)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML settings file", exists=True, dir_okay=False)
@@ -64,6 +66,7 @@ def run(
     settings = _settings(
         config, data_dir=data_dir, **{"mllp.port": mllp_port, "http.port": http_port, "space.url": space_url}
     )
+    dmp_cli.exit_on_space_problems(settings)
     setup_logging(settings.log_level)
     raise typer.Exit(asyncio.run(serve_gateway(settings)))
 
@@ -129,11 +132,12 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the stack running after the summary")] = False,
     count: Annotated[int, typer.Option(help="Number of synthetic lab reports")] = 5,
     data_dir: DataDirOpt = None,
+    transport: Annotated[str, typer.Option(help="mhd | dmp (the DMP SOAP services, with a dev PKI)")] = "mhd",
 ) -> None:
     """End to end on embedded defaults: sandbox + gateway, 5 synthetic lab reports over MLLP, a summary."""
     from passerelle.connector.cli.demo import run_demo
 
-    raise typer.Exit(asyncio.run(run_demo(count=count, keep=keep, data_dir=data_dir)))
+    raise typer.Exit(asyncio.run(run_demo(count=count, keep=keep, data_dir=data_dir, transport=transport)))
 
 
 # --- send / samples / map ---------------------------------------------------------------------------
@@ -176,9 +180,10 @@ def map_files(
     out: Annotated[Path, typer.Option("--out", help="Output folder")],
     fmt: Annotated[str | None, typer.Option("--format", help="hl7v2 | cda | dicom (default: detected)")] = None,
     config: ConfigOpt = None,
+    transport: Annotated[str, typer.Option(help="mhd (ITI-65 bundle) | dmp (the exact ITI-41 request)")] = "mhd",
 ) -> None:
-    """Preview: decode, apply identity rules and map files; write content, metadata and the ITI-65 bundle.
-    Nothing is journaled or delivered."""
+    """Preview: decode, apply identity rules and map files; write content, metadata and the ITI-65 bundle
+    (or, with --transport dmp, the exact ITI-41 request). Nothing is journaled or delivered."""
     from passerelle.connector.dispatch.lab import CrBioLabMapper
     from passerelle.mappings.preview import preview_files
     from passerelle.queue.memory import MemoryJournal
@@ -191,6 +196,8 @@ def map_files(
         oid_root=settings.oid_root,
         test_environment=settings.test_environment,
     )
+    if transport == "dmp":
+        raise typer.Exit(1 if dmp_cli.write_dmp_requests(settings, files, out, fmt, lab.preview) else 0)
     results = preview_files(
         files,
         out,
@@ -226,6 +233,7 @@ def check_config(config: ConfigOpt = None) -> None:
             problems.append(f"consent.rules_file: {exc}")
     if settings.http.admin_token_file is not None and not settings.http.admin_token_file.is_file():
         problems.append("http.admin_token_file: file not found")
+    problems.extend(dmp_cli.space_problems(settings))
     for line in problems:
         typer.echo(f"configuration error: {line}", err=True)
     if problems:

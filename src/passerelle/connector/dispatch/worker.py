@@ -264,12 +264,15 @@ class DispatchWorker:
         if row.deadline is None:
             await self._set_deadline(row, now)
         doc = docs[0]
+        answers: list[str] = []  # the space's own answers (DMP: status, codes, message ids), kept in the journal
         try:
             for doc in docs:  # several renderings of one message: each push is idempotent
                 if doc.action is Action.DELETE:
-                    await self.space.delete(doc)
+                    receipt = await self.space.delete(doc)
                 else:
-                    await self.space.provide(doc)
+                    receipt = await self.space.provide(doc)
+                if getattr(receipt, "remote_answer", ""):
+                    answers.append(receipt.remote_answer)  # type: ignore[attr-defined]
         except RemoteRejectedError as exc:
             if exc.remote_code == "DMPNotFound":  # no space yet: park, the consent policy decides at the horizon
                 self.metrics.delivery_attempts.labels("not_found").inc()
@@ -305,7 +308,10 @@ class DispatchWorker:
         done = self.clock()
         self.metrics.delivery_attempts.labels("ok").inc()
         self.metrics.delivery_latency.observe(max(0.0, (done - row.received_at).total_seconds()))
-        events.append(Event(row.id, done, "delivered", doc.action.value, {"document_id": doc.unique_id}))
+        data: dict[str, object] = {"document_id": doc.unique_id}
+        if answers:
+            data["answer"] = "; ".join(answers)
+        events.append(Event(row.id, done, "delivered", doc.action.value, data))
         await self._audit("delivery", "deliver", doc.action.value, row, doc)
         await self._notify(row, doc, delivered=True, code="", label="")
         return await self._settle(

@@ -394,6 +394,7 @@ class SpaceStatus:
     opposed: bool = False
     author_blocked: bool = False
     minor: bool = False
+    authorisation: str = ""  # DMP TD0.2 authorisation of the asking professional (VALIDE, EXPIRE...); "" if not given
 
 
 class MalformedAnswerError(ValueError):

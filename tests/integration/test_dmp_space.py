@@ -1,0 +1,135 @@
+"""DmpSpace against the independent receiver on a real socket (mutual TLS): idempotent re-send, deletion,
+confidentiality change, TD0.2 states, conflicts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from passerelle.adapters.dmp.client import DmpSpace
+from passerelle.adapters.dmp.devpki import write_dev_pki
+from passerelle.adapters.mhd import SpaceSettings
+from passerelle.adapters.space import DeliveryOutcome, SpaceState
+from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
+from passerelle.mappings.cda.reader import map_cda_document
+from passerelle.mappings.document import Action, Document, Flags, Provenance, confidentiality_code
+from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from tests.support.dmp_receiver import DmpReceiver, running_receiver
+
+pytestmark = pytest.mark.corpus
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpReceiver, DmpSpace]]:
+    pki = write_dev_pki(tmp_path / "pki")
+    async with running_receiver(
+        corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca, tls=(pki.server_cert, pki.server_key)
+    ) as receiver:
+        settings = SpaceSettings(
+            url=receiver.base_url,
+            transport="dmp",
+            client_cert_file=pki.auth_cert,
+            client_key_file=pki.auth_key,
+            ca_file=pki.ca,
+            test_environment=True,
+            dmp={
+                "sign_cert_file": pki.sign_p12,
+                "sign_password_file": pki.sign_password,
+                "structure_id": pki.structure_id,
+            },
+        )
+        space = DmpSpace(settings)
+        try:
+            yield receiver, space
+        finally:
+            await space.aclose()
+
+
+def document(seed: int) -> Document:
+    rng = random.Random(seed)
+    now = datetime.now(UTC).replace(microsecond=0)
+    cda = build_cda(now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng))
+    return map_cda_document(cda, test_environment=True, now=now, provenance=Provenance(channel="test"))
+
+
+async def test_resend_after_a_lost_answer_stores_one_document(stack: tuple[DmpReceiver, DmpSpace]) -> None:
+    receiver, space = stack
+    doc = document(1)
+    first = await space.provide(doc)
+    again = await space.provide(doc)
+    assert (first.outcome, again.outcome) == (DeliveryOutcome.CREATED, DeliveryOutcome.ALREADY_STORED)
+    assert receiver.transactions() == ["ITI-41", "ITI-41", "ITI-18"]
+    assert len(receiver.store[doc.unique_id]) == 1 and receiver.problems == []
+    assert "Success" in first.remote_answer and first.transport == "dmp"
+    other = doc.model_copy(
+        update={"content": doc.content.replace(b"</ClinicalDocument>", b"<!-- v --></ClinicalDocument>")}
+    )
+    with pytest.raises(RemoteRejectedError) as conflict:
+        await space.provide(other)
+    assert conflict.value.remote_code == "XDSNonIdenticalHash"
+
+
+async def test_delete_is_iti18_then_iti57_and_idempotent(stack: tuple[DmpReceiver, DmpSpace]) -> None:
+    receiver, space = stack
+    doc = document(2)
+    await space.provide(doc)
+    deletion = doc.model_copy(update={"action": Action.DELETE, "replaces": doc.unique_id, "content": b""})
+    assert (await space.delete(deletion)).outcome is DeliveryOutcome.DELETED
+    assert receiver.store[doc.unique_id][0].status == "urn:asip:ci-sis:2010:StatusType:Deleted"
+    assert (await space.delete(deletion)).outcome is DeliveryOutcome.DELETED  # already deleted: no second ITI-57
+    assert receiver.transactions() == ["ITI-41", "ITI-18", "ITI-57", "ITI-18"]
+    unknown = deletion.model_copy(update={"replaces": "1.2.250.1.999.404"})
+    with pytest.raises(RemoteRejectedError) as missing:
+        await space.delete(unknown)
+    assert missing.value.remote_code == "UnknownDocument"
+    assert receiver.problems == []
+
+
+async def test_confidentiality_change_is_an_iti57_metadata_update(stack: tuple[DmpReceiver, DmpSpace]) -> None:
+    receiver, space = stack
+    doc = document(3)
+    await space.provide(doc)
+    masked = doc.model_copy(
+        update={
+            "flags": Flags(modif_conf_code=True, masque_ps=True),
+            "confidentiality": (confidentiality_code("N"), confidentiality_code("MASQUE_PS")),
+        }
+    )
+    assert (await space.provide(masked)).outcome is DeliveryOutcome.UPDATED
+    assert receiver.transactions() == ["ITI-41", "ITI-18", "ITI-57"] and receiver.problems == []
+
+
+async def test_td02_states(stack: tuple[DmpReceiver, DmpSpace]) -> None:
+    receiver, space = stack
+    doc = document(4)
+    assert (await space.status(doc.patient, doc.author.person_id)).state is SpaceState.ACTIF
+    receiver.closed.add(doc.patient.ins)
+    assert (await space.status(doc.patient, doc.author.person_id)).state is SpaceState.FERME
+    receiver.unknown.add(doc.patient.ins)
+    assert (await space.status(doc.patient, "")).state is SpaceState.INEXISTANT
+    assert receiver.problems == []
+
+
+async def test_faults_are_classified(stack: tuple[DmpReceiver, DmpSpace]) -> None:
+    receiver, space = stack
+    receiver.plan = [
+        "sender_fault:DMPInvalidCertificate",
+        "sender_fault:DMPClosed",
+        "receiver_fault",
+        "failure:XDSRepositoryBusy",
+    ]
+    doc = document(5)
+    with pytest.raises(RemoteCredentialError):
+        await space.provide(doc)
+    with pytest.raises(RemoteRejectedError) as closed:
+        await space.provide(doc)
+    assert (closed.value.remote_code, closed.value.reason) == ("DMPClosed", "space_closed")
+    with pytest.raises(RemoteTransientError):
+        await space.provide(doc)
+    with pytest.raises(RemoteTransientError):
+        await space.provide(doc)
+    assert (await space.provide(doc)).outcome is DeliveryOutcome.CREATED
