@@ -21,7 +21,7 @@ class IntakeMetricsBridge:
             self.m.messages_received.labels(self.channel, kind).inc()
         elif outcome in ("duplicate", "conflict"):
             self.m.duplicates.labels(self.channel, outcome).inc()
-        else:  # rejected, storage_error
+        else:  # rejected, unavailable
             self.m.intake_rejections.labels(self.channel, reason or outcome).inc()
 
     def decode_warning(self, warning: str, count: int) -> None:

@@ -37,8 +37,7 @@ class MllpHandler:
         return replies
 
     async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None:
-        """Delegates to the intake (journals the refusal, answers with ERR "message too large")."""
-        self.metrics.intake_rejections.labels("mllp", "too_large").inc()
+        """Delegates to the intake (journals and counts the refusal, answers with ERR "message too large")."""
         reply = await self.intake.handle_oversize(msh_prefix, size, peer)
         self.metrics.acks.labels(msa_code(reply)).inc()
         return reply
