@@ -161,9 +161,13 @@ def refused(error: BaseException, *, row_id: int | None = None, message_id: str 
     return Verdict(answer_for(err).outcome, row_id, message_id, err)
 
 
-def unavailable(message_id: str = "") -> Verdict:
-    """Nothing was committed because the journal failed: the sender must send again."""
-    return Verdict(Outcome.UNAVAILABLE, None, message_id, QueueUnavailableError("journal unavailable, retry later"))
+def unavailable(message_id: str = "", *, cause: BaseException | None = None) -> Verdict:
+    """Nothing was committed because the journal (or a lookup before it) failed: the sender must send
+    again. The text sent back is generic; the reason code is the cause's when it is one of ours."""
+    error = QueueUnavailableError("journal unavailable, retry later")
+    if isinstance(cause, PasserelleError):
+        error.reason = cause.reason
+    return Verdict(Outcome.UNAVAILABLE, None, message_id, error)
 
 
 # --- per channel -------------------------------------------------------------------------------------
