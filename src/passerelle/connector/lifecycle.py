@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -46,12 +45,8 @@ class StartupError(Exception):
     """A part could not start; the message is one line meant for the operator."""
 
 
-class _State(Enum):
-    NEW = "not started"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+#: The phases, as /readyz names them when not ready.
+NEW, STARTING, RUNNING, STOPPING, STOPPED = "not started", "starting", "running", "stopping", "stopped"
 
 
 def describe(exc: BaseException) -> str:
@@ -70,24 +65,24 @@ class Supervisor:
     def __init__(self, on_failure: Callable[[str], None] | None = None) -> None:
         self.on_failure = on_failure
         self.failure = ""
-        self._state = _State.NEW
+        self._state = NEW
         self._started: list[Part] = []
         self._stopped: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> bool:
-        return self._state is _State.RUNNING and not self.failure
+        return self._state == RUNNING and not self.failure
 
     def readiness(self) -> str:
         """ "" when ready, else why not (the failure, or the phase: starting, stopping, stopped)."""
         if self.failure:
             return self.failure
-        return "" if self._state is _State.RUNNING else self._state.value
+        return "" if self._state == RUNNING else self._state
 
     async def start(self, parts: Sequence[Part]) -> None:
-        if self._state is not _State.NEW:
+        if self._state != NEW:
             return
-        self._state = _State.STARTING
+        self._state = STARTING
         for part in parts:
             self._started.append(part)  # stopped on failure too: its stop is idempotent
             try:
@@ -102,7 +97,7 @@ class Supervisor:
         if self.failure:
             await self.stop()
             raise StartupError(self.failure)
-        self._state = _State.RUNNING
+        self._state = RUNNING
         log.info("gateway started", extra={"count": len(parts)})
 
     async def stop(self) -> None:
@@ -110,13 +105,13 @@ class Supervisor:
             await asyncio.shield(self._stopped)
             return
         self._stopped = asyncio.get_running_loop().create_future()
-        self._state = _State.STOPPING
+        self._state = STOPPING
         cancelled = False
         try:
             while self._started:
                 cancelled = await self._stop_part(self._started.pop()) or cancelled
         finally:
-            self._state = _State.STOPPED
+            self._state = STOPPED
             self._stopped.set_result(None)
         log.info("gateway stopped")
         if cancelled:
@@ -140,7 +135,7 @@ class Supervisor:
         task.add_done_callback(lambda t: self._ended(name, t))
 
     def _ended(self, name: str, task: asyncio.Task[Any]) -> None:
-        if self._state not in (_State.STARTING, _State.RUNNING):
+        if self._state not in (STARTING, RUNNING):
             return  # stopping: tasks are expected to end
         if task.cancelled():
             why = "cancelled"

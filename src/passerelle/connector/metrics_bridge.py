@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from passerelle.connector.listeners.mllp.server import MllpMetrics
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.model import State
 from passerelle.queue.ports import BrowserJournal
@@ -33,7 +32,7 @@ class IntakeMetricsBridge:
         self.m.charset_warnings.labels(warning).inc(count)
 
 
-class MllpMetricsBridge(MllpMetrics):
+class MllpMetricsBridge:
     """``MllpServer`` metrics → Prometheus."""
 
     def __init__(self, metrics: Metrics) -> None:

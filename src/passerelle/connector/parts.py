@@ -191,9 +191,7 @@ def build_http(
     """The HTTP listener: health, metrics, the browser API and (when enabled) CDA intake."""
     routers = [
         HealthApi(readiness, metrics.registry).router(),
-        BrowserApi(
-            journal, wake=wake, clock=clock, admin_token_file=settings.http.admin_token_file, audit=audit
-        ).router(),
+        BrowserApi(journal, wake, clock, settings.http.admin_token_file, audit).router(),
     ]
     if settings.cda.enabled:
         routers.append(DocumentsApi(cda_intake(settings, intake_journal, metrics, clock, folder=False)).router())

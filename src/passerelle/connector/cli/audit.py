@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated
 
 import typer
 
-from passerelle.connector.cli.common import ConfigOpt, DataDirOpt, load, print_json, with_audit
+from passerelle.connector.cli.common import load, print_json, with_audit
+from passerelle.connector.cli.options import ConfigOpt, DataDirOpt, DocumentOpt, PatientOpt, SinceOpt, UntilOpt
 
 app = typer.Typer(
     help="The audit trail: decisions, deliveries, refusals, replays, admin actions.", no_args_is_help=True
@@ -19,13 +20,13 @@ app = typer.Typer(
 def audit_list(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
-    document: Annotated[str, typer.Option(help="Document unique id")] = "",
-    patient: Annotated[str, typer.Option(help="Patient identifier (INS)")] = "",
     action: Annotated[
         str | None, typer.Option(help="consent-decision, delivery, refusal, dead-letter, replay, admin")
     ] = None,
-    since: Annotated[datetime | None, typer.Option(help="At or after (ISO time, with offset)")] = None,
-    until: Annotated[datetime | None, typer.Option(help="Before (ISO time, with offset)")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    document: DocumentOpt = "",
+    patient: PatientOpt = "",
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
     fhir: Annotated[bool, typer.Option("--fhir", help="Export as a FHIR Bundle of AuditEvent resources")] = False,
 ) -> None:

@@ -1,4 +1,4 @@
-"""What every command shares: the common options, loading the settings (a configuration error is one
+"""What every command shares: loading the settings (a configuration error is one
 line per problem and exit code 2, never a traceback), and opening the journal or the audit store for the
 length of one command."""
 
@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import typer
 
@@ -18,11 +18,6 @@ from passerelle.queue.audit import AuditStore
 from passerelle.queue.ports import Journal
 
 T = TypeVar("T")
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML settings file", exists=True, dir_okay=False)
-]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where the journal and run files live")]
 
 
 def load(config: Path | None, **overrides: Any) -> Settings:
@@ -35,26 +30,33 @@ def load(config: Path | None, **overrides: Any) -> Settings:
         raise typer.Exit(2) from exc
 
 
-async def with_journal(settings: Settings, fn: Callable[[Journal], Awaitable[T]]) -> T:
-    from passerelle.connector.parts import open_journal
+class _Store(Protocol):
+    async def open(self) -> None: ...
 
-    journal = open_journal(settings)
-    await journal.open()
-    try:
-        return await fn(journal)
-    finally:
-        await journal.close()
+    async def close(self) -> None: ...
 
 
-async def with_audit(settings: Settings, fn: Callable[[AuditStore], Awaitable[T]]) -> T:
-    from passerelle.connector.parts import open_audit_store
+S = TypeVar("S", bound=_Store)
 
-    store = open_audit_store(settings)
+
+async def _using(store: S, fn: Callable[[S], Awaitable[T]]) -> T:
     await store.open()
     try:
         return await fn(store)
     finally:
         await store.close()
+
+
+async def with_journal(settings: Settings, fn: Callable[[Journal], Awaitable[T]]) -> T:
+    from passerelle.connector.parts import open_journal
+
+    return await _using(open_journal(settings), fn)
+
+
+async def with_audit(settings: Settings, fn: Callable[[AuditStore], Awaitable[T]]) -> T:
+    from passerelle.connector.parts import open_audit_store
+
+    return await _using(open_audit_store(settings), fn)
 
 
 def print_json(obj: Any) -> None:

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from passerelle.connector.admin.browser import Preview, journey, replay_rows, row_summary, select_rows
-from passerelle.connector.cli.common import ConfigOpt, DataDirOpt, load, print_json, with_audit, with_journal
+from passerelle.connector.cli.common import load, print_json, with_audit, with_journal
+from passerelle.connector.cli.options import ConfigOpt, DataDirOpt, DocumentOpt, PatientOpt, SinceOpt, UntilOpt
 from passerelle.connector.settings import Settings
 from passerelle.queue.audit import AuditStore
 from passerelle.queue.model import Query, Row, State
@@ -29,10 +30,10 @@ def messages_list(
     data_dir: DataDirOpt = None,
     state: Annotated[list[State] | None, typer.Option(help="Filter by state (repeatable)")] = None,
     sender: Annotated[str, typer.Option(help="Sender (MSH-3^MSH-4, AE title...)")] = "",
-    patient: Annotated[str, typer.Option(help="Patient identifier (INS)")] = "",
-    document: Annotated[str, typer.Option(help="Document unique id")] = "",
-    since: Annotated[datetime | None, typer.Option(help="Received at or after (ISO time)")] = None,
-    until: Annotated[datetime | None, typer.Option(help="Received before (ISO time)")] = None,
+    patient: PatientOpt = "",
+    document: DocumentOpt = "",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
 ) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from passerelle.connector.cli.common import ConfigOpt, DataDirOpt, load
+from passerelle.connector.cli.common import load
+from passerelle.connector.cli.options import ConfigOpt, DataDirOpt
 from passerelle.connector.settings import Settings
 
 

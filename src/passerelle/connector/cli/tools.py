@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from passerelle.connector.cli.common import ConfigOpt, DataDirOpt, load
+from passerelle.connector.cli.common import load
+from passerelle.connector.cli.options import ConfigOpt, DataDirOpt
 
 
 def sandbox(

@@ -23,13 +23,14 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from passerelle.connector.intake.metrics import IntakeMetrics, NullMetrics
+from passerelle.connector.intake.ports import Accept, Clock, IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import (
     Outcome,
     Verdict,
@@ -41,12 +42,9 @@ from passerelle.connector.intake.replies import (
 from passerelle.errors import DuplicateConflictError, PasserelleError, TooLargeError
 from passerelle.mappings.cda.reader import CdaLimits, map_cda, map_cda_document
 from passerelle.mappings.document import Document
-from passerelle.queue.model import AppendResult, Inbound
+from passerelle.queue.model import Inbound
 
 log = logging.getLogger(__name__)
-
-Accept = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
-Clock = Callable[[], datetime]
 
 
 class CdaIntakeSettings(BaseModel):
@@ -94,6 +92,7 @@ def inbound_for(raw: bytes, doc: Document, *, channel: str, sender: str) -> Inbo
     )
 
 
+@dataclass
 class CdaIntake:
     """Validates then journals one CDA document per call (see the module docstring).
 
@@ -101,32 +100,25 @@ class CdaIntake:
     journaled with each row (``http``/``settings.sender`` or ``folder``/``settings.folder_sender``).
     """
 
-    kind = "cda"
+    kind: ClassVar[str] = "cda"
 
-    def __init__(
-        self,
-        accept: Accept,
-        settings: CdaIntakeSettings,
-        *,
-        channel: str,
-        sender: str,
-        metrics: IntakeMetrics | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.settings = settings
-        self.channel = channel
-        self.sender = sender
-        self.max_bytes = settings.max_bytes
-        self._accept = accept
-        self._metrics: IntakeMetrics = metrics or NullMetrics()
-        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+    accept: Accept
+    settings: CdaIntakeSettings
+    channel: str
+    sender: str
+    metrics: IntakeMetrics = field(default_factory=NullMetrics)
+    clock: Clock = utcnow
+
+    @property
+    def max_bytes(self) -> int:
+        return self.settings.max_bytes
 
     async def receive(self, raw: bytes, *, size: int | None = None) -> Verdict:
         """One document; ``size`` is its real size when the caller did not read it (over ``max_bytes``)."""
         if (len(raw) if size is None else size) > self.max_bytes:
             return self.refuse(TooLargeError(f"document exceeds the {self.max_bytes}-byte cap"))
         try:
-            doc = await asyncio.to_thread(validate_cda, raw, self.settings, self._clock())
+            doc = await asyncio.to_thread(validate_cda, raw, self.settings, self.clock())
         except PasserelleError as exc:
             return self.refuse(exc)
         except Exception as exc:  # noqa: BLE001 - a mapping bug must not kill a listener; no traceback (PHI)
@@ -145,7 +137,7 @@ class CdaIntake:
     async def _journal(self, raw: bytes, doc: Document) -> Verdict:
         uid = doc.unique_id
         try:
-            results = await self._accept([inbound_for(raw, doc, channel=self.channel, sender=self.sender)])
+            results = await self.accept([inbound_for(raw, doc, channel=self.channel, sender=self.sender)])
         except Exception as exc:  # noqa: BLE001 - the journal is a port: anything it raises means "not committed"
             log.warning("cda intake: journal append failed (%s)", getattr(exc, "reason", type(exc).__name__))
             return unavailable(uid, cause=exc)
@@ -158,7 +150,7 @@ class CdaIntake:
         return Verdict(Outcome.DUPLICATE if result.duplicate else Outcome.ACCEPTED, result.row_id, uid)
 
     def _count(self, verdict: Verdict) -> Verdict:
-        self._metrics.message(self.kind, verdict.outcome, verdict.reason)
+        self.metrics.message(self.kind, verdict.outcome, verdict.reason)
         if verdict.positive:
             log.info("cda intake: %s row=%s (%s)", verdict.outcome, verdict.row_id, self.channel)
         else:

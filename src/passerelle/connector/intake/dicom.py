@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from passerelle.connector.intake.metrics import IntakeMetrics, NullMetrics
+from passerelle.connector.intake.ports import Accept, Clock, IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import (
     DICOM_SUCCESS,
     Outcome,
@@ -49,14 +50,12 @@ from passerelle.errors import (
 from passerelle.mappings.dicom.common import DicomSite, canonical_hash, decode_dicom, text, zero_preamble
 from passerelle.mappings.dicom.kos import DOCUMENT_SOP_CLASSES, map_dicom, patient_lane
 from passerelle.mappings.document import FACILITY_TYPE_SYSTEM, PRACTICE_SETTING_SYSTEM, Author, Code, Provenance
-from passerelle.queue.model import AppendResult, Inbound, State
+from passerelle.queue.model import Inbound, State
 
 log = logging.getLogger(__name__)
 
-Accept = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
 #: ``(sender, local PatientID) -> (matricule INS, OID)`` from the site's identity store, or None.
 PatientLookup = Callable[[str, str], Awaitable[tuple[str, str] | None]]
-Clock = Callable[[], datetime]
 
 
 class DicomSiteSettings(BaseModel):
@@ -228,6 +227,7 @@ def local_patient_id(raw: bytes) -> str:
 # --- the intake ------------------------------------------------------------------------------------------
 
 
+@dataclass
 class DicomIntake:
     """Decode, dry-run map and journal DICOM instances for one channel (``dicom`` or ``folder``).
 
@@ -235,30 +235,17 @@ class DicomIntake:
     composition root wires the journal's patient map). ``sender`` is the default sender (the folder's).
     """
 
-    kind = "dicom"
+    kind: ClassVar[str] = "dicom"
 
-    def __init__(
-        self,
-        accept: Accept,
-        *,
-        channel: str,
-        test_environment: bool,
-        site: DicomSite,
-        max_bytes: int,
-        sender: str = "",
-        patient_lookup: PatientLookup | None = None,
-        metrics: IntakeMetrics | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self.channel = channel
-        self.sender = sender
-        self.max_bytes = max_bytes
-        self._accept = accept
-        self._test_environment = test_environment
-        self._site = site
-        self._lookup = patient_lookup
-        self._metrics: IntakeMetrics = metrics or NullMetrics()
-        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+    accept: Accept
+    channel: str
+    test_environment: bool
+    site: DicomSite
+    max_bytes: int
+    sender: str = ""
+    patient_lookup: PatientLookup | None = None
+    metrics: IntakeMetrics = field(default_factory=NullMetrics)
+    clock: Clock = utcnow
 
     async def receive(
         self, raw: bytes, *, size: int | None = None, sender: str | None = None, expected_sop_class: str = ""
@@ -270,20 +257,24 @@ class DicomIntake:
         except Exception as exc:  # noqa: BLE001 - the identity store is the journal: same rule as its append
             log.error("dicom intake: patient lookup failed: %s", type(exc).__name__)
             return self._count(unavailable(cause=exc))
-        prepared = await asyncio.to_thread(
-            prepare,
+        prepared = await asyncio.to_thread(self._prepare, raw, who, size, expected_sop_class, mapping)
+        return self._count(await self._journal(prepared))
+
+    def _prepare(
+        self, raw: bytes, sender: str, size: int | None, sop_class: str, mapping: dict[str, tuple[str, str]] | None
+    ) -> Prepared:
+        return prepare(
             raw,
             channel=self.channel,
-            sender=who,
-            now=self._clock(),
-            test_environment=self._test_environment,
+            sender=sender,
+            now=self.clock(),
+            test_environment=self.test_environment,
             patient_id_map=mapping,
-            site=self._site,
+            site=self.site,
             max_bytes=self.max_bytes,
-            expected_sop_class=expected_sop_class,
+            expected_sop_class=sop_class,
             size=size,
         )
-        return self._count(await self._journal(prepared))
 
     def refuse(self, error: PasserelleError) -> Verdict:
         """An instance refused before decoding (by the listener: too large, unreadable); counted."""
@@ -296,7 +287,7 @@ class DicomIntake:
     async def _journal(self, prepared: Prepared) -> Verdict:
         uid = prepared.inbound.message_id
         try:
-            results = await self._accept([prepared.inbound])
+            results = await self.accept([prepared.inbound])
             if len(results) != 1:
                 raise ValueError("journal returned an unexpected number of results")
         except Exception as exc:  # noqa: BLE001 - any storage failure is "send again later", never success
@@ -313,7 +304,7 @@ class DicomIntake:
         return Verdict(Outcome.ACCEPTED, result.row_id, uid)
 
     def _count(self, verdict: Verdict) -> Verdict:
-        self._metrics.message(self.kind, verdict.outcome, verdict.reason)
+        self.metrics.message(self.kind, verdict.outcome, verdict.reason)
         log.info(
             "dicom intake: SOP instance %s (%s) -> row %s %s",
             verdict.message_id or "-",
@@ -324,10 +315,10 @@ class DicomIntake:
         return verdict
 
     async def _patient_map(self, raw: bytes, sender: str) -> dict[str, tuple[str, str]] | None:
-        if self._lookup is None or not raw:
+        if self.patient_lookup is None or not raw:
             return None
         local_id = await asyncio.to_thread(local_patient_id, raw)
         if not local_id:
             return None
-        found = await self._lookup(sender, local_id)
+        found = await self.patient_lookup(sender, local_id)
         return {local_id: found} if found is not None else None

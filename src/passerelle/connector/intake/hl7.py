@@ -21,13 +21,13 @@ import hashlib
 import itertools
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from passerelle.connector.intake.metrics import Hl7IntakeMetrics, NullMetrics
+from passerelle.connector.intake.ports import Accept, Clock, Hl7IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import Outcome, Verdict, hl7_refusal, internal_error, refused
 from passerelle.errors import DuplicateConflictError, PasserelleError, QueueUnavailableError, TooLargeError
 from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, should_reply
@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Above this many bytes (one frame or a batch), decoding runs in a worker thread, not on the event loop.
 OFFLOAD_BYTES = 16 * 1024
-
-JournalAppend = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
-Clock = Callable[[], datetime]
 
 
 def _check_charset(value: str | None) -> str | None:
@@ -124,7 +121,7 @@ class Hl7Intake:
 
     def __init__(
         self,
-        journal_append: JournalAppend,
+        journal_append: Accept,
         settings: Hl7IntakeSettings,
         *,
         metrics: Hl7IntakeMetrics | None = None,
@@ -133,7 +130,7 @@ class Hl7Intake:
         self._append = journal_append
         self._settings = settings
         self._metrics: Hl7IntakeMetrics = metrics or NullMetrics()
-        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._clock: Clock = clock or utcnow
         self._counter = itertools.count(1)
 
     async def handle(self, payload: bytes, peer: str) -> bytes | None:

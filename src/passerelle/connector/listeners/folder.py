@@ -52,8 +52,15 @@ class FileIntake(Protocol):
     """The format-specific part of a watched folder (:class:`~passerelle.connector.intake.cda.CdaIntake`,
     :class:`~passerelle.connector.intake.dicom.DicomIntake`)."""
 
-    kind: str
-    max_bytes: int
+    @property
+    def kind(self) -> str:
+        """The intake's kind (metrics, audit)."""
+        ...
+
+    @property
+    def max_bytes(self) -> int:
+        """Larger files are refused unread."""
+        ...
 
     async def receive(self, raw: bytes, *, size: int | None = None) -> Verdict:
         """Decode and journal one file; ``raw`` is empty when ``size`` is over ``max_bytes``. Never raises."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,37 +41,21 @@ class ReplayRequest(BaseModel):
     confirm: bool = False
 
     def query(self) -> JournalQuery:
-        return JournalQuery(
-            states=self.states,
-            sender=self.sender,
-            patient_id=self.patient_id,
-            document_id=self.document_id,
-            since=self.since,
-            until=self.until,
-            limit=self.limit,
-        )
+        return JournalQuery(**self.model_dump(exclude={"dry_run", "confirm"}))
 
 
+@dataclass
 class BrowserApi:
     """``/v1/messages`` (list, one journey) and replay (one row, or a confirmed selection).
 
     ``wake`` nudges the dispatch worker after a replay; ``clock`` stamps the replays.
     """
 
-    def __init__(
-        self,
-        journal: AdminJournal,
-        *,
-        wake: Callable[[], None],
-        clock: Callable[[], datetime],
-        admin_token_file: Path | None,
-        audit: AuditTrail | None = None,
-    ) -> None:
-        self.journal = journal
-        self.wake = wake
-        self.clock = clock
-        self.admin_token_file = admin_token_file
-        self.audit: AuditHook | None = audit.admin_hook(ACTOR) if audit is not None else None
+    journal: AdminJournal
+    wake: Callable[[], None]
+    clock: Callable[[], datetime]
+    admin_token_file: Path | None
+    audit: AuditTrail | None = None
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -127,9 +112,12 @@ class BrowserApi:
             raise HTTPException(400, "a bulk replay needs dry_run=false and confirm=true")
         return await self._replay(await select_rows(self.journal, req.query()), req.dry_run)
 
+    def _audit_hook(self) -> AuditHook | None:
+        return self.audit.admin_hook(ACTOR) if self.audit is not None else None
+
     async def _replay(self, row_ids: list[int], dry_run: bool) -> dict[str, Any]:
         result = await replay_rows(
-            self.journal, row_ids, now=self.clock(), actor="admin", dry_run=dry_run, audit=self.audit
+            self.journal, row_ids, now=self.clock(), actor="admin", dry_run=dry_run, audit=self._audit_hook()
         )
         self.wake()
         return result

@@ -53,16 +53,8 @@ class HttpListener:
         if self._server is not None:
             return
         self._sock = _listen(self.host, self._port)
-        config = uvicorn.Config(
-            self.app,
-            host=self.host,
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-            timeout_graceful_shutdown=GRACEFUL_S,
-        )
+        config = uvicorn.Config(self.app, self.host, self.port, log_config=None, access_log=False, lifespan="off",
+                                server_header=False, timeout_graceful_shutdown=GRACEFUL_S)  # fmt: skip
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="http")
         while not self._server.started and not self._task.done():  # noqa: ASYNC110 - uvicorn exposes a flag

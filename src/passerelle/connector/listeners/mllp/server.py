@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from passerelle.connector.listeners.mllp.framing import (
     Frame,
@@ -69,34 +70,33 @@ class OversizeHandler(Protocol):
     async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None: ...
 
 
-class MllpMetrics:
-    """What the listener reports (label values come from small fixed sets). This base records nothing:
-    the composition root passes a subclass that counts (``passerelle/connector/metrics_bridge.py``)."""
+class MllpMetrics(Protocol):
+    """Counters and one histogram the listener reports; label values come from small fixed sets."""
 
-    def connection_opened(self) -> None:
-        return None
+    def connection_opened(self) -> None: ...
 
-    def connection_closed(self, reason: str) -> None:
-        return None
+    def connection_closed(self, reason: str) -> None: ...
 
-    def connection_refused(self, reason: str) -> None:
-        return None
+    def connection_refused(self, reason: str) -> None: ...
 
-    def frame_received(self, size: int) -> None:
-        return None
+    def frame_received(self, size: int) -> None: ...
 
-    def frame_rejected(self, reason: str) -> None:
-        return None
+    def frame_rejected(self, reason: str) -> None: ...
 
-    def junk_bytes(self, count: int) -> None:
-        return None
+    def junk_bytes(self, count: int) -> None: ...
 
-    def reply_sent(self, latency_seconds: float) -> None:
-        return None
+    def reply_sent(self, latency_seconds: float) -> None: ...
 
 
-#: The sink that records nothing.
-NullMetrics = MllpMetrics
+class NullMetrics:
+    """Metrics sink that records nothing (any report is accepted and dropped)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return _ignore
+
+
+def _ignore(*args: object) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +125,10 @@ class MllpServer:
         self._settings = settings
         self._handler = handler
         self._oversize = oversize_handler
-        self._metrics: MllpMetrics = metrics or MllpMetrics()
-        self._limits = FramingLimits(
-            max_frame_bytes=settings.max_frame_bytes,
-            max_junk_bytes=settings.max_junk_bytes,
-            accept_fs_without_cr=settings.accept_fs_without_cr,
-            read_chunk_bytes=settings.read_chunk_bytes,
-            frame_timeout=settings.frame_timeout,
-            idle_timeout=settings.idle_timeout,
-        )
+        self._metrics: MllpMetrics = metrics or cast(MllpMetrics, NullMetrics())
+        # the framing limits are the settings of the same names (the others keep their defaults)
+        names = [f.name for f in dataclasses.fields(FramingLimits) if f.name in MllpSettings.model_fields]
+        self._limits = FramingLimits(**{name: getattr(settings, name) for name in names})
         self._networks = list(settings.allowed_networks)
         self._ssl: ssl.SSLContext | None = ssl_context
         self._allow: ClientAllowList | None = None
@@ -277,11 +272,7 @@ class _Connection:
         peer: str,
         host: str,
     ) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.peer = peer
-        self.host = host
+        self.server, self.reader, self.writer, self.peer, self.host = server, reader, writer, peer, host
         self.task: asyncio.Task[None] | None = None
         self.queue: asyncio.Queue[_Received | _End] = asyncio.Queue(server._settings.max_pipelined_frames)
         self.reader_task: asyncio.Task[None] | None = None
