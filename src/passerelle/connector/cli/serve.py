@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
 
 from passerelle.connector.cli.common import load
 from passerelle.connector.cli.options import ConfigOpt, DataDirOpt
+from passerelle.connector.preflight import preflight
 from passerelle.connector.settings import Settings
 
 
@@ -30,11 +32,14 @@ def run(
 
 
 async def serve_gateway(settings: Settings) -> int:
-    """Serve until a signal; 0 after a clean stop, 1 when a part failed to start (one line on stderr,
-    everything already started stopped again) or a background task died."""
+    """Serve until a signal; 0 after a clean stop, 2 when the settings fail the pre-flight checks (every
+    problem on stderr, one line each, nothing started), 1 when a part failed to start (one line on
+    stderr, everything already started stopped again) or a background task died."""
     from passerelle.connector.app import build_gateway
     from passerelle.connector.lifecycle import StartupError, describe
 
+    if report(preflight(settings, os.environ)):
+        return 2
     try:
         gateway = build_gateway(settings)
         return await gateway.run()
@@ -45,23 +50,22 @@ async def serve_gateway(settings: Settings) -> int:
     return 1
 
 
-def check_config(config: ConfigOpt = None) -> None:
-    """Validate the settings (file + PASSERELLE__* environment) and print every problem found."""
+def check_config(
+    config: ConfigOpt = None,
+    online: Annotated[
+        bool, typer.Option("--online", help="Also ask the patient space for its capability statement")
+    ] = False,
+) -> None:
+    """Validate the settings (file + PASSERELLE__* environment) the way `run` does and print every problem
+    found, one line each with the setting's path (exit code 2 when there is one)."""
     settings = load(config)
-    problems: list[str] = []
-    if settings.environment == "production" and "127.0.0.1" in settings.space.url:
-        problems.append("space.url: production environment pointed at a local sandbox")
-    if settings.consent.rules_file is not None:
-        from passerelle.consent.rules import load_rules
-
-        try:
-            load_rules(settings.consent.rules_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            problems.append(f"consent.rules_file: {exc}")
-    if settings.http.admin_token_file is not None and not settings.http.admin_token_file.is_file():
-        problems.append("http.admin_token_file: file not found")
-    for line in problems:
-        typer.echo(f"configuration error: {line}", err=True)
-    if problems:
+    if report(preflight(settings, os.environ, online=online)):
         raise typer.Exit(2)
     typer.echo(f"configuration OK (environment={settings.environment}, journal={settings.journal.backend})")
+
+
+def report(problems: list[str]) -> bool:
+    """Print each problem on stderr, one line each; True when there was any."""
+    for line in problems:
+        typer.echo(f"configuration error: {line}", err=True)
+    return bool(problems)
