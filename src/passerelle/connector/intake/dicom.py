@@ -263,18 +263,9 @@ class DicomIntake:
     def _prepare(
         self, raw: bytes, sender: str, size: int | None, sop_class: str, mapping: dict[str, tuple[str, str]] | None
     ) -> Prepared:
-        return prepare(
-            raw,
-            channel=self.channel,
-            sender=sender,
-            now=self.clock(),
-            test_environment=self.test_environment,
-            patient_id_map=mapping,
-            site=self.site,
-            max_bytes=self.max_bytes,
-            expected_sop_class=sop_class,
-            size=size,
-        )
+        return prepare(raw, channel=self.channel, sender=sender, now=self.clock(), patient_id_map=mapping,
+                       test_environment=self.test_environment, site=self.site, max_bytes=self.max_bytes,
+                       expected_sop_class=sop_class, size=size)  # fmt: skip
 
     def refuse(self, error: PasserelleError) -> Verdict:
         """An instance refused before decoding (by the listener: too large, unreadable); counted."""
