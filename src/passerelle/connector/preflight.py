@@ -36,10 +36,13 @@ def preflight(settings: Settings, environ: Mapping[str, str], *, online: bool = 
 def _writable_dir(path: Path) -> str | None:
     """Why ``path`` cannot be used as a directory we write in (it may not exist yet), else None."""
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return "no existing parent directory"
-        probe = probe.parent
+    try:
+        while not probe.exists():
+            if probe.parent == probe:
+                return "no existing parent directory"
+            probe = probe.parent
+    except OSError as exc:  # e.g. a parent we may not search
+        return exc.strerror or type(exc).__name__
     if not probe.is_dir():
         return f"{probe} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
