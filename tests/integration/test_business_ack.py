@@ -68,3 +68,58 @@ async def test_zam_sent_to_the_sender_for_delivery_and_refusal(tmp_path) -> None
     finally:
         lis.close()
         await lis.wait_closed()
+
+
+async def test_shutdown_waits_for_a_pending_zam(tmp_path) -> None:
+    """The gateway's stop waits (bounded) for a ZAM^Z01 still in flight to a real MLLP peer: the peer
+    holds its ACK until stop is under way, and its answer still reaches the message's journey."""
+    from contextlib import AsyncExitStack
+
+    from passerelle.queue.sqlite import SQLiteJournal
+
+    got_zam = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_lis(reader, writer) -> None:  # receives the ZAM, answers only when released
+        try:
+            message = await reader.readmessage()
+            got_zam.set()
+            await release.wait()
+            writer.writemessage(message.create_ack())
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    lis = await start_hl7_server(slow_lis, "127.0.0.1", 0, encoding="utf-8")
+    lis_port = lis.sockets[0].getsockname()[1]
+    [sample] = generate_samples(1, seed=9, now=datetime.now(UTC).replace(microsecond=0))
+    try:
+        async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
+            overrides = {"business_ack.senders": {"SIL-SYNTH": {"host": "127.0.0.1", "port": lis_port}}}
+            stack = AsyncExitStack()
+            gw, _ = await stack.enter_async_context(running_gateway(tmp_path / "gw", sandbox.fhir, **overrides))
+            try:
+                acks = await send_files("127.0.0.1", gw.mllp.port, [(sample.name, sample.raw)])
+                assert [a.code for a in acks] == ["AA"]
+                [row] = await wait_settled(gw, 1)
+                assert row.state is State.DELIVERED
+                await asyncio.wait_for(got_zam.wait(), 30)
+            except BaseException:
+                await stack.aclose()
+                raise
+            stopping = asyncio.create_task(stack.aclose())
+            await asyncio.wait([stopping], timeout=1.0)  # today's code is long done by now
+            release.set()
+            await stopping
+        journal = SQLiteJournal(tmp_path / "gw" / "journal.sqlite3")
+        await journal.open()
+        try:
+            events = await journal.events(row.id)
+        finally:
+            await journal.close()
+        assert any(e.kind == "zam" and "acknowledged AA" in e.detail for e in events), [
+            (e.kind, e.detail) for e in events
+        ]
+    finally:
+        lis.close()
+        await lis.wait_closed()

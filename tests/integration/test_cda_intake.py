@@ -19,7 +19,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from passerelle.connector.intake.cda import CdaIntakeSettings, FolderWatcher, cda_router
+from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
+from passerelle.connector.intake.replies import Outcome
+from passerelle.connector.listeners.folder import FolderWatcher, cda_folder
+from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 
@@ -64,7 +67,8 @@ async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str
     values: dict[str, object] = {"test_environment": True, "max_bytes": 256 * 1024, **settings}
     conf = CdaIntakeSettings.model_validate(values)
     app = FastAPI()
-    app.include_router(cda_router(journal.append, conf, clock=lambda: NOW))
+    intake = CdaIntake(journal.append, conf, channel="http", sender=conf.sender, clock=lambda: NOW)
+    app.include_router(DocumentsApi(intake).router())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -80,6 +84,12 @@ async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str
         server.should_exit = True
         await task
         sock.close()
+
+
+def folder_watcher(settings: CdaIntakeSettings, accept) -> FolderWatcher:  # type: ignore[no-untyped-def]
+    """The CDA folder as the composition root builds it."""
+    intake = CdaIntake(accept, settings, channel="folder", sender=settings.folder_sender, clock=lambda: NOW)
+    return FolderWatcher(cda_folder(settings), intake)
 
 
 @pytest.fixture
@@ -232,7 +242,7 @@ async def test_every_corpus_cda_is_accepted(journal: SQLiteJournal, corpus_dir: 
 async def test_folder_watcher_takes_complete_files_only(journal: SQLiteJournal, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     settings = CdaIntakeSettings(folder=inbox, test_environment=True, poll_interval_s=0.05)
-    watcher = FolderWatcher(settings, journal.append, clock=lambda: NOW)
+    watcher = folder_watcher(settings, journal.append)
     await watcher.start()
     await watcher.start()  # idempotent
     try:
@@ -260,26 +270,26 @@ async def test_folder_watcher_takes_complete_files_only(journal: SQLiteJournal, 
 async def test_folder_size_stability_ready_marker_and_duplicates(journal: SQLiteJournal, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     settings = CdaIntakeSettings(folder=inbox, test_environment=True)
-    watcher = FolderWatcher(settings, journal.append, clock=lambda: NOW)
+    watcher = folder_watcher(settings, journal.append)
     for d in (inbox, inbox / "processed", inbox / "failed"):
         d.mkdir(parents=True, exist_ok=True)
     (inbox / "a.xml").write_bytes(cda("1.2.250.1.999.9.2"))
     assert await watcher.poll_once() == []  # first sight: not yet stable
     done = await watcher.poll_once()
-    assert [(r.name, r.outcome.status) for r in done] == [("a.xml", 202)]
+    assert [(r.name, r.status) for r in done] == [("a.xml", "202")]
 
     # a .ready marker makes the file complete at first sight, and is removed
     (inbox / "b.xml").write_bytes(cda("1.2.250.1.999.9.2"))
     (inbox / "b.xml.ready").write_bytes(b"")
     done = await watcher.poll_once()
-    assert [(r.name, r.outcome.status, r.outcome.duplicate) for r in done] == [("b.xml", 200, True)]
+    assert [(r.name, r.status, r.verdict.outcome) for r in done] == [("b.xml", "200", Outcome.DUPLICATE)]
     assert not (inbox / "b.xml.ready").exists() and (inbox / "processed" / "b.xml").exists()
 
     # same id, other bytes: failed with the conflict reason; same name twice gets a numbered name
     (inbox / "a.xml").write_bytes(cda("1.2.250.1.999.9.2", title="Autre"))
     (inbox / "a.xml.ready").touch()
     done = await watcher.poll_once()
-    assert done[0].outcome.status == 409
+    assert done[0].status == "409"
     assert (inbox / "failed" / "a.xml.reason.txt").read_text().startswith("reason: duplicate_conflict")
 
     # a file that grows between polls is not taken
@@ -299,13 +309,13 @@ async def test_folder_leaves_the_file_when_the_journal_is_down(tmp_path: Path) -
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    watcher = FolderWatcher(CdaIntakeSettings(folder=inbox, test_environment=True), down, clock=lambda: NOW)
+    watcher = folder_watcher(CdaIntakeSettings(folder=inbox, test_environment=True), down)
     (inbox / "a.xml").write_bytes(cda())
     (inbox / "a.xml.ready").touch()
     (inbox / "processed").mkdir()
     (inbox / "failed").mkdir()
     done = await watcher.poll_once()
-    assert done[0].outcome.status == 503 and done[0].moved_to is None
+    assert done[0].status == "503" and done[0].moved_to is None
     assert (inbox / "a.xml").exists() and (inbox / "a.xml.ready").exists()
 
 
@@ -343,9 +353,7 @@ async def test_journaled_cda_maps_to_a_qualified_document_in_the_worker(journal:
 
 async def test_folder_oversize_and_symlinks(journal: SQLiteJournal, tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
-    watcher = FolderWatcher(
-        CdaIntakeSettings(folder=inbox, test_environment=True, max_bytes=1000), journal.append, clock=lambda: NOW
-    )
+    watcher = folder_watcher(CdaIntakeSettings(folder=inbox, test_environment=True, max_bytes=1000), journal.append)
     await watcher.start()
     await watcher.stop()  # creates the layout; polling is driven by hand below
     (inbox / "big.xml").write_bytes(cda(extra="<!-- " + "x" * 2000 + " -->"))
@@ -355,7 +363,9 @@ async def test_folder_oversize_and_symlinks(journal: SQLiteJournal, tmp_path: Pa
     (inbox / "link.xml").symlink_to(outside)
     (inbox / "link.xml.ready").touch()
     done = await watcher.poll_once()
-    assert [(r.name, r.outcome.status) for r in done] == [("big.xml", 413)]
+    assert [(r.name, r.status) for r in done] == [("big.xml", "413"), ("link.xml", "400")]
     assert "reason: too_large" in (inbox / "failed" / "big.xml.reason.txt").read_text()
-    assert (inbox / "link.xml").is_symlink() and outside.exists()  # never followed nor moved
+    # a symbolic link is never followed: the link itself goes to failed/, its target is untouched
+    assert (inbox / "failed" / "link.xml").is_symlink() and outside.read_bytes() == cda("1.2.250.1.999.9.8")
+    assert "reason: symlink" in (inbox / "failed" / "link.xml.reason.txt").read_text()
     assert await _all_rows(journal) == []

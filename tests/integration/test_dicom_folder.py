@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.connector.listeners.dicom_folder import DicomFolderSettings, DicomFolderWatcher
+from passerelle.connector.intake.dicom import DicomFolderSettings, DicomIntake
+from passerelle.connector.listeners.folder import FolderWatcher, dicom_folder
 from passerelle.errors import QueueUnavailableError
+from passerelle.mappings.dicom.common import DicomSite
 from passerelle.queue.model import AppendResult, Inbound, Query, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.dicom_samples import make_kos
@@ -24,10 +26,28 @@ async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
     await j.close()
 
 
-def _watcher(tmp_path: Path, accept, **kw: object) -> DicomFolderWatcher:  # type: ignore[no-untyped-def]
+class Watcher(FolderWatcher):
+    """The DICOM folder as the composition root builds it, with the old test vocabulary."""
+
+    def __init__(self, settings: DicomFolderSettings, accept) -> None:  # type: ignore[no-untyped-def]
+        intake = DicomIntake(
+            accept,
+            channel="folder",
+            test_environment=True,
+            site=DicomSite(),
+            max_bytes=settings.max_file_bytes,
+            sender=settings.sender,
+        )
+        super().__init__(dicom_folder(settings), intake)
+        self.settings = settings
+        self.processed_dir, self.failed_dir = self.spec.processed, self.spec.failed
+        self.scan_once = self.poll_once
+
+
+def _watcher(tmp_path: Path, accept, **kw: object) -> Watcher:  # type: ignore[no-untyped-def]
     settings = DicomFolderSettings(path=tmp_path / "in", settle_s=0, **kw)  # type: ignore[arg-type]
     settings.path.mkdir(exist_ok=True)
-    return DicomFolderWatcher(settings, accept, test_environment=True)
+    return Watcher(settings, accept)
 
 
 async def test_complete_files_only_then_processed(tmp_path: Path, journal: SQLiteJournal) -> None:
@@ -38,7 +58,7 @@ async def test_complete_files_only_then_processed(tmp_path: Path, journal: SQLit
     # first scan only records size and mtime: a file still being written is never taken
     assert await w.scan_once() == []
     [out] = await w.scan_once()
-    assert (out.name, out.status, out.destination) == ("a.dcm", 0, "processed")
+    assert (out.name, out.status, out.destination) == ("a.dcm", "0x0000", "processed")
     assert (w.processed_dir / "a.dcm").exists() and not (w.settings.path / "a.dcm").exists()
     assert not os.access(w.processed_dir / "a.dcm", os.X_OK)
     [row] = await journal.find(Query(limit=10))
@@ -66,10 +86,10 @@ async def test_refused_file_goes_to_failed_with_reason(
     shutil.copy(corpus_dir / "dicom/sr/pydicom/test-SR.dcm", w.settings.path / "d.dcm")
     await w.scan_once()
     outs = {o.name: o for o in await w.scan_once()}
-    assert outs["c.dcm"].destination == "failed" and outs["c.dcm"].status == 0xC000
-    assert outs["d.dcm"].destination == "failed" and outs["d.dcm"].status == 0xC001
+    assert outs["c.dcm"].destination == "failed" and outs["c.dcm"].status == "0xC000"
+    assert outs["d.dcm"].destination == "failed" and outs["d.dcm"].status == "0xC001"
     reason = (w.failed_dir / "c.dcm.reason.txt").read_text()
-    assert reason.startswith("0xC000 ") and "DICM" in reason
+    assert reason.startswith("reason: parse\nstatus: 0xC000\n") and "DICM" in reason
     assert {r.state for r in await journal.find(Query(limit=10))} == {State.REJECTED}
 
 
@@ -107,7 +127,7 @@ async def test_oversized_file_refused_without_reading(tmp_path: Path, journal: S
     (w.settings.path / "big.dcm").write_bytes(make_kos())
     await w.scan_once()
     [out] = await w.scan_once()
-    assert out.destination == "failed" and out.status == 0xA700
+    assert out.destination == "failed" and out.status == "0xA700"
 
 
 async def test_start_stop_idempotent(tmp_path: Path, journal: SQLiteJournal) -> None:

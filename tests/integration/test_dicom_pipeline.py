@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from passerelle.connector.dispatch.mapper import RowMapper
+from passerelle.connector.intake.dicom import DicomIntake
 from passerelle.connector.intake.hl7 import Hl7IntakeSettings
 from passerelle.connector.listeners.dicom_scp import DicomScp, DicomSettings
 from passerelle.mappings.document import Action, Document
@@ -35,7 +36,15 @@ async def _send(port: int, path: Path) -> None:
 async def test_kos_from_storescu_to_document_then_replaced(corpus_dir: Path, tmp_path: Path) -> None:
     journal = SQLiteJournal(tmp_path / "journal.sqlite3")
     await journal.open()
-    scp = DicomScp(DicomSettings(port=0), journal.append, test_environment=True)
+    settings = DicomSettings(port=0)
+    intake = DicomIntake(
+        journal.append,
+        channel="dicom",
+        test_environment=True,
+        site=settings.site.to_site(),
+        max_bytes=settings.max_dataset_bytes,
+    )
+    scp = DicomScp(settings, intake)
     await scp.start()
     study = "1.2.826.0.1.3680043.10.543.4242"
     (tmp_path / "k1.dcm").write_bytes(make_kos(study))

@@ -13,14 +13,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
-from passerelle.connector.listeners.dicom_scp import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DUPLICATE_CONFLICT,
-    STATUS_NOT_PUBLISHABLE,
-    STATUS_OUT_OF_RESOURCES,
-    DicomScp,
-    DicomSettings,
-)
+from passerelle.connector.intake.dicom import DicomIntake
+from passerelle.connector.intake.replies import DICOM_CANNOT_UNDERSTAND as STATUS_CANNOT_UNDERSTAND
+from passerelle.connector.intake.replies import DICOM_DUPLICATE_CONFLICT as STATUS_DUPLICATE_CONFLICT
+from passerelle.connector.intake.replies import DICOM_NOT_PUBLISHABLE as STATUS_NOT_PUBLISHABLE
+from passerelle.connector.intake.replies import DICOM_OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
+from passerelle.connector.listeners.dicom_scp import DicomScp, DicomSettings
 from passerelle.errors import QueueUnavailableError
 from passerelle.mappings.dicom.common import DicomSite
 from passerelle.mappings.document import Author, Code
@@ -56,8 +54,21 @@ SITE = DicomSite(
 )
 
 
+def scp_for(settings: DicomSettings, accept, *, test_environment: bool = True, lookup=None) -> DicomScp:  # type: ignore[no-untyped-def]
+    """The SCP with its intake, wired as the composition root does."""
+    intake = DicomIntake(
+        accept,
+        channel="dicom",
+        test_environment=test_environment,
+        site=SITE,
+        max_bytes=settings.max_dataset_bytes,
+        patient_lookup=lookup,
+    )
+    return DicomScp(settings, intake)
+
+
 async def _scp(accept, *, test_environment: bool = True, **settings: object) -> DicomScp:  # type: ignore[no-untyped-def]
-    scp = DicomScp(DicomSettings(port=0, **settings), accept, test_environment=test_environment, site=SITE)  # type: ignore[arg-type]
+    scp = scp_for(DicomSettings(port=0, **settings), accept, test_environment=test_environment)  # type: ignore[arg-type]
     await scp.start()
     return scp
 
@@ -290,7 +301,7 @@ async def test_local_patient_id_resolved_through_the_lookup(tmp_path: Path, jour
 
         return edit
 
-    scp = DicomScp(DicomSettings(port=0), journal.append, test_environment=True, site=SITE, patient_lookup=lookup)
+    scp = scp_for(DicomSettings(port=0), journal.append, lookup=lookup)
     await scp.start()
     try:
         ok = await asyncio.to_thread(_c_store, scp.port, _write(tmp_path, "a.dcm", make_kos(edit=local("IPP-42"))))

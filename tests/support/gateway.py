@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
+from passerelle.connector.app import Gateway, build_gateway
 from passerelle.connector.settings import load_settings
 from passerelle.queue.model import Query, Row, State
 
@@ -32,14 +32,11 @@ async def running_gateway(data_dir: Path, space_url: str, **overrides: Any) -> A
         },
     )
     gateway = build_gateway(settings)
-    server, task = await start_http_server(create_app(settings, gateway=gateway), "127.0.0.1", 0)
-    assert server.started, "gateway HTTP server did not start"
+    await gateway.start()
     try:
-        yield gateway, f"http://127.0.0.1:{bound_port(server)}"
+        yield gateway, f"http://127.0.0.1:{gateway.http.port}"
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await gateway.stop()
 
 
 async def wait_settled(gateway: Gateway, count: int, timeout: float = 30.0) -> list[Row]:

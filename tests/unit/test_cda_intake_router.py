@@ -9,7 +9,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from passerelle.connector.intake.cda import CdaIntakeSettings, cda_router, status_for
+from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
+from passerelle.connector.intake.replies import http_status, refused
+from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.memory import MemoryJournal
 from passerelle.queue.model import AppendResult, Inbound, State
@@ -42,7 +44,9 @@ def cda(uid: str = "1.2.250.1.999.7.1", *, title: str = "Compte rendu", ins: str
 def _client(accept, **settings: object) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
     conf = CdaIntakeSettings.model_validate({"test_environment": True, **settings})
     app = FastAPI()
-    app.include_router(cda_router(accept, conf, clock=lambda: NOW))
+    app.include_router(
+        DocumentsApi(CdaIntake(accept, conf, channel="http", sender=conf.sender, clock=lambda: NOW)).router()
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
@@ -135,6 +139,10 @@ async def test_utf16_charset_and_body_are_415() -> None:
         body16 = cda().decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
         r = await client.post("/v1/documents", content=body16, headers=XML)
         assert r.status_code == 415 and r.json()["reason"] == "unsupported_encoding"
+
+
+def status_for(error: Exception) -> int:
+    return http_status(refused(error))
 
 
 def test_status_table() -> None:

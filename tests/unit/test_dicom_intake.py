@@ -1,27 +1,23 @@
-"""The pure part of DICOM intake (connector/dicom_scp.prepare, status table, metrics events)."""
+"""The DICOM intake without sockets: ``prepare`` (pure), the DICOM column of the reply table, the
+verdicts and metrics events of ``DicomIntake`` over a fake journal append."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pydicom
 import pytest
 
-from passerelle.connector.listeners.dicom_scp import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DUPLICATE_CONFLICT,
-    STATUS_NOT_PUBLISHABLE,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
-    DicomSettings,
-    DicomSiteSettings,
-    error_comment,
-    outcome,
-    prepare,
-    record,
-    status_for,
-)
+from passerelle.connector.intake.dicom import DicomIntake, DicomSiteSettings, prepare
+from passerelle.connector.intake.replies import DICOM_CANNOT_UNDERSTAND as STATUS_CANNOT_UNDERSTAND
+from passerelle.connector.intake.replies import DICOM_DUPLICATE_CONFLICT as STATUS_DUPLICATE_CONFLICT
+from passerelle.connector.intake.replies import DICOM_NOT_PUBLISHABLE as STATUS_NOT_PUBLISHABLE
+from passerelle.connector.intake.replies import DICOM_OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
+from passerelle.connector.intake.replies import DICOM_SUCCESS as STATUS_SUCCESS
+from passerelle.connector.intake.replies import Outcome, dicom_comment, dicom_status, refused
+from passerelle.connector.listeners.dicom_scp import DicomSettings
 from passerelle.errors import (
     DuplicateConflictError,
     IdentityError,
@@ -32,7 +28,7 @@ from passerelle.errors import (
     UnsupportedMessageError,
 )
 from passerelle.mappings.dicom.common import DicomSite
-from passerelle.queue.model import AppendResult, State
+from passerelle.queue.model import AppendResult, Inbound, State
 from tests.support.dicom_samples import TEST_INS, kos_dataset, make_kos, make_sr, to_part10
 
 NOW = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
@@ -110,26 +106,79 @@ def test_sop_class_mismatch() -> None:
     ],
 )
 def test_status_table(exc: Exception, status: int) -> None:
-    assert status_for(exc) == status
+    assert dicom_status(refused(exc)) == status
 
 
 def test_error_comment_is_short_ascii_and_phi_free() -> None:
-    comment = error_comment(MappingError("identité non qualifiée : " + "x" * 200))
+    comment = dicom_comment(refused(MappingError("identité non qualifiée : " + "x" * 200)))
     assert len(comment) <= 64 and comment.isascii()
-    assert error_comment(RuntimeError("PAT-TROIS 279035121518989")) == "internal error"
+    comment = dicom_comment(refused(RuntimeError("PAT-TROIS 279035121518989")))
+    assert comment.startswith("internal error") and "PAT" not in comment and "2790" not in comment
 
 
-def test_conflict_outcome_and_metrics() -> None:
+def _intake(accept, rec: Recorder, **kw: object) -> DicomIntake:  # type: ignore[no-untyped-def]
+    args: dict[str, object] = dict(channel="dicom", test_environment=True, site=DicomSite(), max_bytes=1 << 20,
+                                   sender="PACS", metrics=rec, clock=lambda: NOW)  # fmt: skip
+    args.update(kw)
+    return DicomIntake(accept, **args)  # type: ignore[arg-type]
+
+
+async def test_verdicts_statuses_and_metrics() -> None:
     rec = Recorder()
-    p = _prepare(make_kos())
-    assert outcome(p, AppendResult(row_id=1, conflict=True))[0] == STATUS_DUPLICATE_CONFLICT
-    record(rec, p, AppendResult(row_id=1))
-    record(rec, p, AppendResult(row_id=1, duplicate=True))
-    record(rec, p, AppendResult(row_id=1, conflict=True))
-    record(rec, p, None)
-    record(rec, _prepare(b"junk"), AppendResult(row_id=2))
-    assert [e[1] for e in rec.events] == ["accepted", "duplicate", "conflict", "storage_error", "rejected"]
+    answers: list[object] = [
+        [AppendResult(row_id=1)],
+        [AppendResult(row_id=1, duplicate=True)],
+        [AppendResult(row_id=1, conflict=True)],
+        QueueUnavailableError("disk full"),
+        [AppendResult(row_id=2)],
+    ]
+
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    intake = _intake(accept, rec)
+    kos = make_kos()
+    verdicts = [await intake.receive(kos) for _ in range(4)] + [await intake.receive(b"junk")]
+    assert [dicom_status(v) for v in verdicts] == [
+        STATUS_SUCCESS,
+        STATUS_SUCCESS,
+        STATUS_DUPLICATE_CONFLICT,
+        STATUS_OUT_OF_RESOURCES,
+        STATUS_CANNOT_UNDERSTAND,
+    ]
+    assert [v.outcome for v in verdicts] == [
+        Outcome.ACCEPTED,
+        Outcome.DUPLICATE,
+        Outcome.CONFLICT,
+        Outcome.UNAVAILABLE,
+        Outcome.REJECTED,
+    ]
+    assert [e[1] for e in rec.events] == ["accepted", "duplicate", "conflict", "unavailable", "rejected"]
     assert rec.events[-1] == ("dicom", "rejected", "parse")
+
+
+async def test_a_transient_failure_is_the_transient_status_and_stores_nothing() -> None:
+    """The journal cannot commit, or the identity lookup before it fails: 0xA700 (senders retry), never
+    a Cxxx status (which senders treat as final), and nothing is appended."""
+    rec = Recorder()
+    appended: list[object] = []
+
+    async def accept(items: Sequence[Inbound]) -> list[AppendResult]:
+        appended.append(items)
+        raise QueueUnavailableError("database is locked")
+
+    async def lookup(sender: str, local_id: str) -> tuple[str, str] | None:
+        raise QueueUnavailableError("database is locked")
+
+    verdict = await _intake(accept, rec).receive(make_kos())
+    assert (verdict.outcome, dicom_status(verdict)) == (Outcome.UNAVAILABLE, STATUS_OUT_OF_RESOURCES)
+    verdict = await _intake(accept, rec, patient_lookup=lookup).receive(make_kos())
+    assert (verdict.outcome, dicom_status(verdict)) == (Outcome.UNAVAILABLE, STATUS_OUT_OF_RESOURCES)
+    assert len(appended) == 1  # only the first call reached the journal
+    assert rec.events == [("dicom", "unavailable", "queue_unavailable")] * 2
 
 
 def test_settings_validate_ae_titles() -> None:

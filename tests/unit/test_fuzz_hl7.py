@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
+from passerelle.connector.intake.replies import hl7_refusal
 from passerelle.errors import PasserelleError
 from passerelle.mappings.hl7v2.ack import build_ack
 from passerelle.mappings.hl7v2.decode import Delimiters, decode_message, unescape
@@ -59,7 +60,7 @@ def pipeline(raw: bytes) -> str:
         header = read_header(msg)
         classify(msg, header, test_environment=True, accepted_processing_ids={"P"})
     except PasserelleError as exc:
-        return build_ack(header or salvage_header(raw), now=NOW, control_id="F", error=exc)
+        return build_ack(header or salvage_header(raw), now=NOW, control_id="F", refusal=hl7_refusal(exc))
     return build_ack(header, now=NOW, control_id="F")
 
 

@@ -124,7 +124,7 @@ async def test_ack_is_not_returned_when_commit_fails() -> None:
     seg = segments(await intake.handle(sample_raw(), "peer"))
     assert seg["MSA"][1] == "AR"
     assert seg["ERR"][3].startswith("207^")
-    assert metrics.messages[0][1] == "storage_error"
+    assert metrics.messages[0][1] == "unavailable"
 
 
 async def test_any_append_exception_becomes_ar_207_never_aa() -> None:

@@ -1,4 +1,5 @@
-"""ACK building: the error table, original/enhanced modes, mirroring, ERR, business ZAM ack."""
+"""ACK building: original/enhanced modes, mirroring, ERR, business ZAM ack (the codes come from the
+connector's reply table, tested in test_intake_replies.py)."""
 
 from __future__ import annotations
 
@@ -6,27 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from passerelle.errors import (
-    DuplicateConflictError,
-    EncodingError,
-    ParseError,
-    QueueUnavailableError,
-    RemoteTransientError,
-    TooLargeError,
-    UnsupportedMessageError,
-    ValidationError,
-)
-from passerelle.mappings.hl7v2.ack import (
-    ERROR_TABLE,
-    build_ack,
-    build_business_ack,
-    encode_reply,
-    escape,
-    reply_for,
-    should_reply,
-)
+from passerelle.connector.intake.replies import hl7_refusal
+from passerelle.errors import ParseError, QueueUnavailableError, ValidationError
+from passerelle.mappings.hl7v2.ack import build_ack, build_business_ack, encode_reply, escape, should_reply
 from passerelle.mappings.hl7v2.decode import DEFAULT_DELIMITERS, Delimiters, decode_message, unescape
-from passerelle.mappings.hl7v2.errors import DataTypeError, RequiredFieldError, TableValueError
+from passerelle.mappings.hl7v2.errors import TableValueError
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 
 NOW = datetime(2026, 11, 22, 3, 30, 5, tzinfo=UTC)
@@ -61,41 +46,9 @@ def test_version_with_components_is_mirrored() -> None:
     assert seg["MSH"][8] == "ACK^A01^ACK"
 
 
-@pytest.mark.parametrize(
-    ("error", "original", "enhanced", "code"),
-    [
-        (DuplicateConflictError("dup"), "AR", "CR", "205"),
-        (UnsupportedMessageError("x", reason="unsupported_type"), "AR", "CR", "200"),
-        (UnsupportedMessageError("x", reason="unsupported_event"), "AR", "CR", "201"),
-        (UnsupportedMessageError("x", reason="unsupported_processing_id"), "AR", "CR", "202"),
-        (UnsupportedMessageError("x", reason="unsupported_version"), "AR", "CR", "203"),
-        (UnsupportedMessageError("x", reason="unsupported_charset"), "AR", "CR", "203"),
-        (EncodingError("x"), "AR", "CR", "102"),
-        (ParseError("x", reason="no_msh"), "AE", "CR", "100"),
-        (ParseError("x", reason="required"), "AE", "CR", "101"),
-        (ParseError("x"), "AE", "CR", "102"),
-        (RequiredFieldError("x"), "AE", "CR", "101"),
-        (DataTypeError("x"), "AE", "CR", "102"),
-        (TableValueError("x"), "AE", "CR", "103"),
-        (ValidationError("x"), "AE", "CR", "101"),
-        (TooLargeError("x"), "AE", "CR", "207"),
-        (QueueUnavailableError("x"), "AR", "CE", "207"),
-        (RemoteTransientError("x"), "AR", "CE", "207"),
-        (RuntimeError("x"), "AR", "CE", "207"),
-    ],
-)
-def test_error_table(error: BaseException, original: str, enhanced: str, code: str) -> None:
-    reply, err3 = reply_for(error)
-    assert (reply.original, reply.enhanced, err3) == (original, enhanced, code)
-
-
-def test_table_last_row_catches_everything() -> None:
-    assert ERROR_TABLE[-1][0] is BaseException
-
-
 def test_negative_ack_has_msa3_err2_err3_err4_err7() -> None:
     error = TableValueError("OBX-11 must be F for this action", location="OBX^1^11")
-    seg = parse(build_ack(header(), now=NOW, control_id="9", error=error))
+    seg = parse(build_ack(header(), now=NOW, control_id="9", refusal=hl7_refusal(error)))
     assert seg["MSA"] == ["MSA", "AE", "015", "OBX-11 must be F for this action"]
     assert seg["ERR"][2] == "OBX^1^11"
     assert seg["ERR"][3] == "103^Table value not found^messageErrorCondition"
@@ -104,14 +57,14 @@ def test_negative_ack_has_msa3_err2_err3_err4_err7() -> None:
 
 
 def test_foreign_exception_text_is_never_sent() -> None:
-    ack = build_ack(header(), now=NOW, control_id="9", error=RuntimeError("password=hunter2 PAT-TROIS"))
+    ack = build_ack(header(), now=NOW, control_id="9", refusal=hl7_refusal(RuntimeError("password=hunter2 PAT-TROIS")))
     assert "hunter2" not in ack and "PAT-TROIS" not in ack
     assert parse(ack)["MSA"][1] == "AR"
 
 
 def test_texts_are_escaped_with_the_message_delimiters() -> None:
     error = ValidationError("a|b^c~d\\e&f", location="PID^1^3")
-    seg = parse(build_ack(header(), now=NOW, control_id="9", error=error))
+    seg = parse(build_ack(header(), now=NOW, control_id="9", refusal=hl7_refusal(error)))
     assert unescape(seg["MSA"][3], DEFAULT_DELIMITERS) == "a|b^c~d\\e&f"
 
 
@@ -119,8 +72,10 @@ def test_enhanced_mode_uses_accept_codes() -> None:
     h = header(MSG.replace("|2.5|||||FRA|", "|2.5|||AL|NE|FRA|"))
     assert h.enhanced_mode
     assert parse(build_ack(h, now=NOW, control_id="1"))["MSA"][1] == "CA"
-    assert parse(build_ack(h, now=NOW, control_id="1", error=QueueUnavailableError("x")))["MSA"][1] == "CE"
-    assert parse(build_ack(h, now=NOW, control_id="1", error=ParseError("x")))["MSA"][1] == "CR"
+    assert (
+        parse(build_ack(h, now=NOW, control_id="1", refusal=hl7_refusal(QueueUnavailableError("x"))))["MSA"][1] == "CE"
+    )
+    assert parse(build_ack(h, now=NOW, control_id="1", refusal=hl7_refusal(ParseError("x"))))["MSA"][1] == "CR"
 
 
 @pytest.mark.parametrize(
@@ -138,7 +93,7 @@ def test_original_mode_always_replies() -> None:
 
 
 def test_unreadable_header_gives_empty_msa2_and_default_delimiters() -> None:
-    ack = build_ack(None, now=NOW, control_id="7", error=ParseError("no MSH", reason="no_msh"))
+    ack = build_ack(None, now=NOW, control_id="7", refusal=hl7_refusal(ParseError("no MSH", reason="no_msh")))
     seg = parse(ack)
     assert seg["MSH"][1] == "^~\\&" and seg["MSH"][8] == "ACK"
     assert seg["MSA"][1:3] == ["AE", ""]
@@ -148,7 +103,7 @@ def test_unreadable_header_gives_empty_msa2_and_default_delimiters() -> None:
 def test_ack_uses_the_senders_delimiters() -> None:
     text = "MSH#$*!@#APP#FAC#R#F#2026##ORU$R01#ID1#P#2.5\rPID###1\r"
     h = read_header(decode_message(text.encode()))
-    ack = build_ack(h, now=NOW, control_id="Z", error=ValidationError("x", location="PID^1^3"))
+    ack = build_ack(h, now=NOW, control_id="Z", refusal=hl7_refusal(ValidationError("x", location="PID^1^3")))
     assert ack.startswith("MSH#$*!@#R#F#APP#FAC#")
     assert "ERR##PID$1$3#" in ack
 
@@ -159,13 +114,6 @@ def test_salvaged_header_from_undecodable_bytes() -> None:
     assert h is not None and h.control_id == "015" and h.trigger == "R01"
     assert salvage_header(b"garbage") is None
     assert salvage_header("MSH|^\u02dc\\&|A|B|C|D|2||ORU^R01|X|P|2.5\r".encode()) is not None
-
-
-def test_missing_msh10_is_required_field_error() -> None:
-    with pytest.raises(ParseError) as exc:
-        header(MSG.replace("|015|", "||"))
-    assert exc.value.location == "MSH^1^10"
-    assert reply_for(exc.value)[1] == "101"
 
 
 def test_escape_round_trip() -> None:

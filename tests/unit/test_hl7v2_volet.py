@@ -306,12 +306,12 @@ def test_structure_errors() -> None:
     ],
 )
 def test_unsupported(old: bytes, new: bytes, location: str, code: str) -> None:
-    from passerelle.mappings.hl7v2.ack import reply_for
+    from passerelle.connector.intake.replies import hl7_refusal
 
     with pytest.raises(UnsupportedMessageError) as exc:
         check(oru().replace(old, new, 1))
     assert exc.value.location == location
-    assert reply_for(exc.value)[1] == code
+    assert hl7_refusal(exc.value).err3 == code
 
 
 def test_mdm_rules() -> None:

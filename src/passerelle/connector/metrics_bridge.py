@@ -1,7 +1,11 @@
-"""Adapters from the listeners' small metrics Protocols to the app-owned Prometheus metrics."""
+"""Adapters from the listeners' and intakes' metrics ports to the app-owned Prometheus metrics, and the
+journal gauges refreshed in the background."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from passerelle.observability.metrics import Metrics
@@ -21,7 +25,7 @@ class IntakeMetricsBridge:
             self.m.messages_received.labels(self.channel, kind).inc()
         elif outcome in ("duplicate", "conflict"):
             self.m.duplicates.labels(self.channel, outcome).inc()
-        else:  # rejected, storage_error
+        else:  # rejected, unavailable
             self.m.intake_rejections.labels(self.channel, reason or outcome).inc()
 
     def decode_warning(self, warning: str, count: int) -> None:
@@ -64,3 +68,39 @@ async def refresh_journal_gauges(journal: BrowserJournal, metrics: Metrics, now:
         metrics.journal_depth.labels(state.value).set(counts.get(state, 0))
     oldest = await journal.oldest_pending()
     metrics.oldest_undelivered.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+
+
+class JournalGauges:
+    """Refreshes the journal depth and oldest-pending gauges every ``period_s`` (best effort: a failed
+    refresh is counted, the task goes on). Idempotent start/stop; its task is supervised."""
+
+    def __init__(
+        self, journal: BrowserJournal, metrics: Metrics, clock: Callable[[], datetime], period_s: float = 5.0
+    ) -> None:
+        self.journal = journal
+        self.metrics = metrics
+        self.clock = clock
+        self.period_s = period_s
+        self._task: asyncio.Task[None] | None = None
+
+    def background_tasks(self) -> Sequence[asyncio.Task[None]]:
+        return [self._task] if self._task is not None else []
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="journal-gauges")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await refresh_journal_gauges(self.journal, self.metrics, self.clock())
+            except Exception:  # noqa: BLE001 - gauges are best effort; the failure is counted
+                self.metrics.worker_errors.labels("gauges").inc()
+            await asyncio.sleep(self.period_s)

@@ -15,8 +15,8 @@ from passerelle.adapters.mhd import SpaceSettings
 from passerelle.config import CoreSettings, load_config
 from passerelle.connector.dispatch.lab import LabSettings
 from passerelle.connector.intake.cda import CdaIntakeSettings
+from passerelle.connector.intake.dicom import DicomFolderSettings
 from passerelle.connector.intake.hl7 import Hl7IntakeSettings
-from passerelle.connector.listeners.dicom_folder import DicomFolderSettings
 from passerelle.connector.listeners.dicom_scp import DicomSettings
 from passerelle.connector.listeners.mllp.settings import MllpSettings
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from passerelle.queue.model import Row, State
-from passerelle.queue.ports import AdminJournal
+from passerelle.queue.model import Query, Row, State
+from passerelle.queue.ports import AdminJournal, BrowserJournal
 
 REPLAYABLE = (State.DEAD, State.REFUSED, State.PARKED)
 
@@ -38,7 +38,12 @@ def row_summary(row: Row) -> dict[str, Any]:
     }
 
 
-async def journey(journal: AdminJournal, row_id: int) -> dict[str, Any] | None:
+async def select_rows(journal: BrowserJournal, query: Query) -> list[int]:
+    """Ids of the rows a replay by filter would take (newest first, at most ``query.limit``)."""
+    return [row.id for row in await journal.find(query)]
+
+
+async def journey(journal: BrowserJournal, row_id: int) -> dict[str, Any] | None:
     row = await journal.get(row_id)
     if row is None:
         return None

@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import typer
 
-from passerelle.connector.app import Gateway, bound_port, build_gateway, create_app, start_http_server
+from passerelle.connector.app import Gateway, build_gateway
 from passerelle.connector.cli.dmp import demo_overrides
 from passerelle.connector.cli.send import send_files
+from passerelle.connector.lifecycle import StartupError
 from passerelle.connector.settings import load_settings
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.model import Query, State
@@ -48,13 +49,13 @@ async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None 
                 },
             )
             gateway = build_gateway(settings)
-            app = create_app(settings, gateway=gateway)
-            server, serving = await start_http_server(app, "127.0.0.1", settings.http.port)
-            if not server.started or gateway.mllp is None:
-                typer.echo("the gateway did not start", err=True)
+            try:
+                await gateway.start()
+            except StartupError as exc:
+                typer.echo(f"the gateway did not start: {exc}", err=True)
                 return 1
-            http_port = bound_port(server)
-            mllp_port = gateway.mllp.port
+            assert gateway.mllp is not None  # enabled by default
+            http_port, mllp_port = gateway.http.port, gateway.mllp.port
             typer.echo(f"sandbox patient space  {sandbox_url}/")
             typer.echo(f"gateway MLLP           127.0.0.1:{mllp_port}")
             typer.echo(f"gateway HTTP           http://127.0.0.1:{http_port}/  (/metrics, /v1/messages)")
@@ -64,13 +65,10 @@ async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None 
                     typer.echo("")
                     typer.echo(f"Open {sandbox_url}/ for the patients' spaces, http://127.0.0.1:{http_port}/metrics")
                     typer.echo("Stack running; press Ctrl-C to stop.")
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await serving
+                    return await gateway.run()
                 return 0 if ok else 1
             finally:
-                server.should_exit = True
-                with contextlib.suppress(asyncio.CancelledError):
-                    await serving
+                await gateway.stop()
 
 
 async def _exchange(gateway: Gateway, sandbox_url: str, mllp_port: int, count: int) -> bool:

@@ -51,26 +51,6 @@ def dev_pki(
     )
 
 
-def space_problems(settings: Settings) -> list[str]:
-    """Deep checks of the DMP transport's files and settings (empty for ``space.transport: mhd``)."""
-    from passerelle.adapters.mhd import SpaceTransport
-
-    if settings.space.transport is not SpaceTransport.DMP:
-        return []
-    from passerelle.adapters.dmp.credentials import check_space
-
-    return check_space(settings.space)
-
-
-def exit_on_space_problems(settings: Settings) -> None:
-    """For ``run``: print every DMP configuration problem (one line each) and exit 2, no traceback."""
-    problems = space_problems(settings)
-    for line in problems:
-        typer.echo(f"configuration error: {line}", err=True)
-    if problems:
-        raise typer.Exit(2)
-
-
 def write_dmp_requests(settings: Settings, files: Iterable[Path], out: Path, fmt: str | None, lab: Any) -> int:
     """``map --transport dmp``: write, per document, the exact ITI-41 request (``.iti41.http``: HTTP
     headers then the MIME body) and its parts for review (``.iti41/``). Nothing is sent. Replacements use a

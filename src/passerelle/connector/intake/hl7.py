@@ -1,6 +1,6 @@
 """HL7v2 intake: one frame payload in, one acknowledgement out, the journal committed in between.
 
-Contract (docs/ack-contract.md):
+Contract (docs/ack-contract.md; the codes come from the one reply table, :mod:`.replies`):
 
 * Every message with a readable MSH is journaled: accepted ones as ``ACCEPTED`` with their dedup key
   (MSH-3^MSH-4^MSH-10) and the positive ACK to replay; refused ones as ``REJECTED`` with a PHI-free
@@ -15,20 +15,22 @@ Contract (docs/ack-contract.md):
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import hashlib
 import itertools
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from passerelle.connector.intake.ports import Accept, Clock, Hl7IntakeMetrics, NullMetrics, utcnow
+from passerelle.connector.intake.replies import Outcome, Verdict, hl7_refusal, internal_error, refused
 from passerelle.errors import DuplicateConflictError, PasserelleError, QueueUnavailableError, TooLargeError
-from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, reply_for, should_reply
+from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, should_reply
 from passerelle.mappings.hl7v2.decode import CHARSETS, Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import Classified, classify
@@ -36,8 +38,8 @@ from passerelle.queue.model import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
 
-JournalAppend = Callable[[Sequence[Inbound]], Awaitable[list[AppendResult]]]
-Clock = Callable[[], datetime]
+#: Above this many bytes (one frame or a batch), decoding runs in a worker thread, not on the event loop.
+OFFLOAD_BYTES = 16 * 1024
 
 
 def _check_charset(value: str | None) -> str | None:
@@ -101,31 +103,17 @@ class Hl7IntakeSettings(BaseModel):
         return SenderOptions(fallback_charset=self.fallback_charset, allow_cp1252=self.allow_cp1252)
 
 
-class IntakeMetrics(Protocol):
-    """What intake reports; labels are low-cardinality (kind, outcome, reason, warning name)."""
-
-    def message(self, kind: str, outcome: str, reason: str) -> None: ...
-
-    def decode_warning(self, warning: str, count: int) -> None: ...
-
-
-class NullMetrics:
-    def message(self, kind: str, outcome: str, reason: str) -> None:
-        return None
-
-    def decode_warning(self, warning: str, count: int) -> None:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     inbound: Inbound
     header: Header | None
     codec: str
     reply: bytes  # the ACK for this message if the commit succeeds
-    success: bool
-    classified: Classified | None
-    reason: str
+    error: PasserelleError | None  # why it is refused; None when accepted
+
+    @property
+    def control_id(self) -> str:
+        return self.header.control_id if self.header is not None else ""
 
 
 class Hl7Intake:
@@ -133,16 +121,16 @@ class Hl7Intake:
 
     def __init__(
         self,
-        journal_append: JournalAppend,
+        journal_append: Accept,
         settings: Hl7IntakeSettings,
         *,
-        metrics: IntakeMetrics | None = None,
+        metrics: Hl7IntakeMetrics | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._append = journal_append
         self._settings = settings
-        self._metrics: IntakeMetrics = metrics or NullMetrics()
-        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._metrics: Hl7IntakeMetrics = metrics or NullMetrics()
+        self._clock: Clock = clock or utcnow
         self._counter = itertools.count(1)
 
     async def handle(self, payload: bytes, peer: str) -> bytes | None:
@@ -154,7 +142,10 @@ class Hl7Intake:
         if not payloads:
             return []
         now = self._clock()
-        prepared = [self._prepare(raw, peer, now) for raw, peer in payloads]
+        if sum(len(raw) for raw, _ in payloads) > OFFLOAD_BYTES:  # big inputs are decoded off the event loop
+            prepared = await asyncio.to_thread(self._prepare_all, payloads, now)
+        else:
+            prepared = self._prepare_all(payloads, now)
         try:
             results = await self._append([p.inbound for p in prepared])
             if len(results) != len(prepared):
@@ -162,13 +153,9 @@ class Hl7Intake:
         except Exception as exc:  # noqa: BLE001 - any storage failure must become AR/CE 207, never AA
             error = exc if isinstance(exc, PasserelleError) else QueueUnavailableError("journal append failed")
             log.error("hl7 intake: journal append failed for %d message(s): %s", len(prepared), type(exc).__name__)
-            replies: list[bytes | None] = []
-            for p in prepared:
-                self._metrics.message(p.inbound.kind, "storage_error", error.reason)
-                text = build_ack(p.header, now=now, control_id=self._control_id(now), error=error)
-                replies.append(encode_reply(text, p.codec) if should_reply(p.header, False) else None)
-            return replies
-        return [self._answer(p, r, now) for p, r in zip(prepared, results, strict=True)]
+            failed = [Verdict(Outcome.UNAVAILABLE, None, p.control_id, error) for p in prepared]
+            return [self._reply(p, v, now) for p, v in zip(prepared, failed, strict=True)]
+        return [self._reply(p, self._settled(p, r), now, r.stored_ack) for p, r in zip(prepared, results, strict=True)]
 
     async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None:
         """Reply for a frame the listener refused for its size (``msh_prefix``: its first segment).
@@ -185,10 +172,13 @@ class Hl7Intake:
             await self._append([p.inbound])
         except Exception as exc:  # noqa: BLE001 - the refusal stands; the row is only informative
             log.error("hl7 intake: could not journal an oversize refusal: %s", type(exc).__name__)
-        self._metrics.message("hl7", "rejected", error.reason)
+        self._metrics.message("hl7", Outcome.REJECTED, error.reason)
         return p.reply if should_reply(header, False) else None
 
     # --- internals --------------------------------------------------------------------------
+
+    def _prepare_all(self, payloads: Sequence[tuple[bytes, str]], now: datetime) -> list[_Prepared]:
+        return [self._prepare(raw, peer, now) for raw, peer in payloads]
 
     def _control_id(self, now: datetime) -> str:
         return f"{now:%Y%m%d%H%M%S}{next(self._counter) % 1_000_000:06d}"
@@ -226,8 +216,7 @@ class Hl7Intake:
                 frame.filename.rsplit("/", 1)[-1],
                 frame.lineno,
             )
-            internal = PasserelleError("internal error while reading the message", reason="internal")
-            return self._rejected(raw, peer, now, header or salvage_header(raw), codec, internal)
+            return self._rejected(raw, peer, now, header or salvage_header(raw), codec, internal_error("message"))
         finally:
             if msg is not None:
                 for warning in msg.warnings:
@@ -246,15 +235,15 @@ class Hl7Intake:
             state=State.ACCEPTED,
             ack=encode_reply(text, codec),
         )
-        return _Prepared(inbound, header, codec, inbound.ack, True, classified, "")
+        return _Prepared(inbound, header, codec, inbound.ack, None)
 
     def _rejected(
         self, raw: bytes, peer: str, now: datetime, header: Header | None, codec: str, exc: PasserelleError
     ) -> _Prepared:
-        _, code = reply_for(exc)
-        text = build_ack(header, now=now, control_id=self._control_id(now), error=exc)
+        refusal = hl7_refusal(exc)
+        text = build_ack(header, now=now, control_id=self._control_id(now), refusal=refusal)
         ack = encode_reply(text, codec)
-        detail = f"{exc.reason}: ERR-3 {code} {exc.location} {exc.message}".strip()[:500]
+        detail = f"{exc.reason}: ERR-3 {refusal.err3} {exc.location} {exc.message}".strip()[:500]
         inbound = Inbound(
             raw=raw,
             channel=self._settings.channel,
@@ -267,27 +256,34 @@ class Hl7Intake:
             detail=detail,
             ack=ack,
         )
-        return _Prepared(inbound, header, codec, ack, False, None, exc.reason)
+        return _Prepared(inbound, header, codec, ack, exc)
 
-    def _answer(self, p: _Prepared, result: AppendResult, now: datetime) -> bytes | None:
-        control = p.header.control_id if p.header is not None else ""
+    def _settled(self, p: _Prepared, result: AppendResult) -> Verdict:
+        """The verdict once the journal answered for this message."""
         if result.conflict:
-            self._metrics.message(p.inbound.kind, "conflict", "duplicate_conflict")
-            log.warning("hl7 intake: MSH-10 %r reused with different bytes (row %d)", control, result.row_id)
             error = DuplicateConflictError(
                 "message control id already used for a different message", location="MSH^1^10"
             )
-            text = build_ack(p.header, now=now, control_id=self._control_id(now), error=error)
-            return encode_reply(text, p.codec) if should_reply(p.header, False) else None
+            log.warning("hl7 intake: MSH-10 %r reused with different bytes (row %d)", p.control_id, result.row_id)
+            return refused(error, row_id=result.row_id, message_id=p.control_id)
         if result.duplicate:
-            self._metrics.message(p.inbound.kind, "duplicate", "")
-            log.info("hl7 intake: duplicate MSH-10 %r, replaying ACK of row %d", control, result.row_id)
-            reply = result.stored_ack or p.reply
-            return reply if should_reply(p.header, True) else None
-        if p.success:
-            self._metrics.message(p.inbound.kind, "accepted", "")
-            log.info("hl7 intake: row %d accepted (MSH-10 %r, %d bytes)", result.row_id, control, len(p.inbound.raw))
-        else:
-            self._metrics.message(p.inbound.kind, "rejected", p.reason)
-            log.info("hl7 intake: row %d rejected (MSH-10 %r): %s", result.row_id, control, p.reason)
-        return p.reply if should_reply(p.header, p.success) else None
+            log.info("hl7 intake: duplicate MSH-10 %r, replaying ACK of row %d", p.control_id, result.row_id)
+            return Verdict(Outcome.DUPLICATE, result.row_id, p.control_id)
+        if p.error is not None:
+            log.info("hl7 intake: row %d rejected (MSH-10 %r): %s", result.row_id, p.control_id, p.error.reason)
+            return refused(p.error, row_id=result.row_id, message_id=p.control_id)
+        size = len(p.inbound.raw)
+        log.info("hl7 intake: row %d accepted (MSH-10 %r, %d bytes)", result.row_id, p.control_id, size)
+        return Verdict(Outcome.ACCEPTED, result.row_id, p.control_id)
+
+    def _reply(self, p: _Prepared, verdict: Verdict, now: datetime, stored: bytes | None = None) -> bytes | None:
+        """Count the verdict and pick the ACK: the stored one for a duplicate, a fresh one when the
+        journal refused or failed, else the one built before the commit."""
+        self._metrics.message(p.inbound.kind, verdict.outcome, verdict.reason)
+        reply = p.reply
+        if verdict.outcome is Outcome.DUPLICATE:
+            reply = stored or p.reply
+        elif verdict.outcome in (Outcome.CONFLICT, Outcome.UNAVAILABLE) and verdict.error is not None:
+            text = build_ack(p.header, now=now, control_id=self._control_id(now), refusal=hl7_refusal(verdict.error))
+            reply = encode_reply(text, p.codec)
+        return reply if should_reply(p.header, verdict.positive) else None

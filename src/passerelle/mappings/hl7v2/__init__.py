@@ -3,7 +3,7 @@
 Functions over bytes and values only: no I/O, no clock (``now`` is passed in).
 """
 
-from passerelle.mappings.hl7v2.ack import build_ack, build_business_ack, encode_reply, reply_for, should_reply
+from passerelle.mappings.hl7v2.ack import Refusal, Reply, build_ack, build_business_ack, encode_reply, should_reply
 from passerelle.mappings.hl7v2.decode import (
     Delimiters,
     Message,
@@ -29,6 +29,8 @@ __all__ = [
     "Message",
     "MessageKind",
     "PatientIds",
+    "Refusal",
+    "Reply",
     "Segment",
     "UnsupportedCharsetError",
     "build_ack",
@@ -40,7 +42,6 @@ __all__ = [
     "patient_from_pid",
     "read_header",
     "read_lab_results",
-    "reply_for",
     "salvage_header",
     "should_reply",
 ]

@@ -1,27 +1,15 @@
-"""HL7v2 acknowledgements: the one table that turns errors into MSA/ERR, and the ACK builders.
+"""HL7v2 acknowledgements: the technical ACK and the business ZAM, built from values.
 
-The table (:data:`ERROR_TABLE`) is the only place where an exception becomes an acknowledgement
-code; docs/ack-contract.md publishes it. Texts sent back (MSA-3, ERR-7) are the error messages of
-:mod:`passerelle.errors`, which never carry patient data.
+Which code answers which error is decided by the connector's one reply table
+(``passerelle/connector/intake/replies.py``, published in docs/ack-contract.md); this module only
+writes the segments. Texts it writes (MSA-3, ERR-7) are given by the caller, already PHI-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from passerelle.errors import (
-    DuplicateConflictError,
-    EncodingError,
-    ParseError,
-    PasserelleError,
-    PermanentError,
-    TooLargeError,
-    TransientError,
-    UnsupportedMessageError,
-    ValidationError,
-)
 from passerelle.mappings.hl7v2.decode import DEFAULT_DELIMITERS, Delimiters
 from passerelle.mappings.hl7v2.header import Header
 
@@ -55,45 +43,14 @@ class Reply:
     severity: str  # HL7 table 0516: E / F / W / I
 
 
-#: THE table: first matching (class, reason) wins. Content errors are AE (resending the same bytes
-#: cannot help), circumstantial ones AR (HL7 v2.5 §2.9.2: unsupported type/event/processing id/
-#: version, or a reason unrelated to the content such as storage being down).
-ERROR_TABLE: Sequence[tuple[type[BaseException], str, Reply]] = (
-    (DuplicateConflictError, "", Reply("AR", "CR", "205", "E")),
-    (UnsupportedMessageError, "unsupported_event", Reply("AR", "CR", "201", "E")),
-    (UnsupportedMessageError, "unsupported_processing_id", Reply("AR", "CR", "202", "E")),
-    (UnsupportedMessageError, "unsupported_version", Reply("AR", "CR", "203", "E")),
-    (UnsupportedMessageError, "unsupported_charset", Reply("AR", "CR", "203", "E")),
-    (UnsupportedMessageError, "", Reply("AR", "CR", "200", "E")),
-    # Undecodable bytes are a charset configuration mismatch between two systems (MSH-18, fallback):
-    # AR, as the intake issue and reliability.md B-HL7 ask; the raw bytes are kept for review.
-    (EncodingError, "", Reply("AR", "CR", "102", "E")),
-    (ParseError, "no_msh", Reply("AE", "CR", "100", "E")),
-    (ParseError, "required", Reply("AE", "CR", "101", "E")),
-    (ParseError, "", Reply("AE", "CR", "102", "E")),
-    (ValidationError, "", Reply("AE", "CR", "", "E")),
-    (TooLargeError, "", Reply("AE", "CR", "207", "E")),
-    (PermanentError, "", Reply("AE", "CR", "207", "E")),
-    (TransientError, "", Reply("AR", "CE", "207", "E")),
-    (BaseException, "", Reply("AR", "CE", "207", "E")),
-)
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Everything a negative ACK says: the codes, the ERR-3 code, the PHI-free text and ERR-2 location."""
 
-
-def reply_for(error: BaseException) -> tuple[Reply, str]:
-    """The table row for ``error`` and its ERR-3 code."""
-    reason = getattr(error, "reason", "")
-    for cls, wanted_reason, reply in ERROR_TABLE:
-        if isinstance(error, cls) and (not wanted_reason or wanted_reason == reason):
-            code = reply.err3 or getattr(error, "hl7_code", "207")
-            return reply, code if code in HL7_0357 else "207"
-    raise AssertionError("unreachable: BaseException row matches everything")
-
-
-def error_text(error: BaseException) -> str:
-    """The PHI-free text sent back: our own messages only, never a foreign exception's text."""
-    if isinstance(error, PasserelleError):
-        return error.message[:200]
-    return "internal error"
+    reply: Reply
+    err3: str  # a key of HL7_0357
+    text: str
+    location: str = ""
 
 
 def should_reply(header: Header | None, success: bool) -> bool:
@@ -158,12 +115,12 @@ def build_ack(
     *,
     now: datetime,
     control_id: str,
-    error: BaseException | None = None,
+    refusal: Refusal | None = None,
 ) -> str:
     """Technical ACK ``ACK^<event>^ACK`` (volet §3.6) for ``header`` (None: unreadable MSH).
 
-    No error: AA (original) / CA (enhanced). With an error: the :data:`ERROR_TABLE` row, MSA-3 and
-    ERR-7 carrying the PHI-free error text, ERR-2 its location. MSA-2 is MSH-10 ("" if unknown).
+    No refusal: AA (original) / CA (enhanced). With a refusal: its MSA-1 code, MSA-3 and ERR-7 carrying
+    its text, ERR-2 its location, ERR-3 its HL7 0357 code. MSA-2 is MSH-10 ("" if unknown).
     """
     d = header.delimiters if header is not None else DEFAULT_DELIMITERS
     enhanced = header is not None and header.enhanced_mode
@@ -172,13 +129,12 @@ def build_ack(
     segments = [_msh(header, d, message_type=message_type, control_id=control_id, now=now)]
     msa2 = escape(header.control_id, d) if header is not None else ""
     fs = d.field
-    if error is None:
+    if refusal is None:
         segments.append(fs.join(("MSA", "CA" if enhanced else "AA", msa2)))
     else:
-        reply, code = reply_for(error)
-        text = escape(error_text(error), d)
-        location = getattr(error, "location", "")
-        err2 = _location(location, d)
+        reply, code = refusal.reply, refusal.err3
+        text = escape(refusal.text, d)
+        err2 = _location(refusal.location, d)
         segments.append(fs.join(("MSA", reply.enhanced if enhanced else reply.original, msa2, text)))
         err3 = d.component.join((code, HL7_0357[code], ERR_CODING_SYSTEM))
         segments.append(fs.join(("ERR", "", err2, err3, reply.severity, "", "", text)))

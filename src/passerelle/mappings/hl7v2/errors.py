@@ -1,4 +1,4 @@
-"""Validation errors of the HL7v2 layer, each with its HL7 table 0357 code (see ack.ERROR_TABLE)."""
+"""Validation errors of the HL7v2 layer, each with its HL7 table 0357 code (see connector/intake/replies.py)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ stream in chunks and yields one event per frame, in stream order:
 * :class:`FrameRejected` — a broken frame that was discarded (``reason`` is one of
   :data:`REJECT_REASONS`); nothing of it must be acknowledged.
 
-Rules (reliability.md §2.3 and B-MLLP), decided here once:
+Rules (docs/mllp.md, "Framing rules" and "Why these rules"), decided here once:
 
 * bytes outside a frame (before a VT) are junk: discarded and counted in :attr:`MllpFramer.junk_bytes`;
   a single LF right after ``FS CR`` is part of the trailer (``FS CR LF``) and is not junk. More than

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from passerelle.connector.listeners.mllp.framing import (
     Frame,
@@ -88,28 +89,14 @@ class MllpMetrics(Protocol):
 
 
 class NullMetrics:
-    """Metrics sink that records nothing."""
+    """Metrics sink that records nothing (any report is accepted and dropped)."""
 
-    def connection_opened(self) -> None:
-        pass
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return _ignore
 
-    def connection_closed(self, reason: str) -> None:
-        pass
 
-    def connection_refused(self, reason: str) -> None:
-        pass
-
-    def frame_received(self, size: int) -> None:
-        pass
-
-    def frame_rejected(self, reason: str) -> None:
-        pass
-
-    def junk_bytes(self, count: int) -> None:
-        pass
-
-    def reply_sent(self, latency_seconds: float) -> None:
-        pass
+def _ignore(*args: object) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,22 +125,15 @@ class MllpServer:
         self._settings = settings
         self._handler = handler
         self._oversize = oversize_handler
-        self._metrics: MllpMetrics = metrics or NullMetrics()
-        self._limits = FramingLimits(
-            max_frame_bytes=settings.max_frame_bytes,
-            max_junk_bytes=settings.max_junk_bytes,
-            accept_fs_without_cr=settings.accept_fs_without_cr,
-            read_chunk_bytes=settings.read_chunk_bytes,
-            frame_timeout=settings.frame_timeout,
-            idle_timeout=settings.idle_timeout,
-        )
+        self._metrics: MllpMetrics = metrics or cast(MllpMetrics, NullMetrics())
+        # the framing limits are the settings of the same names (the others keep their defaults)
+        names = [f.name for f in dataclasses.fields(FramingLimits) if f.name in MllpSettings.model_fields]
+        self._limits = FramingLimits(**{name: getattr(settings, name) for name in names})
         self._networks = list(settings.allowed_networks)
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ssl.SSLContext | None = ssl_context
         self._allow: ClientAllowList | None = None
-        if settings.tls.enabled:
-            self._ssl = ssl_context or server_context(settings.tls)
-            if settings.tls.require_client_cert:
-                self._allow = ClientAllowList.from_settings(settings.tls)
+        if settings.tls.enabled and settings.tls.require_client_cert:
+            self._allow = ClientAllowList.from_settings(settings.tls)
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._conns: set[_Connection] = set()
@@ -173,8 +153,12 @@ class MllpServer:
         return len(self._conns)
 
     async def start(self) -> None:
+        """Load the TLS material (when enabled) and listen. Fails with an ``OSError`` (``ssl.SSLError``
+        included) for a busy port or unreadable certificates; nothing is left open then."""
         if self._server is not None:
             return
+        if self._settings.tls.enabled and self._ssl is None:
+            self._ssl = server_context(self._settings.tls)
         self._server = await asyncio.start_server(
             self._accept,
             host=self._settings.host,
@@ -288,11 +272,7 @@ class _Connection:
         peer: str,
         host: str,
     ) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.peer = peer
-        self.host = host
+        self.server, self.reader, self.writer, self.peer, self.host = server, reader, writer, peer, host
         self.task: asyncio.Task[None] | None = None
         self.queue: asyncio.Queue[_Received | _End] = asyncio.Queue(server._settings.max_pipelined_frames)
         self.reader_task: asyncio.Task[None] | None = None
@@ -340,38 +320,16 @@ class _Connection:
                 await self.reader_task
 
     async def _read(self, framer: MllpFramer) -> None:
-        metrics = self.server._metrics
         end = "eof"
         try:
-            while True:
-                event = await framer.next_event()
-                if event is None:
+            while (event := await framer.next_event()) is not None:
+                stop = await self._received(event)
+                if stop is not None:
+                    end = stop
                     break
-                if isinstance(event, FrameRejected):
-                    metrics.frame_rejected(event.reason)
-                    log.warning("mllp frame from %s discarded: %s (%d bytes)", self.peer, event.reason, event.size)
-                    if event.reason == "partial":
-                        end = "partial_frame"
-                        break
-                    continue
-                if isinstance(event, TooLarge):
-                    metrics.frame_rejected("too_large")
-                    log.warning(
-                        "mllp frame from %s over the limit: %d bytes (max %d)",
-                        self.peer,
-                        event.size,
-                        self.server._limits.max_frame_bytes,
-                    )
-                else:
-                    metrics.frame_received(len(event.payload))
-                await self.queue.put(_Received(event, time.monotonic()))
-                self.queued_bytes += _size(event)
-                while self.queued_bytes >= self.server._settings.max_pipelined_bytes:
-                    self.room.clear()
-                    await self.room.wait()
         except FramingError as exc:
             if isinstance(exc, FrameTimeoutError):
-                metrics.frame_rejected("frame_timeout")
+                self.server._metrics.frame_rejected("frame_timeout")
             log.warning("mllp connection from %s: %s", self.peer, exc.reason)
             end = exc.reason
         except (ConnectionError, OSError) as exc:
@@ -380,6 +338,27 @@ class _Connection:
         except asyncio.CancelledError:
             end = "stopping"
         await self.queue.put(_End(end))
+
+    async def _received(self, event: Frame | TooLarge | FrameRejected) -> str | None:
+        """Queue one framing event for the writer loop (waiting while the read-ahead budget is spent);
+        returns a close reason for a partial frame at the end of the stream."""
+        metrics = self.server._metrics
+        if isinstance(event, FrameRejected):
+            metrics.frame_rejected(event.reason)
+            log.warning("mllp frame from %s discarded: %s (%d bytes)", self.peer, event.reason, event.size)
+            return "partial_frame" if event.reason == "partial" else None
+        if isinstance(event, TooLarge):
+            metrics.frame_rejected("too_large")
+            limit = self.server._limits.max_frame_bytes
+            log.warning("mllp frame from %s over the limit: %d bytes (max %d)", self.peer, event.size, limit)
+        else:
+            metrics.frame_received(len(event.payload))
+        await self.queue.put(_Received(event, time.monotonic()))
+        self.queued_bytes += _size(event)
+        while self.queued_bytes >= self.server._settings.max_pipelined_bytes:
+            self.room.clear()
+            await self.room.wait()
+        return None
 
     async def _answer(self, framer: MllpFramer) -> str:
         settings = self.server._settings
@@ -411,46 +390,46 @@ class _Connection:
         """Answer a run of received frames in order; return a close reason or ``None``."""
         i = 0
         while i < len(run):
+            j = i + 1
             if isinstance(run[i].event, TooLarge):
-                item = run[i]
-                assert isinstance(item.event, TooLarge)
-                reply = None
-                if self.server._oversize is not None:
-                    try:
-                        async with asyncio.timeout(self.server._settings.handler_timeout):
-                            reply = await self.server._oversize.handle_oversize(
-                                item.event.msh_prefix, item.event.size, self.peer
-                            )
-                    except Exception as exc:  # noqa: BLE001 - any intake failure means "no reply"
-                        log.error("mllp oversize handler failed for %s: %s", self.peer, type(exc).__name__)
-                        return "handler_error"
-                if reply is None:
-                    return "too_large"
-                if not await self._write([(reply, item.at)]):
-                    return "write_error"
-                i += 1
-                continue
-            j = i
-            while j < len(run) and isinstance(run[j].event, Frame):
-                j += 1
-            frames = run[i:j]
-            try:
-                replies = await self._call(frames)
-            except TimeoutError:
-                log.error("mllp intake timed out for %d frame(s) from %s", len(frames), self.peer)
-                return "handler_timeout"
-            except Exception as exc:  # noqa: BLE001 - any intake failure means "no reply"
-                log.error(
-                    "mllp intake failed for %d frame(s) from %s: %s",
-                    len(frames),
-                    self.peer,
-                    type(exc).__name__,
-                )
-                return "handler_error"
-            out = [(r, f.at) for r, f in zip(replies, frames, strict=True) if r is not None]
-            if out and not await self._write(out):
-                return "write_error"
+                outcome = await self._answer_oversize(run[i])
+            else:
+                while j < len(run) and isinstance(run[j].event, Frame):
+                    j += 1
+                outcome = await self._answer_frames(run[i:j])
+            if outcome is not None:
+                return outcome
             i = j
+        return None
+
+    async def _answer_oversize(self, item: _Received) -> str | None:
+        event = item.event
+        assert isinstance(event, TooLarge)
+        oversize = self.server._oversize
+        if oversize is None:
+            return "too_large"
+        try:
+            async with asyncio.timeout(self.server._settings.handler_timeout):
+                reply = await oversize.handle_oversize(event.msh_prefix, event.size, self.peer)
+        except Exception as exc:  # noqa: BLE001 - any intake failure means "no reply"
+            log.error("mllp oversize handler failed for %s: %s", self.peer, type(exc).__name__)
+            return "handler_error"
+        if reply is None:
+            return "too_large"
+        return None if await self._write([(reply, item.at)]) else "write_error"
+
+    async def _answer_frames(self, frames: list[_Received]) -> str | None:
+        try:
+            replies = await self._call(frames)
+        except TimeoutError:
+            log.error("mllp intake timed out for %d frame(s) from %s", len(frames), self.peer)
+            return "handler_timeout"
+        except Exception as exc:  # noqa: BLE001 - any intake failure means "no reply"
+            log.error("mllp intake failed for %d frame(s) from %s: %s", len(frames), self.peer, type(exc).__name__)
+            return "handler_error"
+        out = [(r, f.at) for r, f in zip(replies, frames, strict=True) if r is not None]
+        if out and not await self._write(out):
+            return "write_error"
         return None
 
     async def _call(self, frames: list[_Received]) -> list[bytes | None]:

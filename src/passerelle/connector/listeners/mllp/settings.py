@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validato
 
 
 class MllpTlsSettings(BaseModel):
-    """TLS / mutual TLS on the MLLP listener (IHE ATNA secure node, reliability.md §4.1)."""
+    """TLS / mutual TLS on the MLLP listener (IHE ATNA secure node; docs/mllp.md, "TLS and mutual TLS")."""
 
     model_config = ConfigDict(extra="forbid")
 

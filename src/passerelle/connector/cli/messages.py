@@ -1,0 +1,144 @@
+"""``passerelle messages``: browse the journal (every message's journey) and replay what failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from passerelle.connector.admin.browser import Preview, journey, replay_rows, row_summary, select_rows
+from passerelle.connector.cli.common import load, print_json, with_audit, with_journal
+from passerelle.connector.cli.options import ConfigOpt, DataDirOpt, DocumentOpt, PatientOpt, SinceOpt, UntilOpt
+from passerelle.connector.settings import Settings
+from passerelle.queue.audit import AuditStore
+from passerelle.queue.model import Query, Row, State
+from passerelle.queue.ports import Journal
+
+app = typer.Typer(help="Browse the journal: every message's journey; replay what failed.", no_args_is_help=True)
+
+_SHOWN = ("id", "received_at", "channel", "sender", "kind", "message_id", "state", "detail", "attempts",
+          "next_due", "deadline", "document_id", "patient_id", "size")  # fmt: skip
+
+
+@app.command("list")
+def messages_list(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    state: Annotated[list[State] | None, typer.Option(help="Filter by state (repeatable)")] = None,
+    sender: Annotated[str, typer.Option(help="Sender (MSH-3^MSH-4, AE title...)")] = "",
+    patient: PatientOpt = "",
+    document: DocumentOpt = "",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """List journal rows, newest first."""
+    settings = load(config, data_dir=data_dir)
+    query = Query(states=state or (), sender=sender, patient_id=patient, document_id=document, since=since,
+                  until=until, limit=limit)  # fmt: skip
+    rows = asyncio.run(with_journal(settings, lambda j: j.find(query)))
+    summaries = [row_summary(r) for r in rows]
+    if as_json:
+        print_json(summaries)
+        return
+    columns = ("id", "received_at", "channel", "kind", "state", "attempts", "message_id", "document_id", "detail")
+    typer.echo("\t".join(columns))
+    for s in summaries:
+        typer.echo("\t".join(str(s[c]) for c in columns))
+
+
+@app.command("show")
+def messages_show(
+    row_id: Annotated[int, typer.Argument(help="Journal row id")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """A message's whole journey: receipt, ACK, mapping, consent decision, attempts, delivery, business ACK."""
+    settings = load(config, data_dir=data_dir)
+    found = asyncio.run(with_journal(settings, lambda j: journey(j, row_id)))
+    if found is None:
+        typer.echo(f"no message {row_id}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        print_json(found)
+        return
+    for key in _SHOWN:
+        typer.echo(f"{key:12} {found[key]}")
+    typer.echo("journey:")
+    for event in found["events"]:
+        data = f"  {json.dumps(event['data'], ensure_ascii=False)}" if event["data"] else ""
+        typer.echo(f"  {event['at']}  {event['kind']:10} {event['detail']}{data}")
+
+
+@app.command("replay")
+def messages_replay(
+    row_ids: Annotated[list[int] | None, typer.Argument(help="Row ids (or use the filters)")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    state: Annotated[list[State] | None, typer.Option(help="With no ids: rows in these states (default dead)")] = None,
+    sender: Annotated[str, typer.Option()] = "",
+    patient: Annotated[str, typer.Option()] = "",
+    document: Annotated[str, typer.Option()] = "",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm a replay selected by filter")] = False,
+) -> None:
+    """Replay dead-lettered, refused or parked messages. A replay never duplicates a document in the space."""
+    settings = load(config, data_dir=data_dir)
+    selection = Query(states=state or [State.DEAD], sender=sender, patient_id=patient, document_id=document,
+                      limit=limit)  # fmt: skip
+    replay = _Replay(settings, list(row_ids or []), selection, dry_run=dry_run, confirmed=yes)
+    result = asyncio.run(with_journal(settings, replay.run))
+    print_json(result)
+    if "error" in result:
+        raise typer.Exit(1)
+
+
+class _Replay:
+    """One ``messages replay``: the rows named, or the rows a filter selects (confirmed with --yes)."""
+
+    def __init__(self, settings: Settings, ids: list[int], selection: Query, *, dry_run: bool, confirmed: bool):
+        self.settings = settings
+        self.ids = ids
+        self.selection = selection
+        self.dry_run = dry_run
+        self.confirmed = confirmed
+        self.actor = f"cli:{os.environ.get('USER', 'unknown')}"
+
+    async def run(self, journal: Journal) -> dict[str, Any]:
+        ids = self.ids or await select_rows(journal, self.selection)
+        if not self.ids and not self.dry_run and not self.confirmed:
+            return {"error": f"{len(ids)} rows match; add --yes to replay them, or --dry-run to look first"}
+        now = datetime.now(UTC)
+        if self.dry_run:
+            preview = preview_hook(self.settings, journal)
+            return await replay_rows(journal, ids, now=now, actor=self.actor, dry_run=True, preview=preview)
+
+        async def audited(store: AuditStore) -> dict[str, Any]:
+            from passerelle.observability.audit import AuditTrail
+
+            hook = AuditTrail(store).admin_hook(self.actor)
+            return await replay_rows(journal, ids, now=now, actor=self.actor, dry_run=False, audit=hook)
+
+        return await with_audit(self.settings, audited)
+
+
+def preview_hook(settings: Settings, journal: Journal) -> Preview:
+    """What a replay would send: the documents the gateway's own row mapper makes of the row."""
+    from passerelle.connector.parts import build_row_mapper
+    from passerelle.mappings.document import Document
+
+    mapper = build_row_mapper(settings, journal, lambda: datetime.now(UTC))
+
+    async def preview(row: Row) -> dict[str, Any]:
+        mapped = await mapper.map(row)
+        docs = [mapped] if isinstance(mapped, Document) else mapped if isinstance(mapped, list) else []
+        return {"documents": [d.metadata() for d in docs]} if docs else {"handled": getattr(mapped, "detail", "")}
+
+    return preview

@@ -1,0 +1,117 @@
+"""``POST /v1/documents``: one CDA R2 document per request, through the CDA intake (docs/cda-intake.md).
+
+The listener owns what is HTTP: the content type (415), the body size cap checked on
+``Content-Length`` and while streaming, never buffering past it (413), the body deadline (408). Every
+other answer is the intake's verdict through the one reply table: 202/200 with the journal id, or an
+RFC 7807 problem (``application/problem+json``, PHI-free ``detail``, machine-readable ``reason``), with
+``Retry-After`` on 503. A positive answer only after the journal commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from passerelle.connector.intake.cda import CdaIntake
+from passerelle.connector.intake.replies import Outcome, Verdict, http_status, problem_body
+from passerelle.errors import EncodingError, FramingError, ParseError, PasserelleError, TooLargeError
+from passerelle.errors import UnsupportedMessageError as Unsupported
+
+CDA_MEDIA_TYPES = frozenset({"application/xml", "text/xml", "application/hl7-cda+xml"})
+
+
+async def read_capped(request: Request, max_bytes: int) -> bytes:
+    """Read the body, refusing (TooLargeError) as soon as it passes ``max_bytes``; never buffers more."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ParseError("invalid Content-Length", reason="http") from None
+        if size > max_bytes:
+            raise TooLargeError(f"body of {size} bytes exceeds the {max_bytes}-byte cap")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLargeError(f"body exceeds the {max_bytes}-byte cap")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(value: str | None) -> tuple[str, str]:
+    """``(type, charset)`` of a Content-Type header, lower-cased ("" when absent)."""
+    if not value:
+        return "", ""
+    parts = [p.strip() for p in value.split(";")]
+    charset = ""
+    for p in parts[1:]:
+        key, _, val = p.partition("=")
+        if key.strip().lower() == "charset":
+            charset = val.strip().strip('"').lower()
+    return parts[0].lower(), charset
+
+
+def content_type_error(header: str | None) -> PasserelleError | None:
+    media, charset = media_type(header)
+    if media not in CDA_MEDIA_TYPES:
+        message = "Content-Type must be application/xml, text/xml or application/hl7-cda+xml"
+        return Unsupported(message, reason="content_type")
+    if charset.startswith(("utf-16", "utf-32", "ucs")):
+        return EncodingError("UTF-16/UTF-32 XML is not supported; send UTF-8", reason="unsupported_encoding")
+    return None
+
+
+class DocumentsApi:
+    """The ``POST /v1/documents`` route over one :class:`CdaIntake` (channel ``http``)."""
+
+    def __init__(self, intake: CdaIntake) -> None:
+        self.intake = intake
+        self.settings = intake.settings
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        router.add_api_route(
+            "/v1/documents",
+            self.post_document,
+            methods=["POST"],
+            status_code=202,
+            responses={200: {}, 400: {}, 408: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+            summary="Submit one CDA R2 document (application/xml, text/xml, application/hl7-cda+xml)",
+        )
+        return router
+
+    async def post_document(self, request: Request) -> JSONResponse:
+        refusal = content_type_error(request.headers.get("content-type"))
+        if refusal is not None:
+            return self.answer(self.intake.refuse(refusal))
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                raw = await read_capped(request, self.settings.max_bytes)
+        except TimeoutError:
+            timeout = self.settings.body_timeout_s
+            late = FramingError(f"request body not received within {timeout:g} s", reason="body_timeout")
+            return self.answer(self.intake.refuse(late))
+        except PasserelleError as exc:
+            return self.answer(self.intake.refuse(exc))
+        return self.answer(await self.intake.receive(raw))
+
+    def answer(self, verdict: Verdict) -> JSONResponse:
+        status = http_status(verdict)
+        if verdict.positive:
+            body = {
+                "journal_id": verdict.row_id,
+                "document_id": verdict.message_id,
+                "status": "duplicate" if verdict.outcome is Outcome.DUPLICATE else "accepted",
+            }
+            return JSONResponse(body, status_code=status)
+        retry = {"Retry-After": str(self.settings.retry_after_s)} if status == 503 else None
+        return JSONResponse(
+            problem_body(status, verdict.reason, verdict.detail),
+            status_code=status,
+            media_type="application/problem+json",
+            headers=retry,
+        )

@@ -1,0 +1,198 @@
+"""Factories the composition root (:mod:`passerelle.connector.app`) and the CLI share: the journal and
+audit backends, the one row mapper, the intakes and the listeners built from the settings.
+
+Each factory takes what it needs and returns one part, not started. Nothing here starts, stops or
+keeps state: that is :class:`~passerelle.connector.app.Gateway`'s job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from passerelle.adapters.space import PatientSpace
+from passerelle.config.loader import read_secret
+from passerelle.connector.dispatch.consent_gate import PolicyGate
+from passerelle.connector.dispatch.lab import CrBioLabMapper
+from passerelle.connector.dispatch.mapper import RowMapper
+from passerelle.connector.intake.cda import CdaIntake
+from passerelle.connector.intake.dicom import DicomIntake, PatientLookup
+from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
+from passerelle.connector.listeners.dicom_scp import DicomScp
+from passerelle.connector.listeners.folder import FolderWatcher, cda_folder, dicom_folder
+from passerelle.connector.listeners.http.app import build_app
+from passerelle.connector.listeners.http.browser import BrowserApi
+from passerelle.connector.listeners.http.documents import DocumentsApi
+from passerelle.connector.listeners.http.health import HealthApi
+from passerelle.connector.listeners.http.server import HttpListener
+from passerelle.connector.listeners.mllp.handler import MllpHandler
+from passerelle.connector.listeners.mllp.server import MllpServer
+from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetricsBridge
+from passerelle.connector.settings import Settings
+from passerelle.observability.audit import AuditTrail
+from passerelle.observability.metrics import Metrics
+from passerelle.queue.audit import AuditStore
+from passerelle.queue.audit_sqlite import SQLiteAuditStore
+from passerelle.queue.model import AppendResult, Inbound
+from passerelle.queue.ports import IntakeJournal, Journal, ReferenceStore
+from passerelle.queue.sqlite import SQLiteJournal
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- stores -------------------------------------------------------------------------------------------
+
+
+def _dsn(settings: Settings, environ: Mapping[str, str] | None) -> str:
+    dsn = read_secret(settings.journal.dsn_file, settings.journal.dsn_env, dict(environ or os.environ))
+    if not dsn:
+        raise ValueError("journal.backend=postgres: the DSN file or environment variable is empty")
+    return dsn
+
+
+def open_journal(settings: Settings, environ: Mapping[str, str] | None = None) -> Journal:
+    """The configured journal backend (not yet opened)."""
+    if settings.journal.backend == "postgres":
+        from passerelle.queue.postgres import PostgresJournal
+
+        dsn = _dsn(settings, environ)
+        return PostgresJournal(dsn, schema=settings.journal.schema_, max_batch=settings.journal.max_batch)
+    return SQLiteJournal(settings.journal_path, max_batch=settings.journal.max_batch)
+
+
+def open_audit_store(settings: Settings, environ: Mapping[str, str] | None = None) -> AuditStore:
+    """The audit store beside the journal (same SQLite file, or same PostgreSQL database)."""
+    if settings.journal.backend == "postgres":
+        from passerelle.queue.audit_postgres import PostgresAuditStore
+
+        return PostgresAuditStore(_dsn(settings, environ), schema=settings.journal.schema_)
+    return SQLiteAuditStore(settings.journal_path)
+
+
+# --- dispatch -----------------------------------------------------------------------------------------
+
+
+def hl7_settings(settings: Settings) -> Hl7IntakeSettings:
+    return settings.hl7.model_copy(update={"test_environment": settings.test_environment})
+
+
+def build_row_mapper(settings: Settings, journal: ReferenceStore, clock: Clock) -> RowMapper:
+    """THE row mapper: the worker's, and the CLI's replay preview's."""
+    hl7, test_env = hl7_settings(settings), settings.test_environment
+    lab = CrBioLabMapper(journal, settings.lab, hl7, oid_root=settings.oid_root, test_environment=test_env)
+    return RowMapper(
+        journal,
+        hl7,
+        test_environment=test_env,
+        clock=clock,
+        oid_root=settings.oid_root,
+        dicom_site=settings.dicom.site.to_site(),
+        lab_mapper=lab,
+    )
+
+
+def build_gate(settings: Settings, journal: Journal, space: PatientSpace, metrics: Metrics) -> PolicyGate:
+    return PolicyGate(journal, journal, space, settings, metrics=metrics)
+
+
+# --- intake -------------------------------------------------------------------------------------------
+
+
+class WakingJournal:
+    """The intakes' journal append: wakes the dispatch worker once the commit returned."""
+
+    def __init__(self, journal: IntakeJournal, wake: Callable[[], None]) -> None:
+        self._journal = journal
+        self._wake = wake
+
+    async def append(self, items: Sequence[Inbound]) -> list[AppendResult]:
+        results = await self._journal.append(items)
+        self._wake()
+        return results
+
+
+def build_mllp(settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock) -> MllpServer | None:
+    if not settings.mllp.enabled:
+        return None
+    intake = Hl7Intake(journal.append, hl7_settings(settings), metrics=IntakeMetricsBridge(metrics), clock=clock)
+    handler = MllpHandler(intake, metrics)
+    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
+
+
+def patient_lookup(store: ReferenceStore) -> PatientLookup:
+    """The site's local patient id -> INS map, per sender then for every sender (``*``)."""
+
+    async def lookup(sender: str, local_id: str) -> tuple[str, str] | None:
+        return await store.patient_map_get(sender, local_id) or await store.patient_map_get("*", local_id)
+
+    return lookup
+
+
+def dicom_intake(
+    settings: Settings, journal: IntakeJournal, store: ReferenceStore, metrics: Metrics, clock: Clock, *, folder: bool
+) -> DicomIntake:
+    channel = "folder" if folder else "dicom"
+    return DicomIntake(
+        journal.append,
+        channel=channel,
+        test_environment=settings.test_environment,
+        site=settings.dicom.site.to_site(),
+        max_bytes=settings.dicom_folder.max_file_bytes if folder else settings.dicom.max_dataset_bytes,
+        sender=settings.dicom_folder.sender if folder else "",
+        patient_lookup=patient_lookup(store),
+        metrics=IntakeMetricsBridge(metrics, channel),
+        clock=clock,
+    )
+
+
+def cda_intake(
+    settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock, *, folder: bool
+) -> CdaIntake:
+    cda = settings.cda.model_copy(update={"test_environment": settings.test_environment})
+    channel, sender = ("folder", cda.folder_sender) if folder else ("http", cda.sender)
+    return CdaIntake(
+        journal.append, cda, channel=channel, sender=sender, metrics=IntakeMetricsBridge(metrics, channel), clock=clock
+    )
+
+
+def build_side_listeners(
+    settings: Settings, journal: IntakeJournal, store: ReferenceStore, metrics: Metrics, audit: AuditTrail, clock: Clock
+) -> tuple[DicomScp | None, list[FolderWatcher]]:
+    """The DICOM SCP and the watched folders the settings enable."""
+    scp = None
+    if settings.dicom.enabled:
+        scp = DicomScp(settings.dicom, dicom_intake(settings, journal, store, metrics, clock, folder=False))
+    folders = []
+    if settings.cda.enabled and settings.cda.folder is not None:
+        intake = cda_intake(settings, journal, metrics, clock, folder=True)
+        folders.append(FolderWatcher(cda_folder(settings.cda), intake, audit=audit))
+    if settings.dicom_folder.enabled:
+        intake_d = dicom_intake(settings, journal, store, metrics, clock, folder=True)
+        folders.append(FolderWatcher(dicom_folder(settings.dicom_folder), intake_d, audit=audit))
+    return scp, folders
+
+
+def build_http(
+    settings: Settings,
+    *,
+    journal: Journal,
+    intake_journal: IntakeJournal,
+    metrics: Metrics,
+    audit: AuditTrail,
+    readiness: Callable[[], str],
+    wake: Callable[[], None],
+    clock: Clock,
+) -> HttpListener:
+    """The HTTP listener: health, metrics, the browser API and (when enabled) CDA intake."""
+    routers = [
+        HealthApi(readiness, metrics.registry).router(),
+        BrowserApi(journal, wake, clock, settings.http.admin_token_file, audit).router(),
+    ]
+    if settings.cda.enabled:
+        routers.append(DocumentsApi(cda_intake(settings, intake_journal, metrics, clock, folder=False)).router())
+    return HttpListener(build_app(routers), settings.http.host, settings.http.port)
