@@ -14,6 +14,7 @@ import pytest
 
 from passerelle.connector.listeners.dicom_scp import DicomScp, DicomSettings
 from passerelle.queue.model import AppendResult, Inbound
+from tests.integration.test_dicom_scp import scp_for
 
 ECHOSCU = shutil.which("echoscu")
 pytestmark = pytest.mark.skipif(ECHOSCU is None, reason="dcmtk echoscu not installed (apt dcmtk; .ci/run installs it)")
@@ -25,7 +26,7 @@ async def _nothing_stored(items: Sequence[Inbound]) -> list[AppendResult]:
 
 @pytest.fixture
 async def scp() -> AsyncIterator[DicomScp]:
-    scp = DicomScp(DicomSettings(port=0, allowed_calling_ae_titles=["PACS"]), _nothing_stored, test_environment=True)
+    scp = scp_for(DicomSettings(port=0, allowed_calling_ae_titles=["PACS"]), _nothing_stored)
     await scp.start()
     try:
         yield scp

@@ -155,7 +155,9 @@ def build_gateway(
     journal = journal or open_journal(settings)
     audit_store = open_audit_store(settings)
     audit = AuditTrail(audit_store, clock, transport=settings.space.transport.value)
-    space = space or build_space(settings.space.model_copy(update={"test_environment": settings.test_environment}), metrics)
+    space = space or build_space(
+        settings.space.model_copy(update={"test_environment": settings.test_environment}), metrics
+    )
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings(settings), metrics, clock)
     mapper, gate = build_row_mapper(settings, journal, clock), build_gate(settings, journal, space, metrics)
     worker = DispatchWorker(
