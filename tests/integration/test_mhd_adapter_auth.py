@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from passerelle.adapters.mhd import MhdSpace, SpaceAuth, SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome
 from passerelle.errors import RemoteCredentialError, RemoteTransientError
-from passerelle.mappings.mhd.bundle import SpaceState
+from passerelle.adapters.space import SpaceState
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.app import create_app
 from passerelle.sandbox.testing import running_sandbox

@@ -19,7 +19,7 @@ from passerelle.errors import (
     RemoteTransientError,
 )
 from passerelle.mappings.document import Flags, confidentiality_code
-from passerelle.mappings.mhd.bundle import SpaceState
+from passerelle.adapters.space import SpaceState
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.space_docs import AUTHOR_ID, INS, INS_2, deletion, document, patient, replacement

@@ -25,7 +25,7 @@ from passerelle.errors import (
     RemoteRejectedError,
     RemoteTransientError,
 )
-from passerelle.mappings.mhd.bundle import SpaceState
+from passerelle.adapters.space import SpaceState
 from tests.support.space_docs import AUTHOR_ID, INS, deletion, document, patient, replacement
 
 BASE = "http://space.test/fhir"

@@ -38,7 +38,14 @@ from urllib.parse import quote_plus
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt
+from passerelle.adapters.mhd_answers import (
+    MalformedAnswerError,
+    is_operation_outcome,
+    outcome_code,
+    parse_status,
+    parse_transaction_response,
+)
+from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt, SpaceStatus
 from passerelle.errors import (
     IdentityError,
     RemoteAmbiguousError,
@@ -48,18 +55,7 @@ from passerelle.errors import (
 )
 from passerelle.mappings.document import Action, Code, Document, Patient
 from passerelle.mappings.identity.ins import allowed_ins_oids
-from passerelle.mappings.mhd.bundle import (
-    MalformedAnswerError,
-    SpaceStatus,
-    SubmissionInfo,
-    build_provide_bundle,
-    deletion_identifier,
-    derived_oid,
-    is_operation_outcome,
-    outcome_code,
-    parse_status,
-    parse_transaction_response,
-)
+from passerelle.mappings.mhd.bundle import SubmissionInfo, build_provide_bundle, deletion_identifier, derived_oid
 
 log = logging.getLogger(__name__)
 
