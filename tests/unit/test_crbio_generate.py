@@ -36,7 +36,7 @@ from passerelle.mappings.lab import (
     to_document,
     unique_id_for,
 )
-from passerelle.mappings.lab.ids import MAX_OID_LENGTH, is_oid
+from passerelle.mappings.document import MAX_OID_LENGTH, is_oid
 from passerelle.mappings.samples.lab import (
     PRESCRIBED,
     SAMPLE_LAB,

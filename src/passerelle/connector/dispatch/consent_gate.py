@@ -15,7 +15,7 @@ from passerelle.consent.inputs import RegistryEntry, SpaceState, SpaceView
 from passerelle.consent.policy import ConsentContext, Decision, Outcome, decide
 from passerelle.consent.rules import DEFAULT_RULES, SiteRules, load_rules
 from passerelle.errors import PasserelleError, TransientError
-from passerelle.mappings.cda.reader import parse_cda
+from passerelle.mappings.cda.safe_xml import parse_cda
 from passerelle.mappings.document import Document, IdentityStatus
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.model import Row, State

@@ -49,7 +49,8 @@ from passerelle.errors import (
     TransientError,
     ValidationError,
 )
-from passerelle.mappings.cda.reader import CdaLimits, map_cda, map_cda_document
+from passerelle.mappings.cda.reader import map_cda, map_cda_document
+from passerelle.mappings.cda.safe_xml import CdaLimits
 from passerelle.mappings.document import Document
 from passerelle.queue.model import AppendResult, Inbound
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from passerelle.errors import MappingError, ParseError, PasserelleError, UnsupportedMessageError, ValidationError
-from passerelle.mappings.cda.reader import DEFAULT_LIMITS, CdaLimits, document_from_cda, parse_cda
+from passerelle.mappings.cda.reader import document_from_cda
+from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS, CdaLimits, parse_cda
 from passerelle.mappings.document import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
