@@ -12,6 +12,7 @@ from passerelle.adapters.mhd_answers import (
 )
 from passerelle.adapters.space import SpaceState
 
+
 def test_parse_status() -> None:
     body = {
         "resourceType": "Parameters",

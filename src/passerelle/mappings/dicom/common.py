@@ -266,6 +266,37 @@ def person_name(ds: Dataset, keyword: str) -> tuple[str, str]:
     return family, given
 
 
+@dataclass(frozen=True)
+class RequestIds:
+    """The request an object answers: accession number and placer order, each with its issuer OID."""
+
+    accession: str = ""
+    accession_issuer: str = ""
+    order: str = ""
+    order_issuer: str = ""
+
+
+def _issuer(seq: Any) -> str:
+    return next((uid for item in seq or () if (uid := text(item, "UniversalEntityID"))), "")
+
+
+def request_ids(ds: Dataset, study_uid: str = "") -> RequestIds:
+    """Accession (0008,0050, else the request's) and placer order of the Referenced Request Sequence;
+    ``study_uid`` keeps only the requests of that study."""
+    accession = text(ds, "AccessionNumber")
+    issuers = [_issuer(ds.get("IssuerOfAccessionNumberSequence"))]
+    order = order_issuer = ""
+    for req in ds.get("ReferencedRequestSequence") or ():
+        if study_uid and text(req, "StudyInstanceUID") not in ("", study_uid):
+            continue
+        accession = accession or text(req, "AccessionNumber")
+        issuers.append(_issuer(req.get("IssuerOfAccessionNumberSequence")))
+        if not order:
+            order = text(req, "PlacerOrderNumberImagingServiceRequest")
+            order_issuer = _issuer(req.get("OrderPlacerIdentifierSequence"))
+    return RequestIds(accession, next((i for i in issuers if i), ""), order, order_issuer)
+
+
 # --- identity -------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from passerelle.errors import MappingError
 from passerelle.mappings.document import Action, Document, Provenance
-from passerelle.mappings.lab.cda import build_cda
+from passerelle.mappings.lab.cda import build_crbio_cda
 from passerelle.mappings.lab.document import to_document
 from passerelle.mappings.lab.model import LabReport
 from passerelle.mappings.lab.oru import OruContext, _parse_message, _segments, from_oru, order_numbers
@@ -24,7 +24,7 @@ def generate(report: LabReport) -> Generated:
     if report.action is Action.DELETE:
         return Generated(cda=b"", pdf=b"")
     pdf = render_pdf(report)
-    return Generated(cda=build_cda(report, pdf), pdf=pdf)
+    return Generated(cda=build_crbio_cda(report, pdf), pdf=pdf)
 
 
 def series_key(message: str, sender: str = "") -> str:

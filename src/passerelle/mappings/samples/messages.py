@@ -16,12 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from xml.sax.saxutils import escape as xml_escape
 
+from lxml import etree
+
+from passerelle.mappings.cda import writer as w
 from passerelle.mappings.document import INS_NIR_TEST_OID, Flags
 from passerelle.mappings.hl7v2.ack import escape as hl7_escape
 from passerelle.mappings.hl7v2.decode import CHARSETS, DEFAULT_DELIMITERS
 from passerelle.mappings.identity.ins import with_key
+from passerelle.mappings.lab.cda import TITLE as LAB_TITLE
+from passerelle.mappings.lab.cda import TYPE_CODE as LAB_TYPE_CODE
+from passerelle.mappings.lab.model import BIOLOGIST, FACILITY_LAB
+from passerelle.mappings.samples.lab import CHEMISTRY
 
 _FAMILY = (
     "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY",
@@ -37,6 +43,7 @@ _PLACES = (("75056", "PARIS"), ("69123", "LYON"), ("13055", "MARSEILLE"), ("3155
 ORU_ACTIONS = {"NW": "F", "RO": "C", "CA": "D"}
 MDM_TRIGGERS = {"T02": ("NW", "F"), "T10": ("RO", "C"), "T04": ("CA", "D")}
 LAB_TYPE = ("11502-2", "CR d'examens biologiques", "LN")
+
 SENDER_RPPS = "810101010101"  # synthetic IdNat_PS (8 + 11 digits)
 SENDER_FINESS = "1750000000"  # synthetic IdNat_Struct (1 + FINESS)
 IPP_OID = "1.2.250.1.999.1.1"  # synthetic facility arc used for IPPs and visit numbers
@@ -129,10 +136,6 @@ def _ts(now: datetime) -> str:
     return now.strftime("%Y%m%d%H%M%S")
 
 
-def _cda_ts(now: datetime) -> str:
-    return now.strftime("%Y%m%d%H%M%S") + (now.strftime("%z") or "+0000")
-
-
 def _flags_obx(flags: Flags, start: int, value_type: str) -> list[str]:
     yn = "expandedYes-NoIndicator"
     rows = [
@@ -204,7 +207,7 @@ def build_oru(
     flags = flags if flags is not None else Flags(ack_reception=True)
     status = ORU_ACTIONS[order_control]
     if cda is None:
-        cda = build_cda(
+        cda = build_sample_cda(
             now=now, patient=patient, document_id=document_id, set_id=set_id, version=version,
             sender=sender, replaces=replaces,
         )  # fmt: skip
@@ -246,7 +249,9 @@ def build_mdm(
     sender = sender or Sender()
     flags = flags if flags is not None else Flags(ack_reception=True)
     order_control, status = MDM_TRIGGERS[trigger]
-    cda = build_cda(now=now, patient=patient, document_id=document_id, set_id=set_id, sender=sender, replaces=replaces)
+    cda = build_sample_cda(
+        now=now, patient=patient, document_id=document_id, set_id=set_id, sender=sender, replaces=replaces
+    )
     b64 = base64.b64encode(cda).decode("ascii")
     code, label, system = LAB_TYPE
     ts = _ts(now)
@@ -320,7 +325,7 @@ def build_adt_consent(
     return _encode(segments, charset, separator)
 
 
-def build_cda(
+def build_sample_cda(
     *,
     now: datetime,
     patient: SyntheticPatient,
@@ -335,66 +340,57 @@ def build_cda(
     legalAuthenticator, documentationOf/serviceEvent/performer, componentOf/encompassingEncounter
     (healthCareFacility SA25), setId, versionNumber, confidentialityCode N."""
     s = sender or Sender()
-    x = xml_escape
-    ts = _cda_ts(now)
-    person = (
-        f'<id root="1.2.250.1.71.4.2.1" extension="{x(s.rpps)}"/>'
-        '<code code="G15_10/SM03" displayName="Médecin - Biologie médicale (SM)" codeSystem="1.2.250.1.213.1.1.4.5"/>'
-        f'<addr><city>PARIS</city></addr><telecom value="tel:0100000000" use="WP"/>'
-        f"<assignedPerson><name><given>{x(s.given)}</given><family>{x(s.family)}</family></name></assignedPerson>"
+    organisation = w.Organisation(id=s.finess, name=s.organisation)
+    biologist = w.Professional(
+        id=s.rpps,
+        family=s.family,
+        given=s.given,
+        role=BIOLOGIST,
+        address=w.Address(city="PARIS"),
+        telecom=("tel:0100000000",),
+        organisation=organisation,
     )
-    org = f'<id root="1.2.250.1.71.4.2.2" extension="{x(s.finess)}"/><name>{x(s.organisation)}</name>'
-    related = (
-        f'<relatedDocument typeCode="RPLC"><parentDocument><id root="{x(replaces)}"/></parentDocument></relatedDocument>'
-        if replaces
-        else ""
+    doc = w.new_document()
+    w.header(doc, w.Header((), document_id, LAB_TYPE_CODE, LAB_TITLE, now, set_id, version))
+    w.record_target(doc, _record_target(patient))
+    w.author(doc, now, biologist)
+    w.custodian(doc, organisation)
+    w.legal_authenticator(doc, now, biologist)
+    event = w.service_event(doc)
+    w.code(event, "code", CHEMISTRY)
+    w.span(event, now, now)
+    w.performer(event, biologist)
+    w.related_document(doc, replaces)
+    w.encompassing_encounter(doc, now, FACILITY_LAB)
+    section = w.el(w.el(w.el(w.el(doc, "component"), "structuredBody"), "component"), "section")
+    w.code(section, "code", CHEMISTRY)
+    w.el(section, "title", CHEMISTRY.display)
+    _results_table(w.el(section, "text"))
+    return w.serialise(doc, pretty=True)
+
+
+def _record_target(patient: SyntheticPatient) -> w.RecordTarget:
+    return w.RecordTarget(
+        ids=((patient.ins_oid, patient.ins), (IPP_OID, patient.ipp)),
+        birth_family=patient.family,
+        birth_given_names=patient.given_all,
+        first_birth_given=patient.given,
+        sex=patient.sex,
+        birth_date=patient.birth_date,
+        birthplace=w.Birthplace(county=patient.birth_place, city=patient.birth_city),
     )
-    given_all = x(patient.given_all)
-    xml = f"""<?xml version="1.0" encoding="UTF-8"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-<realmCode code="FR"/>
-<typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>
-<templateId root="2.16.840.1.113883.2.8.2.1"/>
-<templateId root="1.2.250.1.213.1.1.1.1"/>
-<id root="{x(document_id)}"/>
-<code code="11502-2" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="CR d'examens biologiques"/>
-<title>Compte rendu d'examens biologiques</title>
-<effectiveTime value="{ts}"/>
-<confidentialityCode code="N" displayName="Normal" codeSystem="2.16.840.1.113883.5.25"/>
-<languageCode code="fr-FR"/>
-<setId root="{x(set_id)}"/>
-<versionNumber value="{version}"/>
-<recordTarget><patientRole>
-<id root="{x(patient.ins_oid)}" extension="{x(patient.ins)}"/>
-<id root="{IPP_OID}" extension="{x(patient.ipp)}"/>
-<patient classCode="PSN">
-<name><family qualifier="BR">{x(patient.family)}</family><given>{given_all}</given><given qualifier="BR">{x(patient.given)}</given></name>
-<administrativeGenderCode code="{patient.sex}" codeSystem="2.16.840.1.113883.5.1"/>
-<birthTime value="{patient.birth_date}"/>
-<birthplace><place><addr><county>{patient.birth_place}</county><city>{x(patient.birth_city)}</city></addr></place></birthplace>
-</patient></patientRole></recordTarget>
-<author><time value="{ts}"/><assignedAuthor>{person}<representedOrganization>{org}</representedOrganization></assignedAuthor></author>
-<custodian><assignedCustodian><representedCustodianOrganization>{org}</representedCustodianOrganization></assignedCustodian></custodian>
-<legalAuthenticator><time value="{ts}"/><signatureCode code="S"/><assignedEntity>{person}<representedOrganization>{org}</representedOrganization></assignedEntity></legalAuthenticator>
-<documentationOf><serviceEvent>
-<code code="18719-5" displayName="Biochimie" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"/>
-<effectiveTime><low value="{ts}"/><high value="{ts}"/></effectiveTime>
-<performer typeCode="PRF"><assignedEntity>{person}<representedOrganization>{org}</representedOrganization></assignedEntity></performer>
-</serviceEvent></documentationOf>
-{related}<componentOf><encompassingEncounter>
-<effectiveTime><low value="{ts}"/></effectiveTime>
-<location><healthCareFacility><code code="SA25" displayName="Laboratoire de biologie médicale" codeSystem="1.2.250.1.71.4.2.4"/></healthCareFacility></location>
-</encompassingEncounter></componentOf>
-<component><structuredBody><component><section>
-<code code="18719-5" displayName="Biochimie" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"/>
-<title>Biochimie</title>
-<text><table><thead><tr><th>Examen</th><th>Résultat</th><th>Unité</th><th>Valeurs de référence</th></tr></thead>
-<tbody><tr><td>Sodium</td><td>140</td><td>mmol/L</td><td>135-145</td></tr>
-<tr><td>Potassium</td><td>4,1</td><td>mmol/L</td><td>3,5-5,0</td></tr></tbody></table></text>
-</section></component></structuredBody></component>
-</ClinicalDocument>
-"""
-    return xml.encode("utf-8")
+
+
+def _results_table(text: etree._Element) -> None:
+    table = w.el(text, "table")
+    head = w.el(w.el(table, "thead"), "tr")
+    for title in ("Examen", "Résultat", "Unité", "Valeurs de référence"):
+        w.el(head, "th", title)
+    body = w.el(table, "tbody")
+    for cells in (("Sodium", "140", "mmol/L", "135-145"), ("Potassium", "4,1", "mmol/L", "3,5-5,0")):
+        row = w.el(body, "tr")
+        for cell in cells:
+            w.el(row, "td", cell)
 
 
 @dataclass(frozen=True, slots=True)
