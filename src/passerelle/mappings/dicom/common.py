@@ -340,6 +340,52 @@ def _ins_oid(issuer: str, qualifiers: Any, test_environment: bool) -> str:
     return oid
 
 
+def _carried_ins(ds: Dataset, test_environment: bool) -> tuple[str, str, str]:
+    """(INS, OID, location) of the first identifier with an INS issuer: PatientID, then the Other
+    Patient IDs Sequence; empty when none."""
+    candidates: list[tuple[str, str, Any, str]] = [
+        (
+            text(ds, "PatientID"),
+            text(ds, "IssuerOfPatientID"),
+            ds.get("IssuerOfPatientIDQualifiersSequence"),
+            "0010,0020",
+        )
+    ]
+    candidates += [
+        (
+            text(item, "PatientID"),
+            text(item, "IssuerOfPatientID"),
+            item.get("IssuerOfPatientIDQualifiersSequence"),
+            "0010,1002",
+        )
+        for item in ds.get("OtherPatientIDsSequence") or ()
+    ]
+    for value, issuer, qualifiers, location in candidates:
+        oid = _ins_oid(issuer, qualifiers, test_environment) if value else ""
+        if oid:
+            return value.upper(), oid, location
+    return "", "", ""
+
+
+def _mapped_ins(
+    ds: Dataset, patient_id_map: Mapping[str, tuple[str, str]] | None, test_environment: bool
+) -> tuple[str, str, str]:
+    """(INS, OID, location) the site maps the local PatientID to (key with the issuer first); empty when none."""
+    pid, issuer = text(ds, "PatientID"), text(ds, "IssuerOfPatientID")
+    if not pid or not patient_id_map:
+        return "", "", ""
+    mapped = (patient_id_map.get(f"{pid}^^^{issuer}") if issuer else None) or patient_id_map.get(pid)
+    if mapped is None:
+        return "", "", ""
+    ins, oid = mapped[0].strip().upper(), mapped[1].strip()
+    if oid not in allowed_ins_oids(test_environment):
+        raise IdentityError(
+            "identity not qualified: mapped INS assigning authority not accepted in this environment",
+            location="patient_id_map",
+        )
+    return ins, oid, "patient_id_map"
+
+
 def resolve_patient(
     ds: Dataset,
     *,
@@ -355,56 +401,26 @@ def resolve_patient(
     PACS and RIS write the INS into PatientID only for qualified identities (DRIM-M), and a mapped
     local id comes from the site's identity feed, which holds only qualified identities.
     """
-    pid = text(ds, "PatientID")
-    issuer = text(ds, "IssuerOfPatientID")
-    candidates: list[tuple[str, str, Any, str]] = [
-        (pid, issuer, ds.get("IssuerOfPatientIDQualifiersSequence"), "0010,0020")
-    ]
-    for item in ds.get("OtherPatientIDsSequence") or ():
-        candidates.append(
-            (
-                text(item, "PatientID"),
-                text(item, "IssuerOfPatientID"),
-                item.get("IssuerOfPatientIDQualifiersSequence"),
-                "0010,1002",
-            )
-        )
-    ins, oid, location = "", "", ""
-    for value, cand_issuer, qualifiers, loc in candidates:
-        if not value:
-            continue
-        cand_oid = _ins_oid(cand_issuer, qualifiers, test_environment)
-        if cand_oid:
-            ins, oid, location = value.upper(), cand_oid, loc
-            break
-    if not ins and pid and patient_id_map:
-        mapped = None
-        if issuer:
-            mapped = patient_id_map.get(f"{pid}^^^{issuer}")
-        if mapped is None:
-            mapped = patient_id_map.get(pid)
-        if mapped is not None:
-            ins, oid, location = mapped[0].strip().upper(), mapped[1].strip(), "patient_id_map"
-            if oid not in allowed_ins_oids(test_environment):
-                raise IdentityError(
-                    "identity not qualified: mapped INS assigning authority not accepted in this environment",
-                    location=location,
-                )
+    ins, oid, location = _carried_ins(ds, test_environment)
+    if not ins:
+        ins, oid, location = _mapped_ins(ds, patient_id_map, test_environment)
     if not ins:
         raise IdentityError(
             "identity not qualified: PatientID is not an INS and no INS is mapped for it", location="0010,0020"
         )
     if not is_valid_nir(ins):
         raise IdentityError("identity not qualified: INS fails the NIR format or key check", location=location)
+    pid = text(ds, "PatientID")
     family, given = person_name(ds, "PatientName")
     sex = text(ds, "PatientSex").upper()
     local_id = pid if pid.upper() != ins else ""
+    qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
     return Patient(
         ins=ins,
         ins_oid=oid,
         identity_status=IdentityStatus.QUALIFIED,
         local_id=local_id,
-        local_id_oid=_issuer_oid(issuer, ds.get("IssuerOfPatientIDQualifiersSequence")) if local_id else "",
+        local_id_oid=_issuer_oid(text(ds, "IssuerOfPatientID"), qualifiers) if local_id else "",
         family=family,
         given=given,
         birth_date=text(ds, "PatientBirthDate"),
