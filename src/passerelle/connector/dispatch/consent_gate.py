@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -44,24 +45,24 @@ def result_codes(doc: Document) -> frozenset[str]:
     return frozenset(code for code in found if code)
 
 
+@dataclass(eq=False)
 class PolicyGate:
-    """The worker's ``ConsentGate``: remote status (cached), local registry, site rules → decision."""
+    """The worker's ``ConsentGate``: remote status (cached), local registry, site rules → decision.
 
-    def __init__(
-        self,
-        registry: ReferenceStore,
-        history: DispatchJournal,
-        space: PatientSpace,
-        settings: Settings,
-        *,
-        metrics: Metrics,
-    ) -> None:
-        self.registry = registry
-        self.history = history
-        self.space = space
-        self.rules = load_site_rules(settings.consent.rules_file)
-        self.metrics = metrics
-        self.cache: TTLCache[tuple[str, str], SpaceStatus] = TTLCache(settings.consent.status_ttl_s, time.monotonic)
+    The site rules file is read once, at construction."""
+
+    registry: ReferenceStore
+    history: DispatchJournal
+    space: PatientSpace
+    settings: Settings
+    _: KW_ONLY
+    metrics: Metrics
+    rules: SiteRules = field(init=False)
+    cache: TTLCache[tuple[str, str], SpaceStatus] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rules = load_site_rules(self.settings.consent.rules_file)
+        self.cache = TTLCache(self.settings.consent.status_ttl_s, time.monotonic)
 
     async def decide(self, doc: Document, row: Row, now: datetime, *, no_space_at_delivery: bool = False) -> Decision:
         qualified = bool(doc.patient.ins) and doc.patient.identity_status is IdentityStatus.QUALIFIED

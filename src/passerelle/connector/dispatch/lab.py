@@ -7,6 +7,7 @@ correction becomes a replacement, and records the new version.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -71,22 +72,17 @@ class LabSettings(BaseModel):
         return self.senders.get(sender) or self.senders.get(sender.split("^", 1)[0])
 
 
+@dataclass(eq=False)
 class CrBioLabMapper:
-    def __init__(
-        self,
-        journal: ReferenceStore,
-        settings: LabSettings,
-        hl7: Hl7IntakeSettings,
-        *,
-        oid_root: str,
-        test_environment: bool,
-    ) -> None:
-        self.journal = journal
-        self.settings = settings
-        self.hl7 = hl7
-        self.oid_root = oid_root
-        self.test_environment = test_environment
-        self._tables: dict[str, LoincTable | None] = {}
+    """The row mapper's ``LabMapper``: a sender's LAB-3 results → its laboratory's CR-BIO document."""
+
+    journal: ReferenceStore
+    settings: LabSettings
+    hl7: Hl7IntakeSettings
+    _: KW_ONLY
+    oid_root: str
+    test_environment: bool
+    _tables: dict[str, LoincTable | None] = field(default_factory=dict, init=False)
 
     def _table(self, sender: str) -> LoincTable | None:
         if sender not in self._tables:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -89,39 +89,26 @@ class WorkerStats:
     by_state: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
 class DispatchWorker:
     """Claims due lanes and settles their head rows; ``concurrency`` lanes are worked at once."""
 
-    def __init__(
-        self,
-        journal: DispatchJournal,
-        mapper: Mapper,
-        consent: ConsentGate,
-        space: Space,
-        settings: WorkerSettings,
-        metrics: Metrics,
-        *,
-        audit: AuditSink | None = None,
-        notifier: Notifier | None = None,
-        clock: Clock,
-        name: str = "worker",
-        rng: random.Random | None = None,
-    ) -> None:
-        self.journal = journal
-        self.mapper = mapper
-        self.consent = consent
-        self.space = space
-        self.settings = settings
-        self.metrics = metrics
-        self.audit = audit
-        self.notifier = notifier
-        self.clock = clock
-        self.name = name
-        self.rng = rng or random.Random()
-        self.stats = WorkerStats()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
+    journal: DispatchJournal
+    mapper: Mapper
+    consent: ConsentGate
+    space: Space
+    settings: WorkerSettings
+    metrics: Metrics
+    _: KW_ONLY
+    clock: Clock
+    audit: AuditSink | None = None
+    notifier: Notifier | None = None
+    name: str = "worker"
+    rng: random.Random = field(default_factory=random.Random)
+    stats: WorkerStats = field(default_factory=lambda: WorkerStats(), init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     # --- lifecycle --------------------------------------------------------------------------------
 

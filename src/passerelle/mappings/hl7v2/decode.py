@@ -70,10 +70,8 @@ def split(value: str, sep: str) -> list[str]:
     return out
 
 
-class UnsupportedCharsetError(UnsupportedMessageError):
+class UnsupportedCharsetError(UnsupportedMessageError, reason="unsupported_charset"):
     """UTF-16/UTF-32 or an MSH-18 value we do not decode (ERR-3 203)."""
-
-    reason = "unsupported_charset"
 
 
 @dataclass(frozen=True, slots=True)
