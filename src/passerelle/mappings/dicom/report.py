@@ -67,6 +67,16 @@ SNOMED = "2.16.840.1.113883.6.96"
 DICOM_UID_SYSTEM = "1.2.840.10008.2.6.1"
 UNKNOWN = "INCONNU"
 UNKNOWN_ORGANISATION = "Structure non renseignée"
+RESULTS_SECTION = (
+    ("2.16.840.1.113883.10.20.6.1.2", "1.2.250.1.213.1.1.2.208"),
+    Code(code="59776-5", system=LOINC, display="Résultats de l'acte"),
+    "Résultats",
+)
+CONCLUSION_SECTION = (
+    ("1.2.840.10008.9.5", "1.2.250.1.213.1.1.2.209"),
+    Code(code="19005-8", system=LOINC, display="Conclusions"),
+    "Conclusion",
+)
 REF_STUDY = "urn:ihe:iti:xds:2016:studyInstanceUID"
 REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
 REF_ORDER = "urn:ihe:iti:xds:2013:order"
@@ -362,23 +372,13 @@ def _series_act(study: etree._Element, uid: str, modality: str, instances: list[
 def _body(doc: etree._Element, head: ImagingHeader, report: Report) -> None:
     body = w.el(w.el(doc, "component"), "structuredBody")
     _catalogue(_technique(body, head, report), head, report)
-    if report.findings:
-        _section(
-            body,
-            ("2.16.840.1.113883.10.20.6.1.2", "1.2.250.1.213.1.1.2.208"),
-            Code(code="59776-5", system=LOINC, display="Résultats de l'acte"),
-            "Résultats",
-            report.findings,
-            doc_uid=head.unique_id,
-        )
-    _section(
-        body,
-        ("1.2.840.10008.9.5", "1.2.250.1.213.1.1.2.209"),
-        Code(code="19005-8", system=LOINC, display="Conclusions"),
-        "Conclusion",
-        report.conclusion,
-        doc_uid=head.unique_id,
-    )
+    # FR-DICOM-Resultats when the SR has findings; FR-DICOM-Conclusion always (read_report requires one)
+    for (templates, code, title), paragraphs in (
+        (RESULTS_SECTION, report.findings),
+        (CONCLUSION_SECTION, report.conclusion),
+    ):
+        if paragraphs:
+            _section(body, templates, code, title, paragraphs, doc_uid=head.unique_id)
 
 
 def build_imaging_cda(head: ImagingHeader, report: Report, *, patient: Patient, site: DicomSite) -> bytes:

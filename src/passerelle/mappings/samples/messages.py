@@ -180,6 +180,35 @@ def _prt_sender(sender: Sender) -> str:
     )
 
 
+#: MSH-21 of the volet "Transmission de document(s) CDA en HL7v2" V2.1.
+VOLET_PROFILE = "2.1^CISIS_CDA_HL7_V2"
+
+
+def _msh(
+    sender: Sender, ts: str, message_type: str, control_id: str, version: str, charset: str, profile: str = ""
+) -> str:
+    return (
+        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
+        f"{sender.receiver_facility}|{ts}||{message_type}|{control_id}|P|{version}|||||FRA|{charset}"
+        + (f"|||{profile}" if profile else "")
+    )
+
+
+def _pv1(patient: SyntheticPatient, sender: Sender, patient_class: str = "O") -> str:
+    return f"PV1|1|{patient_class}|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN"
+
+
+def _order_numbers(control_id: str, sender: Sender) -> str:
+    """ORC-2/OBR-2 (placer) and ORC-3/OBR-3 (filler) of the synthetic order."""
+    return f"P{control_id}^{sender.application}|F{control_id}^{sender.facility}"
+
+
+def _document_obx(cda: bytes, status: str, text: str) -> str:
+    code, label, system = LAB_TYPE
+    b64 = base64.b64encode(cda).decode("ascii")
+    return f"OBX|1|ED|{code}^{label}^{system}||^{text}^XML^Base64^{b64}||||||{status}|"
+
+
 def _encode(segments: Sequence[str], charset: str, separator: str) -> bytes:
     codec = CHARSETS[charset]
     return (separator.join(segments) + separator).encode(codec)
@@ -211,19 +240,16 @@ def build_oru(
             now=now, patient=patient, document_id=document_id, set_id=set_id, version=version,
             sender=sender, replaces=replaces,
         )  # fmt: skip
-    b64 = base64.b64encode(cda).decode("ascii")
     code, label, system = LAB_TYPE
     ts = _ts(now)
+    order = _order_numbers(control_id, sender)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5|||||FRA|{charset}|||"
-        "2.1^CISIS_CDA_HL7_V2",
+        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5", charset, VOLET_PROFILE),
         _pid(patient, sender),
-        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
-        f"ORC|{order_control}|P{control_id}^{sender.application}|F{control_id}^{sender.facility}||||||{ts}",
-        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|{code}^{label}^{system}"
-        f"|||{ts}||||||||||||||||||F",
-        f"OBX|1|ED|{code}^{label}^{system}||^TEXT^XML^Base64^{b64}||||||{status}|",
+        _pv1(patient, sender),
+        f"ORC|{order_control}|{order}||||||{ts}",
+        f"OBR|1|{order}|{code}^{label}^{system}|||{ts}||||||||||||||||||F",
+        _document_obx(cda, status, "TEXT"),
     ]
     if with_sender_prt:
         segments.append(_prt_sender(sender))
@@ -252,20 +278,18 @@ def build_mdm(
     cda = build_sample_cda(
         now=now, patient=patient, document_id=document_id, set_id=set_id, sender=sender, replaces=replaces
     )
-    b64 = base64.b64encode(cda).decode("ascii")
     code, label, system = LAB_TYPE
     ts = _ts(now)
+    order = _order_numbers(control_id, sender)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||MDM^{trigger}^MDM_T02|{control_id}|P|2.6|||||FRA|{charset}|||"
-        "2.1^CISIS_CDA_HL7_V2",
+        _msh(sender, ts, f"MDM^{trigger}^MDM_T02", control_id, "2.6", charset, VOLET_PROFILE),
         f"EVN||{ts}",
         _pid(patient, sender),
-        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
-        f"ORC|{order_control}|P{control_id}^{sender.application}|F{control_id}^{sender.facility}",
-        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|{code}^{label}^{system}",
+        _pv1(patient, sender),
+        f"ORC|{order_control}|{order}",
+        f"OBR|1|{order}|{code}^{label}^{system}",
         f"TXA|1|{code}^{label}^{system}|TEXT|{ts}||||||||{document_id}|{replaces}||||AU",
-        f"OBX|1|ED|{code}^{label}^{system}||^text^XML^Base64^{b64}||||||{status}|",
+        _document_obx(cda, status, "text"),
         _prt_sender(sender),
         *_flags_obx(flags, 2, "CWE"),
     ]
@@ -284,14 +308,13 @@ def build_lab_results(
     """An IHE LAB-3 ORU^R01 (v2.5.1) with discrete results (no embedded document)."""
     sender = sender or Sender()
     ts = _ts(now)
+    order = _order_numbers(control_id, sender)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5.1|||||FRA|{charset}",
+        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5.1", charset),
         _pid(patient, sender),
-        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
-        f"ORC|SC|P{control_id}^{sender.application}|F{control_id}^{sender.facility}||CM",
-        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|"
-        f"24326-1^Électrolytes^LN|||{ts}||||||||||||||||||F",
+        _pv1(patient, sender),
+        f"ORC|SC|{order}||CM",
+        f"OBR|1|{order}|24326-1^Électrolytes^LN|||{ts}||||||||||||||||||F",
         "OBX|1|NM|2951-2^Sodium [Moles/volume] Serum/Plasma^LN||140|mmol/L^mmol/L^UCUM|135-145|N|||F",
         "OBX|2|NM|2823-3^Potassium [Moles/volume] Serum/Plasma^LN||4.1|mmol/L^mmol/L^UCUM|3.5-5.0|N|||F",
     ]
@@ -314,12 +337,10 @@ def build_adt_consent(
     sender = sender or Sender(application="GAM-SYNTH", facility="CH-SYNTH")
     ts = _ts(now)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||ADT^A01^ADT_A01|{control_id}|P|2.5^FRA^2.11|||||FRA|{charset}|||"
-        "2.11^IHE_FRANCE-2.11-PAM",
+        _msh(sender, ts, "ADT^A01^ADT_A01", control_id, "2.5^FRA^2.11", charset, "2.11^IHE_FRANCE-2.11-PAM"),
         f"EVN||{ts}",
         _pid(patient, sender),
-        f"PV1|1|I|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
+        _pv1(patient, sender, "I"),
         f"ZFA|{dmp_status}|{ts}|||||||{feeding}|{ts if feeding else ''}|{consultation}|{ts if consultation else ''}",
     ]
     return _encode(segments, charset, separator)
