@@ -9,7 +9,7 @@
   persisted in the journal; the only repeat inside a call is a single token refresh after a ``401``.
 - Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
   is read in chunks and the connection closed past the cap), redirects never followed.
-- Classification (reliability.md B-Downstream): 2xx with the expected resource → receipt; 2xx with any
+- Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
   403 without a business code → :class:`RemoteCredentialError`; 403/4xx with a business code →
   :class:`RemoteRejectedError`; 408/425/429/5xx, connection errors, timeouts, oversized answers →

@@ -1,5 +1,5 @@
-"""The consent and visibility policy: one pure decision per document (dmp-interop.md §7, §9 rules 10,
-17, 20). See docs/consent.md for the table this code implements, in this order (first match wins):
+"""The consent and visibility policy: one pure decision per document (docs/interop-reference.md, "PAM France consent"
+and "Confidentiality and visibility"). See docs/consent.md for the table this code implements, in this order (first match wins):
 
 1. ``DESTDMP=N`` → refuse ``not_for_space``.
 2. Local registry (PAM ZFA-9) says ``IO`` → refuse ``patient_opposed`` (never publish).

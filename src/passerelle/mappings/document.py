@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Code systems and OIDs used across the mappings (dmp-interop.md §1-§2).
+# Code systems and OIDs used across the mappings (docs/interop-reference.md).
 INS_NIR_OID = "1.2.250.1.213.1.4.8"
 INS_NIA_OID = "1.2.250.1.213.1.4.9"
 INS_NIR_TEST_OID = "1.2.250.1.213.1.4.10"
@@ -90,7 +90,7 @@ class Patient(BaseModel):
 
     @property
     def xds_patient_id(self) -> str:
-        """XDS patientId CX: ``<matricule>^^^&<OID>&ISO^NH`` (dmp-interop.md §1.6)."""
+        """XDS patientId CX: ``<matricule>^^^&<OID>&ISO^NH`` (docs/interop-reference.md, "INS")."""
         return f"{self.ins}^^^&{self.ins_oid}&ISO^NH"
 
 

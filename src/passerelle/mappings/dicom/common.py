@@ -52,10 +52,10 @@ SR_SOP_CLASSES = frozenset(
 )
 DOCUMENT_SOP_CLASSES = frozenset({KOS_SOP_CLASS}) | SR_SOP_CLASSES
 
-#: Sequences nested deeper than this are refused (pydicom recurses; reliability.md §3.3).
+#: Sequences nested deeper than this are refused (pydicom recurses; docs/interop-reference.md, "DICOM hardening").
 MAX_SEQUENCE_DEPTH = 32
 
-#: CX-4.1 namespaces of the INS assigning authorities (dmp-interop.md §1.2). An issuer given only by
+#: CX-4.1 namespaces of the INS assigning authorities (docs/interop-reference.md, "INS"). An issuer given only by
 #: this name (the DRIM-M KOS writes ``ASIP-SANTE-INS-NIR`` without an OID) resolves to the production
 #: OID, or to the test OID when the gateway runs against a test patient space.
 _INS_NAMESPACES: dict[str, tuple[str, str]] = {

@@ -1,4 +1,4 @@
-"""DICOM instance → :class:`Document` (dmp-interop.md §2, §5, §9 rule 23).
+"""DICOM instance → :class:`Document` (docs/interop-reference.md, "Imaging").
 
 A Key Object Selection (KOS) manifest becomes an imaging-manifest document (``IMG-KOS``, class 31,
 mime ``application/dicom``, content = the Part 10 file); a Structured Report becomes an IMG-CR-IMG

@@ -66,7 +66,7 @@ ERROR_TABLE: Sequence[tuple[type[BaseException], str, Reply]] = (
     (UnsupportedMessageError, "unsupported_charset", Reply("AR", "CR", "203", "E")),
     (UnsupportedMessageError, "", Reply("AR", "CR", "200", "E")),
     # Undecodable bytes are a charset configuration mismatch between two systems (MSH-18, fallback):
-    # AR, as the intake issue and reliability.md B-HL7 ask; the raw bytes are kept for review.
+    # AR, a circumstance, not the content (ADR 0006); the raw bytes are kept for review.
     (EncodingError, "", Reply("AR", "CR", "102", "E")),
     (ParseError, "no_msh", Reply("AE", "CR", "100", "E")),
     (ParseError, "required", Reply("AE", "CR", "101", "E")),

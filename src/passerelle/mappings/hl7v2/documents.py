@@ -1,7 +1,7 @@
 """CI-SIS "Transmission de document(s) CDA en HL7v2": ORU^R01 / MDM^T02|T10|T04 with an embedded CDA → Document.
 
 The CDA header gives the metadata (:mod:`passerelle.mappings.cda.reader`); the HL7v2 message then adds or
-overrides what the volet puts there (dmp-interop.md §2.1, §3):
+overrides what the volet puts there (docs/interop-reference.md, "XDS metadata" and "CI-SIS volet"):
 
 * confidentiality: CDA N/R/V first, then ``MASQUE_PS`` / ``INVISIBLE_PATIENT`` /
   ``INVISIBLE_REPRESENTANTS_LEGAUX`` for each MetaDMPMSS flag valued ``Y`` (the flag spelled

@@ -1,4 +1,4 @@
-"""Patient identifiers from PID: INS (dmp-interop §1.4, §1.7), IPP, lane key, the Patient model."""
+"""Patient identifiers from PID: INS (docs/interop-reference.md, "INS"), IPP, lane key, the Patient model."""
 
 from __future__ import annotations
 

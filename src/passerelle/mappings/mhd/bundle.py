@@ -8,7 +8,7 @@ Every ``fullUrl`` is a UUID 5 derived from the document unique id, so building t
 same inputs gives the same bytes (a re-push after a lost answer is byte-identical, and the space's
 "same uniqueId and same hash" check answers ``200 OK`` instead of storing a duplicate).
 
-Code systems are rendered as ``urn:oid:<OID>`` (dmp-interop.md §2, rule 21); a system that is already a
+Code systems are rendered as ``urn:oid:<OID>`` (docs/interop-reference.md, "XDS metadata"); a system that is already a
 URI (``urn:…``, ``http…``) is kept as is.
 """
 

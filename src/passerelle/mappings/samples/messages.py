@@ -1,8 +1,8 @@
 """Synthetic HL7v2 messages for tests, demos and benchmarks (never real patients).
 
-``generate_samples`` writes CI-SIS volet ORU^R01 messages (dmp-interop §3) that embed a CDA R2
-lab report with the structuration-minimale header (§4.1); patients are synthetic, with a test INS
-under 1.2.250.1.213.1.4.10 and a valid NIR key. Everything is deterministic for a seed and ``now``.
+``generate_samples`` writes CI-SIS volet ORU^R01 messages that embed a CDA R2 lab report with the
+structuration-minimale header (docs/interop-reference.md, "CI-SIS volet" and "CDA header"); patients
+are synthetic, with a test INS under 1.2.250.1.213.1.4.10 and a valid NIR key. Everything is deterministic for a seed and ``now``.
 The builders (:func:`build_oru`, :func:`build_mdm`, :func:`build_lab_results`, :func:`build_adt_consent`)
 are parameterised so tests elsewhere take their messages from here.
 """
