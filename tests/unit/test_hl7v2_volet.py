@@ -428,3 +428,10 @@ def test_lab_result_with_attached_pdf_stays_a_lab_result() -> None:
     raw = build_lab_results(now=NOW, control_id="L", patient=patient)
     raw += b"OBX|3|ED|PDF^Compte rendu^L||^AP^PDF^Base64^JVBERi0=||||||F\r"
     assert check(raw).kind is MessageKind.LAB_RESULTS  # type: ignore[attr-defined]
+
+
+def test_msh2_with_the_v27_truncation_character_is_classified() -> None:
+    """MSH-2 may hold a fifth character (truncation, HL7 v2.7+): the message is read as usual."""
+    raw = oru().replace(b"MSH|^~\\&|", b"MSH|^~\\&#|", 1)
+    assert raw.startswith(b"MSH|^~\\&#|")
+    assert check(raw).kind is MessageKind.ORU_DOCUMENT  # type: ignore[attr-defined]
