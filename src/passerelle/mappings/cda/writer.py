@@ -338,6 +338,24 @@ def legal_authenticator(doc: etree._Element, when: datetime, person: Professiona
     assigned(block, "assignedEntity", person)
 
 
+def parties(
+    doc: etree._Element,
+    patient: RecordTarget,
+    written_by: Professional,
+    keeper: Organisation,
+    signed: datetime,
+    *,
+    signer: Professional | None = None,
+) -> None:
+    """Who the document is about, who wrote it, who keeps it and who signed it, in schema order:
+    recordTarget, author, custodian, legalAuthenticator (``signer`` defaults to the author); the
+    author and the signature share the time ``signed``."""
+    record_target(doc, patient)
+    author(doc, signed, written_by)
+    custodian(doc, keeper)
+    legal_authenticator(doc, signed, signer or written_by)
+
+
 def service_event(doc: etree._Element, **attrs: str) -> etree._Element:
     """``documentationOf/serviceEvent``: the generator adds its id, code and times."""
     return el(el(doc, "documentationOf"), "serviceEvent", **attrs)

@@ -267,12 +267,10 @@ def _header(doc: etree._Element, head: ImagingHeader, report: Report, patient: P
             version=head.version,
         ),
     )
-    w.record_target(doc, _record_target(patient))
     radiologist = _radiologist(head.author, site)
-    w.author(doc, head.verified, radiologist)
     assert radiologist.organisation is not None
-    w.custodian(doc, w.Organisation(id=radiologist.organisation.id, name=radiologist.organisation.name))
-    w.legal_authenticator(doc, head.verified, radiologist)
+    keeper = w.Organisation(id=radiologist.organisation.id, name=radiologist.organisation.name)
+    w.parties(doc, _record_target(patient), radiologist, keeper, head.verified)
     _in_fulfillment_of(doc, head.requests)
     _service_event(doc, head, report, radiologist)
     w.related_document(doc, head.replaces)

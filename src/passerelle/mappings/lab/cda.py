@@ -141,12 +141,10 @@ def _header(doc: etree._Element, report: LabReport) -> None:
             language=report.language,
         ),
     )
-    w.record_target(doc, _record_target(report))
     validator = _professional(report.validator, lab)
-    w.author(doc, report.validated, validator)
-    w.custodian(doc, replace(_organisation(lab), other_ids=()))
     practising = _professional(report.validator, lab, practice=True)
-    w.legal_authenticator(doc, report.validated, practising)
+    keeper = replace(_organisation(lab), other_ids=())
+    w.parties(doc, _record_target(report), validator, keeper, report.validated, signer=practising)
     _prescriber(doc, report)
     if report.order_number:
         order = w.el(w.el(doc, "inFulfillmentOf"), "order")

@@ -104,17 +104,12 @@ class LabPatient(_Frozen):
         return value
 
     def to_patient(self) -> DocumentPatient:
-        return DocumentPatient(
-            ins=self.ins,
-            ins_oid=self.ins_oid,
-            identity_status=self.identity_status,
-            local_id=self.local_id,
-            local_id_oid=self.local_id_oid,
-            family=self.birth_family,
-            given=self.first_birth_given,
-            birth_date=self.birth_date,
-            sex=self.sex,
-        )
+        """The document-model patient: identifiers and traits, names as born."""
+        shared = self.model_dump(include=_DOCUMENT_PATIENT_FIELDS)
+        return DocumentPatient(**shared, family=self.birth_family, given=self.first_birth_given)
+
+
+_DOCUMENT_PATIENT_FIELDS = {"ins", "ins_oid", "identity_status", "local_id", "local_id_oid", "birth_date", "sex"}
 
 
 class Specimen(_Frozen):
