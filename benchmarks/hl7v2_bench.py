@@ -24,7 +24,7 @@ import hl7
 from hl7apy.parser import parse_message
 
 from passerelle.mappings.hl7v2 import build_ack, classify, decode_message, read_header
-from passerelle.mappings.samples.messages import build_cda, build_oru, synthetic_patient
+from passerelle.mappings.samples.messages import build_oru, build_sample_cda, synthetic_patient
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- hl7v2-bench:begin -->", "<!-- hl7v2-bench:end -->"
@@ -34,7 +34,7 @@ NOW = datetime(2026, 11, 22, tzinfo=UTC)
 def messages() -> dict[str, bytes]:
     patient = synthetic_patient(random.Random(1))
     small = b'<?xml version="1.0"?><ClinicalDocument xmlns="urn:hl7-org:v3"><id root="2.25.1"/></ClinicalDocument>'
-    full = build_cda(now=NOW, patient=patient, document_id="2.25.1", set_id="2.25.2")
+    full = build_sample_cda(now=NOW, patient=patient, document_id="2.25.1", set_id="2.25.2")
     big = full.replace(b"</ClinicalDocument>", b"<!--" + b"x" * 40_000 + b"--></ClinicalDocument>")
     out = {}
     for name, cda in (("oru-2KB", small), ("oru-60KB", big)):

@@ -48,7 +48,7 @@ BEGIN, STOP = "<!-- mllp-bench:begin -->", "<!-- mllp-bench:end -->"
 
 def templates() -> dict[str, tuple[bytes, str]]:
     """Message templates and the control id to replace in each (every sent message gets its own)."""
-    from passerelle.mappings.samples.messages import build_cda, build_oru, generate_samples, root_only_oid
+    from passerelle.mappings.samples.messages import build_oru, build_sample_cda, generate_samples, root_only_oid
 
     [sample] = generate_samples(1, seed=42, now=NOW)
     segs = [s for s in sample.raw.split(b"\r") if s]
@@ -64,7 +64,7 @@ def templates() -> dict[str, tuple[bytes, str]]:
     lab_raw = b"\r".join([*lab[: obr + 1], *obx, *lab[obr + 1 :]]) + b"\r"
     # ~60 KB: the same volet ORU with a larger embedded CDA (a long narrative, still well-formed XML).
     rng = random.Random(7)
-    cda = build_cda(
+    cda = build_sample_cda(
         now=NOW, patient=sample.patient, document_id=root_only_oid(rng), set_id=root_only_oid(rng), sender=None
     )
     pad = base64.b64encode(os.urandom(32 * 1024)).decode("ascii")

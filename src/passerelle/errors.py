@@ -5,7 +5,9 @@ Every error raised on purpose is a :class:`PasserelleError`. Its branch says whe
 :class:`TransientError` subclasses describe the environment (retried with backoff until a deadline).
 Foreign exceptions are wrapped at the boundary with ``raise ... from exc``.
 
-Error texts may be sent back to senders (MSA-3, ERR-7, HTTP problem details): they never contain
+Each class states, as class keywords, its HL7 table 0357 code (``hl7_code``, used when it becomes an ERR
+segment) and its short, PHI-free ``reason`` (metric labels, journal states); an instance may narrow the
+reason. Error texts may be sent back to senders (MSA-3, ERR-7, HTTP problem details): they never contain
 patient data, only field locations, codes and sizes.
 """
 
@@ -19,6 +21,13 @@ class PasserelleError(Exception):
     hl7_code: str = "207"
     #: Short, PHI-free reason code used in metrics labels and journal states.
     reason: str = "internal"
+
+    def __init_subclass__(cls, *, hl7_code: str | None = None, reason: str | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if hl7_code is not None:
+            cls.hl7_code = hl7_code
+        if reason is not None:
+            cls.reason = reason
 
     def __init__(self, message: str, *, location: str = "", reason: str | None = None) -> None:
         super().__init__(message)
@@ -39,71 +48,51 @@ class TransientError(PasserelleError):
 # --- permanent: input -------------------------------------------------------------------------------
 
 
-class FramingError(PermanentError):
-    reason = "framing"
+class FramingError(PermanentError, reason="framing"):
+    """The MLLP framing of the bytes is broken."""
 
 
-class ParseError(PermanentError):
+class ParseError(PermanentError, hl7_code="102", reason="parse"):
     """The bytes cannot be read as the declared format."""
 
-    hl7_code = "102"
-    reason = "parse"
 
-
-class EncodingError(ParseError):
+class EncodingError(ParseError, reason="encoding"):
     """The bytes are not valid in the declared (or configured) character set."""
 
-    reason = "encoding"
 
-
-class UnsupportedMessageError(PermanentError):
+class UnsupportedMessageError(PermanentError, hl7_code="200", reason="unsupported"):
     """Message type, event, processing id or version not handled here."""
 
-    hl7_code = "200"
-    reason = "unsupported"
 
-
-class ValidationError(PermanentError):
+class ValidationError(PermanentError, hl7_code="101", reason="validation"):
     """Readable input that breaks a rule of its specification (CI-SIS volet, CDA header...)."""
 
-    hl7_code = "101"
-    reason = "validation"
 
-
-class DuplicateConflictError(PermanentError):
+class DuplicateConflictError(PermanentError, hl7_code="205", reason="duplicate_conflict"):
     """Same sender and control id as an earlier message, but different bytes."""
 
-    hl7_code = "205"
-    reason = "duplicate_conflict"
+
+class TooLargeError(PermanentError, reason="too_large"):
+    """Over a configured size limit."""
 
 
-class TooLargeError(PermanentError):
-    reason = "too_large"
-
-
-class MappingError(PermanentError):
+class MappingError(PermanentError, reason="mapping"):
     """A valid input that cannot be turned into a document of the national model."""
 
-    reason = "mapping"
 
-
-class IdentityError(MappingError):
+class IdentityError(MappingError, reason="identity_not_qualified"):
     """No qualified national identity (INS) usable for the patient space."""
-
-    reason = "identity_not_qualified"
 
 
 # --- permanent: downstream business refusals --------------------------------------------------------
 
 
-class ConsentRefusedError(PermanentError):
-    reason = "consent_refused"
+class ConsentRefusedError(PermanentError, reason="consent_refused"):
+    """The consent policy refused the document."""
 
 
-class RemoteRejectedError(PermanentError):
+class RemoteRejectedError(PermanentError, reason="remote_rejected"):
     """The patient space refused the document for a business or contract reason (4xx)."""
-
-    reason = "remote_rejected"
 
     def __init__(self, message: str, *, status: int = 0, remote_code: str = "", reason: str | None = None):
         super().__init__(message, reason=reason)
@@ -114,16 +103,12 @@ class RemoteRejectedError(PermanentError):
 # --- transient --------------------------------------------------------------------------------------
 
 
-class QueueUnavailableError(TransientError):
+class QueueUnavailableError(TransientError, reason="queue_unavailable"):
     """The journal could not commit (disk full, database down, lock timeout)."""
 
-    reason = "queue_unavailable"
 
-
-class RemoteTransientError(TransientError):
+class RemoteTransientError(TransientError, reason="remote_transient"):
     """Transport failure, timeout, 408/425/429/5xx, or an ambiguous answer from the patient space."""
-
-    reason = "remote_transient"
 
     def __init__(self, message: str, *, status: int = 0, retry_after: float | None = None):
         super().__init__(message)
@@ -131,15 +116,11 @@ class RemoteTransientError(TransientError):
         self.retry_after = retry_after
 
 
-class RemoteAmbiguousError(RemoteTransientError):
+class RemoteAmbiguousError(RemoteTransientError, reason="remote_ambiguous"):
     """The patient space answered 2xx with a body that is not the expected resource: the outcome is
     unknown, so the document is not counted as delivered and the push is tried again (same idempotency key)."""
 
-    reason = "remote_ambiguous"
 
-
-class RemoteCredentialError(RemoteTransientError):
+class RemoteCredentialError(RemoteTransientError, reason="remote_credentials"):
     """The patient space refused our credentials (401, or 403 without a business code), or the token
     endpoint did. An operator must act (alert); retried with backoff meanwhile, never in a tight loop."""
-
-    reason = "remote_credentials"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
@@ -18,7 +18,7 @@ from tests.support.gateway import running_gateway, wait_settled
 async def test_cda_post_is_delivered_and_counted(tmp_path) -> None:
     rng = random.Random(12)
     now = datetime.now(UTC).replace(microsecond=0)
-    cda = build_cda(
+    cda = build_sample_cda(
         now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng), sender=None
     )
     async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:

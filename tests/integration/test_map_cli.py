@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from passerelle.mappings.preview import detect_format, preview_files, strip_mllp
+from passerelle.connector.cli.preview import preview_files
+from passerelle.mappings.preview import detect_format, strip_mllp
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 V21 = "hl7v2/fr-ans-hl7v2-exemples/Vague_2/Trans_Doc-CDA-HL7V2/TRANSMISSION_DOCS_CDA_EN_HL7V2_V2.1"
@@ -109,7 +110,10 @@ def test_corpus_table_script(corpus_dir: Path, tmp_path: Path) -> None:
     finally:
         sys.path.pop(0)
     out = tmp_path / "corpus-mapping.md"
-    assert corpus_table.main(["--corpus", str(corpus_dir), "--out", str(out)]) == 0
+    conformance = tmp_path / "conformance.md"
+    conformance.write_text((ROOT / "docs" / "conformance.md").read_text(encoding="utf-8"), encoding="utf-8")
+    args = ["--corpus", str(corpus_dir), "--mapping-out", str(out), "--conformance-doc", str(conformance)]
+    assert corpus_table.main(args) == 0
     text = out.read_text()
     row = next(line for line in text.splitlines() if "message_ORU_CR_Bio_INIT_N3_SEGUR" in line)
     assert "| publish | 11502-2 | 10 | urn:ihe:lab:xd-lab:2008 | N | 279035121518989@1.2.250.1.213.1.4.10 |" in row

@@ -23,9 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from passerelle.adapters.mhd import MhdSpace, SpaceAuth, SpaceSettings
-from passerelle.adapters.space import DeliveryOutcome
+from passerelle.adapters.space import DeliveryOutcome, SpaceState
 from passerelle.errors import RemoteCredentialError, RemoteTransientError
-from passerelle.mappings.mhd.bundle import SpaceState
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.app import create_app
 from passerelle.sandbox.testing import running_sandbox

@@ -12,14 +12,13 @@ import httpx
 import pytest
 
 from passerelle.adapters.mhd import MhdSpace, SpaceSettings
-from passerelle.adapters.space import DeliveryOutcome
+from passerelle.adapters.space import DeliveryOutcome, SpaceState
 from passerelle.errors import (
     RemoteCredentialError,
     RemoteRejectedError,
     RemoteTransientError,
 )
 from passerelle.mappings.document import Flags, confidentiality_code
-from passerelle.mappings.mhd.bundle import SpaceState
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.space_docs import AUTHOR_ID, INS, INS_2, deletion, document, patient, replacement

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from passerelle.errors import PasserelleError
-from passerelle.mappings.cda.reader import CdaLimits, map_cda_document
+from passerelle.mappings.cda.reader import map_cda_document
+from passerelle.mappings.cda.safe_xml import CdaLimits
 from passerelle.mappings.document import Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message

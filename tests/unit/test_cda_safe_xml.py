@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from passerelle.errors import EncodingError, ParseError, TooLargeError, ValidationError
-from passerelle.mappings.cda.reader import CdaLimits, parse_cda, parse_xml
+from passerelle.mappings.cda.safe_xml import CdaLimits, parse_cda, parse_xml
 
 CDA_NS = 'xmlns="urn:hl7-org:v3"'
 

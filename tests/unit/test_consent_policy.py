@@ -16,6 +16,8 @@ from passerelle.consent import (
     Reason,
     RegistryEntry,
     SiteRules,
+    SpaceState,
+    SpaceView,
     decide,
     load_rules,
 )
@@ -29,11 +31,10 @@ from passerelle.mappings.document import (
     Flags,
     confidentiality_code,
 )
-from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 from tests.support.space_docs import deletion, document, patient, replacement
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
-ACTIF = SpaceStatus(SpaceState.ACTIF)
+ACTIF = SpaceView(SpaceState.ACTIF)
 RULES = SiteRules(parking=Parking(horizon_days=30, recheck_minutes=60, unknown_status_recheck_minutes=5))
 PATHO = VisibilityRule(name="patho", type_code="60568-3", system=LOINC)
 HIV = VisibilityRule(name="hiv", result_code="HIV-CONF")
@@ -146,22 +147,22 @@ TABLE = [
         "remote-opposed-refuses",
         Outcome.REFUSE,
         Reason.PATIENT_OPPOSED,
-        ctx={"space": SpaceStatus(SpaceState.ACTIF, opposed=True)},
+        ctx={"space": SpaceView(SpaceState.ACTIF, opposed=True)},
     ),
     # --- space state ---------------------------------------------------------------------------------
-    Row("space-FERME-refuses", Outcome.REFUSE, Reason.SPACE_CLOSED, ctx={"space": SpaceStatus(SpaceState.FERME)}),
+    Row("space-FERME-refuses", Outcome.REFUSE, Reason.SPACE_CLOSED, ctx={"space": SpaceView(SpaceState.FERME)}),
     Row(
         "space-INEXISTANT-parks",
         Outcome.PARK,
         Reason.SPACE_NOT_ACTIVE,
-        ctx={"space": SpaceStatus(SpaceState.INEXISTANT)},
+        ctx={"space": SpaceView(SpaceState.INEXISTANT)},
         recheck=timedelta(minutes=60),
     ),
     Row(
         "space-INEXISTANT-past-horizon-refuses",
         Outcome.REFUSE,
         Reason.SPACE_NOT_ACTIVE,
-        ctx={"space": SpaceStatus(SpaceState.INEXISTANT), "first_parked_at": PARKED_LONG_AGO},
+        ctx={"space": SpaceView(SpaceState.INEXISTANT), "first_parked_at": PARKED_LONG_AGO},
     ),
     Row(
         "registry-FERME-when-remote-unknown-refuses",
@@ -190,6 +191,47 @@ TABLE = [
         ctx={"registry": _reg(dmp_status=SpaceState.FERME)},
         codes=("N",),
     ),
+    # --- the space answered a delivery "no space for this patient" (DMPNotFound) ------------------------
+    Row(
+        "no-space-at-delivery-parks-despite-ACTIF-status",
+        Outcome.PARK,
+        Reason.SPACE_NOT_ACTIVE,
+        ctx={"no_space_at_delivery": True},
+        recheck=timedelta(minutes=60),
+    ),
+    Row(
+        "no-space-at-delivery-parks-when-status-unknown",
+        Outcome.PARK,
+        Reason.SPACE_NOT_ACTIVE,
+        ctx={"no_space_at_delivery": True, "space": None},
+        recheck=timedelta(minutes=60),
+    ),
+    Row(
+        "no-space-at-delivery-recheck-capped-at-horizon",
+        Outcome.PARK,
+        Reason.SPACE_NOT_ACTIVE,
+        ctx={"no_space_at_delivery": True, "first_parked_at": PARKED_NEAR_HORIZON},
+        recheck=timedelta(minutes=10),
+    ),
+    Row(
+        "no-space-at-delivery-past-horizon-refuses",
+        Outcome.REFUSE,
+        Reason.SPACE_NOT_ACTIVE,
+        ctx={"no_space_at_delivery": True, "first_parked_at": PARKED_LONG_AGO},
+    ),
+    Row(
+        "no-space-at-delivery-opposition-still-refuses",
+        Outcome.REFUSE,
+        Reason.PATIENT_OPPOSED,
+        ctx={"no_space_at_delivery": True, "space": SpaceView(SpaceState.ACTIF, opposed=True)},
+    ),
+    Row(
+        "no-space-at-delivery-deletion-refuses-at-once",
+        Outcome.REFUSE,
+        Reason.SPACE_NOT_ACTIVE,
+        doc={"delete": True},
+        ctx={"no_space_at_delivery": True},
+    ),
     Row(
         "status-unknown-parks-short",
         Outcome.PARK,
@@ -207,20 +249,20 @@ TABLE = [
         "space-FERME-wins-over-blocked-author",
         Outcome.REFUSE,
         Reason.SPACE_CLOSED,
-        ctx={"space": SpaceStatus(SpaceState.FERME, author_blocked=True)},
+        ctx={"space": SpaceView(SpaceState.FERME, author_blocked=True)},
     ),
     # --- author --------------------------------------------------------------------------------------
     Row(
         "author-blocked-refuses",
         Outcome.REFUSE,
         Reason.AUTHOR_BLOCKED,
-        ctx={"space": SpaceStatus(SpaceState.ACTIF, author_blocked=True)},
+        ctx={"space": SpaceView(SpaceState.ACTIF, author_blocked=True)},
     ),
     Row(
         "opposed-wins-over-blocked",
         Outcome.REFUSE,
         Reason.PATIENT_OPPOSED,
-        ctx={"space": SpaceStatus(SpaceState.ACTIF, opposed=True, author_blocked=True)},
+        ctx={"space": SpaceView(SpaceState.ACTIF, opposed=True, author_blocked=True)},
     ),
     # --- flags -> confidentiality codes --------------------------------------------------------------
     Row("flag-MASQUE_PS", Outcome.DELIVER, Reason.ALLOWED, flags={"masque_ps": True}, codes=("N", "MASQUE_PS")),
@@ -289,7 +331,7 @@ TABLE = [
         Outcome.DELIVER,
         Reason.ALLOWED,
         flags={"connexion_secrete": True},
-        ctx={"space": SpaceStatus(SpaceState.ACTIF, minor=True)},
+        ctx={"space": SpaceView(SpaceState.ACTIF, minor=True)},
         codes=("N", "INVISIBLE_REPRESENTANTS_LEGAUX"),
     ),
     Row(
@@ -349,7 +391,7 @@ TABLE = [
         doc={"delete": True},
         ctx={
             "registry": _reg(feeding=FeedingConsent.OPPOSED),
-            "space": SpaceStatus(SpaceState.ACTIF, opposed=True, author_blocked=True),
+            "space": SpaceView(SpaceState.ACTIF, opposed=True, author_blocked=True),
         },
         codes=("N",),
     ),
@@ -358,14 +400,14 @@ TABLE = [
         Outcome.REFUSE,
         Reason.SPACE_CLOSED,
         doc={"delete": True},
-        ctx={"space": SpaceStatus(SpaceState.FERME)},
+        ctx={"space": SpaceView(SpaceState.FERME)},
     ),
     Row(
         "delete-space-INEXISTANT-refuses-at-once",
         Outcome.REFUSE,
         Reason.SPACE_NOT_ACTIVE,
         doc={"delete": True},
-        ctx={"space": SpaceStatus(SpaceState.INEXISTANT)},
+        ctx={"space": SpaceView(SpaceState.INEXISTANT)},
     ),
     Row(
         "delete-unqualified-parks",

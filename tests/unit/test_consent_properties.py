@@ -17,11 +17,12 @@ from passerelle.consent import (
     Reason,
     RegistryEntry,
     SiteRules,
+    SpaceState,
+    SpaceView,
     decide,
 )
 from passerelle.consent.rules import ConflictPolicy
 from passerelle.mappings.document import Action, Document, Flags, confidentiality_code
-from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 from tests.support.space_docs import deletion, document, patient
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
@@ -35,7 +36,7 @@ flags = st.builds(
     dest_dmp=st.booleans(),
 )
 spaces = st.none() | st.builds(
-    SpaceStatus,
+    SpaceView,
     state=st.sampled_from(list(SpaceState)),
     opposed=st.booleans(),
     author_blocked=st.booleans(),
@@ -62,6 +63,7 @@ situations = st.fixed_dictionaries(
         "delete": st.booleans(),
         "cda": st.sampled_from(["N", "R", "V"]),
         "parked_days": st.none() | st.floats(min_value=0, max_value=60),
+        "no_space": st.booleans(),
     }
 )
 
@@ -82,6 +84,7 @@ def _decide(s: dict[str, Any]) -> tuple[Document, ConsentContext, Decision]:
         registry=s["registry"],
         rules=s["rules"],
         first_parked_at=first,
+        no_space_at_delivery=s["no_space"],
     )
     return doc, ctx, decide(doc, ctx)
 
@@ -93,7 +96,7 @@ def test_privacy_invariants(s: dict[str, Any]) -> None:
     publishing = doc.action != Action.DELETE
     codes = [c.code for c in decision.confidentiality]
     if decision.outcome == Outcome.DELIVER:
-        assert doc.flags.dest_dmp and ctx.identity_qualified
+        assert doc.flags.dest_dmp and ctx.identity_qualified and not ctx.no_space_at_delivery
         state = ctx.space.state if ctx.space else (ctx.registry.dmp_status if ctx.registry else None)
         assert state == SpaceState.ACTIF
         if publishing:

@@ -20,7 +20,7 @@ from passerelle.mappings.codes import (
     ucum_unit,
     unit_display,
 )
-from passerelle.mappings.document import Action, Code, Provenance
+from passerelle.mappings.document import MAX_OID_LENGTH, Action, Code, Provenance, is_oid
 from passerelle.mappings.lab import (
     CLASS_CODE,
     FORMAT_CODE,
@@ -28,7 +28,7 @@ from passerelle.mappings.lab import (
     LabResult,
     OruContext,
     ValueKind,
-    build_cda,
+    build_crbio_cda,
     from_oru,
     generate,
     render_pdf,
@@ -36,7 +36,6 @@ from passerelle.mappings.lab import (
     to_document,
     unique_id_for,
 )
-from passerelle.mappings.lab.ids import MAX_OID_LENGTH, is_oid
 from passerelle.mappings.samples.lab import (
     PRESCRIBED,
     SAMPLE_LAB,
@@ -134,7 +133,7 @@ def test_value_kinds_in_cda() -> None:
     )  # fmt: skip
     battery = report.batteries[0].model_copy(update={"results": report.batteries[0].results + extra})
     report = report.model_copy(update={"batteries": (battery, report.batteries[1])})
-    doc = etree.fromstring(build_cda(report, b"%PDF-1.4"))
+    doc = etree.fromstring(build_crbio_cda(report, b"%PDF-1.4"))
     xsi = "{http://www.w3.org/2001/XMLSchema-instance}type"
     crp = doc.xpath("//cda:observation[cda:code/@code='30522-7']/cda:value", namespaces=NS)[0]
     assert crp.get(xsi) == "IVL_PQ"
@@ -150,7 +149,7 @@ def test_deletion_generates_nothing_but_maps_to_a_delete_document() -> None:
     generated = generate(deletion)
     assert generated.cda == b"" and generated.pdf == b""
     with pytest.raises(ValueError, match="deletion"):
-        build_cda(deletion, b"")
+        build_crbio_cda(deletion, b"")
     document = to_document(deletion, b"", PROV)
     assert (document.action, document.replaces, document.content) == (Action.DELETE, v1.unique_id, b"")
 

@@ -198,11 +198,23 @@ async def test_unreadable_msh_gets_ae_with_empty_msa2_and_is_journaled() -> None
 
 async def test_processing_id_not_accepted_is_ar_202() -> None:
     raw = sample_raw().replace(b"|P|2.5|", b"|T|2.5|", 1)
-    intake, _ = make(FakeJournal())
-    seg = segments(await intake.handle(raw, "peer"))
+    production = Hl7Intake(FakeJournal().append, Hl7IntakeSettings(test_environment=False), clock=lambda: NOW)
+    seg = segments(await production.handle(raw, "peer"))
     assert seg["MSA"][1] == "AR"
     assert seg["ERR"][3].split("^")[0] == "202"
     assert seg["ERR"][2] == "MSH^1^11"
+    assert "only when the gateway runs in a test environment" in seg["MSA"][3]
+    unknown = sample_raw().replace(b"|P|2.5|", b"|X|2.5|", 1)
+    intake, _ = make(FakeJournal())
+    assert segments(await intake.handle(unknown, "peer"))["ERR"][3].split("^")[0] == "202"
+
+
+@pytest.mark.parametrize("processing_id", [b"D", b"T"])
+async def test_debugging_and_training_messages_are_accepted_in_a_test_environment(processing_id: bytes) -> None:
+    raw = sample_raw().replace(b"|P|2.5|", b"|" + processing_id + b"|2.5|", 1)
+    intake, _ = make(FakeJournal())
+    seg = segments(await intake.handle(raw, "peer"))
+    assert seg["MSA"][1] == "AA" and seg["MSH"][10] == processing_id.decode()  # MSH-11 echoed
 
 
 async def test_enhanced_ne_stores_but_sends_nothing() -> None:

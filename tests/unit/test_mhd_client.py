@@ -17,7 +17,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from passerelle.adapters.mhd import MhdSpace, SpaceAuth, SpaceSettings, parse_retry_after
-from passerelle.adapters.space import DeliveryOutcome, PatientSpace
+from passerelle.adapters.space import DeliveryOutcome, PatientSpace, SpaceState
 from passerelle.errors import (
     IdentityError,
     RemoteAmbiguousError,
@@ -25,7 +25,6 @@ from passerelle.errors import (
     RemoteRejectedError,
     RemoteTransientError,
 )
-from passerelle.mappings.mhd.bundle import SpaceState
 from tests.support.space_docs import AUTHOR_ID, INS, deletion, document, patient, replacement
 
 BASE = "http://space.test/fhir"

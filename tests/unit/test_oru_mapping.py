@@ -184,7 +184,14 @@ def test_all_flags_map_to_their_codes_with_the_xds_spelling() -> None:
 
 @pytest.mark.parametrize(
     ("orc1", "obx11", "action"),
-    [("NW", "F", Action.PUBLISH), ("RO", "C", Action.REPLACE), ("CA", "D", Action.DELETE)],
+    [
+        ("NW", "F", Action.PUBLISH),
+        ("RO", "C", Action.REPLACE),
+        ("CA", "D", Action.DELETE),
+        ("SC", "F", Action.PUBLISH),  # ORC-1 SC (volet V1.2, V2.0): OBX-11 says the action
+        ("SC", "C", Action.REPLACE),
+        ("SC", "D", Action.DELETE),
+    ],
 )
 def test_action_from_orc1_and_obx11(orc1: str, obx11: str, action: Action) -> None:
     assert _map(_message(orc1=orc1, obx11=obx11)).action is action
@@ -196,7 +203,10 @@ def test_inconsistent_or_unknown_action_is_refused() -> None:
         _map(_message(orc1="NW", obx11="D"))
     assert err.value.location == "OBX^1^11"
     with pytest.raises(ValidationError):
-        _map(_message(orc1="SC"))
+        _map(_message(orc1="XX"))
+    with pytest.raises(ValidationError) as err:
+        _map(_message(orc1="SC", obx11="X"))
+    assert err.value.location == "OBX^1^11"
 
 
 def test_unsupported_message_type() -> None:

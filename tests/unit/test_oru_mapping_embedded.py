@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from passerelle.errors import ParseError
-from passerelle.mappings.cda.reader import map_cda, parse_cda
+from passerelle.mappings.cda.reader import map_cda
+from passerelle.mappings.cda.safe_xml import parse_cda
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.documents import embedded_documents
 

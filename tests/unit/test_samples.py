@@ -14,9 +14,9 @@ from passerelle.mappings.hl7v2 import MessageKind, classify, decode_message, rea
 from passerelle.mappings.identity.ins import is_valid_nir
 from passerelle.mappings.samples.messages import (
     SampleOptions,
-    build_cda,
     build_mdm,
     build_oru,
+    build_sample_cda,
     generate_samples,
     root_only_oid,
     synthetic_patient,
@@ -54,7 +54,7 @@ def test_samples_are_valid_volet_oru_with_qualified_test_ins() -> None:
 def test_sample_cdas_validate_against_the_ans_extended_xsd(cda_schema: etree.XMLSchema) -> None:
     samples = generate_samples(5, 3, NOW)
     rng = random.Random(9)
-    replacement = build_cda(
+    replacement = build_sample_cda(
         now=NOW,
         patient=synthetic_patient(rng),
         document_id=root_only_oid(rng),

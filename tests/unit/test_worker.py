@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from passerelle.config.settings import RetrySettings, WorkerSettings
-from passerelle.connector.dispatch.worker import ConsentOutcome, DispatchWorker, Handled
+from passerelle.connector.dispatch.worker import DispatchWorker, Handled
+from passerelle.consent import Decision, Outcome, Reason
 from passerelle.errors import IdentityError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Code, Document, Patient
 from passerelle.observability.metrics import Metrics
@@ -48,9 +49,15 @@ class Mapper:
 
 class Consent:
     def __init__(self) -> None:
-        self.outcome = ConsentOutcome("deliver", "ok", (Code(code="N", system="2.16.840.1.113883.5.25"),))
+        self.outcome = Decision(Outcome.DELIVER, Reason.ALLOWED, (Code(code="N", system="2.16.840.1.113883.5.25"),))
+        self.after_no_space: Decision | None = None
+        self.reported: list[bool] = []
 
-    async def decide(self, doc, row, now):
+    async def decide(self, doc, row, now, *, no_space_at_delivery=False):
+        self.reported.append(no_space_at_delivery)
+        if no_space_at_delivery:
+            assert self.after_no_space is not None
+            return self.after_no_space
         return self.outcome
 
 
@@ -155,14 +162,37 @@ async def test_deadline_dead_letters_and_blocks_lane(env) -> None:
 async def test_park_and_refuse_from_consent(env) -> None:
     clock, journal, space, consent, worker = env
     [rid] = await add(journal, b"1")
-    consent.outcome = ConsentOutcome("park", "space_not_active", recheck_after=clock.now + timedelta(seconds=900))
+    consent.outcome = Decision(Outcome.PARK, Reason.SPACE_NOT_ACTIVE, recheck_after=clock.now + timedelta(seconds=900))
     await worker.run_once()
     assert (await journal.get(rid)).state is State.PARKED
     clock.advance(900)
-    consent.outcome = ConsentOutcome("refuse", "patient_opposed")
+    consent.outcome = Decision(Outcome.REFUSE, Reason.PATIENT_OPPOSED)
     await worker.run_once()
     row = await journal.get(rid)
     assert row.state is State.REFUSED and row.detail == "patient_opposed" and space.calls == 0
+
+
+async def test_no_space_at_delivery_is_reported_and_the_policy_decides(env) -> None:
+    """DMPNotFound: the worker only reports the fact; the consent decision (park, then refuse) is applied."""
+    clock, journal, space, consent, worker = env
+    [rid] = await add(journal, b"1")
+    space.script = [RemoteRejectedError("no space", status=422, remote_code="DMPNotFound")]
+    due = clock.now + timedelta(minutes=60)
+    consent.after_no_space = Decision(Outcome.PARK, Reason.SPACE_NOT_ACTIVE, recheck_after=due)
+    await worker.run_once()
+    row = await journal.get(rid)
+    assert (row.state, row.detail, row.next_due) == (State.PARKED, "space_not_active", due)
+    assert consent.reported == [False, True]
+    events = [e.kind for e in await journal.events(rid)]
+    assert events[-2:] == ["consent", "parked"]
+
+    clock.advance(3600)
+    space.script = [RemoteRejectedError("no space", status=422, remote_code="DMPNotFound")]
+    consent.after_no_space = Decision(Outcome.REFUSE, Reason.SPACE_NOT_ACTIVE)
+    await worker.run_once()
+    row = await journal.get(rid)
+    assert (row.state, row.detail) == (State.REFUSED, "space_not_active")
+    assert space.calls == 2 and space.delivered == []
 
 
 async def test_handled_messages_settle_without_delivery(env) -> None:

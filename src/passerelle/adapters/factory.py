@@ -12,10 +12,9 @@ from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 from passerelle.adapters.mhd import MhdSpace, SpaceSettings, SpaceTransport
-from passerelle.adapters.space import DeliveryReceipt, PatientSpace
+from passerelle.adapters.space import DeliveryReceipt, PatientSpace, SpaceStatus
 from passerelle.errors import RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Document, Patient
-from passerelle.mappings.mhd.bundle import SpaceStatus
 
 T = TypeVar("T")
 

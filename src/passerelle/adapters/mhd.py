@@ -9,7 +9,7 @@
   persisted in the journal; the only repeat inside a call is a single token refresh after a ``401``.
 - Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
   is read in chunks and the connection closed past the cap), redirects never followed.
-- Classification (reliability.md B-Downstream): 2xx with the expected resource → receipt; 2xx with any
+- Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
   403 without a business code → :class:`RemoteCredentialError`; 403/4xx with a business code →
   :class:`RemoteRejectedError`; 408/425/429/5xx, connection errors, timeouts, oversized answers →
@@ -40,7 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from passerelle.adapters.dmp.settings import DmpSettings
 from passerelle.adapters.http import space_http_client
-from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt
+from passerelle.adapters.mhd_answers import (
+    MalformedAnswerError,
+    is_operation_outcome,
+    outcome_code,
+    parse_status,
+    parse_transaction_response,
+)
+from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt, SpaceStatus
 from passerelle.errors import (
     IdentityError,
     RemoteAmbiguousError,
@@ -50,18 +57,7 @@ from passerelle.errors import (
 )
 from passerelle.mappings.document import Action, Code, Document, Patient
 from passerelle.mappings.identity.ins import allowed_ins_oids
-from passerelle.mappings.mhd.bundle import (
-    MalformedAnswerError,
-    SpaceStatus,
-    SubmissionInfo,
-    build_provide_bundle,
-    deletion_identifier,
-    derived_oid,
-    is_operation_outcome,
-    outcome_code,
-    parse_status,
-    parse_transaction_response,
-)
+from passerelle.mappings.mhd.bundle import SubmissionInfo, build_provide_bundle, deletion_identifier, derived_oid
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,31 @@ from enum import StrEnum
 from typing import Protocol
 
 from passerelle.mappings.document import Document, Patient
-from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 
 __all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceState", "SpaceStatus"]
+
+
+class SpaceState(StrEnum):
+    """State of a patient's space, in the vocabulary of the DMP status service (TD0.2) and PAM ZFA-1."""
+
+    ACTIF = "ACTIF"
+    FERME = "FERME"
+    INEXISTANT = "INEXISTANT"
+
+
+@dataclass(frozen=True)
+class SpaceStatus:
+    """Answer of the status lookup for one patient as seen by one author.
+
+    Every field but ``state`` has a default, so a transport that learns more (e.g. the DMP's TD0.2
+    authorisation state) adds an optional field without touching the other transports or the gate.
+    """
+
+    state: SpaceState
+    opposed: bool = False  # the patient opposed feeding the space
+    author_blocked: bool = False  # the patient blocked this author
+    minor: bool = False  # the space's holder is a minor (legal representants see the space)
+    authorisation: str = ""  # DMP TD0.2 authorisation of the asking professional (VALIDE, EXPIRE...); "" if not given
 
 
 class DeliveryOutcome(StrEnum):

@@ -2,13 +2,12 @@
 registry (PAM ZFA) and the site rules. No network, no journal: the caller passes what it needs."""
 
 from passerelle.consent.cache import TTLCache
+from passerelle.consent.inputs import FeedingConsent, RegistryEntry, SpaceState, SpaceView
 from passerelle.consent.policy import (
     ConsentContext,
     Decision,
-    FeedingConsent,
     Outcome,
     Reason,
-    RegistryEntry,
     confidentiality_codes,
     decide,
 )
@@ -24,6 +23,8 @@ __all__ = [
     "Reason",
     "RegistryEntry",
     "SiteRules",
+    "SpaceState",
+    "SpaceView",
     "TTLCache",
     "VisibilityRule",
     "confidentiality_codes",

@@ -1,5 +1,5 @@
-"""A small TTL cache for remote status lookups (dmp-interop.md rule 17: "call TD0.2, or cache ≤ policy
-TTL"). The clock is injected (monotonic seconds); entries are evicted oldest-first past ``max_entries``.
+"""A small TTL cache for remote status lookups: the space's status is looked up before a publication,
+or taken from a cache no older than the policy's TTL (docs/interop-reference.md, "PAM France consent"). The clock is injected (monotonic seconds); entries are evicted oldest-first past ``max_entries``.
 
 Concurrent lookups of the same key share one fetch, so a burst of documents for one patient makes one
 status call. A failed fetch is not cached.

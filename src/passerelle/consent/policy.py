@@ -1,12 +1,13 @@
-"""The consent and visibility policy: one pure decision per document (dmp-interop.md §7, §9 rules 10,
-17, 20). See docs/consent.md for the table this code implements, in this order (first match wins):
+"""The consent and visibility policy: one pure decision per document (docs/interop-reference.md, "PAM France consent"
+and "Confidentiality and visibility"). See docs/consent.md for the table this code implements, in this order (first match wins):
 
 1. ``DESTDMP=N`` → refuse ``not_for_space``.
 2. Local registry (PAM ZFA-9) says ``IO`` → refuse ``patient_opposed`` (never publish).
 3. Identity not qualified → park ``identity_not_qualified`` until the horizon, then refuse.
 4. Remote status says opposed → refuse ``patient_opposed``.
-5. Space state (remote when known, else the registry's ZFA-1): ``FERME`` → refuse ``space_closed``;
-   ``INEXISTANT`` → park ``space_not_active`` until the horizon, then refuse; neither known → park
+5. Space state (``INEXISTANT`` when a delivery was answered "no space for this patient", else the remote
+   status when known, else the registry's ZFA-1): ``FERME`` → refuse ``space_closed``; ``INEXISTANT`` →
+   park ``space_not_active`` until the horizon, then refuse; neither known → park
    ``space_status_unknown`` (short re-check) until the horizon, then refuse.
 6. Remote status says this author is blocked → refuse ``author_blocked``.
 7. Confidentiality codes: N/R/V from the CDA first (``N`` if none), then MASQUE_PS, INVISIBLE_PATIENT,
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from passerelle.consent.inputs import FeedingConsent, RegistryEntry, SpaceState, SpaceView
 from passerelle.consent.rules import DEFAULT_RULES, ConflictPolicy, SiteRules
 from passerelle.mappings.document import (
     CONFIDENTIALITY_HL7,
@@ -37,7 +39,6 @@ from passerelle.mappings.document import (
     Document,
     confidentiality_code,
 )
-from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 
 
 class Outcome(StrEnum):
@@ -60,65 +61,20 @@ class Reason(StrEnum):
     CONFLICTING_VISIBILITY = "conflicting_visibility"
 
 
-class FeedingConsent(StrEnum):
-    """PAM France ZFA-9: the patient's answer about feeding the space."""
-
-    NOT_COLLECTED = "NA"
-    OPPOSED = "IO"  # informed, opposed
-    NOT_OPPOSED = "INO"  # informed, not opposed
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    """What the facility collected about the patient's space (PAM France ADT ZFA)."""
-
-    dmp_status: SpaceState | None = None  # ZFA-1
-    status_collected_at: datetime | None = None  # ZFA-2
-    closed_at: datetime | None = None  # ZFA-3
-    feeding: FeedingConsent = FeedingConsent.NOT_COLLECTED  # ZFA-9
-    feeding_at: datetime | None = None  # ZFA-10
-    consultation: str = "NA"  # ZFA-11 (NA / INC / IC): consultation, not feeding; informative here
-    consultation_at: datetime | None = None  # ZFA-12
-
-    @classmethod
-    def from_fields(
-        cls,
-        *,
-        dmp_status: str = "",
-        feeding: str = "",
-        consultation: str = "",
-        status_collected_at: datetime | None = None,
-        closed_at: datetime | None = None,
-        feeding_at: datetime | None = None,
-        consultation_at: datetime | None = None,
-    ) -> RegistryEntry:
-        """Build from the raw ZFA strings; unknown values count as "not collected"."""
-        status = dmp_status.strip().upper()
-        answer = feeding.strip().upper()
-        return cls(
-            dmp_status=SpaceState(status) if status in SpaceState.__members__ else None,
-            status_collected_at=status_collected_at,
-            closed_at=closed_at,
-            feeding=FeedingConsent(answer)
-            if answer in {f.value for f in FeedingConsent}
-            else FeedingConsent.NOT_COLLECTED,
-            feeding_at=feeding_at,
-            consultation=consultation.strip().upper() or "NA",
-            consultation_at=consultation_at,
-        )
-
-
 @dataclass(frozen=True)
 class ConsentContext:
     """Everything the decision depends on besides the document. The gate (connector) assembles it."""
 
     now: datetime
     identity_qualified: bool
-    space: SpaceStatus | None = None  # remote status lookup; None when unknown (not asked, or failed)
+    space: SpaceView | None = None  # remote status lookup; None when unknown (not asked, or failed)
     registry: RegistryEntry | None = None  # local registry fed by PAM ZFA; None when nothing collected
     rules: SiteRules = DEFAULT_RULES
     first_parked_at: datetime | None = None  # when this document was first parked (None: never)
     result_codes: frozenset[str] = frozenset()  # result codes found in the document, for site rules
+    #: The space answered a delivery of this document that the patient has no space (DMP "not found"):
+    #: it counts as ``INEXISTANT`` whatever the status lookup said (a stale or optimistic answer).
+    no_space_at_delivery: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,27 +87,57 @@ class Decision:
 
 def decide(doc: Document, ctx: ConsentContext) -> Decision:
     """The decision for ``doc`` (see the module docstring for the order of the checks)."""
+    deleting = doc.action == Action.DELETE
+    early = _before_space(doc, ctx, deleting)
+    if early is not None:
+        return early
+    space = ctx.space
+    if not deleting and space is not None and space.opposed:
+        return Decision(Outcome.REFUSE, Reason.PATIENT_OPPOSED)
+    blocked = _by_space_state(ctx, deleting)
+    if blocked is not None:
+        return blocked
+    if not deleting and space is not None and space.author_blocked:
+        return Decision(Outcome.REFUSE, Reason.AUTHOR_BLOCKED)
+    return _visibility(doc, ctx)
+
+
+def _before_space(doc: Document, ctx: ConsentContext, deleting: bool) -> Decision | None:
+    """Rows 1-3: not for the space, opposed in the local registry, identity not qualified."""
     if not doc.flags.dest_dmp:
         return Decision(Outcome.REFUSE, Reason.NOT_FOR_SPACE)
-    deleting = doc.action == Action.DELETE
     registry = ctx.registry
     if not deleting and registry is not None and registry.feeding == FeedingConsent.OPPOSED:
         return Decision(Outcome.REFUSE, Reason.PATIENT_OPPOSED)
     if not ctx.identity_qualified:
         return _park(ctx, Reason.IDENTITY_NOT_QUALIFIED, ctx.rules.parking.recheck, deleting)
-    space = ctx.space
-    if not deleting and space is not None and space.opposed:
-        return Decision(Outcome.REFUSE, Reason.PATIENT_OPPOSED)
-    state = space.state if space is not None else (registry.dmp_status if registry is not None else None)
+    return None
+
+
+def space_state(ctx: ConsentContext) -> SpaceState | None:
+    """Which state counts: a delivery answered "no space", else the remote status, else the registry."""
+    if ctx.no_space_at_delivery:
+        return SpaceState.INEXISTANT
+    if ctx.space is not None:
+        return ctx.space.state
+    return ctx.registry.dmp_status if ctx.registry is not None else None
+
+
+def _by_space_state(ctx: ConsentContext, deleting: bool) -> Decision | None:
+    """Row 5: closed → refuse; not created yet → park; unknown → park with a short re-check."""
+    state = space_state(ctx)
     if state == SpaceState.FERME:
         return Decision(Outcome.REFUSE, Reason.SPACE_CLOSED)
     if state == SpaceState.INEXISTANT:
         return _park(ctx, Reason.SPACE_NOT_ACTIVE, ctx.rules.parking.recheck, deleting)
     if state is None:
         return _park(ctx, Reason.SPACE_STATUS_UNKNOWN, ctx.rules.parking.unknown_status_recheck, deleting)
-    if not deleting and space is not None and space.author_blocked:
-        return Decision(Outcome.REFUSE, Reason.AUTHOR_BLOCKED)
-    minor = doc.patient.minor or (space is not None and space.minor)
+    return None
+
+
+def _visibility(doc: Document, ctx: ConsentContext) -> Decision:
+    """Row 7-8: the confidentiality codes, refused when they conflict and the site does not allow it."""
+    minor = doc.patient.minor or (ctx.space is not None and ctx.space.minor)
     codes = confidentiality_codes(doc, ctx.rules, minor=minor, result_codes=ctx.result_codes)
     present = {c.code for c in codes}
     if INVISIBLE_PATIENT in present and MASQUE_PS in present and not ctx.rules.allow_invisible_patient_and_masque_ps:

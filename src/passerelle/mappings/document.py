@@ -8,12 +8,13 @@ mapping and delivery. The model is pure data: no I/O, no clock, no settings.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Code systems and OIDs used across the mappings (dmp-interop.md §1-§2).
+# Code systems and OIDs used across the mappings (docs/interop-reference.md).
 INS_NIR_OID = "1.2.250.1.213.1.4.8"
 INS_NIA_OID = "1.2.250.1.213.1.4.9"
 INS_NIR_TEST_OID = "1.2.250.1.213.1.4.10"
@@ -33,6 +34,16 @@ LOCAL_TYPE_SYSTEM = "1.2.250.1.213.1.1.4.12"  # TRE_A05 (IMG-KOS...)
 PS_ID_OID = "1.2.250.1.71.4.2.1"  # IdNat_PS
 STRUCTURE_ID_OID = "1.2.250.1.71.4.2.2"  # IdNat_Struct
 PROFESSION_SYSTEM = "1.2.250.1.213.1.1.4.5"  # TRE_G15
+
+#: An OID (ITU-T X.660 dotted form, no leading zero in an arc); XDS caps identifiers at 64 characters.
+OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+MAX_OID_LENGTH = 64
+
+
+def is_oid(value: str) -> bool:
+    """True for an OID of at most :data:`MAX_OID_LENGTH` characters (document ids, set ids, roots)."""
+    return len(value) <= MAX_OID_LENGTH and bool(OID_RE.match(value))
+
 
 # Visibility codes (XDS spelling; the HL7v2 flag INVISIBLE_REP_LEGAUX maps to the third one).
 MASQUE_PS = "MASQUE_PS"
@@ -79,7 +90,7 @@ class Patient(BaseModel):
 
     @property
     def xds_patient_id(self) -> str:
-        """XDS patientId CX: ``<matricule>^^^&<OID>&ISO^NH`` (dmp-interop.md §1.6)."""
+        """XDS patientId CX: ``<matricule>^^^&<OID>&ISO^NH`` (docs/interop-reference.md, "INS")."""
         return f"{self.ins}^^^&{self.ins_oid}&ISO^NH"
 
 

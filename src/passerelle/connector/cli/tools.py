@@ -95,8 +95,8 @@ def map_files(
 ) -> None:
     """Preview: decode, apply identity rules and map files; write content, metadata and the ITI-65 bundle
     (or, with --transport dmp, the exact ITI-41 request). Nothing is journaled or delivered."""
+    from passerelle.connector.cli.preview import preview_files
     from passerelle.connector.dispatch.lab import CrBioLabMapper
-    from passerelle.mappings.preview import preview_files
     from passerelle.queue.memory import MemoryJournal
 
     settings = load(config)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from passerelle.adapters.mllp_client import MllpClient, RetryPolicy
@@ -30,23 +31,16 @@ from passerelle.queue.ports import DispatchJournal
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class BusinessAckNotifier:
     """The worker's ``Notifier``. :meth:`aclose` waits (bounded) for ZAMs in flight."""
 
-    def __init__(
-        self,
-        journal: DispatchJournal,
-        settings: BusinessAckSettings,
-        hl7: Hl7IntakeSettings,
-        metrics: Metrics,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.journal = journal
-        self.settings = settings
-        self.hl7 = hl7
-        self.metrics = metrics
-        self.clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+    journal: DispatchJournal
+    settings: BusinessAckSettings
+    hl7: Hl7IntakeSettings
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def document_settled(self, row: Row, doc: Document, delivered: bool, code: str, label: str) -> None:
         if row.channel != "mllp" or row.kind not in ("oru", "mdm", "lab"):

@@ -7,6 +7,7 @@ correction becomes a replacement, and records the new version.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from passerelle.errors import MappingError
 from passerelle.mappings import lab as crbio
 from passerelle.mappings.codes.tables import LoincTable, loinc_table_file_name, parse_loinc_csv
 from passerelle.mappings.document import Document, Provenance
-from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.decode import Message, decode_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.mappings.lab.model import Address, Laboratory, Person
 from passerelle.queue.model import Row, SeriesEntry
@@ -71,22 +72,17 @@ class LabSettings(BaseModel):
         return self.senders.get(sender) or self.senders.get(sender.split("^", 1)[0])
 
 
+@dataclass(eq=False)
 class CrBioLabMapper:
-    def __init__(
-        self,
-        journal: ReferenceStore,
-        settings: LabSettings,
-        hl7: Hl7IntakeSettings,
-        *,
-        oid_root: str,
-        test_environment: bool,
-    ) -> None:
-        self.journal = journal
-        self.settings = settings
-        self.hl7 = hl7
-        self.oid_root = oid_root
-        self.test_environment = test_environment
-        self._tables: dict[str, LoincTable | None] = {}
+    """The row mapper's ``LabMapper``: a sender's LAB-3 results → its laboratory's CR-BIO document."""
+
+    journal: ReferenceStore
+    settings: LabSettings
+    hl7: Hl7IntakeSettings
+    _: KW_ONLY
+    oid_root: str
+    test_environment: bool
+    _tables: dict[str, LoincTable | None] = field(default_factory=dict, init=False)
 
     def _table(self, sender: str) -> LoincTable | None:
         if sender not in self._tables:
@@ -112,20 +108,21 @@ class CrBioLabMapper:
             test_environment=self.test_environment,
         )
 
-    def text(self, raw: bytes, sender: str) -> str:
+    def message(self, raw: bytes, sender: str) -> Message:
+        """The message decoded with the sender's charset options (the same decoder as intake)."""
         opts = self.hl7.options_for_sender(sender)
-        return decode_message(raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252).text
+        return decode_message(raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
 
     def preview(self, raw: bytes, prov: Provenance, now: datetime) -> Document:
         """For ``passerelle map``: the document as a first version (no journal, so no previous version)."""
         sender = read_header(decode_message(raw)).sender
-        return crbio.map_lab_results(self.text(raw, sender), self.context(sender, now, None), prov)
+        return crbio.map_lab_results(self.message(raw, sender), self.context(sender, now, None), prov)
 
     async def map(self, row: Row, prov: Provenance, now: datetime) -> Document:
-        text = self.text(row.raw, row.sender)
-        key = crbio.series_key(text, row.sender)
+        msg = self.message(row.raw, row.sender)
+        key = crbio.series_key(msg, row.sender)
         previous = await self.journal.series_get(key)
-        doc = crbio.map_lab_results(text, self.context(row.sender, now, previous), prov)
+        doc = crbio.map_lab_results(msg, self.context(row.sender, now, previous), prov)
         if previous is None or previous.unique_id != doc.unique_id:
             await self.journal.series_put(SeriesEntry(key, doc.unique_id, doc.set_id, doc.version, row.id), now)
         return doc

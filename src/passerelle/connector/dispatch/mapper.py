@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -29,27 +30,18 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
+@dataclass(eq=False)
 class RowMapper:
     """Implements the worker's ``Mapper`` port for every inbound kind."""
 
-    def __init__(
-        self,
-        journal: ReferenceStore,
-        hl7: Hl7IntakeSettings,
-        *,
-        test_environment: bool,
-        clock: Clock,
-        oid_root: str,
-        lab_mapper: LabMapper | None = None,
-        dicom_site: dicom.DicomSite | None = None,
-    ) -> None:
-        self.journal = journal
-        self.hl7 = hl7
-        self.test_environment = test_environment
-        self.clock = clock
-        self.oid_root = oid_root
-        self.lab_mapper = lab_mapper
-        self.dicom_site = dicom_site
+    journal: ReferenceStore
+    hl7: Hl7IntakeSettings
+    _: KW_ONLY
+    test_environment: bool
+    clock: Clock
+    oid_root: str
+    lab_mapper: LabMapper | None = None
+    dicom_site: dicom.DicomSite | None = None
 
     async def map(self, row: Row) -> Document | list[Document] | Handled:
         now = self.clock()

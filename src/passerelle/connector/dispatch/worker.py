@@ -17,13 +17,14 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from passerelle.config.settings import WorkerSettings
+from passerelle.consent.policy import Decision, Outcome
 from passerelle.errors import PermanentError, RemoteRejectedError, RemoteTransientError
-from passerelle.mappings.document import Action, Code, Document
+from passerelle.mappings.document import Action, Document
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.model import Event, Row, Settlement, State
 from passerelle.queue.ports import DispatchJournal
@@ -31,6 +32,8 @@ from passerelle.queue.ports import DispatchJournal
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+#: The space's code for "this patient has no space (yet)" (docs/patient-space-api.md).
+NO_SPACE_CODE = "DMPNotFound"
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,11 @@ class Mapper(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ConsentOutcome:
-    outcome: str  # deliver | park | refuse
-    reason: str
-    confidentiality: tuple[Code, ...] = ()
-    recheck_after: datetime | None = None
-
-
 class ConsentGate(Protocol):
-    async def decide(self, doc: Document, row: Row, now: datetime) -> ConsentOutcome: ...
+    async def decide(self, doc: Document, row: Row, now: datetime, *, no_space_at_delivery: bool = False) -> Decision:
+        """The consent policy's decision for ``doc``; ``no_space_at_delivery`` reports that the space just
+        answered a delivery with "no space for this patient" (the policy decides what that means)."""
+        ...
 
 
 class Space(Protocol):
@@ -91,39 +89,26 @@ class WorkerStats:
     by_state: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
 class DispatchWorker:
     """Claims due lanes and settles their head rows; ``concurrency`` lanes are worked at once."""
 
-    def __init__(
-        self,
-        journal: DispatchJournal,
-        mapper: Mapper,
-        consent: ConsentGate,
-        space: Space,
-        settings: WorkerSettings,
-        metrics: Metrics,
-        *,
-        audit: AuditSink | None = None,
-        notifier: Notifier | None = None,
-        clock: Clock,
-        name: str = "worker",
-        rng: random.Random | None = None,
-    ) -> None:
-        self.journal = journal
-        self.mapper = mapper
-        self.consent = consent
-        self.space = space
-        self.settings = settings
-        self.metrics = metrics
-        self.audit = audit
-        self.notifier = notifier
-        self.clock = clock
-        self.name = name
-        self.rng = rng or random.Random()
-        self.stats = WorkerStats()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
+    journal: DispatchJournal
+    mapper: Mapper
+    consent: ConsentGate
+    space: Space
+    settings: WorkerSettings
+    metrics: Metrics
+    _: KW_ONLY
+    clock: Clock
+    audit: AuditSink | None = None
+    notifier: Notifier | None = None
+    name: str = "worker"
+    rng: random.Random = field(default_factory=random.Random)
+    stats: WorkerStats = field(default_factory=lambda: WorkerStats(), init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -186,60 +171,16 @@ class DispatchWorker:
             mapped = await self.mapper.map(row)
             if isinstance(mapped, Handled):
                 events.append(Event(row.id, now, "handled", mapped.detail))
-                return await self._settle(
-                    row,
-                    Settlement(State.DELIVERED, mapped.detail, patient_id=mapped.patient_id, events=events),
-                    now,
-                    "handled",
-                )
+                settlement = Settlement(State.DELIVERED, mapped.detail, patient_id=mapped.patient_id, events=events)
+                return await self._settle(row, settlement, now, "handled")
             docs = [mapped] if isinstance(mapped, Document) else list(mapped)
             doc = docs[0]
-            for d in docs:
-                events.append(
-                    Event(
-                        row.id,
-                        now,
-                        "mapped",
-                        f"{d.type_code.code} {d.action.value}",
-                        {"document_id": d.unique_id, "type": d.type_code.code, "format": d.format_code.code},
-                    )
-                )
+            events.extend(_mapped_events(row, docs, now))
             decisions = [await self.consent.decide(d, row, now) for d in docs]
-            decision = next((x for x in decisions if x.outcome == "refuse"), None) or next(
-                (x for x in decisions if x.outcome == "park"), decisions[0]
-            )
-            self.metrics.consent_decisions.labels(decision.outcome, decision.reason).inc()
-            events.append(
-                Event(
-                    row.id,
-                    now,
-                    "consent",
-                    f"{decision.outcome}: {decision.reason}",
-                    {"codes": [c.code for c in decision.confidentiality]},
-                )
-            )
-            await self._audit("consent-decision", decision.outcome, decision.reason, row, doc)
-            if decision.outcome == "refuse":
-                await self._notify(row, doc, delivered=False, code=decision.reason, label="refused by consent policy")
-                return await self._settle(
-                    row, self._final(State.REFUSED, decision.reason, doc, events), now, decision.reason
-                )
-            if decision.outcome == "park":
-                due = decision.recheck_after or now + timedelta(seconds=self.settings.park_recheck_s)
-                events.append(Event(row.id, now, "parked", decision.reason, {"recheck": due.isoformat()}))
-                return await self._settle(
-                    row,
-                    Settlement(
-                        State.PARKED,
-                        decision.reason,
-                        next_due=due,
-                        document_id=doc.unique_id,
-                        patient_id=doc.patient.ins,
-                        events=events,
-                    ),
-                    now,
-                    decision.reason,
-                )
+            decision = _strictest(decisions)
+            await self._record_decision(row, doc, decision, events, now)
+            if decision.outcome is not Outcome.DELIVER:
+                return await self._withhold(row, doc, decision, events, now)
             docs = [
                 d.model_copy(update={"confidentiality": x.confidentiality}) if x.confidentiality else d
                 for d, x in zip(docs, decisions, strict=True)
@@ -248,17 +189,44 @@ class DispatchWorker:
         except RemoteTransientError as exc:  # e.g. the status lookup could not reach the space
             return await self._transient(row, doc, events, now, exc)
         except PermanentError as exc:
-            events.append(Event(row.id, now, "refused", exc.message, {"reason": exc.reason}))
-            await self._audit("refusal", "refuse", exc.reason, row, doc)
-            if doc is not None:
-                await self._notify(row, doc, delivered=False, code=exc.reason, label=exc.message)
-            return await self._settle(
-                row, self._final(State.REFUSED, f"{exc.reason}: {exc.message}", doc, events), now, exc.reason
-            )
+            return await self._refused(row, doc, events, now, exc)
         except Exception as exc:  # an unexpected error is treated as transient: never lose the row
             self.metrics.worker_errors.labels("process").inc()
             log.exception("unexpected error while processing", extra={"row_id": row.id})
             return await self._retry(row, doc, events, now, f"internal error ({type(exc).__name__})", None)
+
+    async def _record_decision(
+        self, row: Row, doc: Document, decision: Decision, events: list[Event], now: datetime
+    ) -> None:
+        self.metrics.consent_decisions.labels(decision.outcome.value, decision.reason.value).inc()
+        codes = [c.code for c in decision.confidentiality]
+        events.append(Event(row.id, now, "consent", f"{decision.outcome}: {decision.reason}", {"codes": codes}))
+        await self._audit("consent-decision", decision.outcome.value, decision.reason.value, row, doc)
+
+    async def _withhold(self, row: Row, doc: Document, decision: Decision, events: list[Event], now: datetime) -> State:
+        """Settle a document the consent policy keeps from the space: parked until a re-check, or refused."""
+        reason = decision.reason.value
+        if decision.outcome is Outcome.REFUSE:
+            await self._notify(row, doc, delivered=False, code=reason, label="refused by consent policy")
+            return await self._settle(row, self._final(State.REFUSED, reason, doc, events), now, reason)
+        if decision.outcome is not Outcome.PARK:
+            raise RuntimeError(f"consent decision {decision.outcome} cannot withhold a document")
+        due = decision.recheck_after or now + timedelta(seconds=self.settings.park_recheck_s)
+        events.append(Event(row.id, now, "parked", reason, {"recheck": due.isoformat()}))
+        settlement = Settlement(
+            State.PARKED, reason, next_due=due, document_id=doc.unique_id, patient_id=doc.patient.ins, events=events
+        )
+        return await self._settle(row, settlement, now, reason)
+
+    async def _refused(
+        self, row: Row, doc: Document | None, events: list[Event], now: datetime, exc: PermanentError
+    ) -> State:
+        events.append(Event(row.id, now, "refused", exc.message, {"reason": exc.reason}))
+        await self._audit("refusal", "refuse", exc.reason, row, doc)
+        if doc is not None:
+            await self._notify(row, doc, delivered=False, code=exc.reason, label=exc.message)
+        settlement = self._final(State.REFUSED, f"{exc.reason}: {exc.message}", doc, events)
+        return await self._settle(row, settlement, now, exc.reason)
 
     async def _deliver(self, row: Row, docs: Sequence[Document], events: list[Event], now: datetime) -> State:
         if row.deadline is None:
@@ -274,35 +242,9 @@ class DispatchWorker:
                 if getattr(receipt, "remote_answer", ""):
                     answers.append(receipt.remote_answer)  # type: ignore[attr-defined]
         except RemoteRejectedError as exc:
-            if exc.remote_code == "DMPNotFound":  # no space yet: park, the consent policy decides at the horizon
-                self.metrics.delivery_attempts.labels("not_found").inc()
-                due = now + timedelta(seconds=self.settings.park_recheck_s)
-                events.append(Event(row.id, now, "parked", "space_not_active", {"recheck": due.isoformat()}))
-                settlement = Settlement(
-                    State.PARKED,
-                    "space_not_active",
-                    next_due=due,
-                    document_id=doc.unique_id,
-                    patient_id=doc.patient.ins,
-                    events=events,
-                )
-                return await self._settle(row, settlement, now, "space_not_active")
-            self.metrics.delivery_attempts.labels("rejected").inc()
-            events.append(
-                Event(
-                    row.id,
-                    now,
-                    "attempt",
-                    f"rejected {exc.status} {exc.remote_code}",
-                    {"status": exc.status, "code": exc.remote_code},
-                )
-            )
-            reason = exc.remote_code or exc.reason
-            await self._audit("delivery", "refuse", reason, row, doc)
-            await self._notify(row, doc, delivered=False, code=exc.remote_code or "REJECTED", label=exc.message)
-            return await self._settle(
-                row, self._final(State.REFUSED, f"remote refusal: {reason}", doc, events), now, reason
-            )
+            if exc.remote_code == NO_SPACE_CODE:
+                return await self._no_space(row, doc, events, now)
+            return await self._rejected(row, doc, events, now, exc)
         except RemoteTransientError as exc:
             return await self._transient(row, doc, events, now, exc)
         done = self.clock()
@@ -316,6 +258,26 @@ class DispatchWorker:
         await self._notify(row, doc, delivered=True, code="", label="")
         return await self._settle(
             row, self._final(State.DELIVERED, f"delivered ({doc.action.value})", doc, events), done, "ok"
+        )
+
+    async def _no_space(self, row: Row, doc: Document, events: list[Event], now: datetime) -> State:
+        """The space has no space for this patient yet: report the fact, the consent policy decides."""
+        self.metrics.delivery_attempts.labels("not_found").inc()
+        decision = await self.consent.decide(doc, row, now, no_space_at_delivery=True)
+        await self._record_decision(row, doc, decision, events, now)
+        return await self._withhold(row, doc, decision, events, now)
+
+    async def _rejected(
+        self, row: Row, doc: Document, events: list[Event], now: datetime, exc: RemoteRejectedError
+    ) -> State:
+        self.metrics.delivery_attempts.labels("rejected").inc()
+        detail = f"rejected {exc.status} {exc.remote_code}"
+        events.append(Event(row.id, now, "attempt", detail, {"status": exc.status, "code": exc.remote_code}))
+        reason = exc.remote_code or exc.reason
+        await self._audit("delivery", "refuse", reason, row, doc)
+        await self._notify(row, doc, delivered=False, code=exc.remote_code or "REJECTED", label=exc.message)
+        return await self._settle(
+            row, self._final(State.REFUSED, f"remote refusal: {reason}", doc, events), now, reason
         )
 
     async def _transient(
@@ -421,3 +383,25 @@ class DispatchWorker:
         except Exception:
             self.metrics.worker_errors.labels("notify").inc()
             log.exception("business ack scheduling failed", extra={"row_id": row.id})
+
+
+def _mapped_events(row: Row, docs: Sequence[Document], now: datetime) -> list[Event]:
+    return [
+        Event(
+            row.id,
+            now,
+            "mapped",
+            f"{d.type_code.code} {d.action.value}",
+            {"document_id": d.unique_id, "type": d.type_code.code, "format": d.format_code.code},
+        )
+        for d in docs
+    ]
+
+
+def _strictest(decisions: Sequence[Decision]) -> Decision:
+    """One message, several documents: a refusal wins, then a park, else the first (deliver)."""
+    for outcome in (Outcome.REFUSE, Outcome.PARK):
+        found = next((d for d in decisions if d.outcome is outcome), None)
+        if found is not None:
+            return found
+    return decisions[0]

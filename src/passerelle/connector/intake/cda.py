@@ -40,7 +40,8 @@ from passerelle.connector.intake.replies import (
     unavailable,
 )
 from passerelle.errors import DuplicateConflictError, PasserelleError, TooLargeError
-from passerelle.mappings.cda.reader import CdaLimits, map_cda, map_cda_document
+from passerelle.mappings.cda.reader import map_cda, map_cda_document
+from passerelle.mappings.cda.safe_xml import CdaLimits
 from passerelle.mappings.document import Document
 from passerelle.queue.model import Inbound
 

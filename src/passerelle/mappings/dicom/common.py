@@ -52,10 +52,10 @@ SR_SOP_CLASSES = frozenset(
 )
 DOCUMENT_SOP_CLASSES = frozenset({KOS_SOP_CLASS}) | SR_SOP_CLASSES
 
-#: Sequences nested deeper than this are refused (pydicom recurses; reliability.md §3.3).
+#: Sequences nested deeper than this are refused (pydicom recurses; docs/interop-reference.md, "DICOM hardening").
 MAX_SEQUENCE_DEPTH = 32
 
-#: CX-4.1 namespaces of the INS assigning authorities (dmp-interop.md §1.2). An issuer given only by
+#: CX-4.1 namespaces of the INS assigning authorities (docs/interop-reference.md, "INS"). An issuer given only by
 #: this name (the DRIM-M KOS writes ``ASIP-SANTE-INS-NIR`` without an OID) resolves to the production
 #: OID, or to the test OID when the gateway runs against a test patient space.
 _INS_NAMESPACES: dict[str, tuple[str, str]] = {
@@ -266,6 +266,37 @@ def person_name(ds: Dataset, keyword: str) -> tuple[str, str]:
     return family, given
 
 
+@dataclass(frozen=True)
+class RequestIds:
+    """The request an object answers: accession number and placer order, each with its issuer OID."""
+
+    accession: str = ""
+    accession_issuer: str = ""
+    order: str = ""
+    order_issuer: str = ""
+
+
+def _issuer(seq: Any) -> str:
+    return next((uid for item in seq or () if (uid := text(item, "UniversalEntityID"))), "")
+
+
+def request_ids(ds: Dataset, study_uid: str = "") -> RequestIds:
+    """Accession (0008,0050, else the request's) and placer order of the Referenced Request Sequence;
+    ``study_uid`` keeps only the requests of that study."""
+    accession = text(ds, "AccessionNumber")
+    issuers = [_issuer(ds.get("IssuerOfAccessionNumberSequence"))]
+    order = order_issuer = ""
+    for req in ds.get("ReferencedRequestSequence") or ():
+        if study_uid and text(req, "StudyInstanceUID") not in ("", study_uid):
+            continue
+        accession = accession or text(req, "AccessionNumber")
+        issuers.append(_issuer(req.get("IssuerOfAccessionNumberSequence")))
+        if not order:
+            order = text(req, "PlacerOrderNumberImagingServiceRequest")
+            order_issuer = _issuer(req.get("OrderPlacerIdentifierSequence"))
+    return RequestIds(accession, next((i for i in issuers if i), ""), order, order_issuer)
+
+
 # --- identity -------------------------------------------------------------------------------------
 
 
@@ -309,6 +340,52 @@ def _ins_oid(issuer: str, qualifiers: Any, test_environment: bool) -> str:
     return oid
 
 
+def _carried_ins(ds: Dataset, test_environment: bool) -> tuple[str, str, str]:
+    """(INS, OID, location) of the first identifier with an INS issuer: PatientID, then the Other
+    Patient IDs Sequence; empty when none."""
+    candidates: list[tuple[str, str, Any, str]] = [
+        (
+            text(ds, "PatientID"),
+            text(ds, "IssuerOfPatientID"),
+            ds.get("IssuerOfPatientIDQualifiersSequence"),
+            "0010,0020",
+        )
+    ]
+    candidates += [
+        (
+            text(item, "PatientID"),
+            text(item, "IssuerOfPatientID"),
+            item.get("IssuerOfPatientIDQualifiersSequence"),
+            "0010,1002",
+        )
+        for item in ds.get("OtherPatientIDsSequence") or ()
+    ]
+    for value, issuer, qualifiers, location in candidates:
+        oid = _ins_oid(issuer, qualifiers, test_environment) if value else ""
+        if oid:
+            return value.upper(), oid, location
+    return "", "", ""
+
+
+def _mapped_ins(
+    ds: Dataset, patient_id_map: Mapping[str, tuple[str, str]] | None, test_environment: bool
+) -> tuple[str, str, str]:
+    """(INS, OID, location) the site maps the local PatientID to (key with the issuer first); empty when none."""
+    pid, issuer = text(ds, "PatientID"), text(ds, "IssuerOfPatientID")
+    if not pid or not patient_id_map:
+        return "", "", ""
+    mapped = (patient_id_map.get(f"{pid}^^^{issuer}") if issuer else None) or patient_id_map.get(pid)
+    if mapped is None:
+        return "", "", ""
+    ins, oid = mapped[0].strip().upper(), mapped[1].strip()
+    if oid not in allowed_ins_oids(test_environment):
+        raise IdentityError(
+            "identity not qualified: mapped INS assigning authority not accepted in this environment",
+            location="patient_id_map",
+        )
+    return ins, oid, "patient_id_map"
+
+
 def resolve_patient(
     ds: Dataset,
     *,
@@ -324,56 +401,26 @@ def resolve_patient(
     PACS and RIS write the INS into PatientID only for qualified identities (DRIM-M), and a mapped
     local id comes from the site's identity feed, which holds only qualified identities.
     """
-    pid = text(ds, "PatientID")
-    issuer = text(ds, "IssuerOfPatientID")
-    candidates: list[tuple[str, str, Any, str]] = [
-        (pid, issuer, ds.get("IssuerOfPatientIDQualifiersSequence"), "0010,0020")
-    ]
-    for item in ds.get("OtherPatientIDsSequence") or ():
-        candidates.append(
-            (
-                text(item, "PatientID"),
-                text(item, "IssuerOfPatientID"),
-                item.get("IssuerOfPatientIDQualifiersSequence"),
-                "0010,1002",
-            )
-        )
-    ins, oid, location = "", "", ""
-    for value, cand_issuer, qualifiers, loc in candidates:
-        if not value:
-            continue
-        cand_oid = _ins_oid(cand_issuer, qualifiers, test_environment)
-        if cand_oid:
-            ins, oid, location = value.upper(), cand_oid, loc
-            break
-    if not ins and pid and patient_id_map:
-        mapped = None
-        if issuer:
-            mapped = patient_id_map.get(f"{pid}^^^{issuer}")
-        if mapped is None:
-            mapped = patient_id_map.get(pid)
-        if mapped is not None:
-            ins, oid, location = mapped[0].strip().upper(), mapped[1].strip(), "patient_id_map"
-            if oid not in allowed_ins_oids(test_environment):
-                raise IdentityError(
-                    "identity not qualified: mapped INS assigning authority not accepted in this environment",
-                    location=location,
-                )
+    ins, oid, location = _carried_ins(ds, test_environment)
+    if not ins:
+        ins, oid, location = _mapped_ins(ds, patient_id_map, test_environment)
     if not ins:
         raise IdentityError(
             "identity not qualified: PatientID is not an INS and no INS is mapped for it", location="0010,0020"
         )
     if not is_valid_nir(ins):
         raise IdentityError("identity not qualified: INS fails the NIR format or key check", location=location)
+    pid = text(ds, "PatientID")
     family, given = person_name(ds, "PatientName")
     sex = text(ds, "PatientSex").upper()
     local_id = pid if pid.upper() != ins else ""
+    qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
     return Patient(
         ins=ins,
         ins_oid=oid,
         identity_status=IdentityStatus.QUALIFIED,
         local_id=local_id,
-        local_id_oid=_issuer_oid(issuer, ds.get("IssuerOfPatientIDQualifiersSequence")) if local_id else "",
+        local_id_oid=_issuer_oid(text(ds, "IssuerOfPatientID"), qualifiers) if local_id else "",
         family=family,
         given=given,
         birth_date=text(ds, "PatientBirthDate"),

@@ -1,4 +1,4 @@
-"""DICOM instance → :class:`Document` (dmp-interop.md §2, §5, §9 rule 23).
+"""DICOM instance → :class:`Document` (docs/interop-reference.md, "Imaging").
 
 A Key Object Selection (KOS) manifest becomes an imaging-manifest document (``IMG-KOS``, class 31,
 mime ``application/dicom``, content = the Part 10 file); a Structured Report becomes an IMG-CR-IMG
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from pydicom.dataset import Dataset
 
 from passerelle.errors import MappingError, UnsupportedMessageError
 from passerelle.mappings.dicom import report as imaging_report
+from passerelle.mappings.dicom import sr
 from passerelle.mappings.dicom.common import (
     DOCUMENT_SOP_CLASSES,
     KOS_SOP_CLASS,
@@ -31,6 +31,7 @@ from passerelle.mappings.dicom.common import (
     encode_part10,
     patient_lane,
     person_name,
+    request_ids,
     required_uid,
     resolve_patient,
     text,
@@ -112,7 +113,7 @@ def map_dicom(
         return _map_kos(ds, zero_preamble(raw), now, test_environment, patient_id_map, provenance, previous, site)
     if sop_class in SR_SOP_CLASSES:
         # the content first: a report that can never be published is refused for that reason
-        report = imaging_report.read_report(ds)
+        report = sr.read_report(ds)
         patient = resolve_patient(ds, test_environment=test_environment, patient_id_map=patient_id_map)
         return imaging_report.map_structured_report(
             ds, report, patient=patient, now=now, provenance=provenance, site=site, previous=previous
@@ -134,7 +135,7 @@ def series_key(ds: Dataset) -> str:
     if sop_class == KOS_SOP_CLASS:
         return f"study:{manifest_study_uid(ds)}"
     if sop_class in SR_SOP_CLASSES:
-        return imaging_report.report_series_key(ds)
+        return sr.report_series_key(ds)
     return ""
 
 
@@ -251,29 +252,11 @@ def _author(ds: Dataset, site: DicomSite) -> Author:
     )
 
 
-def _issuer(seq: Any) -> str:
-    for item in seq or ():
-        uid = text(item, "UniversalEntityID")
-        if uid:
-            return uid
-    return ""
-
-
 def _reference_ids(ds: Dataset, study_uid: str) -> tuple[ReferenceId, ...]:
+    req = request_ids(ds, study_uid)
     refs: list[ReferenceId] = [ReferenceId(value=study_uid, type=REF_STUDY)]
-    accession, accession_issuer = text(ds, "AccessionNumber"), _issuer(ds.get("IssuerOfAccessionNumberSequence"))
-    order, order_issuer = "", ""
-    for item in ds.get("ReferencedRequestSequence") or ():
-        if text(item, "StudyInstanceUID") not in ("", study_uid):
-            continue
-        if not accession:
-            accession = text(item, "AccessionNumber")
-            accession_issuer = _issuer(item.get("IssuerOfAccessionNumberSequence"))
-        if not order:
-            order = text(item, "PlacerOrderNumberImagingServiceRequest")
-            order_issuer = _issuer(item.get("OrderPlacerIdentifierSequence"))
-    if accession:
-        refs.append(ReferenceId(value=accession, type=REF_ACCESSION, assigner=accession_issuer))
-    if order:
-        refs.append(ReferenceId(value=order, type=REF_ORDER, assigner=order_issuer))
+    if req.accession:
+        refs.append(ReferenceId(value=req.accession, type=REF_ACCESSION, assigner=req.accession_issuer))
+    if req.order:
+        refs.append(ReferenceId(value=req.order, type=REF_ORDER, assigner=req.order_issuer))
     return tuple(refs)

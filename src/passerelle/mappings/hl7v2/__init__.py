@@ -12,7 +12,6 @@ from passerelle.mappings.hl7v2.decode import (
     decode_message,
 )
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
-from passerelle.mappings.hl7v2.lab import LabObservation, LabOrder, read_lab_results
 from passerelle.mappings.hl7v2.patient import PatientIds, extract_ids, patient_from_pid
 from passerelle.mappings.hl7v2.volet import Classified, EmbeddedDocument, MessageKind, classify
 from passerelle.mappings.hl7v2.zfa import ConsentDates, ConsentFeed
@@ -24,8 +23,6 @@ __all__ = [
     "Delimiters",
     "EmbeddedDocument",
     "Header",
-    "LabObservation",
-    "LabOrder",
     "Message",
     "MessageKind",
     "PatientIds",
@@ -41,7 +38,6 @@ __all__ = [
     "extract_ids",
     "patient_from_pid",
     "read_header",
-    "read_lab_results",
     "salvage_header",
     "should_reply",
 ]

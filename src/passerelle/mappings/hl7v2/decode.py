@@ -70,10 +70,8 @@ def split(value: str, sep: str) -> list[str]:
     return out
 
 
-class UnsupportedCharsetError(UnsupportedMessageError):
+class UnsupportedCharsetError(UnsupportedMessageError, reason="unsupported_charset"):
     """UTF-16/UTF-32 or an MSH-18 value we do not decode (ERR-3 203)."""
-
-    reason = "unsupported_charset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +286,40 @@ def decode_message(
     (bytes invalid in the charset) or :class:`UnsupportedCharsetError` (UTF-16/32, unknown MSH-18).
     """
     warnings: list[str] = []
+    data = _message_bytes(raw, warnings)
+    # MSH-2 first, from the bytes (MSH is ASCII), so MSH-18 is read with the right delimiters.
+    delims = _delimiters(chr(data[3]), _encoding_characters(data, warnings))
+    declared = read_msh18(data)
+    codec = _codec(data, declared, fallback_charset, allow_cp1252, warnings)
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"invalid {declared or codec} byte at offset {exc.start}", location="MSH^1^18") from exc
+    except LookupError as exc:
+        raise UnsupportedCharsetError("unknown fallback character set", location="MSH^1^18") from exc
+    if "msh2_small_tilde" in warnings:
+        # the same paste replaced every "~" of the message (PID-11 repetitions in the ANS examples)
+        text = text.replace(SMALL_TILDE, "~")
+    return _message(raw, text, codec, declared, delims, warnings, max_segments)
+
+
+def message_from_text(text: str, *, max_segments: int = MAX_SEGMENTS) -> Message:
+    """A message already decoded to text (a sample built in code, a row decoded earlier): the same
+    delimiter and segment rules as :func:`decode_message`, no charset step."""
+    warnings: list[str] = []
+    body = text.lstrip("\r\n\t ")
+    if not body.startswith("MSH") or len(body) < 8:
+        raise ParseError("message does not start with MSH", location="MSH", reason="no_msh")
+    end = min((p for p in (body.find("\r"), body.find("\n")) if p != -1), default=len(body))
+    encoding = body[4:end].split(body[3], 1)[0] if body[3] in body[4:end] else ""
+    if not encoding:
+        raise ParseError("MSH-2 encoding characters missing", location="MSH^1^2")
+    delims = _delimiters(body[3], encoding.replace(SMALL_TILDE, "~"))
+    return _message(text.encode("utf-8"), body, "utf-8", "", delims, warnings, max_segments)
+
+
+def _message_bytes(raw: bytes, warnings: list[str]) -> bytes:
+    """The payload from its MSH on: BOM dropped (warning), UTF-16/32, batches and control bytes refused."""
     data = raw
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
@@ -306,12 +338,13 @@ def decode_message(
         raise ParseError("invalid field separator (MSH-1)", location="MSH^1^1")
     if len(data.translate(None, _CONTROL_BYTES)) != len(data):
         raise EncodingError("control characters in message", location="MSH^1^18")
+    return data
 
-    # MSH-2 first, from the bytes (MSH is ASCII), so MSH-18 is read with the right delimiters.
-    fs = chr(fs_byte)
+
+def _encoding_characters(data: bytes, warnings: list[str]) -> str:
+    """MSH-2 read from the bytes; the U+02DC small tilde of some ANS examples is read as ``~``."""
     enc_end = data.find(data[3:4], 4)
-    line_end = _first_line_end_bytes(data)
-    if enc_end == -1 or enc_end > line_end:
+    if enc_end == -1 or enc_end > _first_line_end_bytes(data):
         raise ParseError("MSH-2 encoding characters missing", location="MSH^1^2")
     encoding_bytes = data[4:enc_end]
     if _SMALL_TILDE_UTF8 in encoding_bytes:
@@ -319,63 +352,63 @@ def decode_message(
         encoding_bytes = encoding_bytes.replace(_SMALL_TILDE_UTF8, b"~")
     if not encoding_bytes.isascii():
         raise ParseError("invalid MSH-2 encoding character", location="MSH^1^2")
-    delims = _delimiters(fs, encoding_bytes.decode("ascii"))
+    return encoding_bytes.decode("ascii")
 
-    declared = read_msh18(data)
-    codec = choose_codec(declared, fallback_charset)
-    if codec in _C1_TRAP_CODECS:
-        c1 = len(data) - len(data.translate(None, _C1_BYTES))
-        if c1:
-            if not allow_cp1252:
-                raise EncodingError(
-                    f"{c1} bytes in 0x80-0x9F: Windows-1252 text declared as {declared or codec}",
-                    location="MSH^1^18",
-                )
-            codec = "cp1252"
-            warnings.append(f"cp1252_bytes={c1}")
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError as exc:
-        raise EncodingError(f"invalid {declared or codec} byte at offset {exc.start}", location="MSH^1^18") from exc
-    except LookupError as exc:
-        raise UnsupportedCharsetError("unknown fallback character set", location="MSH^1^18") from exc
 
-    if "msh2_small_tilde" in warnings:
-        # the same paste replaced every "~" of the message (PID-11 repetitions in the ANS examples)
-        text = text.replace(SMALL_TILDE, "~")
+def _codec(data: bytes, declared: str, fallback: str | None, allow_cp1252: bool, warnings: list[str]) -> str:
+    """The codec of MSH-18 (or the fallback); Latin-1 text with C1 bytes is the Windows-1252 trap."""
+    codec = choose_codec(declared, fallback)
+    if codec not in _C1_TRAP_CODECS:
+        return codec
+    c1 = len(data) - len(data.translate(None, _C1_BYTES))
+    if not c1:
+        return codec
+    if not allow_cp1252:
+        raise EncodingError(
+            f"{c1} bytes in 0x80-0x9F: Windows-1252 text declared as {declared or codec}", location="MSH^1^18"
+        )
+    warnings.append(f"cp1252_bytes={c1}")
+    return "cp1252"
 
+
+def _message(
+    raw: bytes, text: str, codec: str, declared: str, delims: Delimiters, warnings: list[str], max_segments: int
+) -> Message:
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
     # a segment takes at least 4 characters, so only long texts can exceed the cap
     if len(text) > 4 * max_segments and text.count("\r") >= max_segments:
         raise ParseError(f"more than {max_segments} segments", location="MSH", reason="too_many_segments")
-    segments: list[Segment] = []
-    seen_names = _SEEN_SEGMENT_IDS
-    for lineno, line in enumerate(split(text, "\r"), start=1):
-        if not line or (line[0] in " \t" and not line.strip()):
-            continue
-        name = line[:3]
-        if name not in seen_names:
-            if not _SEGMENT_ID.fullmatch(name):
-                raise ParseError("invalid segment identifier", location=f"segment {lineno}")
-            seen_names.add(name)  # bounded: at most 26*36*36 valid identifiers
-        if len(line) > 3 and line[3] != fs:
-            raise ParseError("invalid segment identifier", location=f"segment {lineno}")
-        parts = split(line, fs)
-        if name == "MSH":
-            if segments:
-                raise ParseError("more than one MSH segment", location=f"segment {lineno}")
-            parts.insert(1, fs)
-        segments.append(Segment(name, parts))
+    segments = [_segment(line, lineno, delims.field) for lineno, line in _lines(text)]
+    if any(seg.name == "MSH" for seg in segments[1:]):
+        where = next(n for n, seg in enumerate(segments, start=1) if seg.name == "MSH" and n > 1)
+        raise ParseError("more than one MSH segment", location=f"segment {where}")
     return Message(
-        raw=raw,
-        text=text,
-        codec=codec,
-        charset=declared,
-        delimiters=delims,
-        segments=segments,
-        warnings=warnings,
+        raw=raw, text=text, codec=codec, charset=declared, delimiters=delims, segments=segments, warnings=warnings
     )
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of every non-blank line."""
+    return [
+        (lineno, line)
+        for lineno, line in enumerate(split(text, "\r"), start=1)
+        if line and not (line[0] in " \t" and not line.strip())
+    ]
+
+
+def _segment(line: str, lineno: int, fs: str) -> Segment:
+    name = line[:3]
+    if name not in _SEEN_SEGMENT_IDS:
+        if not _SEGMENT_ID.fullmatch(name):
+            raise ParseError("invalid segment identifier", location=f"segment {lineno}")
+        _SEEN_SEGMENT_IDS.add(name)  # bounded: at most 26*36*36 valid identifiers
+    if len(line) > 3 and line[3] != fs:
+        raise ParseError("invalid segment identifier", location=f"segment {lineno}")
+    parts = split(line, fs)
+    if name == "MSH":
+        parts.insert(1, fs)
+    return Segment(name, parts)
 
 
 def _first_line_end_bytes(data: bytes) -> int:

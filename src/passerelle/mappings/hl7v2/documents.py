@@ -1,7 +1,7 @@
 """CI-SIS "Transmission de document(s) CDA en HL7v2": ORU^R01 / MDM^T02|T10|T04 with an embedded CDA → Document.
 
 The CDA header gives the metadata (:mod:`passerelle.mappings.cda.reader`); the HL7v2 message then adds or
-overrides what the volet puts there (dmp-interop.md §2.1, §3):
+overrides what the volet puts there (docs/interop-reference.md, "XDS metadata" and "CI-SIS volet"):
 
 * confidentiality: CDA N/R/V first, then ``MASQUE_PS`` / ``INVISIBLE_PATIENT`` /
   ``INVISIBLE_REPRESENTANTS_LEGAUX`` for each MetaDMPMSS flag valued ``Y`` (the flag spelled
@@ -20,13 +20,12 @@ overrides what the volet puts there (dmp-interop.md §2.1, §3):
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
 from passerelle.errors import MappingError, ParseError, PasserelleError, UnsupportedMessageError, ValidationError
-from passerelle.mappings.cda.reader import DEFAULT_LIMITS, CdaLimits, document_from_cda, parse_cda
+from passerelle.mappings.cda.reader import document_from_cda
+from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS, CdaLimits, parse_cda
 from passerelle.mappings.document import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
@@ -40,29 +39,12 @@ from passerelle.mappings.document import (
     Provenance,
     confidentiality_code,
 )
+from passerelle.mappings.hl7v2 import embedded
 from passerelle.mappings.hl7v2.decode import Message, Segment, decode_message
+from passerelle.mappings.hl7v2.errors import DataTypeError
 from passerelle.mappings.hl7v2.header import read_header
-from passerelle.mappings.hl7v2.volet import MessageKind, classify
+from passerelle.mappings.hl7v2.volet import MessageKind, classify, is_cda_obx
 from passerelle.mappings.identity.rules import Cx, qualify_hl7_patient
-
-META_SYSTEM = "MetaDMPMSS"
-#: MetaDMPMSS codes (with the spellings seen in older ANS examples): never a document OBX.
-FLAG_FIELDS: dict[str, str] = {
-    "MASQUE_PS": "masque_ps",
-    "INVISIBLE_PATIENT": "invisible_patient",
-    "INVISIBLE_REP_LEGAUX": "invisible_rep_legaux",
-    "INVISIBLE_REPRESENTANTS_LEGAUX": "invisible_rep_legaux",
-    "CONNEXION_SECRETE": "connexion_secrete",
-    "MODIF_CONF_CODE": "modif_conf_code",
-    "MODIF_CONFIDENTIALITYCODE": "modif_conf_code",
-    "DESTDMP": "dest_dmp",
-    "DESTMSSANTEPS": "dest_mssante_ps",
-    "DESTMSSANTEPAT": "dest_mssante_pat",
-    "ACK_RECEPTION": "ack_reception",
-    "ACK_LECTURE_MSS": "ack_lecture_mss",
-    "ACK_LECTURE": "ack_lecture_mss",
-}
-_NON_DOCUMENT_OBX = frozenset({*FLAG_FIELDS, "CORPSMAIL_PS", "CORPSMAIL_PATIENT", "COMP_LOT"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +58,11 @@ class EmbeddedDocument:
 
 
 def decode_base64(data: str, *, location: str) -> bytes:
-    """Base64 from OBX-5.5, whitespace removed and missing ``=`` padding tolerated (corpus quirk)."""
-    compact = "".join(data.split())
-    compact += "=" * (-len(compact) % 4)
+    """Base64 from OBX-5.5 (missing ``=`` padding tolerated, as on the ACK path); the worker reads a
+    stored message, so a failure here is a :class:`ParseError` of that message."""
     try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return embedded.decode_base64("".join(data.split()), location=location)
+    except DataTypeError as exc:
         raise ParseError("document OBX-5 is not valid Base64", location=location, reason="base64") from exc
 
 
@@ -89,22 +70,15 @@ def embedded_documents(msg: Message) -> list[EmbeddedDocument]:
     """Every OBX of type ED whose OBX-5.3 is ``XML`` and which is not a MetaDMPMSS/mail-body OBX."""
     docs: list[EmbeddedDocument] = []
     for index, obx in enumerate(msg.all("OBX"), start=1):
-        if msg.value(obx, 2).strip().upper() != "ED":
-            continue
-        code = msg.value(obx, 3).strip()
-        if code.upper() in _NON_DOCUMENT_OBX or msg.value(obx, 3, 3).strip() == META_SYSTEM:
-            continue
-        if msg.value(obx, 5, 3).strip().upper() != "XML":
+        if not is_cda_obx(msg, obx):
             continue
         if msg.value(obx, 5, 4).strip().upper() != "BASE64":
             raise ParseError("document OBX-5.4 must be Base64", location=f"OBX^{index}^5^4", reason="encoding")
-        raw = obx.field(5).split(msg.delimiters.repetition)[0]
-        parts = raw.split(msg.delimiters.component)
-        payload = parts[4] if len(parts) > 4 else ""
+        payload = msg.value(obx, 5, 5)
         if not payload:
             raise ParseError("document OBX-5.5 is empty", location=f"OBX^{index}^5^5", reason="required")
         content = decode_base64(payload, location=f"OBX^{index}^5^5")
-        docs.append(EmbeddedDocument(index, code, msg.value(obx, 11).strip().upper(), content))
+        docs.append(EmbeddedDocument(index, msg.value(obx, 3).strip(), msg.value(obx, 11).strip().upper(), content))
     return docs
 
 

@@ -6,21 +6,10 @@ import binascii
 
 from lxml import etree
 
+from passerelle.mappings.cda.safe_xml import has_doctype, safe_parser
 from passerelle.mappings.hl7v2.errors import DataTypeError
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def _parser() -> etree.XMLParser:
-    # No DTD, no entity expansion, no network, no huge trees (reliability.md §3.2).
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=False,
-    )
 
 
 def check_base64(text: str, *, location: str) -> None:
@@ -49,11 +38,11 @@ def decode_base64(text: str, *, location: str) -> bytes:
 def parse_xml(data: bytes, *, location: str) -> etree._Element:
     """Parse with the safe parser; a DOCTYPE is refused outright (no DTD, no entities)."""
     try:
-        root = etree.fromstring(data, parser=_parser())
+        # only a well-formedness check on the ACK path: nothing dropped, so the parse stays minimal
+        root = etree.fromstring(data, parser=safe_parser(drop_processing_instructions=False, drop_comments=False))
     except etree.XMLSyntaxError as exc:
         raise DataTypeError("embedded document is not well-formed XML", location=location) from exc
-    doctype: str = getattr(root.getroottree().docinfo, "doctype", "")
-    if doctype:
+    if has_doctype(root):
         raise DataTypeError("embedded document declares a DTD", location=location)
     return root
 

@@ -5,26 +5,20 @@ from __future__ import annotations
 from passerelle.errors import UnsupportedMessageError, ValidationError
 
 
-class RequiredFieldError(ValidationError):
-    hl7_code = "101"
-    reason = "required_field"
+class RequiredFieldError(ValidationError, hl7_code="101", reason="required_field"):
+    """A required segment field is empty."""
 
 
-class DataTypeError(ValidationError):
+class DataTypeError(ValidationError, hl7_code="102", reason="data_type"):
     """A field whose content is not of its type (bad base64, not well-formed XML...)."""
 
-    hl7_code = "102"
-    reason = "data_type"
+
+class TableValueError(ValidationError, hl7_code="103", reason="table_value"):
+    """A coded value outside the table the volet allows."""
 
 
-class TableValueError(ValidationError):
-    hl7_code = "103"
-    reason = "table_value"
-
-
-class SegmentSequenceError(ValidationError):
-    hl7_code = "100"
-    reason = "segment_sequence"
+class SegmentSequenceError(ValidationError, hl7_code="100", reason="segment_sequence"):
+    """A segment missing, repeated or out of order."""
 
 
 def unsupported(message: str, *, location: str, reason: str) -> UnsupportedMessageError:

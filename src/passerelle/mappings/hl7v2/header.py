@@ -116,8 +116,10 @@ def read_header(msg: Message) -> Header:
 def salvage_header(raw: bytes) -> Header | None:
     """Best-effort MSH from raw bytes when decoding failed, so the reply can still carry MSA-2.
 
-    The first line is read as Latin-1 (never fails); non-ASCII values are dropped. Returns None when
-    there is no usable MSH (too short, or field separator / encoding characters invalid).
+    The first line is read as Latin-1 (never fails); non-ASCII values are dropped. MSH-2 may be
+    unusable (three characters, repeated or alphanumeric ones): the fields are still split on the
+    field separator, and the reply uses the standard encoding characters. Returns None only when
+    there is no MSH or its field separator is unusable.
     """
     data = raw.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n\t ")
     if not data.startswith(b"MSH"):
@@ -132,15 +134,20 @@ def salvage_header(raw: bytes) -> Header | None:
         return None
     fs = line[3]
     parts = line.split(fs)
-    encoding = parts[1].replace("\u00cb\u009c", "~")  # UTF-8 U+02DC read as Latin-1
-    chars = fs + encoding
-    if len(encoding) not in (4, 5) or len(set(chars)) != len(chars) or not all(map(_usable_delimiter, chars)):
-        return None
-    d = Delimiters(fs, encoding[0], encoding[1], encoding[2], encoding[3])
+    d = _salvaged_delimiters(fs, parts[1].replace("\u00cb\u009c", "~"))  # UTF-8 U+02DC read as Latin-1
     fields = [p if p.isascii() and p.isprintable() else "" for p in parts]
     fields.insert(1, fs)
     fields[2] = d.encoding_characters
     return header_from_fields(fields, d)
+
+
+def _salvaged_delimiters(fs: str, encoding: str) -> Delimiters:
+    """The sender's encoding characters when usable, else the standard ones."""
+    chars = fs + encoding
+    if len(encoding) in (4, 5) and len(set(chars)) == len(chars) and all(map(_usable_delimiter, chars)):
+        return Delimiters(fs, encoding[0], encoding[1], encoding[2], encoding[3])
+    standard = Delimiters()
+    return Delimiters(fs) if fs not in standard.encoding_characters else standard
 
 
 def _usable_delimiter(ch: str) -> bool:

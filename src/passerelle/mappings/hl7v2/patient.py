@@ -1,4 +1,4 @@
-"""Patient identifiers from PID: INS (dmp-interop §1.4, §1.7), IPP, lane key, the Patient model."""
+"""Patient identifiers from PID: INS (docs/interop-reference.md, "INS"), IPP, lane key, the Patient model."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ class PatientIds:
     identity_status: IdentityStatus = IdentityStatus.UNKNOWN
     ipp: str = ""
     ipp_authority: str = ""  # CX-4 OID, else namespace
+
+    def patient(self, *, family: str, given: str, birth_date: str, sex: str) -> Patient:
+        """The document-model patient these identifiers belong to, with its traits."""
+        return Patient(
+            ins=self.ins, ins_oid=self.ins_oid, identity_status=self.identity_status, local_id=self.ipp,
+            local_id_oid=self.ipp_authority, family=family, given=given, birth_date=birth_date, sex=sex,
+        )  # fmt: skip
 
     def lane(self, sender: str) -> str:
         """Ordering key: the qualified INS, else sender + IPP, else "" (own lane)."""
@@ -76,12 +83,7 @@ def patient_from_pid(msg: Message, *, test_environment: bool) -> Patient:
     chosen = next((n for n in names if msg.component(n, 7).upper() == "L"), names[0] if names else "")
     birth = msg.value(pid, 7)[:8]
     sex = msg.value(pid, 8).upper()[:1]
-    return Patient(
-        ins=ids.ins,
-        ins_oid=ids.ins_oid,
-        identity_status=ids.identity_status,
-        local_id=ids.ipp,
-        local_id_oid=ids.ipp_authority,
+    return ids.patient(
         family=msg.component(chosen, 1) if chosen else "",
         given=msg.component(chosen, 2) if chosen else "",
         birth_date=birth,

@@ -1,4 +1,4 @@
-"""PAM France ZFA segment (DMP status and consents, dmp-interop §7)."""
+"""PAM France ZFA segment (DMP status and consents, docs/interop-reference.md, "PAM France consent")."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class ConsentFeed:
 
     @property
     def blocks_feeding(self) -> bool:
-        """Opposition, or a closed/absent DMP (dmp-interop §7 gateway consequences)."""
+        """Opposition, or a closed/absent DMP (docs/interop-reference.md, "PAM France consent")."""
         return self.feeding_opposition or self.dmp_status in {"FERME", "INEXISTANT"}
 
 

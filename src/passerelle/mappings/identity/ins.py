@@ -1,6 +1,6 @@
 """INS (Identifiant National de Santé) rules: NIR key, assigning authorities, qualification.
 
-Pure functions (dmp-interop.md §1 and §9 rules 1-4).
+Pure functions (docs/interop-reference.md, "INS").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Identity rules applied to a document before it may reach a patient space (dmp-interop.md §1.7, §9 rules 1-4).
+"""Identity rules applied to a document before it may reach a patient space (docs/interop-reference.md, "INS").
 
 Only a qualified INS feeds the DMP. For HL7v2 sources that means: a PID-3 repetition with CX-5 =
 ``INS`` under an INS assigning authority allowed in this environment (.8/.9 in production, plus

@@ -13,7 +13,7 @@ or in one call, with the previous version looked up under ``series_key(text)``::
 
 from __future__ import annotations
 
-from passerelle.mappings.lab.cda import build_cda
+from passerelle.mappings.lab.cda import build_crbio_cda
 from passerelle.mappings.lab.document import CLASS_CODE, FORMAT_CODE, TYPE_CODE, to_document
 from passerelle.mappings.lab.ids import set_id_for, unique_id_for
 from passerelle.mappings.lab.model import (
@@ -51,7 +51,7 @@ __all__ = [
     "ResultStatus",
     "Specimen",
     "ValueKind",
-    "build_cda",
+    "build_crbio_cda",
     "from_oru",
     "generate",
     "map_lab_results",

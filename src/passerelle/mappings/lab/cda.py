@@ -1,27 +1,28 @@
-"""LabReport → CDA R2 CR-BIO 2024.01 (volet BIO-CR-BIO, XD-LAB based; dmp-interop.md §4.1 and §4.3).
+"""LabReport → CDA R2 CR-BIO 2024.01 (volet BIO-CR-BIO, XD-LAB based; docs/interop-reference.md, "CR-BIO").
 
 Layout follows the ANS example ``BIO-CR-BIO_2024.01_TSH_1.xml``: structuration minimale header with the
 XD-LAB and CR-BIO templateIds, one FR-CR-BIO-Chapitre section per chapter, one FR-CR-BIO-Sous-Chapitre
 section per battery with its narrative table and its FR-Resultats-examens-de-biologie-medicale entry
 (act → specimen procedure + battery organizer → observations), and the mandatory FR-Document-PDF-copie
-section carrying the PDF rendering. Pure: no clock, no I/O.
+section carrying the PDF rendering. Built with the project's one CDA writer
+(:mod:`passerelle.mappings.cda.writer`). Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
 from lxml import etree
 
+from passerelle.mappings.cda import writer as w
 from passerelle.mappings.codes import interpretation_display
-from passerelle.mappings.document import PS_ID_OID, STRUCTURE_ID_OID, Action, Code
+from passerelle.mappings.document import Action, Code
 from passerelle.mappings.lab.ids import sub_id
 from passerelle.mappings.lab.model import (
     LOINC_SYSTEM,
-    Address,
     Battery,
     Laboratory,
     LabReport,
@@ -33,241 +34,125 @@ from passerelle.mappings.lab.model import (
 )
 from passerelle.mappings.lab.pdf import format_interpretation, format_range, format_value
 
-V3 = "urn:hl7-org:v3"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
-LAB = "urn:oid:1.3.6.1.4.1.19376.1.3.2"
-NSMAP = {None: V3, "lab": LAB, "xsi": XSI}
-
 TYPE_CODE = Code(code="11502-2", system=LOINC_SYSTEM, display="CR d'examens biologiques")
 TITLE = "Compte rendu d'examens biologiques"
 HEADER_TEMPLATES = (
-    "2.16.840.1.113883.2.8.2.1",  # HL7 France
-    "1.2.250.1.213.1.1.1.1",  # CI-SIS structuration minimale
     "1.3.6.1.4.1.19376.1.3.3",  # IHE PaLM XD-LAB
     "1.2.250.1.213.1.1.1.55",  # CI-SIS CR-BIO
 )
 INTERPRETATION_SYSTEM = "2.16.840.1.113883.5.83"
-CONFIDENTIALITY_SYSTEM = "2.16.840.1.113883.5.25"
-_CONFIDENTIALITY = {"N": "Normal", "R": "Restreint", "V": "Très restreint"}
-_GENDER = {"M": "Masculin", "F": "Féminin", "U": "Inconnu"}
+COFRAC_OID = "1.2.250.1.213.6.3.1"
+SPECIMEN_ID_OID = "1.2.250.1.213.1.1.9.2"
+COPY = Code(code="55108-5", system=LOINC_SYSTEM, display="Copie du document")
 
 
-def _q(tag: str) -> str:
-    return f"{{{V3}}}{tag}"
+# --- header --------------------------------------------------------------------------------------
 
 
-def _el(parent: etree._Element, tag: str, attrib: dict[str, str] | None = None, text: str = "") -> etree._Element:
-    el = etree.SubElement(parent, _q(tag), attrib or {})
-    if text:
-        el.text = text
-    return el
-
-
-def _xsi_type(el: etree._Element, value: str) -> None:
-    el.set(f"{{{XSI}}}type", value)
-
-
-def ts(value: datetime) -> str:
-    """CDA TS with seconds and UTC offset (``20240104113000+0100``)."""
-    return value.strftime("%Y%m%d%H%M%S%z")
-
-
-def _num(value: Decimal) -> str:
-    return format(value, "f")
-
-
-def _code(parent: etree._Element, tag: str, code: Code, **extra: str) -> etree._Element:
-    attrib = {"code": code.code, "codeSystem": code.system}
-    if code.display:
-        attrib["displayName"] = code.display
-    if code.system == LOINC_SYSTEM:
-        attrib["codeSystemName"] = "LOINC"
-    attrib.update(extra)
-    return _el(parent, tag, attrib)
-
-
-def _template(parent: etree._Element, *roots: str) -> None:
-    for root in roots:
-        _el(parent, "templateId", {"root": root})
-
-
-def _addr(parent: etree._Element, address: Address) -> None:
-    if address.empty:
-        _el(parent, "addr", {"nullFlavor": "UNK"})
-        return
-    addr = _el(parent, "addr")
-    if address.house_number:
-        _el(addr, "houseNumber", text=address.house_number)
-    if address.street:
-        _el(addr, "streetName", text=address.street)
-    if address.postal_code:
-        _el(addr, "postalCode", text=address.postal_code)
-    if address.city:
-        _el(addr, "city", text=address.city)
-    if address.country:
-        _el(addr, "country", text=address.country)
-
-
-def _telecoms(parent: etree._Element, telecom: Iterable[str]) -> None:
-    values = list(telecom)
-    if not values:
-        _el(parent, "telecom", {"nullFlavor": "UNK"})
-    for value in values:
-        _el(parent, "telecom", {"value": value, "use": "WP"})
-
-
-def _person_name(parent: etree._Element, person: Person) -> None:
-    name = _el(parent, "name")
-    if person.prefix:
-        _el(name, "prefix", text=person.prefix)
-    if person.given:
-        _el(name, "given", text=person.given)
-    _el(name, "family", text=person.family)
-    if person.suffix:
-        _el(name, "suffix", text=person.suffix)
-
-
-def _organisation(parent: etree._Element, tag: str, lab: Laboratory, *, practice: bool = False) -> None:
-    org = _el(parent, tag)
-    _el(org, "id", {"root": STRUCTURE_ID_OID, "extension": lab.structure_id})
-    if lab.cofrac and tag == "representedOrganization":
-        _el(org, "id", {"root": "1.2.250.1.213.6.3.1", "extension": lab.cofrac, "assigningAuthorityName": "COFRAC"})
-    _el(org, "name", text=lab.name)
-    _telecoms(org, lab.telecom)
-    _addr(org, lab.address)
-    if practice:
-        _code(org, "standardIndustryClassCode", lab.practice_setting)
-
-
-def _assigned(
-    parent: etree._Element, tag: str, person: Person, lab: Laboratory | None, *, practice: bool = False
-) -> etree._Element:
-    entity = _el(parent, tag)
-    _el(entity, "id", {"root": PS_ID_OID, "extension": person.id})
-    if person.profession is not None:
-        _code(entity, "code", person.profession)
-    _addr(entity, person.address if not person.address.empty else (lab.address if lab else Address()))
-    _telecoms(entity, person.telecom or (lab.telecom if lab else ()))
-    _person_name(_el(entity, "assignedPerson"), person)
-    if lab is not None:
-        _organisation(entity, "representedOrganization", lab, practice=practice)
-    return entity
-
-
-# --- header ------------------------------------------------------------------------------------------
-
-
-def _record_target(doc: etree._Element, report: LabReport) -> None:
-    pat = report.patient
-    role = _el(_el(doc, "recordTarget"), "patientRole")
-    _el(role, "id", {"root": pat.ins_oid, "extension": pat.ins})
-    if pat.local_id and pat.local_id_oid:
-        _el(role, "id", {"root": pat.local_id_oid, "extension": pat.local_id})
-    _addr(role, pat.address)
-    _telecoms(role, pat.telecom)
-    patient = _el(role, "patient", {"classCode": "PSN"})
-    name = _el(patient, "name")
-    _el(name, "family", {"qualifier": "BR"}, pat.birth_family)
-    _el(name, "given", text=pat.birth_given_names)
-    _el(name, "given", {"qualifier": "BR"}, pat.first_birth_given)
-    if pat.used_family:
-        _el(name, "family", {"qualifier": "CL"}, pat.used_family)
-    if pat.used_given:
-        _el(name, "given", {"qualifier": "CL"}, pat.used_given)
-    _el(
-        patient,
-        "administrativeGenderCode",
-        {"code": pat.sex, "displayName": _GENDER[pat.sex], "codeSystem": "2.16.840.1.113883.5.1"},
+def _organisation(lab: Laboratory, *, practice: bool = False) -> w.Organisation:
+    cofrac = ((COFRAC_OID, lab.cofrac, "COFRAC"),) if lab.cofrac else ()
+    return w.Organisation(
+        id=lab.structure_id,
+        name=lab.name,
+        other_ids=cofrac,
+        telecom=lab.telecom,
+        address=lab.address,
+        practice_setting=lab.practice_setting if practice else None,
     )
-    _el(patient, "birthTime", {"value": pat.birth_date})
-    if pat.birthplace_cog:
-        addr = _el(_el(_el(patient, "birthplace"), "place"), "addr")
-        _el(addr, "county", text=pat.birthplace_cog)
+
+
+def _professional(person: Person, lab: Laboratory | None, *, practice: bool = False) -> w.Professional:
+    """A person with the laboratory's address and telephone when they have none of their own."""
+    return w.Professional(
+        id=person.id,
+        family=person.family,
+        given=person.given,
+        prefix=person.prefix,
+        suffix=person.suffix,
+        role=person.profession,
+        address=person.address if not person.address.empty or lab is None else lab.address,
+        telecom=person.telecom or (lab.telecom if lab is not None else ()),
+        organisation=_organisation(lab, practice=practice) if lab is not None else None,
+    )
+
+
+def _record_target(report: LabReport) -> w.RecordTarget:
+    pat = report.patient
+    ids = [(pat.ins_oid, pat.ins)]
+    if pat.local_id and pat.local_id_oid:
+        ids.append((pat.local_id_oid, pat.local_id))
+    return w.RecordTarget(
+        ids=tuple(ids),
+        birth_family=pat.birth_family,
+        birth_given_names=pat.birth_given_names,
+        first_birth_given=pat.first_birth_given,
+        used_family=pat.used_family,
+        used_given=pat.used_given,
+        sex=pat.sex,
+        birth_date=pat.birth_date,
+        address=pat.address,
+        telecom=pat.telecom,
+        birthplace=w.Birthplace(county=pat.birthplace_cog) if pat.birthplace_cog else None,
+    )
+
+
+def _prescriber(doc: etree._Element, report: LabReport) -> None:
+    if report.prescriber is None:
+        return
+    participant = w.el(doc, "participant", typeCode="REF")
+    w.templates(participant, "1.3.6.1.4.1.19376.1.3.3.1.6")
+    when = w.xsi_type(w.el(participant, "time"), "IVL_TS")
+    if report.prescribed is not None:
+        w.time(when, "high", report.prescribed)
+    else:
+        when.set("nullFlavor", "UNK")
+    prescriber = _professional(report.prescriber, None)
+    w.assigned(participant, "associatedEntity", prescriber, person_tag="associatedPerson", classCode="PROV")
+
+
+def _documentation_of(doc: etree._Element, report: LabReport, validator: w.Professional) -> None:
+    """One serviceEvent per chapter; the first carries the filler order, the times and the performer."""
+    for i, chapter in enumerate(report.chapters):
+        event = w.service_event(doc)
+        if i > 0:
+            w.code(event, "code", chapter)
+            continue
+        if report.filler_number:
+            w.el(event, "id", root=report.order_oid, extension=report.filler_number)
+        w.code(event, "code", chapter)
+        w.el(event, "lab:statusCode", code="completed")
+        w.span(event, report.received or _first_collection(report) or report.validated, report.validated)
+        w.performer(event, validator, template="1.3.6.1.4.1.19376.1.3.3.1.7", until=report.validated)
 
 
 def _header(doc: etree._Element, report: LabReport) -> None:
     lab = report.laboratory
-    _el(doc, "realmCode", {"code": "FR"})
-    _el(doc, "typeId", {"root": "2.16.840.1.113883.1.3", "extension": "POCD_HD000040"})
-    _template(doc, *HEADER_TEMPLATES)
-    _el(doc, "id", {"root": report.unique_id})
-    _code(doc, "code", TYPE_CODE)
-    _el(doc, "title", text=TITLE)
-    _el(doc, "effectiveTime", {"value": ts(report.created)})
-    _el(
+    w.header(
         doc,
-        "confidentialityCode",
-        {
-            "code": report.confidentiality,
-            "displayName": _CONFIDENTIALITY[report.confidentiality],
-            "codeSystem": CONFIDENTIALITY_SYSTEM,
-        },
+        w.Header(
+            templates=HEADER_TEMPLATES,
+            unique_id=report.unique_id,
+            type_code=TYPE_CODE,
+            title=TITLE,
+            created=report.created,
+            set_id=report.set_id,
+            version=report.version,
+            confidentiality=report.confidentiality,
+            language=report.language,
+        ),
     )
-    _el(doc, "languageCode", {"code": report.language})
-    _el(doc, "setId", {"root": report.set_id})
-    _el(doc, "versionNumber", {"value": str(report.version)})
-    _record_target(doc, report)
-
-    author = _el(doc, "author")
-    _el(author, "time", {"value": ts(report.validated)})
-    _assigned(author, "assignedAuthor", report.validator, lab)
-
-    custodian = _el(_el(doc, "custodian"), "assignedCustodian")
-    _organisation(custodian, "representedCustodianOrganization", lab)
-
-    legal = _el(doc, "legalAuthenticator")
-    _el(legal, "time", {"value": ts(report.validated)})
-    _el(legal, "signatureCode", {"code": "S"})
-    _assigned(legal, "assignedEntity", report.validator, lab, practice=True)
-
-    if report.prescriber is not None:
-        participant = _el(doc, "participant", {"typeCode": "REF"})
-        _template(participant, "1.3.6.1.4.1.19376.1.3.3.1.6")
-        when = _el(participant, "time")
-        _xsi_type(when, "IVL_TS")
-        if report.prescribed is not None:
-            _el(when, "high", {"value": ts(report.prescribed)})
-        else:
-            when.set("nullFlavor", "UNK")
-        entity = _el(participant, "associatedEntity", {"classCode": "PROV"})
-        _el(entity, "id", {"root": PS_ID_OID, "extension": report.prescriber.id})
-        if report.prescriber.profession is not None:
-            _code(entity, "code", report.prescriber.profession)
-        _addr(entity, report.prescriber.address)
-        _telecoms(entity, report.prescriber.telecom)
-        _person_name(_el(entity, "associatedPerson"), report.prescriber)
-
+    validator = _professional(report.validator, lab)
+    practising = _professional(report.validator, lab, practice=True)
+    keeper = replace(_organisation(lab), other_ids=())
+    w.parties(doc, _record_target(report), validator, keeper, report.validated, signer=practising)
+    _prescriber(doc, report)
     if report.order_number:
-        order = _el(_el(doc, "inFulfillmentOf"), "order")
-        _el(order, "id", {"root": report.order_oid, "extension": report.order_number})
-
-    for i, chapter in enumerate(report.chapters):
-        event = _el(_el(doc, "documentationOf"), "serviceEvent")
-        if i == 0:
-            if report.filler_number:
-                _el(event, "id", {"root": report.order_oid, "extension": report.filler_number})
-            _code(event, "code", chapter)
-            etree.SubElement(event, f"{{{LAB}}}statusCode", {"code": "completed"})
-            span = _el(event, "effectiveTime")
-            _el(span, "low", {"value": ts(report.received or _first_collection(report) or report.validated)})
-            _el(span, "high", {"value": ts(report.validated)})
-            performer = _el(event, "performer", {"typeCode": "PRF"})
-            _template(performer, "1.3.6.1.4.1.19376.1.3.3.1.7")
-            _el(_el(performer, "time"), "high", {"value": ts(report.validated)})
-            _assigned(performer, "assignedEntity", report.validator, lab, practice=True)
-        else:
-            _code(event, "code", chapter)
-
-    if report.action is Action.REPLACE:
-        related = _el(doc, "relatedDocument", {"typeCode": "RPLC"})
-        _el(_el(related, "parentDocument"), "id", {"root": report.replaces})
-
-    encounter = _el(_el(doc, "componentOf"), "encompassingEncounter")
-    _el(_el(encounter, "effectiveTime"), "low", {"value": ts(_first_collection(report) or report.validated)})
-    responsible = _el(encounter, "responsibleParty")
-    _assigned(responsible, "assignedEntity", report.validator, lab)
-    facility = _el(_el(encounter, "location"), "healthCareFacility")
-    _code(facility, "code", lab.facility_type)
+        order = w.el(w.el(doc, "inFulfillmentOf"), "order")
+        w.el(order, "id", root=report.order_oid, extension=report.order_number)
+    _documentation_of(doc, report, practising)
+    w.related_document(doc, report.replaces if report.action is Action.REPLACE else "")
+    start = _first_collection(report) or report.validated
+    w.encompassing_encounter(doc, start, lab.facility_type, responsible=validator)
 
 
 def _first_collection(report: LabReport) -> datetime | None:
@@ -289,168 +174,173 @@ class _Ids:
         return f"{prefix}-{self.n}"
 
 
+def _num(value: Decimal) -> str:
+    return format(value, "f")
+
+
 def _narrative(section: etree._Element, battery: Battery, refs: list[str]) -> None:
-    text = _el(section, "text")
-    table = _el(text, "table", {"border": "0"})
-    head = _el(_el(table, "thead"), "tr")
+    table = w.el(w.el(section, "text"), "table", border="0")
+    head = w.el(w.el(table, "thead"), "tr")
     for title in ("Analyse", "Résultat", "Valeurs de référence", "Interprétation"):
-        _el(head, "th", text=title)
-    body = _el(table, "tbody")
+        w.el(head, "th", title)
+    body = w.el(table, "tbody")
     for result, ref in zip(battery.results, refs, strict=True):
-        row = _el(body, "tr")
+        row = w.el(body, "tr")
         label = result.display_label + (" (corrigé)" if result.status is ResultStatus.CORRECTED else "")
-        _el(_el(row, "td"), "content", {"ID": ref}, label)
-        _el(row, "td", text=format_value(result))
-        _el(row, "td", text=format_range(result.reference_range))
-        _el(row, "td", text=format_interpretation(result))
+        w.el(w.el(row, "td"), "content", label, ID=ref)
+        for text in (format_value(result), format_range(result.reference_range), format_interpretation(result)):
+            w.el(row, "td", text)
         if result.comment:
-            comment = _el(body, "tr")
-            _el(comment, "td", {"colspan": "4"}, result.comment)
+            w.el(w.el(body, "tr"), "td", result.comment, colspan="4")
 
 
 def _specimen(parent: etree._Element, specimen: Specimen) -> None:
-    procedure = _el(_el(parent, "entryRelationship", {"typeCode": "COMP"}), "procedure")
-    procedure.set("classCode", "PROC")
-    procedure.set("moodCode", "EVN")
-    _template(procedure, "1.3.6.1.4.1.19376.1.3.1.2")
-    _el(_el(procedure, "effectiveTime"), "high", {"value": ts(specimen.collected)})
-    role = _el(_el(procedure, "participant", {"typeCode": "PRD"}), "participantRole", {"classCode": "SPEC"})
-    _el(role, "id", {"root": "1.2.250.1.213.1.1.9.2", "extension": specimen.id})
-    _code(_el(role, "playingEntity"), "code", specimen.type)
+    procedure = w.el(w.el(parent, "entryRelationship", typeCode="COMP"), "procedure", classCode="PROC", moodCode="EVN")
+    w.templates(procedure, "1.3.6.1.4.1.19376.1.3.1.2")
+    w.time(w.el(procedure, "effectiveTime"), "high", specimen.collected)
+    role = w.el(w.el(procedure, "participant", typeCode="PRD"), "participantRole", classCode="SPEC")
+    w.el(role, "id", root=SPECIMEN_ID_OID, extension=specimen.id)
+    w.code(w.el(role, "playingEntity"), "code", specimen.type)
     if specimen.received is not None:
-        act = _el(_el(procedure, "entryRelationship", {"typeCode": "COMP"}), "act")
-        act.set("classCode", "ACT")
-        act.set("moodCode", "EVN")
-        _el(
-            act,
-            "code",
-            {"code": "SPRECEIVE", "codeSystem": "1.3.5.1.4.1.19376.1.5.3.2", "displayName": "Réception échantillon"},
-        )
-        _el(act, "effectiveTime", {"value": ts(specimen.received)})
+        act = w.el(w.el(procedure, "entryRelationship", typeCode="COMP"), "act", classCode="ACT", moodCode="EVN")
+        received = Code(code="SPRECEIVE", system="1.3.5.1.4.1.19376.1.5.3.2", display="Réception échantillon")
+        w.code(act, "code", received)
+        w.time(act, "effectiveTime", specimen.received)
+
+
+def _quantity(value: etree._Element, result: LabResult, number: Decimal) -> None:
+    w.xsi_type(value, "PQ")
+    value.set("value", _num(number))
+    value.set("unit", result.unit)
+
+
+def _interval(value: etree._Element, result: LabResult, number: Decimal) -> None:
+    w.xsi_type(value, "IVL_PQ")
+    bound = w.el(value, "low" if result.comparator.startswith(">") else "high")
+    bound.set("value", _num(number))
+    bound.set("unit", result.unit)
+    bound.set("inclusive", "true" if result.comparator.endswith("=") else "false")
+
+
+def _coded(value: etree._Element, coded: Code) -> None:
+    w.xsi_type(value, "CD")
+    for attr, text in (("code", coded.code), ("codeSystem", coded.system), ("displayName", coded.display)):
+        if text:
+            value.set(attr, text)
 
 
 def _value(obs: etree._Element, result: LabResult) -> None:
     if result.status is ResultStatus.CANCELLED:
         return
-    value = _el(obs, "value")
+    value = w.el(obs, "value")
     if result.kind is ValueKind.QUANTITY and result.number is not None:
-        _xsi_type(value, "PQ")
-        value.set("value", _num(result.number))
-        value.set("unit", result.unit)
+        _quantity(value, result, result.number)
     elif result.kind is ValueKind.INTERVAL and result.number is not None:
-        _xsi_type(value, "IVL_PQ")
-        bound = _el(value, "low" if result.comparator.startswith(">") else "high")
-        bound.set("value", _num(result.number))
-        bound.set("unit", result.unit)
-        bound.set("inclusive", "true" if result.comparator.endswith("=") else "false")
+        _interval(value, result, result.number)
     elif result.kind is ValueKind.CODED and result.coded is not None:
-        _xsi_type(value, "CD")
-        for key, attr in (("code", "code"), ("system", "codeSystem"), ("display", "displayName")):
-            if getattr(result.coded, key):
-                value.set(attr, getattr(result.coded, key))
+        _coded(value, result.coded)
     else:
-        _xsi_type(value, "ST")
+        w.xsi_type(value, "ST")
         value.text = result.text
 
 
+def _reference_range(obs: etree._Element, result: LabResult) -> None:
+    rng = result.reference_range
+    if rng is None:
+        return
+    observation_range = w.el(w.el(obs, "referenceRange", typeCode="REFV"), "observationRange")
+    if rng.text:
+        w.el(observation_range, "text", rng.text)
+    else:
+        value = w.xsi_type(w.el(observation_range, "value"), "IVL_PQ")
+        for tag, bound in (("low", rng.low), ("high", rng.high)):
+            if bound is not None:
+                w.el(value, tag, value=_num(bound), unit=rng.unit or result.unit or "1")
+    w.el(observation_range, "interpretationCode", code="N", codeSystem=INTERPRETATION_SYSTEM)
+
+
 def _observation(parent: etree._Element, result: LabResult, ref: str) -> None:
-    obs = _el(parent, "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    _template(obs, "1.3.6.1.4.1.19376.1.3.1.6", "1.2.250.1.213.1.1.3.80")
-    code = _code(obs, "code", result.code)
-    _el(_el(code, "originalText"), "reference", {"value": f"#{ref}"})
-    _el(obs, "statusCode", {"code": "aborted" if result.status is ResultStatus.CANCELLED else "completed"})
+    obs = w.el(parent, "observation", classCode="OBS", moodCode="EVN")
+    w.templates(obs, "1.3.6.1.4.1.19376.1.3.1.6", "1.2.250.1.213.1.1.3.80")
+    code = w.code(obs, "code", result.code)
+    w.el(w.el(code, "originalText"), "reference", value=f"#{ref}")
+    w.el(obs, "statusCode", code="aborted" if result.status is ResultStatus.CANCELLED else "completed")
     if result.observed is not None:
-        _el(obs, "effectiveTime", {"value": ts(result.observed)})
+        w.time(obs, "effectiveTime", result.observed)
     _value(obs, result)
     for flag in result.interpretation:
-        attrib = {"code": flag, "codeSystem": INTERPRETATION_SYSTEM}
-        display = interpretation_display(flag)
-        if display:
-            attrib["displayName"] = display
-        _el(obs, "interpretationCode", attrib)
-    rng = result.reference_range
-    if rng is not None:
-        observation_range = _el(_el(obs, "referenceRange", {"typeCode": "REFV"}), "observationRange")
-        if rng.text:
-            _el(observation_range, "text", text=rng.text)
-        else:
-            value = _el(observation_range, "value")
-            _xsi_type(value, "IVL_PQ")
-            for tag, bound in (("low", rng.low), ("high", rng.high)):
-                if bound is not None:
-                    _el(value, tag, {"value": _num(bound), "unit": rng.unit or result.unit or "1"})
-        _el(observation_range, "interpretationCode", {"code": "N", "codeSystem": INTERPRETATION_SYSTEM})
+        w.code(obs, "interpretationCode", Code(code=flag, system=INTERPRETATION_SYSTEM, display=_flag_display(flag)))
+    _reference_range(obs, result)
+
+
+def _flag_display(flag: str) -> str:
+    return interpretation_display(flag) or ""
 
 
 def _battery_section(chapter_section: etree._Element, report: LabReport, battery: Battery, ids: _Ids) -> None:
-    section = _el(_el(chapter_section, "component"), "section")
-    _template(section, "1.3.6.1.4.1.19376.1.3.3.2.2", "1.2.250.1.213.1.1.2.71")
-    _code(section, "code", battery.code)
-    _el(section, "title", text=battery.label or battery.code.display or battery.chapter.display)
+    section = w.el(w.el(chapter_section, "component"), "section")
+    w.templates(section, "1.3.6.1.4.1.19376.1.3.3.2.2", "1.2.250.1.213.1.1.2.71")
+    w.code(section, "code", battery.code)
+    w.el(section, "title", battery.label or battery.code.display or battery.chapter.display)
     refs = [ids.next("res") for _ in battery.results]
     _narrative(section, battery, refs)
-    entry = _el(section, "entry", {"typeCode": "DRIV"})
-    _template(entry, "1.3.6.1.4.1.19376.1.3.1", "1.2.250.1.213.1.1.3.21")
-    act = _el(entry, "act", {"classCode": "ACT", "moodCode": "EVN"})
-    _code(act, "code", battery.chapter)
-    _el(act, "statusCode", {"code": "completed"})
+    entry = w.el(section, "entry", typeCode="DRIV")
+    w.templates(entry, "1.3.6.1.4.1.19376.1.3.1", "1.2.250.1.213.1.1.3.21")
+    act = w.el(entry, "act", classCode="ACT", moodCode="EVN")
+    w.code(act, "code", battery.chapter)
+    w.el(act, "statusCode", code="completed")
     specimen = next((s for s in report.specimens if s.id == battery.specimen_id), None)
     if specimen is not None:
         _specimen(act, specimen)
-    organizer = _el(_el(act, "entryRelationship", {"typeCode": "COMP"}), "organizer")
-    organizer.set("classCode", "BATTERY")
-    organizer.set("moodCode", "EVN")
-    _template(organizer, "1.3.6.1.4.1.19376.1.3.1.4", "1.2.250.1.213.1.1.3.78")
-    _code(organizer, "code", battery.code)
-    _el(organizer, "statusCode", {"code": "completed"})
+    organizer = w.el(w.el(act, "entryRelationship", typeCode="COMP"), "organizer", classCode="BATTERY", moodCode="EVN")
+    w.templates(organizer, "1.3.6.1.4.1.19376.1.3.1.4", "1.2.250.1.213.1.1.3.78")
+    w.code(organizer, "code", battery.code)
+    w.el(organizer, "statusCode", code="completed")
     for result, ref in zip(battery.results, refs, strict=True):
-        _observation(_el(organizer, "component"), result, ref)
+        _observation(w.el(organizer, "component"), result, ref)
 
 
 def _pdf_section(body: etree._Element, report: LabReport, pdf: bytes) -> None:
-    section = _el(_el(body, "component"), "section")
-    _template(section, "1.2.250.1.213.1.1.2.243")
-    _el(section, "id", {"root": sub_id(report.unique_id, 1)})
-    _code(section, "code", Code(code="55108-5", system=LOINC_SYSTEM, display="Copie du document"))
-    _el(section, "title", text="Copie du document")
-    text = _el(section, "text")
-    row = _el(_el(_el(text, "table", {"border": "0"}), "tbody"), "tr")
-    _el(_el(row, "td"), "content", {"ID": "doc-pdf-label"}, "Copie PDF du compte rendu")
-    _el(_el(row, "td"), "renderMultiMedia", {"referencedObject": "doc-pdf"})
-    organizer = _el(_el(section, "entry"), "organizer", {"classCode": "CLUSTER", "moodCode": "EVN"})
-    _template(organizer, "1.2.250.1.213.1.1.3.18")
-    _el(organizer, "id", {"root": sub_id(report.unique_id, 2)})
-    _code(organizer, "code", Code(code="55107-7", system=LOINC_SYSTEM, display="Document attaché"))
-    _el(organizer, "statusCode", {"code": "completed"})
-    obs = _el(_el(organizer, "component"), "observation", {"classCode": "OBS", "moodCode": "EVN"})
-    _template(obs, "1.3.6.1.4.1.19376.1.5.3.1.4.13", "1.2.250.1.213.1.1.3.48", "1.2.250.1.213.1.1.3.48.18")
-    _el(obs, "id", {"root": sub_id(report.unique_id, 3)})
-    _code(obs, "code", Code(code="69764-9", system=LOINC_SYSTEM, display="Type de document"))
-    _el(_el(obs, "text"), "reference", {"value": "#doc-pdf-label"})
-    _el(obs, "statusCode", {"code": "completed"})
-    _el(obs, "effectiveTime", {"nullFlavor": "NA"})
-    value = _code(obs, "value", Code(code="55108-5", system=LOINC_SYSTEM, display="Copie du document"))
-    _xsi_type(value, "CD")
-    media = _el(_el(organizer, "component"), "observationMedia", {"classCode": "OBS", "moodCode": "EVN"})
-    media.set("ID", "doc-pdf")
-    _el(media, "value", {"mediaType": "application/pdf", "representation": "B64"}, base64.b64encode(pdf).decode())
+    section = w.el(w.el(body, "component"), "section")
+    w.templates(section, "1.2.250.1.213.1.1.2.243")
+    w.el(section, "id", root=sub_id(report.unique_id, 1))
+    w.code(section, "code", COPY)
+    w.el(section, "title", "Copie du document")
+    row = w.el(w.el(w.el(w.el(section, "text"), "table", border="0"), "tbody"), "tr")
+    w.el(w.el(row, "td"), "content", "Copie PDF du compte rendu", ID="doc-pdf-label")
+    w.el(w.el(row, "td"), "renderMultiMedia", referencedObject="doc-pdf")
+    organizer = w.el(w.el(section, "entry"), "organizer", classCode="CLUSTER", moodCode="EVN")
+    w.templates(organizer, "1.2.250.1.213.1.1.3.18")
+    w.el(organizer, "id", root=sub_id(report.unique_id, 2))
+    w.code(organizer, "code", Code(code="55107-7", system=LOINC_SYSTEM, display="Document attaché"))
+    w.el(organizer, "statusCode", code="completed")
+    obs = w.el(w.el(organizer, "component"), "observation", classCode="OBS", moodCode="EVN")
+    w.templates(obs, "1.3.6.1.4.1.19376.1.5.3.1.4.13", "1.2.250.1.213.1.1.3.48", "1.2.250.1.213.1.1.3.48.18")
+    w.el(obs, "id", root=sub_id(report.unique_id, 3))
+    w.code(obs, "code", Code(code="69764-9", system=LOINC_SYSTEM, display="Type de document"))
+    w.el(w.el(obs, "text"), "reference", value="#doc-pdf-label")
+    w.el(obs, "statusCode", code="completed")
+    w.el(obs, "effectiveTime", nullFlavor="NA")
+    w.xsi_type(w.code(obs, "value", COPY), "CD")
+    media = w.el(w.el(organizer, "component"), "observationMedia", classCode="OBS", moodCode="EVN", ID="doc-pdf")
+    w.el(media, "value", base64.b64encode(pdf).decode(), mediaType="application/pdf", representation="B64")
 
 
-def build_cda(report: LabReport, pdf: bytes) -> bytes:
+def build_crbio_cda(report: LabReport, pdf: bytes) -> bytes:
     """The CR-BIO 2024.01 CDA of ``report`` with ``pdf`` as its PDF copy, as UTF-8 bytes."""
     if report.action is Action.DELETE:
         raise ValueError("a deletion has no document to generate")
-    doc = etree.Element(_q("ClinicalDocument"), nsmap=NSMAP)  # type: ignore[arg-type]
+    doc = w.new_document("lab")
     _header(doc, report)
-    body = _el(_el(doc, "component"), "structuredBody")
+    body = w.el(w.el(doc, "component"), "structuredBody")
     ids = _Ids()
     for chapter in report.chapters:
-        section = _el(_el(body, "component"), "section")
-        _template(section, "1.3.6.1.4.1.19376.1.3.3.2.1", "1.2.250.1.213.1.1.2.70")
-        _code(section, "code", chapter)
-        _el(section, "title", text=(chapter.display or chapter.code).upper())
+        section = w.el(w.el(body, "component"), "section")
+        w.templates(section, "1.3.6.1.4.1.19376.1.3.3.2.1", "1.2.250.1.213.1.1.2.70")
+        w.code(section, "code", chapter)
+        w.el(section, "title", (chapter.display or chapter.code).upper())
         for battery in report.batteries:
             if battery.chapter.code == chapter.code:
                 _battery_section(section, report, battery, ids)
     _pdf_section(body, report, pdf)
-    return bytes(etree.tostring(doc, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+    return w.serialise(doc, pretty=True)

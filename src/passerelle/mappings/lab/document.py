@@ -5,7 +5,6 @@ from __future__ import annotations
 from passerelle.mappings.document import (
     CLASS_CODE_SYSTEM,
     FORMAT_IHE_SYSTEM,
-    LOINC,
     Action,
     Author,
     Code,
@@ -14,17 +13,16 @@ from passerelle.mappings.document import (
     ReferenceId,
     confidentiality_code,
 )
+from passerelle.mappings.lab.cda import TITLE, TYPE_CODE
 from passerelle.mappings.lab.model import LabReport
 
-TYPE_CODE = Code(code="11502-2", system=LOINC, display="CR d'examens biologiques")
 CLASS_CODE = Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu")
 FORMAT_CODE = Code(code="urn:ihe:lab:xd-lab:2008", system=FORMAT_IHE_SYSTEM, display="CR de biologie")
-TITLE = "Compte rendu d'examens biologiques"
 ORDER_REFERENCE = "urn:ihe:iti:xds:2013:order"
 
 
 def to_document(report: LabReport, cda_bytes: bytes, provenance: Provenance) -> Document:
-    """The Document for ``report``; ``cda_bytes`` is what :func:`build_cda` produced (empty for a deletion)."""
+    """The Document for ``report``; ``cda_bytes`` is what :func:`build_crbio_cda` produced (empty for a deletion)."""
     if report.action is not Action.DELETE and not cda_bytes:
         raise ValueError("a published or replacing CR-BIO needs its CDA bytes")
     lab = report.laboratory

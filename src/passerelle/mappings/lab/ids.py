@@ -7,17 +7,12 @@ the same ``uniqueId``, which the patient space uses as the idempotency key: no d
 from __future__ import annotations
 
 import hashlib
-import re
 
-_OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
-#: XDS limits OIDs to 64 characters; 20 decimal digits (64 bits of the hash) plus a dot and the version
-#: leave room for a 40-character root.
-MAX_OID_LENGTH = 64
+from passerelle.mappings.document import MAX_OID_LENGTH, is_oid
+
+#: 20 decimal digits (64 bits of the hash) plus a dot and the version leave room for a 40-character root
+#: within the 64 characters XDS allows.
 _HASH_DIGITS_BITS = 64
-
-
-def is_oid(value: str) -> bool:
-    return bool(_OID_RE.match(value)) and len(value) <= MAX_OID_LENGTH
 
 
 def _node(*parts: str) -> str:

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from passerelle.mappings.cda.writer import Address as Address  # part of the lab report vocabulary
 from passerelle.mappings.document import PRODUCTION_INS_OIDS, TEST_INS_OIDS, Action, Code, IdentityStatus
 from passerelle.mappings.document import Patient as DocumentPatient
 from passerelle.mappings.identity.ins import is_valid_nir
@@ -30,24 +31,6 @@ def _aware(value: datetime | None) -> datetime | None:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Address(_Frozen):
-    """A structured address (the CI-SIS address template does not mix street lines and parts)."""
-
-    house_number: str = ""
-    street: str = ""  # street name with its type ("Rue Frédéric Bastia")
-    postal_code: str = ""
-    city: str = ""
-    country: str = ""
-
-    @property
-    def empty(self) -> bool:
-        return not (self.street or self.postal_code or self.city)
-
-    @property
-    def line(self) -> str:
-        return " ".join(x for x in (self.house_number, self.street) if x)
 
 
 class Person(_Frozen):
@@ -121,17 +104,12 @@ class LabPatient(_Frozen):
         return value
 
     def to_patient(self) -> DocumentPatient:
-        return DocumentPatient(
-            ins=self.ins,
-            ins_oid=self.ins_oid,
-            identity_status=self.identity_status,
-            local_id=self.local_id,
-            local_id_oid=self.local_id_oid,
-            family=self.birth_family,
-            given=self.first_birth_given,
-            birth_date=self.birth_date,
-            sex=self.sex,
-        )
+        """The document-model patient: identifiers and traits, names as born."""
+        shared = self.model_dump(include=_DOCUMENT_PATIENT_FIELDS)
+        return DocumentPatient(**shared, family=self.birth_family, given=self.first_birth_given)
+
+
+_DOCUMENT_PATIENT_FIELDS = {"ins", "ins_oid", "identity_status", "local_id", "local_id_oid", "birth_date", "sex"}
 
 
 class Specimen(_Frozen):

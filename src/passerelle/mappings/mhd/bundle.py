@@ -1,13 +1,14 @@
-"""Document → PDSm / IHE MHD ITI-65 "Provide Document Bundle" (FHIR R4 JSON), and the pure parts of
-the patient-space protocol (docs/patient-space-api.md): the status lookup answer, the transaction
-response and the OperationOutcome error code.
+"""Document → PDSm / IHE MHD ITI-65 "Provide Document Bundle" (FHIR R4 JSON).
+
+Reading the space's answers (status lookup, transaction response, OperationOutcome code) is the
+transport's job: :mod:`passerelle.adapters.mhd_answers`.
 
 Pure functions over values: no I/O, no clock (the submission time comes in :class:`SubmissionInfo`).
 Every ``fullUrl`` is a UUID 5 derived from the document unique id, so building the bundle twice from the
 same inputs gives the same bytes (a re-push after a lost answer is byte-identical, and the space's
 "same uniqueId and same hash" check answers ``200 OK`` instead of storing a duplicate).
 
-Code systems are rendered as ``urn:oid:<OID>`` (dmp-interop.md §2, rule 21); a system that is already a
+Code systems are rendered as ``urn:oid:<OID>`` (docs/interop-reference.md, "XDS metadata"); a system that is already a
 URI (``urn:…``, ``http…``) is kept as is.
 """
 
@@ -17,10 +18,9 @@ import base64
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from passerelle.mappings.document import (
@@ -48,8 +48,6 @@ MHD_LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
 EXT_DESIGNATION_TYPE = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-designationType"
 EXT_SOURCE_ID = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
 EXT_AUTHOR_ORG = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-authorOrg"
-#: Error-code system of the patient-space protocol (OperationOutcome.issue[0].details.coding[0]).
-DMP_ERROR_CODE_SYSTEM = "urn:passerelle:dmp-error-code"
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
@@ -373,112 +371,3 @@ def _binary(doc: Document) -> dict[str, Any]:
 def deletion_identifier(doc: Document) -> str:
     """The token a deletion searches on: ``urn:ietf:rfc:3986|urn:oid:<uniqueId>``."""
     return f"{RFC3986}|urn:oid:{doc.replaces or doc.unique_id}"
-
-
-# --- answers of the patient space (pure parsing; the adapter classifies) -----------------------------
-
-
-class SpaceState(StrEnum):
-    """State of a patient's space (DMP TD0.2 / PAM ZFA-1 vocabulary)."""
-
-    ACTIF = "ACTIF"
-    FERME = "FERME"
-    INEXISTANT = "INEXISTANT"
-
-
-@dataclass(frozen=True)
-class SpaceStatus:
-    """Answer of the status lookup for one patient and one author."""
-
-    state: SpaceState
-    opposed: bool = False
-    author_blocked: bool = False
-    minor: bool = False
-    authorisation: str = ""  # DMP TD0.2 authorisation of the asking professional (VALIDE, EXPIRE...); "" if not given
-
-
-class MalformedAnswerError(ValueError):
-    """The patient space answered 2xx with a body that is not what the protocol promises."""
-
-
-def parse_status(body: object) -> SpaceStatus:
-    """Read the ``Parameters`` answer of ``Patient/$dmp-status``."""
-    if not isinstance(body, Mapping) or body.get("resourceType") != "Parameters":
-        raise MalformedAnswerError("status answer is not a Parameters resource")
-    values: dict[str, object] = {}
-    for param in body.get("parameter") or ():
-        if not isinstance(param, Mapping):
-            raise MalformedAnswerError("malformed parameter")
-        name = param.get("name")
-        if name == "status":
-            values["status"] = param.get("valueCode")
-        elif name in ("opposed", "authorBlocked", "minor"):
-            value = param.get("valueBoolean")
-            if not isinstance(value, bool):
-                raise MalformedAnswerError(f"parameter {name} is not a boolean")
-            values[str(name)] = value
-    try:
-        state = SpaceState(str(values.get("status")))
-    except ValueError as exc:
-        raise MalformedAnswerError("status parameter missing or unknown") from exc
-    return SpaceStatus(
-        state=state,
-        opposed=bool(values.get("opposed", False)),
-        author_blocked=bool(values.get("authorBlocked", False)),
-        minor=bool(values.get("minor", False)),
-    )
-
-
-@dataclass(frozen=True)
-class EntryResponse:
-    status: int  # 201 created, 200 already stored
-    location: str
-
-
-def parse_transaction_response(body: object, request_types: Sequence[str]) -> list[EntryResponse]:
-    """Read a ``transaction-response`` Bundle: one entry per request entry, in request order (a
-    ``location`` must name the resource type of its request entry), each with a 2xx status."""
-    if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
-        raise MalformedAnswerError("answer is not a Bundle")
-    if body.get("type") != "transaction-response":
-        raise MalformedAnswerError("answer is not a transaction-response")
-    entries = body.get("entry")
-    if not isinstance(entries, list) or len(entries) != len(request_types):
-        raise MalformedAnswerError("transaction-response does not have one entry per request entry")
-    out = []
-    for entry, resource_type in zip(entries, request_types, strict=True):
-        response = entry.get("response") if isinstance(entry, Mapping) else None
-        if not isinstance(response, Mapping):
-            raise MalformedAnswerError("entry without response")
-        status_text = str(response.get("status", ""))
-        head = status_text.split(" ", 1)[0]
-        if not head.isdigit() or not 200 <= int(head) < 300:
-            raise MalformedAnswerError("entry status is not a success")
-        location = str(response.get("location") or "")
-        if location and not location.split("/_history/", 1)[0].rpartition("/")[0].endswith(resource_type):
-            raise MalformedAnswerError("transaction-response entries are not in request order")
-        out.append(EntryResponse(status=int(head), location=location))
-    return out
-
-
-def outcome_code(body: object) -> str:
-    """The protocol error code of an ``OperationOutcome`` (``""`` when absent or not ours)."""
-    if not isinstance(body, Mapping) or body.get("resourceType") != "OperationOutcome":
-        return ""
-    issues = body.get("issue")
-    if not isinstance(issues, list) or not issues or not isinstance(issues[0], Mapping):
-        return ""
-    details = issues[0].get("details")
-    codings = details.get("coding") if isinstance(details, Mapping) else None
-    if not isinstance(codings, list):
-        return ""
-    for coding in codings:
-        if isinstance(coding, Mapping) and coding.get("system") == DMP_ERROR_CODE_SYSTEM:
-            code = coding.get("code")
-            if isinstance(code, str) and code.isascii() and code.isalnum() and len(code) <= 64:
-                return code
-    return ""
-
-
-def is_operation_outcome(body: object) -> bool:
-    return isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome"

@@ -1,8 +1,8 @@
 """Synthetic HL7v2 messages for tests, demos and benchmarks (never real patients).
 
-``generate_samples`` writes CI-SIS volet ORU^R01 messages (dmp-interop §3) that embed a CDA R2
-lab report with the structuration-minimale header (§4.1); patients are synthetic, with a test INS
-under 1.2.250.1.213.1.4.10 and a valid NIR key. Everything is deterministic for a seed and ``now``.
+``generate_samples`` writes CI-SIS volet ORU^R01 messages that embed a CDA R2 lab report with the
+structuration-minimale header (docs/interop-reference.md, "CI-SIS volet" and "CDA header"); patients
+are synthetic, with a test INS under 1.2.250.1.213.1.4.10 and a valid NIR key. Everything is deterministic for a seed and ``now``.
 The builders (:func:`build_oru`, :func:`build_mdm`, :func:`build_lab_results`, :func:`build_adt_consent`)
 are parameterised so tests elsewhere take their messages from here.
 """
@@ -16,12 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from xml.sax.saxutils import escape as xml_escape
 
+from lxml import etree
+
+from passerelle.mappings.cda import writer as w
 from passerelle.mappings.document import INS_NIR_TEST_OID, Flags
 from passerelle.mappings.hl7v2.ack import escape as hl7_escape
 from passerelle.mappings.hl7v2.decode import CHARSETS, DEFAULT_DELIMITERS
 from passerelle.mappings.identity.ins import with_key
+from passerelle.mappings.lab.cda import TITLE as LAB_TITLE
+from passerelle.mappings.lab.cda import TYPE_CODE as LAB_TYPE_CODE
+from passerelle.mappings.lab.model import BIOLOGIST, FACILITY_LAB
+from passerelle.mappings.samples.lab import CHEMISTRY
 
 _FAMILY = (
     "MARTIN", "BERNARD", "DUBOIS", "THOMAS", "ROBERT", "RICHARD", "PETIT", "DURAND", "LEROY",
@@ -37,6 +43,7 @@ _PLACES = (("75056", "PARIS"), ("69123", "LYON"), ("13055", "MARSEILLE"), ("3155
 ORU_ACTIONS = {"NW": "F", "RO": "C", "CA": "D"}
 MDM_TRIGGERS = {"T02": ("NW", "F"), "T10": ("RO", "C"), "T04": ("CA", "D")}
 LAB_TYPE = ("11502-2", "CR d'examens biologiques", "LN")
+
 SENDER_RPPS = "810101010101"  # synthetic IdNat_PS (8 + 11 digits)
 SENDER_FINESS = "1750000000"  # synthetic IdNat_Struct (1 + FINESS)
 IPP_OID = "1.2.250.1.999.1.1"  # synthetic facility arc used for IPPs and visit numbers
@@ -129,10 +136,6 @@ def _ts(now: datetime) -> str:
     return now.strftime("%Y%m%d%H%M%S")
 
 
-def _cda_ts(now: datetime) -> str:
-    return now.strftime("%Y%m%d%H%M%S") + (now.strftime("%z") or "+0000")
-
-
 def _flags_obx(flags: Flags, start: int, value_type: str) -> list[str]:
     yn = "expandedYes-NoIndicator"
     rows = [
@@ -177,6 +180,35 @@ def _prt_sender(sender: Sender) -> str:
     )
 
 
+#: MSH-21 of the volet "Transmission de document(s) CDA en HL7v2" V2.1.
+VOLET_PROFILE = "2.1^CISIS_CDA_HL7_V2"
+
+
+def _msh(
+    sender: Sender, ts: str, message_type: str, control_id: str, version: str, charset: str, profile: str = ""
+) -> str:
+    return (
+        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
+        f"{sender.receiver_facility}|{ts}||{message_type}|{control_id}|P|{version}|||||FRA|{charset}"
+        + (f"|||{profile}" if profile else "")
+    )
+
+
+def _pv1(patient: SyntheticPatient, sender: Sender, patient_class: str = "O") -> str:
+    return f"PV1|1|{patient_class}|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN"
+
+
+def _order_numbers(control_id: str, sender: Sender) -> str:
+    """ORC-2/OBR-2 (placer) and ORC-3/OBR-3 (filler) of the synthetic order."""
+    return f"P{control_id}^{sender.application}|F{control_id}^{sender.facility}"
+
+
+def _document_obx(cda: bytes, status: str, text: str) -> str:
+    code, label, system = LAB_TYPE
+    b64 = base64.b64encode(cda).decode("ascii")
+    return f"OBX|1|ED|{code}^{label}^{system}||^{text}^XML^Base64^{b64}||||||{status}|"
+
+
 def _encode(segments: Sequence[str], charset: str, separator: str) -> bytes:
     codec = CHARSETS[charset]
     return (separator.join(segments) + separator).encode(codec)
@@ -204,23 +236,20 @@ def build_oru(
     flags = flags if flags is not None else Flags(ack_reception=True)
     status = ORU_ACTIONS[order_control]
     if cda is None:
-        cda = build_cda(
+        cda = build_sample_cda(
             now=now, patient=patient, document_id=document_id, set_id=set_id, version=version,
             sender=sender, replaces=replaces,
         )  # fmt: skip
-    b64 = base64.b64encode(cda).decode("ascii")
     code, label, system = LAB_TYPE
     ts = _ts(now)
+    order = _order_numbers(control_id, sender)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5|||||FRA|{charset}|||"
-        "2.1^CISIS_CDA_HL7_V2",
+        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5", charset, VOLET_PROFILE),
         _pid(patient, sender),
-        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
-        f"ORC|{order_control}|P{control_id}^{sender.application}|F{control_id}^{sender.facility}||||||{ts}",
-        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|{code}^{label}^{system}"
-        f"|||{ts}||||||||||||||||||F",
-        f"OBX|1|ED|{code}^{label}^{system}||^TEXT^XML^Base64^{b64}||||||{status}|",
+        _pv1(patient, sender),
+        f"ORC|{order_control}|{order}||||||{ts}",
+        f"OBR|1|{order}|{code}^{label}^{system}|||{ts}||||||||||||||||||F",
+        _document_obx(cda, status, "TEXT"),
     ]
     if with_sender_prt:
         segments.append(_prt_sender(sender))
@@ -246,21 +275,21 @@ def build_mdm(
     sender = sender or Sender()
     flags = flags if flags is not None else Flags(ack_reception=True)
     order_control, status = MDM_TRIGGERS[trigger]
-    cda = build_cda(now=now, patient=patient, document_id=document_id, set_id=set_id, sender=sender, replaces=replaces)
-    b64 = base64.b64encode(cda).decode("ascii")
+    cda = build_sample_cda(
+        now=now, patient=patient, document_id=document_id, set_id=set_id, sender=sender, replaces=replaces
+    )
     code, label, system = LAB_TYPE
     ts = _ts(now)
+    order = _order_numbers(control_id, sender)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||MDM^{trigger}^MDM_T02|{control_id}|P|2.6|||||FRA|{charset}|||"
-        "2.1^CISIS_CDA_HL7_V2",
+        _msh(sender, ts, f"MDM^{trigger}^MDM_T02", control_id, "2.6", charset, VOLET_PROFILE),
         f"EVN||{ts}",
         _pid(patient, sender),
-        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
-        f"ORC|{order_control}|P{control_id}^{sender.application}|F{control_id}^{sender.facility}",
-        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|{code}^{label}^{system}",
+        _pv1(patient, sender),
+        f"ORC|{order_control}|{order}",
+        f"OBR|1|{order}|{code}^{label}^{system}",
         f"TXA|1|{code}^{label}^{system}|TEXT|{ts}||||||||{document_id}|{replaces}||||AU",
-        f"OBX|1|ED|{code}^{label}^{system}||^text^XML^Base64^{b64}||||||{status}|",
+        _document_obx(cda, status, "text"),
         _prt_sender(sender),
         *_flags_obx(flags, 2, "CWE"),
     ]
@@ -279,14 +308,13 @@ def build_lab_results(
     """An IHE LAB-3 ORU^R01 (v2.5.1) with discrete results (no embedded document)."""
     sender = sender or Sender()
     ts = _ts(now)
+    order = _order_numbers(control_id, sender)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5.1|||||FRA|{charset}",
+        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5.1", charset),
         _pid(patient, sender),
-        f"PV1|1|O|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
-        f"ORC|SC|P{control_id}^{sender.application}|F{control_id}^{sender.facility}||CM",
-        f"OBR|1|P{control_id}^{sender.application}|F{control_id}^{sender.facility}|"
-        f"24326-1^Électrolytes^LN|||{ts}||||||||||||||||||F",
+        _pv1(patient, sender),
+        f"ORC|SC|{order}||CM",
+        f"OBR|1|{order}|24326-1^Électrolytes^LN|||{ts}||||||||||||||||||F",
         "OBX|1|NM|2951-2^Sodium [Moles/volume] Serum/Plasma^LN||140|mmol/L^mmol/L^UCUM|135-145|N|||F",
         "OBX|2|NM|2823-3^Potassium [Moles/volume] Serum/Plasma^LN||4.1|mmol/L^mmol/L^UCUM|3.5-5.0|N|||F",
     ]
@@ -309,18 +337,16 @@ def build_adt_consent(
     sender = sender or Sender(application="GAM-SYNTH", facility="CH-SYNTH")
     ts = _ts(now)
     segments = [
-        f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||ADT^A01^ADT_A01|{control_id}|P|2.5^FRA^2.11|||||FRA|{charset}|||"
-        "2.11^IHE_FRANCE-2.11-PAM",
+        _msh(sender, ts, "ADT^A01^ADT_A01", control_id, "2.5^FRA^2.11", charset, "2.11^IHE_FRANCE-2.11-PAM"),
         f"EVN||{ts}",
         _pid(patient, sender),
-        f"PV1|1|I|||||||||||||||||V{patient.ipp}^^^{sender.facility}&{IPP_OID}&ISO^VN",
+        _pv1(patient, sender, "I"),
         f"ZFA|{dmp_status}|{ts}|||||||{feeding}|{ts if feeding else ''}|{consultation}|{ts if consultation else ''}",
     ]
     return _encode(segments, charset, separator)
 
 
-def build_cda(
+def build_sample_cda(
     *,
     now: datetime,
     patient: SyntheticPatient,
@@ -335,66 +361,54 @@ def build_cda(
     legalAuthenticator, documentationOf/serviceEvent/performer, componentOf/encompassingEncounter
     (healthCareFacility SA25), setId, versionNumber, confidentialityCode N."""
     s = sender or Sender()
-    x = xml_escape
-    ts = _cda_ts(now)
-    person = (
-        f'<id root="1.2.250.1.71.4.2.1" extension="{x(s.rpps)}"/>'
-        '<code code="G15_10/SM03" displayName="Médecin - Biologie médicale (SM)" codeSystem="1.2.250.1.213.1.1.4.5"/>'
-        f'<addr><city>PARIS</city></addr><telecom value="tel:0100000000" use="WP"/>'
-        f"<assignedPerson><name><given>{x(s.given)}</given><family>{x(s.family)}</family></name></assignedPerson>"
+    organisation = w.Organisation(id=s.finess, name=s.organisation)
+    biologist = w.Professional(
+        id=s.rpps,
+        family=s.family,
+        given=s.given,
+        role=BIOLOGIST,
+        address=w.Address(city="PARIS"),
+        telecom=("tel:0100000000",),
+        organisation=organisation,
     )
-    org = f'<id root="1.2.250.1.71.4.2.2" extension="{x(s.finess)}"/><name>{x(s.organisation)}</name>'
-    related = (
-        f'<relatedDocument typeCode="RPLC"><parentDocument><id root="{x(replaces)}"/></parentDocument></relatedDocument>'
-        if replaces
-        else ""
+    doc = w.new_document()
+    w.header(doc, w.Header((), document_id, LAB_TYPE_CODE, LAB_TITLE, now, set_id, version))
+    w.parties(doc, _record_target(patient), biologist, organisation, now)
+    event = w.service_event(doc)
+    w.code(event, "code", CHEMISTRY)
+    w.span(event, now, now)
+    w.performer(event, biologist)
+    w.related_document(doc, replaces)
+    w.encompassing_encounter(doc, now, FACILITY_LAB)
+    section = w.el(w.el(w.el(w.el(doc, "component"), "structuredBody"), "component"), "section")
+    w.code(section, "code", CHEMISTRY)
+    w.el(section, "title", CHEMISTRY.display)
+    _results_table(w.el(section, "text"))
+    return w.serialise(doc, pretty=True)
+
+
+def _record_target(patient: SyntheticPatient) -> w.RecordTarget:
+    return w.RecordTarget(
+        ids=((patient.ins_oid, patient.ins), (IPP_OID, patient.ipp)),
+        birth_family=patient.family,
+        birth_given_names=patient.given_all,
+        first_birth_given=patient.given,
+        sex=patient.sex,
+        birth_date=patient.birth_date,
+        birthplace=w.Birthplace(county=patient.birth_place, city=patient.birth_city),
     )
-    given_all = x(patient.given_all)
-    xml = f"""<?xml version="1.0" encoding="UTF-8"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-<realmCode code="FR"/>
-<typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>
-<templateId root="2.16.840.1.113883.2.8.2.1"/>
-<templateId root="1.2.250.1.213.1.1.1.1"/>
-<id root="{x(document_id)}"/>
-<code code="11502-2" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="CR d'examens biologiques"/>
-<title>Compte rendu d'examens biologiques</title>
-<effectiveTime value="{ts}"/>
-<confidentialityCode code="N" displayName="Normal" codeSystem="2.16.840.1.113883.5.25"/>
-<languageCode code="fr-FR"/>
-<setId root="{x(set_id)}"/>
-<versionNumber value="{version}"/>
-<recordTarget><patientRole>
-<id root="{x(patient.ins_oid)}" extension="{x(patient.ins)}"/>
-<id root="{IPP_OID}" extension="{x(patient.ipp)}"/>
-<patient classCode="PSN">
-<name><family qualifier="BR">{x(patient.family)}</family><given>{given_all}</given><given qualifier="BR">{x(patient.given)}</given></name>
-<administrativeGenderCode code="{patient.sex}" codeSystem="2.16.840.1.113883.5.1"/>
-<birthTime value="{patient.birth_date}"/>
-<birthplace><place><addr><county>{patient.birth_place}</county><city>{x(patient.birth_city)}</city></addr></place></birthplace>
-</patient></patientRole></recordTarget>
-<author><time value="{ts}"/><assignedAuthor>{person}<representedOrganization>{org}</representedOrganization></assignedAuthor></author>
-<custodian><assignedCustodian><representedCustodianOrganization>{org}</representedCustodianOrganization></assignedCustodian></custodian>
-<legalAuthenticator><time value="{ts}"/><signatureCode code="S"/><assignedEntity>{person}<representedOrganization>{org}</representedOrganization></assignedEntity></legalAuthenticator>
-<documentationOf><serviceEvent>
-<code code="18719-5" displayName="Biochimie" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"/>
-<effectiveTime><low value="{ts}"/><high value="{ts}"/></effectiveTime>
-<performer typeCode="PRF"><assignedEntity>{person}<representedOrganization>{org}</representedOrganization></assignedEntity></performer>
-</serviceEvent></documentationOf>
-{related}<componentOf><encompassingEncounter>
-<effectiveTime><low value="{ts}"/></effectiveTime>
-<location><healthCareFacility><code code="SA25" displayName="Laboratoire de biologie médicale" codeSystem="1.2.250.1.71.4.2.4"/></healthCareFacility></location>
-</encompassingEncounter></componentOf>
-<component><structuredBody><component><section>
-<code code="18719-5" displayName="Biochimie" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"/>
-<title>Biochimie</title>
-<text><table><thead><tr><th>Examen</th><th>Résultat</th><th>Unité</th><th>Valeurs de référence</th></tr></thead>
-<tbody><tr><td>Sodium</td><td>140</td><td>mmol/L</td><td>135-145</td></tr>
-<tr><td>Potassium</td><td>4,1</td><td>mmol/L</td><td>3,5-5,0</td></tr></tbody></table></text>
-</section></component></structuredBody></component>
-</ClinicalDocument>
-"""
-    return xml.encode("utf-8")
+
+
+def _results_table(text: etree._Element) -> None:
+    table = w.el(text, "table")
+    head = w.el(w.el(table, "thead"), "tr")
+    for title in ("Examen", "Résultat", "Unité", "Valeurs de référence"):
+        w.el(head, "th", title)
+    body = w.el(table, "tbody")
+    for cells in (("Sodium", "140", "mmol/L", "135-145"), ("Potassium", "4,1", "mmol/L", "3,5-5,0")):
+        row = w.el(body, "tr")
+        for cell in cells:
+            w.el(row, "td", cell)
 
 
 @dataclass(frozen=True, slots=True)
