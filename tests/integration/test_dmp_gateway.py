@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from passerelle.connector.cli.main import app as cli
 from passerelle.connector.cli.send import send_files
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.queue.model import State
 from tests.support.dmp_stack import dmp_stack
 from tests.support.gateway import wait_settled
@@ -45,8 +45,10 @@ def cda_pair(seed: int) -> tuple[bytes, bytes, str, str]:
     now = datetime.now(UTC).replace(microsecond=0)
     patient = synthetic_patient(rng)
     first, second, set_id = root_only_oid(rng), root_only_oid(rng), root_only_oid(rng)
-    v1 = build_cda(now=now, patient=patient, document_id=first, set_id=set_id, sender=None)
-    v2 = build_cda(now=now, patient=patient, document_id=second, set_id=set_id, version=2, sender=None, replaces=first)
+    v1 = build_sample_cda(now=now, patient=patient, document_id=first, set_id=set_id, sender=None)
+    v2 = build_sample_cda(
+        now=now, patient=patient, document_id=second, set_id=set_id, version=2, sender=None, replaces=first
+    )
     return v1, v2, first, second
 
 

@@ -17,7 +17,7 @@ from passerelle.adapters.space import DeliveryOutcome, SpaceState
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.cda.reader import map_cda_document
 from passerelle.mappings.document import Action, Document, Flags, Provenance, confidentiality_code
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from tests.support.dmp_receiver import DmpReceiver, running_receiver
 
 pytestmark = pytest.mark.corpus
@@ -52,7 +52,9 @@ async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpRece
 def document(seed: int) -> Document:
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
-    cda = build_cda(now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng))
+    cda = build_sample_cda(
+        now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)
+    )
     return map_cda_document(cda, test_environment=True, now=now, provenance=Provenance(channel="test"))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.observability.audit import AuditAction
 from passerelle.queue.audit import AuditQuery
 from passerelle.queue.model import State
@@ -34,7 +34,7 @@ async def _until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-u
 async def test_bad_files_go_to_failed_and_the_next_file_is_delivered(tmp_path: Path) -> None:
     rng = random.Random(21)
     now = datetime.now(UTC).replace(microsecond=0)
-    good = build_cda(
+    good = build_sample_cda(
         now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng), sender=None
     )
     inbox = tmp_path / "cda-in"

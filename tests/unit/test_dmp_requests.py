@@ -25,7 +25,7 @@ from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message
 from passerelle.mappings.lab import generate, to_document
 from passerelle.mappings.samples.lab import sample_lab_report
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.mappings.xds import queries
 from passerelle.mappings.xds.ns import APPROVED
 from passerelle.mappings.xds.queries import StatusChange
@@ -72,7 +72,9 @@ def documents(corpus: Path) -> dict[str, Document]:
     [oru] = map_hl7_message(msg, test_environment=True, now=NOW, provenance=prov)
     rng = random.Random(2)
     http_cda = map_cda_document(
-        build_cda(now=NOW, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)),
+        build_sample_cda(
+            now=NOW, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)
+        ),
         test_environment=True,
         now=NOW,
         provenance=prov,
