@@ -1,8 +1,7 @@
 """The audit trail's record model, its recorder, and its export as FHIR R4 AuditEvent resources.
 
 An audit record says who did what, when, to which document and patient, with which outcome and why —
-identifiers, decisions and reasons only, never clinical content (reliability.md §4.2, dmp-interop.md
-rule 22). Records are append-only: nothing here (nor in any store) updates or deletes one.
+identifiers, decisions and reasons only, never clinical content (docs/audit.md, docs/security.md). Records are append-only: nothing here (nor in any store) updates or deletes one.
 
 The stores live in ``passerelle.queue.audit*`` and import this module's :class:`AuditRecord` (this module
 imports no other area, so the dependency stays one-way).
