@@ -143,3 +143,11 @@ class RemoteCredentialError(RemoteTransientError):
     endpoint did. An operator must act (alert); retried with backoff meanwhile, never in a tight loop."""
 
     reason = "remote_credentials"
+
+
+class RemoteEndpointError(RemoteTransientError):
+    """The configured URL does not lead to the patient space's service: HTTP 404 without a protocol
+    answer (no FHIR OperationOutcome), or a capability statement that is not one. ``space.url`` is
+    probably wrong: an operator must act (``/readyz`` says so); retried with backoff meanwhile."""
+
+    reason = "remote_endpoint"

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from passerelle.mappings.document import Document, Patient
 from passerelle.mappings.mhd.bundle import SpaceState, SpaceStatus
 
-__all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceState", "SpaceStatus"]
+__all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceProbe", "SpaceState", "SpaceStatus"]
 
 
 class DeliveryOutcome(StrEnum):
@@ -72,3 +72,12 @@ class PatientSpace(Protocol):
     async def aclose(self) -> None:
         """Release connections. Idempotent."""
         ...
+
+
+@runtime_checkable
+class SpaceProbe(Protocol):
+    """A space client that can check, without naming any real patient, that its configuration works:
+    the URL leads to the service and the credentials are accepted (ADR 0023). One attempt; returns a
+    short PHI-free summary of the answer, or raises as the other calls do."""
+
+    async def probe(self) -> str: ...
