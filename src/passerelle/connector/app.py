@@ -141,8 +141,9 @@ class Gateway:
 
     def write_ports(self) -> None:
         """Record bound ports in ``<data_dir>/run/ports.json`` (a configured port 0 is chosen by the OS)."""
-        ports = {"mllp": self.mllp.port if self.mllp else None, "http": self.http.port}
+        ports: dict[str, object] = {"mllp": self.mllp.port if self.mllp else None, "http": self.http.port}
         ports["dicom"] = self.dicom.port if self.dicom else None
+        ports["http_scheme"] = self.http.scheme  # the image's health check speaks HTTPS when told
         run = self.settings.data_dir / "run"
         run.mkdir(parents=True, exist_ok=True)
         tmp = run / "ports.json.tmp"
