@@ -84,7 +84,7 @@ class HttpSettings(_Group):
 
 
 class ReadinessSettings(_Group):
-    """What ``/readyz`` checks besides the supervisor (docs/runbook.md, "Not ready")."""
+    """What ``/readyz`` checks besides the supervisor (docs/runbook.md, "PasserelleNotReady")."""
 
     #: Free space under ``data_dir`` below which the gateway reports not ready (MiB).
     min_free_mb: int = Field(512, ge=0)

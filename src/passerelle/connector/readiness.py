@@ -1,4 +1,4 @@
-"""What ``/readyz`` answers besides the supervisor's phase (ADR 0023, docs/runbook.md "Not ready").
+"""What ``/readyz`` answers besides the supervisor's phase (ADR 0023, docs/runbook.md "PasserelleNotReady").
 
 The gateway is not ready, with the reason, when:
 
