@@ -311,6 +311,12 @@ class MhdSpace:
         except MalformedAnswerError as exc:
             raise RemoteAmbiguousError(f"ambiguous status answer: {exc}", status=answer.status) from exc
 
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.aclose()
+
     async def probe(self) -> str:
         """Read the capability statement (``GET {url}/metadata``) with our credentials; returns a short
         PHI-free summary. Raises as the other calls do; a 2xx that is not a CapabilityStatement →
@@ -322,12 +328,6 @@ class MhdSpace:
         if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
             raise RemoteEndpointError("the space URL's /metadata is not a CapabilityStatement", status=answer.status)
         return f"CapabilityStatement (FHIR {body.get('fhirVersion') or '?'})"
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.aclose()
 
     # --- internals ------------------------------------------------------------------------------------
 

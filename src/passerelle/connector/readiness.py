@@ -21,6 +21,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from passerelle.adapters.space import PatientSpace, SpaceProbe
@@ -114,32 +115,25 @@ def free_space_problem(paths: Sequence[Path], min_free_mb: int, metrics: Metrics
     return problem
 
 
+@dataclass
 class HealthMonitor:
     """The part that keeps the readiness checks fresh (module docstring). ``supervisor`` is the
-    supervisor's own readiness (its phase, or the task that died)."""
+    supervisor's own readiness (its phase, or the task that died); ``paths`` are where free disk space
+    is measured."""
 
-    def __init__(
-        self,
-        settings: ReadinessSettings,
-        *,
-        supervisor: Callable[[], str],
-        journal: Lifecycle,
-        paths: Sequence[Path],
-        space: PatientSpace,
-        space_health: SpaceHealth,
-        metrics: Metrics,
-    ) -> None:
-        self.settings = settings
-        self.supervisor = supervisor
-        self.journal = journal
-        self.paths = list(paths)
-        self.space = space
-        self.space_health = space_health
-        self.metrics = metrics
-        self.journal_problem = ""
-        self.disk_problem = ""
-        self._checks = Periodic("readiness-checks", self.check, settings.check_interval_s)
-        self._probe = Periodic("space-probe", self.probe_space, settings.space_probe_interval_s)
+    settings: ReadinessSettings
+    supervisor: Callable[[], str]
+    journal: Lifecycle
+    paths: Sequence[Path]
+    space: PatientSpace
+    space_health: SpaceHealth
+    metrics: Metrics
+    journal_problem: str = ""
+    disk_problem: str = ""
+
+    def __post_init__(self) -> None:
+        self._checks = Periodic("readiness-checks", self.check, self.settings.check_interval_s)
+        self._probe = Periodic("space-probe", self.probe_space, self.settings.space_probe_interval_s)
 
     def reasons(self) -> list[str]:
         """Every reason the gateway is not ready now (``[]`` when ready)."""

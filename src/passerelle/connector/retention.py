@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from passerelle.config.settings import RetentionSettings
@@ -80,25 +81,19 @@ async def _audit(trail: AuditTrail, actor: str, report: RetentionReport) -> None
         log.error("retention: audit record not written (%s)", type(exc).__name__)
 
 
+@dataclass(eq=False)
 class RetentionTask(Periodic):
     """The background retention part (module docstring). ``clock`` gives the pass's "now"."""
 
-    def __init__(
-        self,
-        settings: RetentionSettings,
-        journal: RetentionJournal,
-        audit_store: AuditRetention,
-        trail: AuditTrail,
-        metrics: Metrics,
-        clock: Callable[[], datetime],
-    ) -> None:
-        super().__init__("retention", self.run_once, settings.interval_s)
-        self.settings = settings
-        self.journal = journal
-        self.audit_store = audit_store
-        self.trail = trail
-        self.metrics = metrics
-        self.clock = clock
+    settings: RetentionSettings
+    journal: RetentionJournal
+    audit_store: AuditRetention
+    trail: AuditTrail
+    metrics: Metrics
+    clock: Callable[[], datetime]
+
+    def __post_init__(self) -> None:
+        super().__init__("retention", self.run_once, self.settings.interval_s)
 
     async def run_once(self) -> None:
         try:
