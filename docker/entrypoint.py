@@ -11,6 +11,11 @@ image needs:
   ``/readyz`` said ready. Without one the container stops with one line on stderr and exit status 2;
 * ``TMPDIR`` (under ``/data``, the only writable place of a read-only container) exists.
 
+The image's configuration binds every interface, so its HTTP and MLLP listeners speak TLS with
+``/data/tls/server.crt`` and ``/data/tls/server.key``; without them ``passerelle`` itself refuses to start,
+one line per missing file (the same checks as ``check-config``), and plain text needs an explicit
+``allow_plaintext_on_network`` (docker/passerelle.yaml, docs/operations.md).
+
 Nothing here changes the gateway's own defaults for ``passerelle run`` outside the image.
 """
 

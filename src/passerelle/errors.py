@@ -124,3 +124,9 @@ class RemoteAmbiguousError(RemoteTransientError, reason="remote_ambiguous"):
 class RemoteCredentialError(RemoteTransientError, reason="remote_credentials"):
     """The patient space refused our credentials (401, or 403 without a business code), or the token
     endpoint did. An operator must act (alert); retried with backoff meanwhile, never in a tight loop."""
+
+
+class RemoteEndpointError(RemoteTransientError, reason="remote_endpoint"):
+    """The configured URL does not lead to the patient space's service: HTTP 404 without a protocol
+    answer (no FHIR OperationOutcome), or a capability statement that is not one. ``space.url`` is
+    probably wrong: an operator must act (``/readyz`` says so); retried with backoff meanwhile."""

@@ -3,9 +3,10 @@ same locks, same pip commands) in a clean virtual environment, then started with
 and default configuration, so the image's recipe is exercised where no container engine runs.
 
 The environment holds the runtime lock and nothing else (no test, lint or build tool); without a
-patient-space URL the entrypoint refuses to start with one line; with one, the gateway runs on a
-read-only root filesystem (a private mount namespace, as in ``docker run --read-only``) with only the
-data directory writable, answers its health check and delivers a message.
+patient-space URL the entrypoint refuses to start with one line; without its TLS files (or an explicit
+choice of plain text) it refuses too, one line per file; with them, the gateway runs on a read-only root
+filesystem (a private mount namespace, as in ``docker run --read-only``) with only the data directory
+writable, answers its health check over HTTPS and delivers a message received over MLLP/TLS.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.samples.messages import generate_samples
@@ -124,10 +128,54 @@ def test_image_refuses_to_start_without_a_space_url(image_env: Path, tmp_path: P
             "(e.g. https://space.example.org/fhir) or space.url in the configuration file"
         ]
     assert not (tmp_path / "data").exists(), "nothing is created before the refusal"
-    # the image's configuration is otherwise valid: check-config passes with a URL given
-    env["PASSERELLE__SPACE__URL"] = "https://space.example.org/fhir"
-    out = entrypoint(image_env, "check-config", env=env)
+
+
+def test_image_listens_on_the_network_with_tls_or_on_purpose_in_plain_text(image_env: Path, tmp_path: Path) -> None:
+    """The image binds every interface: without its TLS files it refuses to start, one line per file;
+    plain text must be chosen on purpose; with the files (or that choice) its configuration is valid."""
+    env = {**base_env(tmp_path / "data"), "PASSERELLE__SPACE__URL": "https://space.example.org/fhir"}
+    for command in ("check-config", "run"):
+        out = entrypoint(image_env, command, env=env)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert _problems(out.stderr) == [
+            "http.tls.cert_file: cannot read /data/tls/server.crt (No such file or directory)",
+            "http.tls.key_file: cannot read /data/tls/server.key (No such file or directory)",
+            "mllp.tls.cert_file: the certificate, its key or the client CA does not load (No such file or directory)",
+        ]
+    plain = {**env, "PASSERELLE__HTTP__TLS": "null", "PASSERELLE__MLLP__TLS__ENABLED": "false"}
+    out = entrypoint(image_env, "check-config", env=plain)
+    assert out.returncode == 2
+    assert [line.split(" is not a loopback")[0] for line in _problems(out.stderr)] == [
+        "http.host: 0.0.0.0", "mllp.host: 0.0.0.0",
+    ]  # fmt: skip
+    allowed = {**plain, "PASSERELLE__HTTP__ALLOW_PLAINTEXT_ON_NETWORK": "true",
+               "PASSERELLE__MLLP__ALLOW_PLAINTEXT_ON_NETWORK": "true"}  # fmt: skip
+    assert entrypoint(image_env, "check-config", env=allowed).returncode == 0
+    _write_tls(tmp_path / "data" / "tls")
+    with_files = {**env, **_tls_env(tmp_path / "data" / "tls")}
+    out = entrypoint(image_env, "check-config", env=with_files)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _problems(stderr: str) -> list[str]:
+    return [line.removeprefix("configuration error: ") for line in stderr.splitlines() if "configuration error" in line]
+
+
+def _write_tls(folder: Path) -> trustme.CA:
+    """``server.crt`` and ``server.key`` for 127.0.0.1 in ``folder``, as a site puts them in /data/tls."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "passerelle.example.test")
+    folder.mkdir(parents=True, exist_ok=True)
+    cert.cert_chain_pems[0].write_to_path(str(folder / "server.crt"))
+    cert.private_key_pem.write_to_path(str(folder / "server.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    return ca
+
+
+def _tls_env(folder: Path) -> dict[str, str]:
+    """The image's TLS settings moved from /data/tls to the test's data directory (same file names)."""
+    files = {"CERT_FILE": str(folder / "server.crt"), "KEY_FILE": str(folder / "server.key")}
+    return {f"PASSERELLE__{group}__TLS__{key}": value for group in ("HTTP", "MLLP") for key, value in files.items()}
 
 
 def _read_only_root_available() -> bool:
@@ -142,15 +190,17 @@ _READ_ONLY = 'mount --bind "$0" "$0" && mount -o remount,bind,ro / && exec "$@"'
 
 
 @pytest.fixture
-def image_gateway(image_env: Path, tmp_path: Path, sandbox: SandboxURL) -> Iterator[tuple[Path, dict[str, int]]]:
+def image_gateway(image_env: Path, tmp_path: Path, sandbox: SandboxURL) -> Iterator[tuple[Path, dict[str, Any]]]:
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
+    _write_tls(data / "tls")
     env = {
         **base_env(data),
+        **_tls_env(data / "tls"),  # the image's default: HTTPS and MLLP over TLS
         "PASSERELLE__SPACE__URL": sandbox.fhir,
         "PASSERELLE__ENVIRONMENT": "test",  # the samples carry ANS test INS
         "PASSERELLE__WORKER__POLL_INTERVAL_S": "0.05",
-        # free loopback ports instead of the image's 0.0.0.0:2575/8080/11112
+        # free loopback ports instead of the image's 0.0.0.0:2575/8080/11112 (TLS stays on)
         **{f"PASSERELLE__{group}__{key}": value for group in ("MLLP", "HTTP", "DICOM")
            for key, value in (("HOST", "127.0.0.1"), ("PORT", "0"))},
     }  # fmt: skip
@@ -170,13 +220,13 @@ def image_gateway(image_env: Path, tmp_path: Path, sandbox: SandboxURL) -> Itera
     assert "Read-only file system" not in text and "Traceback" not in text, text[-3000:]
 
 
-def _wait_ports(proc: subprocess.Popen[bytes], ports_file: Path, log: Path) -> dict[str, int]:
+def _wait_ports(proc: subprocess.Popen[bytes], ports_file: Path, log: Path) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"gateway exited with {proc.returncode}: {log.read_text()[-3000:]}")
         if ports_file.exists():
-            ports: dict[str, int] = json.loads(ports_file.read_text())
+            ports: dict[str, Any] = json.loads(ports_file.read_text())
             if ports.get("http") and ports.get("mllp") and ports.get("dicom"):
                 return ports
         time.sleep(0.1)
@@ -190,12 +240,16 @@ def test_image_gateway_runs_on_a_read_only_root(image_env: Path, image_gateway, 
         [str(image_env / "bin" / "python"), "-I", "-B", str(DOCKER / "healthcheck.py")],
         capture_output=True, text=True, env=base_env(data), timeout=30,
     )  # fmt: skip
-    assert health.returncode == 0, health.stderr
-    metrics = httpx.get(f"http://127.0.0.1:{ports['http']}/metrics", timeout=10).text
+    assert health.returncode == 0, health.stderr  # over HTTPS: ports.json says so
+    assert ports["http_scheme"] == "https"
+    tls = ssl.create_default_context(cafile=str(data / "tls" / "ca.pem"))
+    with pytest.raises(httpx.HTTPError):  # plain HTTP is not served
+        httpx.get(f"http://127.0.0.1:{ports['http']}/metrics", timeout=10)
+    metrics = httpx.get(f"https://127.0.0.1:{ports['http']}/metrics", timeout=10, verify=tls).text
     for name in ("process_resident_memory_bytes", "process_open_fds", "python_gc_collections_total"):
         assert f"\n{name}" in metrics, f"{name} missing from /metrics"
     [sample] = generate_samples(1, seed=61, now=datetime.now(UTC).replace(microsecond=0))
-    [result] = asyncio.run(send_files("127.0.0.1", ports["mllp"], [(sample.name, sample.raw)]))
+    [result] = asyncio.run(send_files("127.0.0.1", ports["mllp"], [(sample.name, sample.raw)], ssl_context=tls))
     assert result.code == "AA"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not documents_for(sandbox, sample.patient.ins):

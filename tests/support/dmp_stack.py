@@ -27,6 +27,7 @@ def dmp_overrides(pki: DevPki, url: str) -> dict[str, Any]:
         "space.dmp.activity_sector": "SA25",
         "worker.retry.initial_delay_s": 0.2,
         "worker.retry.jitter": 0.0,
+        "readiness.space_probe": False,  # the tests count the receiver's transactions (the probe is a TD0.2)
     }
 
 

@@ -162,6 +162,11 @@ def test_image_configuration_binds_the_exposed_ports() -> None:
     assert settings.dicom.enabled
     binds = {(s.host, s.port) for s in (settings.mllp, settings.http, settings.dicom)}
     assert {host for host, _ in binds} == {"0.0.0.0"}
+    # ...so HTTP and MLLP speak TLS, with the site's files in the data volume (ADR 0023)
+    assert settings.http.tls is not None and settings.mllp.tls.enabled
+    tls_files = {settings.http.tls.cert_file, settings.http.tls.key_file, settings.mllp.tls.cert_file}
+    assert tls_files | {settings.mllp.tls.key_file} == {Path("/data/tls/server.crt"), Path("/data/tls/server.key")}
+    assert not settings.http.allow_plaintext_on_network and not settings.mllp.allow_plaintext_on_network
     exposed = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
     assert exposed is not None
     assert {int(p) for p in exposed.group(1).split()} == {port for _, port in binds}

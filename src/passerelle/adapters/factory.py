@@ -3,20 +3,23 @@
 ``mhd`` → :class:`passerelle.adapters.mhd.MhdSpace` (PDSm / ITI-65, and the sandbox); ``dmp`` →
 :class:`passerelle.adapters.dmp.client.DmpSpace` (the DMP's SOAP services). Either is wrapped so that every
 call is counted by transport, operation and outcome (``SpaceMetrics``), and the DMP's individual
-transactions (TD0.2, ITI-41, ITI-18, ITI-57) too.
+transactions (TD0.2, ITI-41, ITI-18, ITI-57) too. An ``observe`` callback, when given, sees the outcome of
+every call and probe (``None`` or the exception): the connector's readiness follows configuration errors
+with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from passerelle.adapters.mhd import MhdSpace, SpaceSettings, SpaceTransport
-from passerelle.adapters.space import DeliveryReceipt, PatientSpace, SpaceStatus
+from passerelle.adapters.space import DeliveryReceipt, PatientSpace, SpaceProbe, SpaceStatus
 from passerelle.errors import RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Document, Patient
 
 T = TypeVar("T")
+Observer = Callable[[BaseException | None], None]
 
 
 class SpaceMetrics(Protocol):
@@ -30,10 +33,13 @@ class SpaceMetrics(Protocol):
 class MeteredSpace:
     """A PatientSpace that counts each call of ``inner`` (ok, rejected, transient, credential, error)."""
 
-    def __init__(self, inner: PatientSpace, transport: str, metrics: SpaceMetrics) -> None:
+    def __init__(
+        self, inner: PatientSpace, transport: str, metrics: SpaceMetrics, observe: Observer | None = None
+    ) -> None:
         self.inner = inner
         self.transport = transport
         self.metrics = metrics
+        self.observe = observe
 
     def _outcome(self, exc: BaseException | None) -> str:
         if exc is None:
@@ -49,8 +55,12 @@ class MeteredSpace:
             result = await call
         except Exception as exc:
             self.metrics.space_call(self.transport, operation, self._outcome(exc))
+            if self.observe is not None:
+                self.observe(exc)
             raise
         self.metrics.space_call(self.transport, operation, "ok")
+        if self.observe is not None:
+            self.observe(None)
         return result
 
     async def provide(self, doc: Document) -> DeliveryReceipt:
@@ -62,11 +72,19 @@ class MeteredSpace:
     async def status(self, patient: Patient, author_id: str) -> SpaceStatus:
         return await self._metered("status", self.inner.status(patient, author_id))
 
+    async def probe(self) -> str:
+        """The inner client's :class:`SpaceProbe` check (a client without one answers "not probed")."""
+        if not isinstance(self.inner, SpaceProbe):
+            return "not probed"
+        return await self._metered("probe", self.inner.probe())
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
-def build_space(settings: SpaceSettings, metrics: SpaceMetrics | None = None) -> PatientSpace:
+def build_space(
+    settings: SpaceSettings, metrics: SpaceMetrics | None = None, observe: Observer | None = None
+) -> PatientSpace:
     """The configured client. Raises ValueError (one problem per line) when it cannot be built."""
     inner: PatientSpace
     if settings.transport is SpaceTransport.DMP:
@@ -75,4 +93,4 @@ def build_space(settings: SpaceSettings, metrics: SpaceMetrics | None = None) ->
         inner = DmpSpace(settings, observe=metrics.dmp_exchange if metrics is not None else None)
     else:
         inner = MhdSpace(settings)
-    return MeteredSpace(inner, settings.transport.value, metrics) if metrics is not None else inner
+    return MeteredSpace(inner, settings.transport.value, metrics, observe) if metrics is not None else inner

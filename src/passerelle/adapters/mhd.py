@@ -11,9 +11,12 @@
   is read in chunks and the connection closed past the cap), redirects never followed.
 - Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
-  403 without a business code → :class:`RemoteCredentialError`; 403/4xx with a business code →
-  :class:`RemoteRejectedError`; 408/425/429/5xx, connection errors, timeouts, oversized answers →
+  403 without a business code → :class:`RemoteCredentialError`; 404 without an OperationOutcome (a
+  wrong ``space.url``) → :class:`RemoteEndpointError` (retried, never a refusal); 403/4xx with a
+  business code → :class:`RemoteRejectedError`; 408/425/429/5xx, connection errors, timeouts, oversized answers →
   :class:`RemoteTransientError` with ``retry_after`` from ``Retry-After`` (seconds or HTTP date).
+- :meth:`MhdSpace.probe` reads the capability statement (``GET {url}/metadata``) with the same
+  credentials: the gateway's start-up and periodic check of its configuration (``/readyz``).
 - Secrets come from a file or an environment variable named in :class:`SpaceSettings`, never from the
   settings themselves; nothing logged carries the INS or the document content.
 """
@@ -52,6 +55,7 @@ from passerelle.errors import (
     IdentityError,
     RemoteAmbiguousError,
     RemoteCredentialError,
+    RemoteEndpointError,
     RemoteRejectedError,
     RemoteTransientError,
 )
@@ -309,6 +313,18 @@ class MhdSpace:
         self._closed = True
         await self._client.aclose()
 
+    async def probe(self) -> str:
+        """Read the capability statement (``GET {url}/metadata``) with our credentials; returns a short
+        PHI-free summary. Raises as the other calls do; a 2xx that is not a CapabilityStatement →
+        :class:`RemoteEndpointError` (``space.url`` is not a FHIR base)."""
+        answer = await self._call("GET", f"{self._settings.url}/metadata")
+        if not 200 <= answer.status < 300:
+            raise self._error(answer)
+        body = answer.json()
+        if not isinstance(body, dict) or body.get("resourceType") != "CapabilityStatement":
+            raise RemoteEndpointError("the space URL's /metadata is not a CapabilityStatement", status=answer.status)
+        return f"CapabilityStatement (FHIR {body.get('fhirVersion') or '?'})"
+
     # --- internals ------------------------------------------------------------------------------------
 
     def _check_identity(self, patient: Patient) -> None:
@@ -431,6 +447,9 @@ class MhdSpace:
                 f"patient space unavailable (HTTP {status})", status=status, retry_after=retry_after
             )
         code = outcome_code(answer.json())
+        if status == 404 and not is_operation_outcome(answer.json()):
+            log.error("space: HTTP 404 without a FHIR answer; check space.url")
+            return RemoteEndpointError("patient space URL not found (HTTP 404 without a FHIR answer)", status=status)
         if status == 401 or (status == 403 and not code):
             log.error("space: credentials refused (HTTP %d)", status)
             return RemoteCredentialError(f"patient space refused our credentials (HTTP {status})", status=status)

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from passerelle.mappings.document import Document, Patient
 
-__all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceState", "SpaceStatus"]
+__all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceProbe", "SpaceState", "SpaceStatus"]
 
 
 class SpaceState(StrEnum):
@@ -94,3 +94,12 @@ class PatientSpace(Protocol):
     async def aclose(self) -> None:
         """Release connections. Idempotent."""
         ...
+
+
+@runtime_checkable
+class SpaceProbe(Protocol):
+    """A space client that can check, without naming any real patient, that its configuration works:
+    the URL leads to the service and the credentials are accepted (ADR 0023). One attempt; returns a
+    short PHI-free summary of the answer, or raises as the other calls do."""
+
+    async def probe(self) -> str: ...

@@ -53,11 +53,48 @@ class RetentionSettings(_Group):
         return self
 
 
+class HttpTlsSettings(_Group):
+    """HTTPS on the HTTP listener (TLS 1.2 or later); present means on (docs/security.md)."""
+
+    #: PEM server certificate chain and its private key.
+    cert_file: Path
+    key_file: Path
+    #: File holding the private key's passphrase, when it has one.
+    key_password_file: Path | None = None
+    #: PEM bundle of the CAs that issue client certificates: with it, clients are asked for one.
+    client_ca_file: Path | None = None
+    #: With ``client_ca_file``: refuse the handshake without a valid client certificate (mutual TLS).
+    #: ``false`` verifies a certificate when one is presented and lets other clients reach the routes
+    #: that need no certificate (``/healthz``, ``/readyz``, token-authenticated routes).
+    require_client_cert: bool = True
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+
 class HttpSettings(_Group):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     #: Bearer token protecting the admin API (replay, patient map); file path. Unset: admin API read-only.
     admin_token_file: Path | None = None
+    #: HTTPS (unset: plain HTTP, allowed on a loopback address only unless the next setting says so).
+    tls: HttpTlsSettings | None = None
+    #: Let the listener serve plain HTTP on a non-loopback address (a WARNING at every start).
+    allow_plaintext_on_network: bool = False
+    #: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (assets shipped in the package, no CDN).
+    api_docs: bool = False
+
+
+class ReadinessSettings(_Group):
+    """What ``/readyz`` checks besides the supervisor (docs/runbook.md, "PasserelleNotReady")."""
+
+    #: Free space under ``data_dir`` below which the gateway reports not ready (MiB).
+    min_free_mb: int = Field(512, ge=0)
+    #: How often the journal write probe and the free-space check run.
+    check_interval_s: float = Field(15.0, gt=0)
+    #: Read the patient space's capability statement (MHD) or make a TD0.2 probe (DMP) at start and
+    #: then this often; 0 probes at start only.
+    space_probe_interval_s: float = Field(300.0, ge=0)
+    #: Probe the patient space at all (off: only deliveries show a misconfigured space).
+    space_probe: bool = True
 
 
 class RetrySettings(_Group):
@@ -121,6 +158,7 @@ class CoreSettings(_Group):
     business_ack: BusinessAckSettings = Field(default_factory=BusinessAckSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
 
     @property
     def test_environment(self) -> bool:

@@ -1,7 +1,8 @@
 """Composition root: builds every part of one gateway from the settings and owns its life (ADR 0017).
 
 Start order (:meth:`Gateway.parts`): journal → audit store → space client → business-ACK notifier →
-dispatch worker → listeners (MLLP, DICOM SCP, watched folders, HTTP) → journal gauges. Stop is the
+dispatch worker → listeners (MLLP, DICOM SCP, watched folders, HTTP) → journal gauges → retention →
+health monitor (readiness checks, space probe). Stop is the
 exact reverse: stop accepting and drain the listeners, stop the worker (in-flight rows settle or their
 lease comes back), wait for business ACKs in flight, close the space client, the audit store, the
 journal. :class:`~passerelle.connector.lifecycle.Supervisor` makes both exception-safe and watches every
@@ -17,6 +18,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from passerelle.adapters.factory import build_space
 from passerelle.adapters.space import PatientSpace
@@ -41,6 +43,8 @@ from passerelle.connector.parts import (
     open_journal,
     utcnow,
 )
+from passerelle.connector.readiness import HealthMonitor, SpaceHealth
+from passerelle.connector.retention import RetentionTask
 from passerelle.connector.settings import Settings
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
@@ -67,6 +71,8 @@ class Gateway:
     folders: list[FolderWatcher]
     http: HttpListener
     gauges: JournalGauges
+    retention: RetentionTask
+    monitor: HealthMonitor
     supervisor: Supervisor
     clock: Clock
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -95,6 +101,8 @@ class Gateway:
             Part("dispatch worker", start_worker, lambda: worker.stop(timeout=s.worker.lease_s / 4), worker_tasks),
             *(Part(_name(x), x.start, x.stop, getattr(x, "background_tasks", _none)) for x in self.listeners),
             Part("journal gauges", gauges.start, gauges.stop, gauges.background_tasks),
+            Part("retention", self.retention.start, self.retention.stop, self.retention.background_tasks),
+            Part("health monitor", self.monitor.start, self.monitor.stop, self.monitor.background_tasks),
         ]
 
     @property
@@ -133,8 +141,9 @@ class Gateway:
 
     def write_ports(self) -> None:
         """Record bound ports in ``<data_dir>/run/ports.json`` (a configured port 0 is chosen by the OS)."""
-        ports = {"mllp": self.mllp.port if self.mllp else None, "http": self.http.port}
+        ports: dict[str, object] = {"mllp": self.mllp.port if self.mllp else None, "http": self.http.port}
         ports["dicom"] = self.dicom.port if self.dicom else None
+        ports["http_scheme"] = self.http.scheme  # the image's health check speaks HTTPS when told
         run = self.settings.data_dir / "run"
         run.mkdir(parents=True, exist_ok=True)
         tmp = run / "ports.json.tmp"
@@ -155,8 +164,11 @@ def build_gateway(
     journal = journal or open_journal(settings)
     audit_store = open_audit_store(settings)
     audit = AuditTrail(audit_store, clock, transport=settings.space.transport.value)
+    space_health = SpaceHealth(metrics)
     space = space or build_space(
-        settings.space.model_copy(update={"test_environment": settings.test_environment}), metrics
+        settings.space.model_copy(update={"test_environment": settings.test_environment}),
+        metrics,
+        observe=space_health.observe,
     )
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings(settings), metrics, clock)
     mapper, gate = build_row_mapper(settings, journal, clock), build_gate(settings, journal, space, metrics)
@@ -165,6 +177,8 @@ def build_gateway(
     )
     intake = WakingJournal(journal, worker.wake)
     supervisor = Supervisor()
+    monitor = HealthMonitor(settings.readiness, supervisor=supervisor.readiness, journal=journal,
+                            paths=readiness_paths(settings), space=space, space_health=space_health, metrics=metrics)  # fmt: skip
     dicom, folders = build_side_listeners(settings, intake, journal, metrics, audit, clock)
     http = build_http(
         settings,
@@ -172,17 +186,26 @@ def build_gateway(
         intake_journal=intake,
         metrics=metrics,
         audit=audit,
-        readiness=supervisor.readiness,
+        readiness=monitor.readiness,
         wake=worker.wake,
         clock=clock,
     )
     mllp = build_mllp(settings, intake, metrics, clock)
     gateway = Gateway(
         settings, journal, audit_store, audit, metrics, space, notifier, worker, mllp, dicom, folders, http,
-        JournalGauges(journal, metrics, clock), supervisor, clock,
+        JournalGauges(journal, metrics, clock), RetentionTask(settings.retention, journal, audit_store, audit, metrics,
+        clock), monitor, supervisor, clock,
     )  # fmt: skip
     supervisor.on_failure = gateway.failed
     return gateway
+
+
+def readiness_paths(settings: Settings) -> list[Path]:
+    """Where free disk space matters: the data directory, and the SQLite journal's directory."""
+    paths = [settings.data_dir]
+    if settings.journal.backend == "sqlite" and settings.journal_path.parent != settings.data_dir:
+        paths.append(settings.journal_path.parent)
+    return paths
 
 
 def _none() -> list[asyncio.Task[None]]:

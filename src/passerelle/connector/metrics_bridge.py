@@ -3,11 +3,10 @@ journal gauges refreshed in the background."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
+from passerelle.connector.periodic import Periodic
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.model import State
 from passerelle.queue.ports import BrowserJournal
@@ -70,37 +69,21 @@ async def refresh_journal_gauges(journal: BrowserJournal, metrics: Metrics, now:
     metrics.oldest_undelivered.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
 
 
-class JournalGauges:
+class JournalGauges(Periodic):
     """Refreshes the journal depth and oldest-pending gauges every ``period_s`` (best effort: a failed
     refresh is counted, the task goes on). Idempotent start/stop; its task is supervised."""
 
     def __init__(
         self, journal: BrowserJournal, metrics: Metrics, clock: Callable[[], datetime], period_s: float = 5.0
     ) -> None:
+        super().__init__("journal-gauges", self._refresh, period_s)
         self.journal = journal
         self.metrics = metrics
         self.clock = clock
         self.period_s = period_s
-        self._task: asyncio.Task[None] | None = None
 
-    def background_tasks(self) -> Sequence[asyncio.Task[None]]:
-        return [self._task] if self._task is not None else []
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="journal-gauges")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await refresh_journal_gauges(self.journal, self.metrics, self.clock())
-            except Exception:  # noqa: BLE001 - gauges are best effort; the failure is counted
-                self.metrics.worker_errors.labels("gauges").inc()
-            await asyncio.sleep(self.period_s)
+    async def _refresh(self) -> None:
+        try:
+            await refresh_journal_gauges(self.journal, self.metrics, self.clock())
+        except Exception:  # noqa: BLE001 - gauges are best effort; the failure is counted
+            self.metrics.worker_errors.labels("gauges").inc()

@@ -20,6 +20,7 @@ from passerelle.connector.intake.cda import CdaIntake
 from passerelle.connector.intake.dicom import DicomIntake, PatientLookup
 from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
 from passerelle.connector.listeners.dicom_scp import DicomScp
+from passerelle.connector.listeners.exposure import guard, http_exposure, mllp_exposure
 from passerelle.connector.listeners.folder import FolderWatcher, cda_folder, dicom_folder
 from passerelle.connector.listeners.http.app import build_app
 from passerelle.connector.listeners.http.browser import BrowserApi
@@ -119,6 +120,7 @@ class WakingJournal:
 def build_mllp(settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock) -> MllpServer | None:
     if not settings.mllp.enabled:
         return None
+    guard(mllp_exposure(settings))
     intake = Hl7Intake(journal.append, hl7_settings(settings), metrics=IntakeMetricsBridge(metrics), clock=clock)
     handler = MllpHandler(intake, metrics)
     return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
@@ -188,11 +190,14 @@ def build_http(
     wake: Callable[[], None],
     clock: Clock,
 ) -> HttpListener:
-    """The HTTP listener: health, metrics, the browser API and (when enabled) CDA intake."""
+    """The HTTP listener: health, metrics, the browser API and (when enabled) CDA intake; plain HTTP on
+    the network only when allowed (:func:`~passerelle.connector.listeners.exposure.guard`)."""
+    guard(http_exposure(settings))
     routers = [
         HealthApi(readiness, metrics.registry).router(),
         BrowserApi(journal, wake, clock, settings.http.admin_token_file, audit).router(),
     ]
     if settings.cda.enabled:
         routers.append(DocumentsApi(cda_intake(settings, intake_journal, metrics, clock, folder=False)).router())
-    return HttpListener(build_app(routers), settings.http.host, settings.http.port)
+    app = build_app(routers, api_docs=settings.http.api_docs)
+    return HttpListener(app, settings.http.host, settings.http.port, settings.http.tls)

@@ -3,8 +3,10 @@
 :func:`preflight` returns ALL the problems it finds, one line each, starting with the setting's path
 (``mllp.tls.cert_file: certificate and key do not match``): files exist and are readable, secrets are
 not empty, certificates load and match their keys, OIDs are well formed, the data directory and the
-watched folders can be written, two listeners do not share a port. With ``online=True`` it also asks
-the patient space for its capability statement. Nothing here starts, binds or writes a file.
+watched folders can be written, two listeners do not share a port, a listener on a non-loopback
+address speaks TLS or says it may not (:mod:`~passerelle.connector.listeners.exposure`). With
+``online=True`` it also asks the patient space for its capability statement. Nothing here starts, binds
+or writes a file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 
 import httpx
 
+from passerelle.config.settings import HttpTlsSettings
+from passerelle.connector.listeners.exposure import exposures
+from passerelle.connector.listeners.http.tls import server_context as http_context
 from passerelle.connector.listeners.mllp.tls import server_context
 from passerelle.connector.settings import Settings
 
@@ -27,7 +32,7 @@ Check = Callable[[Settings, Mapping[str, str]], Iterator[str]]
 
 def preflight(settings: Settings, environ: Mapping[str, str], *, online: bool = False) -> list[str]:
     """Every problem found, one line each (``[]`` when the settings can run)."""
-    checks: list[Check] = [_paths, _secrets, _certificates, _oids, _ports, _rules, _production, _space]
+    checks: list[Check] = [_paths, _secrets, _certificates, _exposure, _oids, _ports, _rules, _production, _space]
     if online:
         checks.append(_space_online)
     return [line for check in checks for line in check(settings, environ)]
@@ -85,6 +90,8 @@ def _secrets(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
         ("mllp.tls.key_password_file", tls.key_password_file, True),
         ("consent.rules_file", settings.consent.rules_file, False),
     ]
+    if settings.http.tls is not None:
+        files += _tls_files("http.tls", settings.http.tls)
     if journal.backend == "postgres":
         files.append(("journal.dsn_file", journal.dsn_file, True))
     for name, path, secret in files:
@@ -106,12 +113,36 @@ def _certificates(settings: Settings, environ: Mapping[str, str]) -> Iterator[st
             server_context(tls)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             yield f"mllp.tls.cert_file: the certificate, its key or the client CA does not load ({_ssl_reason(exc)})"
+    if settings.http.tls is not None and _all_readable(_tls_files("http.tls", settings.http.tls)):
+        try:
+            http_context(settings.http.tls)
+        except (OSError, ValueError) as exc:
+            yield f"http.tls.cert_file: the certificate, its key or the client CA does not load ({_ssl_reason(exc)})"
     space = settings.space
     if space.client_cert_file is not None and space.client_key_file is not None:
         try:
             ssl.create_default_context().load_cert_chain(space.client_cert_file, space.client_key_file)
         except (OSError, ValueError) as exc:
             yield f"space.client_cert_file: the certificate and its key do not load ({_ssl_reason(exc)})"
+
+
+def _tls_files(group: str, tls: HttpTlsSettings) -> list[tuple[str, Path | None, bool]]:
+    """A listener's TLS files as ``(setting, path, is a secret)``."""
+    return [(f"{group}.cert_file", tls.cert_file, False), (f"{group}.key_file", tls.key_file, False),
+            (f"{group}.key_password_file", tls.key_password_file, True),
+            (f"{group}.client_ca_file", tls.client_ca_file, False)]  # fmt: skip
+
+
+def _all_readable(files: list[tuple[str, Path | None, bool]]) -> bool:
+    """True when each file can be read (else :func:`_secrets` has already said why)."""
+    return all(path is None or _unreadable(path, secret=secret) is None for _, path, secret in files)
+
+
+def _exposure(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
+    for exposure in exposures(settings):
+        problem = exposure.problem()
+        if problem is not None:
+            yield problem
 
 
 def _ssl_reason(exc: BaseException) -> str:

@@ -115,6 +115,38 @@ class Metrics:
             registry=r,
         )
 
+        # readiness (ADR 0023)
+        self.not_ready = Gauge(
+            "passerelle_not_ready",
+            "1 while /readyz answers 503 because of this check (supervisor, journal, disk, space)",
+            ["check"],
+            registry=r,
+        )
+        self.disk_free = Gauge(
+            "passerelle_data_dir_free_bytes",
+            "Free disk space under the data directory (smallest if several)",
+            registry=r,
+        )
+        self.space_configuration_errors = Counter(
+            "passerelle_space_configuration_errors_total",
+            "Answers of the patient space showing a configuration error, by kind (endpoint, credentials)",
+            ["kind"],
+            registry=r,
+        )
+        # retention (docs/journal.md)
+        self.retention_runs = Counter(
+            "passerelle_retention_runs_total", "Retention passes, by outcome (ok, failed)", ["outcome"], registry=r
+        )
+        self.retention_purged = Counter(
+            "passerelle_retention_purged_total",
+            "What retention purged: payloads, rejected_payloads, records (journal rows), audit_records",
+            ["what"],
+            registry=r,
+        )
+        self.retention_last_run = Gauge(
+            "passerelle_retention_last_success_timestamp_seconds", "When the last retention pass ended well", registry=r
+        )
+
     def space_call(self, transport: str, operation: str, outcome: str) -> None:
         self.space_calls.labels(transport, operation, outcome).inc()
 

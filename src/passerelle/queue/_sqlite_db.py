@@ -50,6 +50,23 @@ def prepare(path: Path) -> None:
             _tighten(Path(side), functools.partial(os.chmod, side, FILE_MODE), os.stat(side).st_mode)
 
 
+#: Name of the small file :func:`probe_directory` writes and removes.
+PROBE_NAME = ".passerelle-write-probe"
+
+
+def probe_directory(directory: Path) -> None:
+    """Create, write, fsync and remove a small file in ``directory``; raises ``OSError`` when it cannot."""
+    path = directory / PROBE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, b"passerelle write probe\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def _tighten(path: Path, chmod: Callable[[], None], mode: int) -> None:
     if stat.S_IMODE(mode) == FILE_MODE:
         return

@@ -61,6 +61,10 @@ class MemoryJournal:
     async def close(self) -> None:
         return None
 
+    async def check_writable(self) -> None:
+        if self.fail_appends:
+            raise QueueUnavailableError("simulated storage failure")
+
     async def append(self, items: Sequence[Inbound]) -> list[AppendResult]:
         if self.fail_appends:
             raise QueueUnavailableError("simulated storage failure")

@@ -39,6 +39,11 @@ class Lifecycle(Protocol):
         """
         ...
 
+    async def check_writable(self) -> None:
+        """Raise :class:`~passerelle.errors.QueueUnavailableError` (with a PHI-free reason) unless a
+        write could commit now. Cheap enough to call every few seconds; ``/readyz`` reports it."""
+        ...
+
 
 class IntakeJournal(Protocol):
     """What every listener needs: durable append with deduplication."""

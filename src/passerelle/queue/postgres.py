@@ -174,6 +174,13 @@ class PostgresJournal:
     def background_tasks(self) -> Sequence[asyncio.Task[None]]:
         return tuple(self._committer_tasks)
 
+    async def check_writable(self) -> None:
+        """The database answers and accepts writes: not a standby in recovery, not read-only by default."""
+        recs = await self._fetchall("SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')")
+        recovery, read_only = recs[0]
+        if recovery or read_only == "on":
+            raise QueueUnavailableError("the journal's database is read-only (a standby, or read-only by default)")
+
     async def close(self) -> None:
         if self._pool is None:
             return

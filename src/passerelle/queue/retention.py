@@ -68,9 +68,11 @@ async def purge_once(
     batch_size: int = 500,
     dry_run: bool = False,
     audit: AuditRetention | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> RetentionReport:
     """One retention pass over the journal (and the audit store, when given). See the module docstring.
 
+    ``progress`` is called after each batch with the number of rows it purged (a progress bar's step).
     May raise :class:`~passerelle.errors.QueueUnavailableError`; what earlier batches purged stays purged.
     """
     if batch_size < 1:
@@ -80,7 +82,7 @@ async def purge_once(
     rejected_before = now - timedelta(days=policy.rejected_days)
     if dry_run:
         return await _count(journal, audit, records_before, payloads_before, rejected_before)
-    run = _Run(journal, batch_size)
+    run = _Run(journal, batch_size, progress)
     records = await run.drain(lambda: journal.delete_records(records_before, batch_size))
     payloads = 0
     for state in SETTLED_STATES:
@@ -125,9 +127,10 @@ async def _count(
 class _Run:
     """Batches of one pass: each a short transaction, space given back after each, the loop yielded."""
 
-    def __init__(self, journal: RetentionJournal, batch_size: int) -> None:
+    def __init__(self, journal: RetentionJournal, batch_size: int, progress: Callable[[int], None] | None) -> None:
         self.journal = journal
         self.batch_size = batch_size
+        self.progress = progress
         self.batches = 0
         self.released = 0
 
@@ -140,6 +143,8 @@ class _Run:
                 self.batches += 1
                 total += done
                 self.released += await self.journal.reclaim_space(RECLAIM_PAGES)
+                if self.progress is not None:
+                    self.progress(done)
             if done < self.batch_size:
                 return total
             await asyncio.sleep(0)  # intake's turn

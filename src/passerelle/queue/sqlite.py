@@ -111,6 +111,20 @@ class SQLiteJournal:
     def background_tasks(self) -> Sequence[asyncio.Task[None]]:
         return (self._committer,) if self._committer is not None else ()
 
+    async def check_writable(self) -> None:
+        """A file can be created and synced in the journal's directory (catches a read-only remount, a
+        directory removed or replaced, a full disk, I/O errors), then the write lock can be taken
+        (``BEGIN IMMEDIATE`` … ``ROLLBACK`` on the journal's thread, after the writes queued before it)."""
+        try:
+            await asyncio.to_thread(_sqlite_db.probe_directory, self.path.parent)
+        except OSError as exc:
+            raise QueueUnavailableError(f"cannot write in the journal's directory ({exc.strerror})") from exc
+        await self._call(self._lock_probe_sync)
+
+    def _lock_probe_sync(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("ROLLBACK")
+
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -43,6 +43,38 @@ def _split_token(value: str) -> tuple[str, str]:
     return (system, code) if bar else ("", system)
 
 
+@router.get("/metadata")
+async def capability_statement(request: Request) -> Response:
+    """A minimal CapabilityStatement: what a client reads first to check the base URL and its credentials
+    (the gateway's start-up probe). Behind the same bearer token as the other FHIR endpoints."""
+    runtime = runtime_of(request)
+    if not bearer_ok(request, runtime.fhir_token):
+        return unauthorized()
+    return fhir_json(
+        {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": "2026-01-01",
+            "kind": "instance",
+            "software": {"name": "Passerelle sandbox patient space"},
+            "implementation": {"description": "Stand-in patient space (MHD ITI-65, status lookup)"},
+            "fhirVersion": "4.0.1",
+            "format": ["application/fhir+json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        {"type": "DocumentReference", "interaction": [{"code": "read"}, {"code": "search-type"}]},
+                        {"type": "Binary", "interaction": [{"code": "read"}]},
+                    ],
+                    "interaction": [{"code": "transaction"}],
+                    "operation": [{"name": "dmp-status", "definition": "urn:passerelle:sandbox:dmp-status"}],
+                }
+            ],
+        }
+    )
+
+
 @router.post("")
 @router.post("/")
 async def provide_document_bundle(request: Request) -> Response:

@@ -195,3 +195,27 @@ async def test_concurrent_closing_waits_for_pending_appends(tmp_path: Path) -> N
     await asyncio.sleep(0)
     await j.close()
     assert all(len(t.result()) == 1 for t in appends)
+
+
+async def test_an_open_journal_answers_it_can_be_written(unopened: Journal) -> None:
+    await unopened.open()
+    await unopened.check_writable()
+    await unopened.append([item(1)])
+    await unopened.check_writable()
+
+
+async def test_sqlite_is_not_writable_when_its_directory_is_gone_and_is_again_once_back(tmp_path: Path) -> None:
+    """The open file keeps working after its directory is moved away, but nothing new can be created
+    where the journal lives (its WAL after a checkpoint, the audit store, a restart): /readyz says so."""
+    home = tmp_path / "data"
+    j = SQLiteJournal(home / "journal.sqlite3")
+    await j.open()
+    try:
+        home.rename(tmp_path / "moved")
+        with pytest.raises(QueueUnavailableError, match=r"cannot write in the journal's directory \(No such file"):
+            await j.check_writable()
+        (tmp_path / "moved").rename(home)
+        await j.check_writable()
+        assert [p.name for p in home.iterdir() if "probe" in p.name] == []  # the probe file is removed
+    finally:
+        await j.close()

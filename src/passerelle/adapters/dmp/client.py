@@ -8,6 +8,9 @@
   flagged ``MODIF_CONF_CODE`` that the registry already holds → ITI-57 metadata update of its
   confidentiality codes.
 - ``delete`` → ITI-18 then ITI-57 ``UpdateAvailabilityStatus`` to Deleted (already deleted: success).
+- ``probe`` → a TD0.2 for :data:`PROBE_PATIENT`, a synthetic INS of the ANS test authority that names no
+  real person (ADR 0023): any TD0.2 answer, found, not found or refused with a business code, shows that
+  the URL and the credentials work; a credential fault or a 404 without SOAP shows they do not.
 
 Idempotent: a re-send of the same document carries the same uniqueId, bytes and submission set uniqueId;
 when the DMP answers that the uniqueId is already registered (or answers PartialSuccess), ITI-18 tells
@@ -34,8 +37,8 @@ from passerelle.adapters.http import space_http_client
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt, SpaceState, SpaceStatus
 from passerelle.errors import IdentityError, RemoteAmbiguousError, RemoteRejectedError
-from passerelle.mappings.document import Action, Document, Patient
-from passerelle.mappings.identity.ins import allowed_ins_oids
+from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Document, Patient
+from passerelle.mappings.identity.ins import allowed_ins_oids, with_key
 from passerelle.mappings.xds import ns
 from passerelle.mappings.xds.queries import StatusChange
 from passerelle.mappings.xds.responses import (
@@ -51,6 +54,8 @@ from passerelle.mappings.xds.td02 import MalformedTd02Error, parse_answer
 log = logging.getLogger(__name__)
 
 TRANSPORT = "dmp"
+#: The probe's patient: a synthetic NIR (no real person has it) under the ANS test INS authority.
+PROBE_PATIENT = Patient(ins=with_key("1555555555555"), ins_oid=INS_NIR_TEST_OID)
 #: ``(transaction, outcome)`` observer for metrics (outcome: ok, refused, retry, credential).
 Observer = Callable[[str, str], None]
 
@@ -152,6 +157,16 @@ class DmpSpace:
             minor=patient.minor,
             authorisation=td.authorisation,
         )
+
+    async def probe(self) -> str:
+        """TD0.2 for :data:`PROBE_PATIENT` as the structure (module docstring). Returns a PHI-free summary;
+        raises :class:`~passerelle.errors.RemoteCredentialError` or a transient error as ``status`` does."""
+        call = self.requests.td02(PROBE_PATIENT, self._settings.dmp.structure_id)
+        try:
+            _answer, status = await self._exchange(call)
+        except RemoteRejectedError as exc:  # a business answer: the DMP read and judged our request
+            return f"TD0.2 answered {exc.remote_code or 'a refusal'}"
+        return f"TD0.2 answered (HTTP {status})"
 
     async def aclose(self) -> None:
         if self._closed:

@@ -35,7 +35,17 @@ def row_summary(row: Row) -> dict[str, Any]:
         "document_id": row.document_id,
         "patient_id": row.patient_id,
         "size": row.size,  # of the message as received (a rejected one keeps only its first 64 KiB)
+        "sha256": row.sha256,  # of the message as received: identifies it even once its payload is gone
+        "payload": payload_state(row),
     }
+
+
+def payload_state(row: Row) -> str:
+    """What the journal still holds of the message: ``stored``, ``truncated`` (a rejected message's first
+    64 KiB) or ``purged`` (retention emptied it; size and SHA-256 remain; it can no longer be replayed)."""
+    if row.payload_purged:
+        return "purged"
+    return "truncated" if row.truncated else "stored"
 
 
 async def select_rows(journal: BrowserJournal, query: Query) -> list[int]:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from passerelle.connector.cli import audit, dmp, messages, serve, tools
+from passerelle.connector.cli import audit, dmp, messages, retention, serve, tools
 
 app = typer.Typer(
     name="passerelle",
@@ -24,6 +24,7 @@ app.command("map")(tools.map_files)
 app.command("check-config")(serve.check_config)
 app.add_typer(messages.app, name="messages")
 app.add_typer(audit.app, name="audit")
+app.add_typer(retention.app, name="retention")
 dmp.register(app)
 
 

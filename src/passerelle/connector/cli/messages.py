@@ -21,7 +21,9 @@ from passerelle.queue.ports import Journal
 app = typer.Typer(help="Browse the journal: every message's journey; replay what failed.", no_args_is_help=True)
 
 _SHOWN = ("id", "received_at", "channel", "sender", "kind", "message_id", "state", "detail", "attempts",
-          "next_due", "deadline", "document_id", "patient_id", "size")  # fmt: skip
+          "next_due", "deadline", "document_id", "patient_id", "size", "sha256")  # fmt: skip
+#: How ``messages show`` words what the journal still holds of a message (admin.browser.payload_state).
+_PAYLOAD = {"stored": "stored", "truncated": "first 64 KiB kept (rejected message)", "purged": "payload purged"}
 
 
 @app.command("list")
@@ -70,6 +72,7 @@ def messages_show(
         return
     for key in _SHOWN:
         typer.echo(f"{key:12} {found[key]}")
+    typer.echo(f"{'payload':12} {_PAYLOAD[found['payload']]}")
     typer.echo("journey:")
     for event in found["events"]:
         data = f"  {json.dumps(event['data'], ensure_ascii=False)}" if event["data"] else ""

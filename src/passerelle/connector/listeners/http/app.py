@@ -1,14 +1,92 @@
-"""The FastAPI application factory: routers in, one app out (no lifespan: see :mod:`.server`)."""
+"""The FastAPI application factory: routers in, one app out (no lifespan: see :mod:`.server`).
+
+API documentation (``/docs``, ``/redoc``, ``/openapi.json``) is off unless ``api_docs`` is true; then the
+pages load Swagger UI and ReDoc from copies shipped in the package (``docs_assets/``, licences and
+versions in its README), served under ``/docs-assets/``: nothing is fetched from a CDN or any other host.
+
+Request validation errors answer an RFC 7807 problem naming the fields and what is wrong with them,
+never the values received (a query or body may carry patient identifiers).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from importlib.resources import files
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+#: Where the vendored documentation assets are served.
+ASSETS = "/docs-assets"
+_MEDIA = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon-32x32.png")
 
 
-def build_app(routers: Iterable[APIRouter]) -> FastAPI:
-    app = FastAPI(title="Passerelle", version="0.1.0", docs_url="/docs", redoc_url=None)
+def build_app(routers: Iterable[APIRouter], *, api_docs: bool = False) -> FastAPI:
+    app = FastAPI(
+        title="Passerelle",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if api_docs else None,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_problem)
     for router in routers:
         app.include_router(router)
+    if api_docs:
+        app.include_router(_docs_router())
     return app
+
+
+async def _validation_problem(_request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    fields = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+              for e in errors]  # fmt: skip
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": "Unprocessable request",
+        "status": 422,
+        "detail": "the request does not match the API (see errors)",
+        "reason": "validation",
+        "errors": fields,
+    }
+    return JSONResponse(body, status_code=422, media_type="application/problem+json")
+
+
+def _docs_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    favicon = f"{ASSETS}/favicon-32x32.png"
+
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Passerelle API",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=favicon,
+            swagger_ui_parameters={"validatorUrl": None},  # its default is a validation service on the Internet
+        )
+
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="Passerelle API",
+            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=favicon,
+            with_google_fonts=False,
+        )
+
+    async def asset(name: str) -> Response:
+        if name not in _FILES:
+            return Response(status_code=404)
+        data = files("passerelle.connector.listeners.http").joinpath("docs_assets", name).read_bytes()
+        media = _MEDIA[name[name.rfind(".") :]]
+        return Response(data, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
+
+    router.add_api_route("/docs", swagger, methods=["GET"])
+    router.add_api_route("/redoc", redoc, methods=["GET"])
+    router.add_api_route(f"{ASSETS}/{{name}}", asset, methods=["GET"])
+    return router

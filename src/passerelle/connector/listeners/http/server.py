@@ -4,6 +4,11 @@ The socket is bound by :meth:`HttpListener.start` itself, so a busy or forbidden
 with an ``OSError`` the supervisor reports in one line (uvicorn would ``sys.exit``). uvicorn runs with
 no lifespan (the composition root starts and stops everything) and installs no signal handler (the
 composition root owns the signals); :meth:`HttpListener.stop` lets requests in flight finish, bounded.
+
+With ``http.tls`` the listener serves HTTPS only (TLS 1.2+, :mod:`.tls`); the certificate and key are
+loaded by :meth:`HttpListener.start`, so an unreadable or mismatched pair fails the start in one line.
+Whether plain HTTP may be served on this address is decided where the listener is built
+(:func:`passerelle.connector.listeners.exposure.guard`).
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator, Sequence
+import ssl
+from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
 from fastapi import FastAPI
+
+from passerelle.config.settings import HttpTlsSettings
+from passerelle.connector.listeners.http.tls import TlsH11Protocol, server_context
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +39,21 @@ class _Server(uvicorn.Server):
 
 
 class HttpListener:
-    """Serves ``app`` on ``host:port`` (0: any free port, see :attr:`port`). Idempotent start/stop."""
+    """Serves ``app`` on ``host:port`` (0: any free port, see :attr:`port`), over HTTPS when ``tls`` is
+    given. Idempotent start/stop."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, tls: HttpTlsSettings | None = None) -> None:
         self.app = app
         self.host = host
+        self.tls = tls
         self._port = port
         self._sock: socket.socket | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def port(self) -> int:
@@ -52,16 +67,18 @@ class HttpListener:
     async def start(self) -> None:
         if self._server is not None:
             return
+        context = server_context(self.tls) if self.tls is not None else None
         self._sock = _listen(self.host, self._port)
         config = uvicorn.Config(self.app, self.host, self.port, log_config=None, access_log=False, lifespan="off",
-                                server_header=False, timeout_graceful_shutdown=GRACEFUL_S)  # fmt: skip
+                                server_header=False, timeout_graceful_shutdown=GRACEFUL_S, http=TlsH11Protocol,
+                                ssl_context_factory=_fixed(context) if context is not None else None)  # fmt: skip
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="http")
         while not self._server.started and not self._task.done():  # noqa: ASYNC110 - uvicorn exposes a flag
             await asyncio.sleep(0.01)
         if not self._server.started:
             raise RuntimeError("the HTTP server did not start")
-        log.info("http listening on %s:%d", self.host, self.port)
+        log.info("%s listening on %s:%d", self.scheme, self.host, self.port)
 
     async def stop(self) -> None:
         server, task, sock = self._server, self._task, self._sock
@@ -77,6 +94,11 @@ class HttpListener:
         if sock is not None:
             sock.close()
             self._sock = None
+
+
+def _fixed(context: ssl.SSLContext) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
+    """uvicorn's ``ssl_context_factory`` answering our own context (its default one is not used)."""
+    return lambda _config, _default: context
 
 
 def _listen(host: str, port: int) -> socket.socket:

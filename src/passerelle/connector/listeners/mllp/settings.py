@@ -82,6 +82,11 @@ class MllpSettings(BaseModel):
     enabled: bool = Field(True, description="Start the MLLP listener.")
     host: str = Field("127.0.0.1", description="Address to listen on ('0.0.0.0' for every interface).")
     port: int = Field(2575, ge=0, le=65535, description="TCP port (0 = any free port, for tests).")
+    allow_plaintext_on_network: bool = Field(
+        False,
+        description="Let the listener serve plain MLLP (no tls) on a non-loopback address; a WARNING is "
+        "logged at every start. Without it such a configuration is refused (docs/security.md).",
+    )
 
     max_frame_bytes: int = Field(
         16 * 1024 * 1024,
