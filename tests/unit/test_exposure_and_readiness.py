@@ -32,7 +32,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_plain_text_on_the_network_is_a_problem_unless_allowed_then_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_plain_text_on_the_network_is_a_problem_unless_allowed_then_a_warning() -> None:
     refused = Exposure("http", "0.0.0.0", tls=False, allow_plaintext=False)
     assert refused.problem() == (
         "http.host: 0.0.0.0 is not a loopback address and http has no TLS: configure http.tls, or set "
@@ -42,9 +42,18 @@ def test_plain_text_on_the_network_is_a_problem_unless_allowed_then_a_warning(ca
         guard(refused)
     allowed = Exposure("mllp", "10.1.2.3", tls=False, allow_plaintext=True)
     assert allowed.problem() is None
-    with caplog.at_level(logging.WARNING):
+    # A handler on the module's own logger: the root logger's handlers may be replaced by a CLI test
+    # that ran setup_logging() earlier in the same process.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    exposure_log = logging.getLogger("passerelle.connector.listeners.exposure")
+    exposure_log.addHandler(handler)
+    try:
         guard(allowed)
-    [line] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    finally:
+        exposure_log.removeHandler(handler)
+    [line] = [r for r in records if r.levelno == logging.WARNING]
     assert "mllp listener serves PLAIN TEXT on 10.1.2.3" in line.getMessage()
     for fine in (
         Exposure("mllp", "0.0.0.0", tls=True, allow_plaintext=False),
