@@ -81,6 +81,13 @@ class TooLargeError(PermanentError):
     reason = "too_large"
 
 
+class SenderNotAllowedError(PermanentError):
+    """The authenticated party (client certificate, token, calling AE title) may not speak for the sender
+    the input names (MSH-3/MSH-4, the DICOM Issuer of Patient ID...). ``location`` names the field."""
+
+    reason = "sender_not_allowed"
+
+
 class MappingError(PermanentError):
     """A valid input that cannot be turned into a document of the national model."""
 

@@ -176,7 +176,7 @@ def build_gateway(
         wake=worker.wake,
         clock=clock,
     )
-    mllp = build_mllp(settings, intake, metrics, clock)
+    mllp = build_mllp(settings, intake, metrics, clock, audit)
     gateway = Gateway(
         settings, journal, audit_store, audit, metrics, space, notifier, worker, mllp, dicom, folders, http,
         JournalGauges(journal, metrics, clock), supervisor, clock,

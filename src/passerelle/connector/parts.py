@@ -116,10 +116,13 @@ class WakingJournal:
         return results
 
 
-def build_mllp(settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock) -> MllpServer | None:
+def build_mllp(
+    settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock, audit: AuditTrail | None = None
+) -> MllpServer | None:
     if not settings.mllp.enabled:
         return None
-    intake = Hl7Intake(journal.append, hl7_settings(settings), metrics=IntakeMetricsBridge(metrics), clock=clock)
+    hl7 = hl7_settings(settings)
+    intake = Hl7Intake(journal.append, hl7, metrics=IntakeMetricsBridge(metrics), clock=clock, audit=audit)
     handler = MllpHandler(intake, metrics)
     return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
 
