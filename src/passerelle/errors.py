@@ -87,6 +87,11 @@ class SenderNotAllowedError(PermanentError):
 
     reason = "sender_not_allowed"
 
+    def __init__(self, message: str, *, location: str = "", claimed: str = "") -> None:
+        super().__init__(message, location=location)
+        #: The sender the input named (an identifier, for the audit trail; never sent back).
+        self.claimed = claimed
+
 
 class MappingError(PermanentError):
     """A valid input that cannot be turned into a document of the national model."""

@@ -150,3 +150,22 @@ def test_dedup_key_format_is_unchanged() -> None:
     [sample] = generate_samples(1, seed=5, now=NOW)
     header = read_header(decode_message(sample.raw))
     assert header.dedup_key == f"SIL-SYNTH^LABO-SYNTH^{sample.control_id}"
+
+
+def test_dicom_bindings_settings() -> None:
+    from passerelle.connector.listeners.dicom_scp import DicomSettings
+
+    ok = DicomSettings.model_validate(
+        {"bindings": {" CT01 ": {"networks": ["10.1.2.0/24"], "issuers_of_patient_id": ["CHU-A", "*"]}}}
+    )
+    binding = ok.bindings["CT01"].to_binding()
+    assert binding.issuers == {"CHU-A", "*"} and str(binding.networks[0]) == "10.1.2.0/24"
+    for bad in (
+        {"CT01": {"issuers_of_patient_id": []}},  # say which issuers, or '*'
+        {"CT01": {"networks": ["10.1.2.0/24"]}},
+        {"CT01": {"issuers_of_patient_id": ["A^B"]}},
+        {"X" * 17: {"issuers_of_patient_id": ["*"]}},
+        {"CT01": {"issuers_of_patient_id": ["*"], "unknown": 1}},
+    ):
+        with pytest.raises(ValidationError):
+            DicomSettings.model_validate({"bindings": bad})

@@ -28,7 +28,7 @@ from passerelle.connector.listeners.http.health import HealthApi
 from passerelle.connector.listeners.http.server import HttpListener
 from passerelle.connector.listeners.mllp.handler import MllpHandler
 from passerelle.connector.listeners.mllp.server import MllpServer
-from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetricsBridge
+from passerelle.connector.metrics_bridge import DicomMetricsBridge, IntakeMetricsBridge, MllpMetricsBridge
 from passerelle.connector.settings import Settings
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
@@ -137,7 +137,14 @@ def patient_lookup(store: ReferenceStore) -> PatientLookup:
 
 
 def dicom_intake(
-    settings: Settings, journal: IntakeJournal, store: ReferenceStore, metrics: Metrics, clock: Clock, *, folder: bool
+    settings: Settings,
+    journal: IntakeJournal,
+    store: ReferenceStore,
+    metrics: Metrics,
+    clock: Clock,
+    *,
+    folder: bool,
+    audit: AuditTrail | None = None,
 ) -> DicomIntake:
     channel = "folder" if folder else "dicom"
     return DicomIntake(
@@ -150,6 +157,7 @@ def dicom_intake(
         patient_lookup=patient_lookup(store),
         metrics=IntakeMetricsBridge(metrics, channel),
         clock=clock,
+        audit=audit,
     )
 
 
@@ -169,7 +177,8 @@ def build_side_listeners(
     """The DICOM SCP and the watched folders the settings enable."""
     scp = None
     if settings.dicom.enabled:
-        scp = DicomScp(settings.dicom, dicom_intake(settings, journal, store, metrics, clock, folder=False))
+        intake = dicom_intake(settings, journal, store, metrics, clock, folder=False, audit=audit)
+        scp = DicomScp(settings.dicom, intake, metrics=DicomMetricsBridge(metrics), audit=audit)
     folders = []
     if settings.cda.enabled and settings.cda.folder is not None:
         intake = cda_intake(settings, journal, metrics, clock, folder=True)

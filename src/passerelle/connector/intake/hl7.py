@@ -287,7 +287,7 @@ class Hl7Intake:
     async def _audit_refusals(self, prepared: list[_Prepared], results: list[AppendResult], who: Principal) -> None:
         for p, result in zip(prepared, results, strict=True):
             if isinstance(p.error, SenderNotAllowedError):
-                sender, channel = p.inbound.sender, self._settings.channel
+                sender, channel = p.error.claimed, self._settings.channel
                 log.warning("hl7 intake: row %d refused: sender %r not bound to %s", result.row_id, sender, who.name)
                 await audit_refusal(
                     self._audit, who, channel=channel, row_id=result.row_id, message_id=p.control_id, claimed=sender
@@ -335,4 +335,5 @@ def check_sender(header: Header, principal: Principal) -> None:
     if index is None:
         return
     location, field = _SENDER_FIELDS[min(index, 1)]
-    raise SenderNotAllowedError(f"{field} not allowed for this connection's certificate", location=location)
+    message = f"{field} not allowed for this connection's certificate"
+    raise SenderNotAllowedError(message, location=location, claimed=header.sender)

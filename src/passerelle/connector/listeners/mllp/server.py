@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import socket
 import ssl
@@ -58,6 +57,7 @@ from passerelle.connector.listeners.mllp.tls import (
     SenderBindings,
     server_context,
 )
+from passerelle.connector.listeners.net import address_in
 from passerelle.errors import FramingError
 
 log = logging.getLogger("passerelle.connector.listeners.mllp")
@@ -254,15 +254,8 @@ class MllpServer:
     def _refusal(self, host: str) -> str | None:
         if self._stopping:
             return "stopping"
-        if self._networks:
-            try:
-                addr = ipaddress.ip_address(host.split("%", 1)[0])
-            except ValueError:
-                return "not_allowed"
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            if not any(addr in net for net in self._networks):
-                return "not_allowed"
+        if self._networks and not address_in(host, self._networks):
+            return "not_allowed"
         if self._per_source[host] >= self._settings.max_connections_per_source:
             return "max_per_source"
         if len(self._conns) >= self._settings.max_connections:
