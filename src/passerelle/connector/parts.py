@@ -177,8 +177,8 @@ def build_side_listeners(
     """The DICOM SCP and the watched folders the settings enable."""
     scp = None
     if settings.dicom.enabled:
-        intake = dicom_intake(settings, journal, store, metrics, clock, folder=False, audit=audit)
-        scp = DicomScp(settings.dicom, intake, metrics=DicomMetricsBridge(metrics), audit=audit)
+        scp_intake = dicom_intake(settings, journal, store, metrics, clock, folder=False, audit=audit)
+        scp = DicomScp(settings.dicom, scp_intake, metrics=DicomMetricsBridge(metrics), audit=audit)
     folders = []
     if settings.cda.enabled and settings.cda.folder is not None:
         intake = cda_intake(settings, journal, metrics, clock, folder=True)
