@@ -55,7 +55,7 @@ def test_every_file_the_gateway_writes_is_private_whatever_the_umask(tmp_path: P
     proc = subprocess.Popen(
         [sys.executable, "-m", "passerelle", "run", "--data-dir", str(data_dir), "--mllp-port", "0",
          "--http-port", "0", "--space-url", sandbox.fhir],
-        stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.umask(0),  # noqa: PLW1509
+        stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.umask(0),
     )  # fmt: skip
     try:
         ports_file = data_dir / "run" / "ports.json"
