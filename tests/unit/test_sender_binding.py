@@ -169,3 +169,17 @@ def test_dicom_bindings_settings() -> None:
     ):
         with pytest.raises(ValidationError):
             DicomSettings.model_validate({"bindings": bad})
+
+
+async def test_cda_intake_journals_the_principals_sender() -> None:
+    from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
+
+    journal = MemoryJournal()
+    conf = CdaIntakeSettings(test_environment=True)
+    intake = CdaIntake(journal.append, conf, channel="http", sender=conf.sender, clock=lambda: NOW)
+    first, second, third = generate_samples(3, seed=6, now=NOW)
+    assert (await intake.receive(first.cda, principal=Principal.of("token:lab", ["LABO-A"]))).positive
+    assert (await intake.receive(second.cda, principal=Principal.of("token:two", ["A", "B"]))).positive
+    assert (await intake.receive(third.cda)).positive
+    rows = sorted(await journal.find(Query(limit=10)), key=lambda r: r.id)
+    assert [r.sender for r in rows] == ["LABO-A", "http", "http"]
