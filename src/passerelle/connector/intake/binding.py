@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+
+from passerelle.observability.audit import AuditTrail
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +81,13 @@ def valid_pattern(pattern: str, components: int) -> bool:
     return len(parts) == components and all(p.strip() == p and p for p in parts)
 
 
-class AuditSink(Protocol):
-    """Where an intake records a refusal worth an audit record (``AuditTrail.record`` fits)."""
-
-    async def record(
-        self,
-        *,
-        action: str,
-        outcome: str,
-        reason: str,
-        row_id: int = 0,
-        document_id: str = "",
-        actor: str = "passerelle",
-        detail: str = "",
-    ) -> None: ...
-
-
 def audit_text(value: str, limit: int = 60) -> str:
     """``value`` reduced to printable ASCII for an audit detail (sender names come from the wire)."""
     return "".join(c if " " <= c <= "~" else "?" for c in value)[:limit]
 
 
 async def audit_refusal(
-    audit: AuditSink | None, principal: Principal, *, channel: str, row_id: int, message_id: str, claimed: str
+    audit: AuditTrail | None, principal: Principal, *, channel: str, row_id: int, message_id: str, claimed: str
 ) -> None:
     """Record an input refused for its sender (``refusal``, reason ``sender_not_allowed``): the principal
     as actor, the row, the message id and the sender it named; identifiers only. An audit failure is

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from passerelle.connector.intake.binding import AuditSink, Principal, audit_refusal
+from passerelle.connector.intake.binding import Principal, audit_refusal
 from passerelle.connector.intake.ports import Accept, Clock, IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import (
     DICOM_SUCCESS,
@@ -58,6 +58,7 @@ from passerelle.errors import (
 from passerelle.mappings.dicom.common import DicomSite, canonical_hash, decode_dicom, text, zero_preamble
 from passerelle.mappings.dicom.kos import DOCUMENT_SOP_CLASSES, map_dicom, patient_lane
 from passerelle.mappings.document import FACILITY_TYPE_SYSTEM, PRACTICE_SETTING_SYSTEM, Author, Code, Provenance
+from passerelle.observability.audit import AuditTrail
 from passerelle.queue.model import Inbound, State
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ class DicomIntake:
     patient_lookup: PatientLookup | None = None
     metrics: IntakeMetrics = field(default_factory=NullMetrics)
     clock: Clock = utcnow
-    audit: AuditSink | None = None
+    audit: AuditTrail | None = None
 
     async def receive(
         self,

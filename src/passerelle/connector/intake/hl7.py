@@ -32,7 +32,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from passerelle.connector.intake.binding import AuditSink, Principal, audit_refusal
+from passerelle.connector.intake.binding import Principal, audit_refusal
 from passerelle.connector.intake.ports import Accept, Clock, Hl7IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import Outcome, Verdict, hl7_refusal, internal_error, refused
 from passerelle.errors import (
@@ -46,6 +46,7 @@ from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, should_reply
 from passerelle.mappings.hl7v2.decode import CHARSETS, Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import Classified, classify
+from passerelle.observability.audit import AuditTrail
 from passerelle.queue.model import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Hl7Intake:
         *,
         metrics: Hl7IntakeMetrics | None = None,
         clock: Clock | None = None,
-        audit: AuditSink | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._append = journal_append
         self._settings = settings

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validato
 from pydicom.dataset import Dataset
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 
-from passerelle.connector.intake.binding import AuditSink, audit_text, valid_pattern
+from passerelle.connector.intake.binding import audit_text, valid_pattern
 from passerelle.connector.intake.dicom import DicomIntake, DicomSiteSettings
 from passerelle.connector.intake.replies import (
     DICOM_COMMENT_MAX,
@@ -48,6 +48,7 @@ from passerelle.connector.intake.replies import (
 from passerelle.connector.listeners.dicom_assoc import AssociationTable, Binding, DicomMetrics
 from passerelle.errors import ParseError, QueueUnavailableError, TooLargeError
 from passerelle.mappings.dicom.kos import DOCUMENT_SOP_CLASSES
+from passerelle.observability.audit import AuditTrail
 
 #: Verification SOP Class (PS3.4 A.4): C-ECHO.
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
@@ -147,16 +148,10 @@ class DicomScp:
     """
 
     def __init__(
-        self,
-        settings: DicomSettings,
-        intake: DicomIntake,
-        *,
-        metrics: DicomMetrics | None = None,
-        audit: AuditSink | None = None,
-    ) -> None:
-        self.settings = settings
-        self.intake = intake
-        self._audit = audit
+        self, settings: DicomSettings, intake: DicomIntake, *, metrics: DicomMetrics | None = None,
+        audit: AuditTrail | None = None,
+    ) -> None:  # fmt: skip
+        self.settings, self.intake, self._audit = settings, intake, audit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
         self.table = AssociationTable(

@@ -35,9 +35,8 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 from passerelle.connector.intake.binding import Principal
 from passerelle.connector.listeners.mllp.framing import (
@@ -49,6 +48,7 @@ from passerelle.connector.listeners.mllp.framing import (
     TooLarge,
     frame,
 )
+from passerelle.connector.listeners.mllp.ports import MllpHandler, MllpMetrics, NullMetrics, OversizeHandler
 from passerelle.connector.listeners.mllp.settings import MllpSettings
 from passerelle.connector.listeners.mllp.tls import (
     ClientAllowList,
@@ -61,58 +61,6 @@ from passerelle.connector.listeners.net import address_in
 from passerelle.errors import FramingError
 
 log = logging.getLogger("passerelle.connector.listeners.mllp")
-
-
-class MllpHandler(Protocol):
-    """What the listener needs from the intake (``passerelle.connector.intake.hl7.Hl7Intake``).
-
-    Both return the reply payload without MLLP framing, or ``None`` to send nothing for that frame.
-    A positive reply must mean "committed durably". Exceptions are treated as "no reply possible":
-    the connection is closed without answering the frames of that call. ``principal`` is the
-    connection's certificate and the senders it may use (``None`` when the listener binds nothing).
-    """
-
-    async def handle(self, payload: bytes, peer: str, principal: Principal | None = None) -> bytes | None: ...
-
-    async def handle_batch(
-        self, items: Sequence[tuple[bytes, str]], principal: Principal | None = None
-    ) -> list[bytes | None]: ...
-
-
-class OversizeHandler(Protocol):
-    """Optional: builds the reply for a frame over the size limit (``msh_prefix`` is its first
-    segment, ``b""`` when it did not start with MSH). ``None`` = close the connection."""
-
-    async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None: ...
-
-
-class MllpMetrics(Protocol):
-    """Counters and one histogram the listener reports; label values come from small fixed sets."""
-
-    def connection_opened(self) -> None: ...
-
-    def connection_closed(self, reason: str) -> None: ...
-
-    def connection_refused(self, reason: str) -> None: ...
-
-    def frame_received(self, size: int) -> None: ...
-
-    def frame_rejected(self, reason: str) -> None: ...
-
-    def junk_bytes(self, count: int) -> None: ...
-
-    def reply_sent(self, latency_seconds: float) -> None: ...
-
-
-class NullMetrics:
-    """Metrics sink that records nothing (any report is accepted and dropped)."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return _ignore
-
-
-def _ignore(*args: object) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +86,7 @@ class MllpServer:
         metrics: MllpMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._settings = settings
-        self._handler = handler
-        self._oversize = oversize_handler
+        self._settings, self._handler, self._oversize = settings, handler, oversize_handler
         self._metrics: MllpMetrics = metrics or cast(MllpMetrics, NullMetrics())
         # the framing limits are the settings of the same names (the others keep their defaults)
         names = [f.name for f in dataclasses.fields(FramingLimits) if f.name in MllpSettings.model_fields]
