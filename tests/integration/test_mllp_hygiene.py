@@ -92,10 +92,10 @@ async def test_junk_does_not_make_a_connection_busy(intake: FakeIntake, metrics:
 
 
 async def test_idle_timeout_waits_for_the_reply_then_restarts(metrics: Metrics) -> None:
-    # The intake takes three idle timeouts to answer: the connection stays open, the ACK arrives, and
-    # the sender can go on sending on the same connection.
-    intake = FakeIntake(delay=1.5)
-    srv = await start(intake, metrics, idle_timeout=0.5)
+    # The intake takes two idle timeouts to answer: the connection stays open, the ACK arrives, and
+    # the sender can go on sending on the same connection (the idle timeout restarts at the reply).
+    intake = FakeIntake(delay=2.0)
+    srv = await start(intake, metrics, idle_timeout=1.0)
     try:
         r, w = await connect(srv)
         w.write(frame(msg("SLOW1")))

@@ -191,8 +191,13 @@ class MllpFramer:
                 async with asyncio.timeout(timeout):
                     chunk = await self._reader.read(self._limits.read_chunk_bytes)
         except TimeoutError:
+            # The read was cancelled before taking any byte: waiting again loses nothing. It is the
+            # thing to do while a frame waits for its reply, and when the deadline moved meanwhile
+            # (``touch()`` after a reply, while this read's timeout was already running).
             if self._state == _IDLE and self._hold is not None and self._hold():
-                self.touch()  # the read was cancelled before taking any byte: nothing is lost
+                self.touch()
+                return
+            if self._state == _IDLE and self._clock() < self._idle_deadline:
                 return
             if self._state == _IDLE:
                 raise IdleTimeoutError("no frame started before the idle timeout") from None
