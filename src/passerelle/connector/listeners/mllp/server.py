@@ -319,8 +319,9 @@ class _Connection:
             return
         self.principal = bindings.principal(identity)
         count = len(self.principal.senders)
-        log.log(logging.INFO if count else logging.WARNING, "mllp client certificate accepted from %s: %s, "
-                "bound to %d sender pattern(s)", self.peer, identity.label, count)  # fmt: skip
+        level = logging.INFO if count else logging.WARNING  # bound to nothing: every message will be refused
+        text = "mllp client certificate accepted from %s: %s, bound to %d sender pattern(s)"
+        log.log(level, text, self.peer, identity.label, count)
 
     def _awaiting_reply(self) -> bool:
         """The idle deadline does not run out while a frame of this connection waits for its reply."""
