@@ -76,6 +76,16 @@ class TooLargeError(PermanentError, reason="too_large"):
     """Over a configured size limit."""
 
 
+class SenderNotAllowedError(PermanentError, reason="sender_not_allowed"):
+    """The authenticated party (client certificate, token, calling AE title) may not speak for the sender
+    the input names (MSH-3/MSH-4, the DICOM Issuer of Patient ID...). ``location`` names the field."""
+
+    def __init__(self, message: str, *, location: str = "", claimed: str = "") -> None:
+        super().__init__(message, location=location)
+        #: The sender the input named (an identifier, for the audit trail; never sent back).
+        self.claimed = claimed
+
+
 class MappingError(PermanentError, reason="mapping"):
     """A valid input that cannot be turned into a document of the national model."""
 

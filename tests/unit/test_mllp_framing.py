@@ -195,6 +195,35 @@ async def test_idle_timeout() -> None:
         await framer.next_event()
 
 
+async def test_idle_deadline_waits_while_held() -> None:
+    """While ``hold()`` says a frame waits for its reply, the idle deadline is pushed back."""
+    reader = asyncio.StreamReader()
+    asked: list[bool] = []
+
+    def hold() -> bool:
+        asked.append(len(asked) < 3)  # held three times, then released
+        return asked[-1]
+
+    framer = MllpFramer(reader, FramingLimits(idle_timeout=0.02), hold=hold)
+    with pytest.raises(IdleTimeoutError):
+        await framer.next_event()
+    assert asked == [True, True, True, False]
+
+
+async def test_idle_deadline_moved_while_a_read_waits() -> None:
+    """``touch()`` (a reply written) during a read already waiting: that read's timeout is no close."""
+    now = [0.0]
+    reader = asyncio.StreamReader()
+    framer = MllpFramer(reader, FramingLimits(idle_timeout=0.05), clock=lambda: now[0])
+    waiting = asyncio.create_task(framer.next_event())
+    await asyncio.sleep(0.01)
+    now[0] = 0.04
+    framer.touch()  # deadline 0.09 (fake clock); the pending read times out at 0.05 real seconds
+    await asyncio.sleep(0.08)
+    reader.feed_data(frame(msg(1)))
+    assert await waiting == Frame(msg(1))
+
+
 async def test_junk_does_not_extend_the_idle_deadline() -> None:
     reader = asyncio.StreamReader()
     framer = MllpFramer(reader, FramingLimits(idle_timeout=0.2))

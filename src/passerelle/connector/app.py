@@ -24,6 +24,7 @@ from passerelle.adapters.factory import build_space
 from passerelle.adapters.space import PatientSpace
 from passerelle.connector.dispatch.business_ack import BusinessAckNotifier
 from passerelle.connector.dispatch.worker import DispatchWorker
+from passerelle.connector.files import private_dir, write_private
 from passerelle.connector.lifecycle import Part, Supervisor
 from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.connector.listeners.folder import FolderWatcher
@@ -110,7 +111,9 @@ class Gateway:
         return self.supervisor.running
 
     async def start(self) -> None:
-        """Start every part; on failure everything started is stopped and ``StartupError`` raised."""
+        """Start every part; on failure everything started is stopped and ``StartupError`` raised.
+        The data directory is created first, 0700, when missing."""
+        private_dir(self.settings.data_dir)
         await self.supervisor.start(self.parts())
         self.write_ports()
 
@@ -144,11 +147,8 @@ class Gateway:
         ports: dict[str, object] = {"mllp": self.mllp.port if self.mllp else None, "http": self.http.port}
         ports["dicom"] = self.dicom.port if self.dicom else None
         ports["http_scheme"] = self.http.scheme  # the image's health check speaks HTTPS when told
-        run = self.settings.data_dir / "run"
-        run.mkdir(parents=True, exist_ok=True)
-        tmp = run / "ports.json.tmp"
-        tmp.write_text(json.dumps({**ports, "pid": os.getpid()}), encoding="utf-8")
-        tmp.replace(run / "ports.json")
+        run = private_dir(self.settings.data_dir / "run")
+        write_private(run / "ports.json", json.dumps({**ports, "pid": os.getpid()}).encode())
 
 
 def build_gateway(
@@ -190,7 +190,7 @@ def build_gateway(
         wake=worker.wake,
         clock=clock,
     )
-    mllp = build_mllp(settings, intake, metrics, clock)
+    mllp = build_mllp(settings, intake, metrics, clock, audit)
     gateway = Gateway(
         settings, journal, audit_store, audit, metrics, space, notifier, worker, mllp, dicom, folders, http,
         JournalGauges(journal, metrics, clock), RetentionTask(settings.retention, journal, audit_store, audit, metrics,

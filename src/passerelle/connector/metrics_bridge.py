@@ -61,6 +61,16 @@ class MllpMetricsBridge:
         self.m.ack_latency.observe(latency_seconds)
 
 
+class DicomMetricsBridge:
+    """``DicomScp`` association events → Prometheus."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def association(self, outcome: str) -> None:
+        self.m.dicom_associations.labels(outcome[:40]).inc()
+
+
 async def refresh_journal_gauges(journal: BrowserJournal, metrics: Metrics, now: datetime) -> None:
     counts = await journal.counts()
     for state in State:

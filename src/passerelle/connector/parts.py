@@ -29,7 +29,7 @@ from passerelle.connector.listeners.http.health import HealthApi
 from passerelle.connector.listeners.http.server import HttpListener
 from passerelle.connector.listeners.mllp.handler import MllpHandler
 from passerelle.connector.listeners.mllp.server import MllpServer
-from passerelle.connector.metrics_bridge import IntakeMetricsBridge, MllpMetricsBridge
+from passerelle.connector.metrics_bridge import DicomMetricsBridge, IntakeMetricsBridge, MllpMetricsBridge
 from passerelle.connector.settings import Settings
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
@@ -117,11 +117,14 @@ class WakingJournal:
         return results
 
 
-def build_mllp(settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock) -> MllpServer | None:
+def build_mllp(
+    settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock, audit: AuditTrail | None = None
+) -> MllpServer | None:
     if not settings.mllp.enabled:
         return None
     guard(mllp_exposure(settings))
-    intake = Hl7Intake(journal.append, hl7_settings(settings), metrics=IntakeMetricsBridge(metrics), clock=clock)
+    hl7 = hl7_settings(settings)
+    intake = Hl7Intake(journal.append, hl7, metrics=IntakeMetricsBridge(metrics), clock=clock, audit=audit)
     handler = MllpHandler(intake, metrics)
     return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
 
@@ -136,7 +139,14 @@ def patient_lookup(store: ReferenceStore) -> PatientLookup:
 
 
 def dicom_intake(
-    settings: Settings, journal: IntakeJournal, store: ReferenceStore, metrics: Metrics, clock: Clock, *, folder: bool
+    settings: Settings,
+    journal: IntakeJournal,
+    store: ReferenceStore,
+    metrics: Metrics,
+    clock: Clock,
+    *,
+    folder: bool,
+    audit: AuditTrail | None = None,
 ) -> DicomIntake:
     channel = "folder" if folder else "dicom"
     return DicomIntake(
@@ -149,6 +159,7 @@ def dicom_intake(
         patient_lookup=patient_lookup(store),
         metrics=IntakeMetricsBridge(metrics, channel),
         clock=clock,
+        audit=audit,
     )
 
 
@@ -168,7 +179,8 @@ def build_side_listeners(
     """The DICOM SCP and the watched folders the settings enable."""
     scp = None
     if settings.dicom.enabled:
-        scp = DicomScp(settings.dicom, dicom_intake(settings, journal, store, metrics, clock, folder=False))
+        scp_intake = dicom_intake(settings, journal, store, metrics, clock, folder=False, audit=audit)
+        scp = DicomScp(settings.dicom, scp_intake, metrics=DicomMetricsBridge(metrics), audit=audit)
     folders = []
     if settings.cda.enabled and settings.cda.folder is not None:
         intake = cda_intake(settings, journal, metrics, clock, folder=True)

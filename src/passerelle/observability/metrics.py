@@ -70,6 +70,10 @@ class Metrics:
         self.mllp_junk_bytes = Counter(
             "passerelle_mllp_junk_bytes_total", "Bytes discarded outside MLLP frames", registry=r
         )
+        # DICOM transport
+        self.dicom_associations = Counter(
+            "passerelle_dicom_associations_total", "DICOM SCP associations, by outcome", ["outcome"], registry=r
+        )
         # delivery
         self.documents = Counter(
             "passerelle_documents_total", "Documents settled, by outcome and reason", ["outcome", "reason"], registry=r

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from passerelle.connector.files import private_dir, write_private
 from passerelle.connector.settings import Settings
 
 
@@ -77,7 +78,7 @@ def write_dmp_requests(settings: Settings, files: Iterable[Path], out: Path, fmt
         now=lambda: now,
     )
     opts = PreviewOptions(test_environment=settings.test_environment, now=now, lab_mapper=lab)
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # the requests hold the documents and the patients' identities
     refused = 0
     for path in files:
         raw = path.read_bytes()
@@ -108,9 +109,8 @@ def _write_exchange(requests: Any, doc: Any, target: Path) -> None:
     else:
         call = requests.provide(doc, {doc.replaces: placeholder} if doc.action is Action.REPLACE else None)
     head = f"POST {call.url} HTTP/1.1\r\nContent-Type: {call.content_type}\r\nContent-Length: {len(call.body)}\r\n\r\n"
-    target.parent.joinpath(f"{target.name}.iti41.http").write_bytes(head.encode("ascii") + call.body)
-    parts_dir = target.parent / f"{target.name}.iti41"
-    parts_dir.mkdir(exist_ok=True)
+    write_private(target.parent.joinpath(f"{target.name}.iti41.http"), head.encode("ascii") + call.body)
+    parts_dir = private_dir(target.parent / f"{target.name}.iti41")
     message = BytesParser(policy=policy.HTTP).parsebytes(
         f"Content-Type: {call.content_type}\r\n\r\n".encode() + call.body
     )
@@ -118,11 +118,11 @@ def _write_exchange(requests: Any, doc: Any, target: Path) -> None:
     for number, part in enumerate(message.iter_parts() if message.is_multipart() else [message], start=1):
         payload = part.get_payload(decode=True)
         name = f"part{number}.{'xml' if 'xml' in part.get_content_type() else 'bin'}"
-        (parts_dir / name).write_bytes(payload if isinstance(payload, bytes) else call.body)
+        write_private(parts_dir / name, payload if isinstance(payload, bytes) else call.body)
         index.append(
             {"file": name, "content_type": part.get("Content-Type", ""), "content_id": part.get("Content-ID", "")}
         )
-    (parts_dir / "parts.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    write_private(parts_dir / "parts.json", (json.dumps(index, indent=2) + "\n").encode())
 
 
 def demo_overrides(root: Path, sandbox_url: str) -> dict[str, Any]:

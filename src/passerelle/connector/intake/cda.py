@@ -13,6 +13,9 @@ Contract:
 * Dedup: key ``cda:<document unique id>`` with the SHA-256 of the bytes. Same id and same bytes:
   duplicate (HTTP 200 with the first journal id); same id, other bytes: conflict (HTTP 409).
 * Every verdict is counted once, here (``kind="cda"``, the channel of the intake).
+* Sender binding (ADR 0024): the listener may hand the :class:`~.binding.Principal` it authenticated
+  (an HTTP token bound to a sender); its one sender is journaled as the row's sender instead of the
+  channel's default name.
 
 What each verdict becomes on the wire is the one reply table's business (:mod:`.replies`).
 """
@@ -30,6 +33,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from passerelle.connector.intake.binding import Principal
 from passerelle.connector.intake.ports import Accept, Clock, IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import (
     Outcome,
@@ -114,8 +118,9 @@ class CdaIntake:
     def max_bytes(self) -> int:
         return self.settings.max_bytes
 
-    async def receive(self, raw: bytes, *, size: int | None = None) -> Verdict:
-        """One document; ``size`` is its real size when the caller did not read it (over ``max_bytes``)."""
+    async def receive(self, raw: bytes, *, size: int | None = None, principal: Principal | None = None) -> Verdict:
+        """One document; ``size`` is its real size when the caller did not read it (over ``max_bytes``).
+        ``principal``: who the listener authenticated; its one sender (if any) is journaled as the sender."""
         if (len(raw) if size is None else size) > self.max_bytes:
             return self.refuse(TooLargeError(f"document exceeds the {self.max_bytes}-byte cap"))
         try:
@@ -125,7 +130,8 @@ class CdaIntake:
         except Exception as exc:  # noqa: BLE001 - a mapping bug must not kill a listener; no traceback (PHI)
             log.error("cda intake: validation raised %s (no traceback: it may quote the document)", type(exc).__name__)
             return self.refuse(internal_error("document"))
-        return self._count(await self._journal(raw, doc))
+        sender = principal.sender if principal is not None and principal.sender else self.sender
+        return self._count(await self._journal(raw, doc, sender))
 
     def refuse(self, error: PasserelleError) -> Verdict:
         """A document refused before the journal (also by the listener: content type, body timeout)."""
@@ -135,10 +141,10 @@ class CdaIntake:
         """The verdict's HTTP-equivalent status, written in a folder's ``.reason.txt`` files."""
         return str(http_status(verdict))
 
-    async def _journal(self, raw: bytes, doc: Document) -> Verdict:
+    async def _journal(self, raw: bytes, doc: Document, sender: str) -> Verdict:
         uid = doc.unique_id
         try:
-            results = await self.accept([inbound_for(raw, doc, channel=self.channel, sender=self.sender)])
+            results = await self.accept([inbound_for(raw, doc, channel=self.channel, sender=sender)])
         except Exception as exc:  # noqa: BLE001 - the journal is a port: anything it raises means "not committed"
             log.warning("cda intake: journal append failed (%s)", getattr(exc, "reason", type(exc).__name__))
             return unavailable(uid, cause=exc)

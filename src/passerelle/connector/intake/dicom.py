@@ -12,6 +12,12 @@ Contract:
   retries (DICOM 0xA700, the file stays in the folder).
 * Every verdict is counted once, here (``kind="dicom"``). The DICOM statuses are the one reply
   table's (:mod:`.replies`).
+* Sender binding (ADR 0024): with a :class:`~.binding.Principal` (a calling AE title bound by
+  ``dicom.bindings``), the sender an instance names is its Issuer of Patient ID (0010,0021), "" when
+  absent; one the principal may not use is refused (0x0124) before the dry run, journaled ``REJECTED``
+  without a key, audited and counted. The dedup key stays the SOP Instance UID alone: it is globally
+  unique by construction (PS3.5 §9), so the same UID from two senders is the same instance forwarded
+  (a duplicate) or a conflict to refuse, never two documents.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from passerelle.connector.intake.binding import Principal, audit_refusal
 from passerelle.connector.intake.ports import Accept, Clock, IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import (
     DICOM_SUCCESS,
@@ -44,12 +51,14 @@ from passerelle.errors import (
     DuplicateConflictError,
     ParseError,
     PasserelleError,
+    SenderNotAllowedError,
     TooLargeError,
     UnsupportedMessageError,
 )
 from passerelle.mappings.dicom.common import DicomSite, canonical_hash, decode_dicom, text, zero_preamble
 from passerelle.mappings.dicom.kos import DOCUMENT_SOP_CLASSES, map_dicom, patient_lane
 from passerelle.mappings.document import FACILITY_TYPE_SYSTEM, PRACTICE_SETTING_SYSTEM, Author, Code, Provenance
+from passerelle.observability.audit import AuditTrail
 from passerelle.queue.model import Inbound, State
 
 log = logging.getLogger(__name__)
@@ -151,11 +160,13 @@ def prepare(
     max_bytes: int,
     expected_sop_class: str = "",
     size: int | None = None,
+    principal: Principal | None = None,
 ) -> Prepared:
     """Check one Part 10 file the way delivery will (decode + dry-run mapping) and build its row.
 
     Refused instances become ``REJECTED`` rows (no dedup key; raw kept unless too large). ``size``
     is the real size when the caller did not read an oversized file (``raw`` is then empty).
+    ``principal``: the bound calling AE title; its Issuers of Patient ID are checked first.
     """
     digest = hashlib.sha256(raw).hexdigest()
     sop_uid = ""
@@ -165,6 +176,10 @@ def prepare(
         ds = decode_dicom(raw)
         digest = canonical_hash(ds)
         sop_uid = text(ds, "SOPInstanceUID")
+        issuer = text(ds, "IssuerOfPatientID")
+        if principal is not None and not principal.allows(issuer):
+            message = "Issuer of Patient ID not allowed for this AE title"
+            raise SenderNotAllowedError(message, location="0010,0021", claimed=issuer)
         sop_class = text(ds, "SOPClassUID")
         if expected_sop_class and sop_class != expected_sop_class:
             raise UnsupportedMessageError("dataset SOP class differs from request", reason="sop_class_mismatch")
@@ -246,26 +261,50 @@ class DicomIntake:
     patient_lookup: PatientLookup | None = None
     metrics: IntakeMetrics = field(default_factory=NullMetrics)
     clock: Clock = utcnow
+    audit: AuditTrail | None = None
 
     async def receive(
-        self, raw: bytes, *, size: int | None = None, sender: str | None = None, expected_sop_class: str = ""
+        self,
+        raw: bytes,
+        *,
+        size: int | None = None,
+        sender: str | None = None,
+        expected_sop_class: str = "",
+        principal: Principal | None = None,
     ) -> Verdict:
-        """One instance: decoded off the event loop, journaled, counted. Never raises for bad input."""
+        """One instance: decoded off the event loop, journaled, counted. Never raises for bad input.
+
+        ``principal``: the listener's bound party (calling AE title and its Issuers of Patient ID);
+        ``None`` binds nothing."""
         who = self.sender if sender is None else sender
         try:
             mapping = await self._patient_map(raw, who)
         except Exception as exc:  # noqa: BLE001 - the identity store is the journal: same rule as its append
             log.error("dicom intake: patient lookup failed: %s", type(exc).__name__)
             return self._count(unavailable(cause=exc))
-        prepared = await asyncio.to_thread(self._prepare, raw, who, size, expected_sop_class, mapping)
-        return self._count(await self._journal(prepared))
+        prepared = await asyncio.to_thread(self._prepare, raw, who, size, expected_sop_class, mapping, principal)
+        verdict = await self._journal(prepared)
+        error = prepared.error
+        if principal is not None and isinstance(error, SenderNotAllowedError) and verdict.row_id:
+            uid, row = verdict.message_id, verdict.row_id
+            log.warning("dicom intake: row %d refused: issuer not bound to %s", row, principal.name)
+            await audit_refusal(
+                self.audit, principal, channel=self.channel, row_id=row, message_id=uid, claimed=error.claimed
+            )
+        return self._count(verdict)
 
     def _prepare(
-        self, raw: bytes, sender: str, size: int | None, sop_class: str, mapping: dict[str, tuple[str, str]] | None
+        self,
+        raw: bytes,
+        sender: str,
+        size: int | None,
+        sop_class: str,
+        mapping: dict[str, tuple[str, str]] | None,
+        principal: Principal | None = None,
     ) -> Prepared:
         return prepare(raw, channel=self.channel, sender=sender, now=self.clock(), patient_id_map=mapping,
                        test_environment=self.test_environment, site=self.site, max_bytes=self.max_bytes,
-                       expected_sop_class=sop_class, size=size)  # fmt: skip
+                       expected_sop_class=sop_class, size=size, principal=principal)  # fmt: skip
 
     def refuse(self, error: PasserelleError) -> Verdict:
         """An instance refused before decoding (by the listener: too large, unreadable); counted."""

@@ -3,9 +3,14 @@
 Contract (docs/ack-contract.md; the codes come from the one reply table, :mod:`.replies`):
 
 * Every message with a readable MSH is journaled: accepted ones as ``ACCEPTED`` with their dedup key
-  (MSH-3^MSH-4^MSH-10) and the positive ACK to replay; refused ones as ``REJECTED`` with a PHI-free
-  reason and no dedup key (a corrected resend with the same MSH-10 must not be taken for a conflict).
-  Payloads without a recognisable MSH are journaled as ``REJECTED`` too, with no dedup key.
+  (MSH-3.1^MSH-4.1^MSH-10: the sender and its control id) and the positive ACK to replay; refused ones as
+  ``REJECTED`` with a PHI-free reason and no dedup key (a corrected resend with the same MSH-10 must not
+  be taken for a conflict). Payloads without a recognisable MSH are journaled as ``REJECTED`` too.
+* Sender binding (ADR 0024): when the listener hands a :class:`~.binding.Principal` (mutual TLS with
+  ``mllp.tls.bindings``), a message whose MSH-3.1^MSH-4.1 the principal may not use is refused (AR,
+  ERR-2 ``MSH^1^3`` or ``MSH^1^4``) before the duplicate register is consulted: it is journaled as
+  ``REJECTED`` without a key, audited (``sender_not_allowed``) and counted, and can neither answer nor
+  block the genuine sender's message with the same MSH-10.
 * The positive ACK is built before the commit and returned only after ``journal_append`` returned.
 * Same dedup key, same bytes: the stored ACK is replayed. Same key, other bytes: AR, ERR-3 205.
 * Any failure of ``journal_append`` gives AR (original mode) / CE (enhanced), ERR-3 207, never AA.
@@ -27,13 +32,21 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from passerelle.connector.intake.binding import Principal, audit_refusal
 from passerelle.connector.intake.ports import Accept, Clock, Hl7IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import Outcome, Verdict, hl7_refusal, internal_error, refused
-from passerelle.errors import DuplicateConflictError, PasserelleError, QueueUnavailableError, TooLargeError
+from passerelle.errors import (
+    DuplicateConflictError,
+    PasserelleError,
+    QueueUnavailableError,
+    SenderNotAllowedError,
+    TooLargeError,
+)
 from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, should_reply
 from passerelle.mappings.hl7v2.decode import CHARSETS, Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
 from passerelle.mappings.hl7v2.volet import Classified, classify
+from passerelle.observability.audit import AuditTrail
 from passerelle.queue.model import AppendResult, Inbound, State
 
 log = logging.getLogger(__name__)
@@ -126,26 +139,34 @@ class Hl7Intake:
         *,
         metrics: Hl7IntakeMetrics | None = None,
         clock: Clock | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._append = journal_append
         self._settings = settings
         self._metrics: Hl7IntakeMetrics = metrics or NullMetrics()
         self._clock: Clock = clock or utcnow
+        self._audit = audit
         self._counter = itertools.count(1)
 
-    async def handle(self, payload: bytes, peer: str) -> bytes | None:
-        """Acknowledgement for one payload (no MLLP framing), or None when none must be sent."""
-        return (await self.handle_batch([(payload, peer)]))[0]
+    async def handle(self, payload: bytes, peer: str, principal: Principal | None = None) -> bytes | None:
+        """Acknowledgement for one payload (no MLLP framing), or None when none must be sent.
 
-    async def handle_batch(self, payloads: Sequence[tuple[bytes, str]]) -> list[bytes | None]:
-        """Acknowledgements for several payloads, journaled in ONE ``journal_append`` call, in order."""
+        ``principal``: who the listener authenticated on this connection and the senders it may use
+        (``None``: no binding, every sender is taken)."""
+        return (await self.handle_batch([(payload, peer)], principal))[0]
+
+    async def handle_batch(
+        self, payloads: Sequence[tuple[bytes, str]], principal: Principal | None = None
+    ) -> list[bytes | None]:
+        """Acknowledgements for several payloads of one connection, journaled in ONE ``journal_append``
+        call, in order (``principal`` as for :meth:`handle`)."""
         if not payloads:
             return []
         now = self._clock()
         if sum(len(raw) for raw, _ in payloads) > OFFLOAD_BYTES:  # big inputs are decoded off the event loop
-            prepared = await asyncio.to_thread(self._prepare_all, payloads, now)
+            prepared = await asyncio.to_thread(self._prepare_all, payloads, now, principal)
         else:
-            prepared = self._prepare_all(payloads, now)
+            prepared = self._prepare_all(payloads, now, principal)
         try:
             results = await self._append([p.inbound for p in prepared])
             if len(results) != len(prepared):
@@ -155,6 +176,8 @@ class Hl7Intake:
             log.error("hl7 intake: journal append failed for %d message(s): %s", len(prepared), type(exc).__name__)
             failed = [Verdict(Outcome.UNAVAILABLE, None, p.control_id, error) for p in prepared]
             return [self._reply(p, v, now) for p, v in zip(prepared, failed, strict=True)]
+        if principal is not None:
+            await self._audit_refusals(prepared, results, principal)
         return [self._reply(p, self._settled(p, r), now, r.stored_ack) for p, r in zip(prepared, results, strict=True)]
 
     async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None:
@@ -177,13 +200,15 @@ class Hl7Intake:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _prepare_all(self, payloads: Sequence[tuple[bytes, str]], now: datetime) -> list[_Prepared]:
-        return [self._prepare(raw, peer, now) for raw, peer in payloads]
+    def _prepare_all(
+        self, payloads: Sequence[tuple[bytes, str]], now: datetime, principal: Principal | None = None
+    ) -> list[_Prepared]:
+        return [self._prepare(raw, peer, now, principal) for raw, peer in payloads]
 
     def _control_id(self, now: datetime) -> str:
         return f"{now:%Y%m%d%H%M%S}{next(self._counter) % 1_000_000:06d}"
 
-    def _prepare(self, raw: bytes, peer: str, now: datetime) -> _Prepared:
+    def _prepare(self, raw: bytes, peer: str, now: datetime, principal: Principal | None = None) -> _Prepared:
         header: Header | None = None
         codec = "ascii"
         classified: Classified | None = None
@@ -197,6 +222,8 @@ class Hl7Intake:
             msg = decode_message(raw, fallback_charset=options.fallback_charset, allow_cp1252=options.allow_cp1252)
             codec = msg.codec
             header = read_header(msg)
+            if principal is not None:
+                check_sender(header, principal)
             classified = classify(
                 msg,
                 header,
@@ -258,6 +285,15 @@ class Hl7Intake:
         )
         return _Prepared(inbound, header, codec, ack, exc)
 
+    async def _audit_refusals(self, prepared: list[_Prepared], results: list[AppendResult], who: Principal) -> None:
+        for p, result in zip(prepared, results, strict=True):
+            if isinstance(p.error, SenderNotAllowedError):
+                sender, channel = p.error.claimed, self._settings.channel
+                log.warning("hl7 intake: row %d refused: sender %r not bound to %s", result.row_id, sender, who.name)
+                await audit_refusal(
+                    self._audit, who, channel=channel, row_id=result.row_id, message_id=p.control_id, claimed=sender
+                )
+
     def _settled(self, p: _Prepared, result: AppendResult) -> Verdict:
         """The verdict once the journal answered for this message."""
         if result.conflict:
@@ -287,3 +323,18 @@ class Hl7Intake:
             text = build_ack(p.header, now=now, control_id=self._control_id(now), refusal=hl7_refusal(verdict.error))
             reply = encode_reply(text, p.codec)
         return reply if should_reply(p.header, verdict.positive) else None
+
+
+#: The MSH field named in ERR-2 when the sender's component ``i`` is not allowed.
+_SENDER_FIELDS = (("MSH^1^3", "sending application (MSH-3)"), ("MSH^1^4", "sending facility (MSH-4)"))
+
+
+def check_sender(header: Header, principal: Principal) -> None:
+    """Raise :class:`SenderNotAllowedError` naming MSH-3 or MSH-4 when ``principal`` may not send as
+    ``header.sender`` (MSH-3.1^MSH-4.1)."""
+    index = principal.first_mismatch(header.sender)
+    if index is None:
+        return
+    location, field = _SENDER_FIELDS[min(index, 1)]
+    message = f"{field} not allowed for this connection's certificate"
+    raise SenderNotAllowedError(message, location=location, claimed=header.sender)

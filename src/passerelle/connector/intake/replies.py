@@ -28,6 +28,7 @@ from passerelle.errors import (
     PasserelleError,
     PermanentError,
     QueueUnavailableError,
+    SenderNotAllowedError,
     TooLargeError,
     TransientError,
     UnsupportedMessageError,
@@ -78,6 +79,7 @@ class Verdict:
 #: C-STORE statuses we send (PS3.4 Annex B.2.3 and PS3.7 Annex C).
 DICOM_SUCCESS = 0x0000
 DICOM_OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": the transient class, senders retry
+DICOM_NOT_AUTHORIZED = 0x0124  # PS3.7 C.4 "Refused: Not Authorized"
 DICOM_SOP_CLASS_MISMATCH = 0xA900
 DICOM_CANNOT_UNDERSTAND = 0xC000
 DICOM_NOT_PUBLISHABLE = 0xC001
@@ -108,6 +110,8 @@ _REFUSED, _TRANSIENT = Outcome.REJECTED, Outcome.UNAVAILABLE
 #: everything a sender should retry (out of resources).
 TABLE: Sequence[tuple[type[BaseException], str, Answer]] = (
     (DuplicateConflictError, "", _row(Outcome.CONFLICT, "AR", "205", 409, DICOM_DUPLICATE_CONFLICT)),
+    # The content may be fine; this connection (certificate, token, AE) may not speak for that sender.
+    (SenderNotAllowedError, "", _row(_REFUSED, "AR", "207", 403, DICOM_NOT_AUTHORIZED)),
     (UnsupportedMessageError, "unsupported_event", _row(_REFUSED, "AR", "201", 422, DICOM_NOT_PUBLISHABLE)),
     (UnsupportedMessageError, "unsupported_processing_id", _row(_REFUSED, "AR", "202", 422, DICOM_NOT_PUBLISHABLE)),
     (UnsupportedMessageError, "unsupported_version", _row(_REFUSED, "AR", "203", 422, DICOM_NOT_PUBLISHABLE)),
@@ -210,6 +214,7 @@ PROBLEM_TYPE_BASE = "urn:passerelle:problem:"
 _TITLES = {
     400: "Malformed document",
     408: "Request body too slow",
+    403: "Sender not allowed",
     409: "Conflicting duplicate",
     413: "Document too large",
     415: "Unsupported media type",

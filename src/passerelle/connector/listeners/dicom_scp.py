@@ -17,6 +17,10 @@ Contract (docs/dicom.md):
   :func:`asyncio.run_coroutine_threadsafe` and waits for it (bounded by ``store_timeout_s``); decoding
   and the dry-run mapping then run in the loop's worker threads, never on the loop itself.
 * The DIMSE services answered are listed in one place, :meth:`DicomScp.services` (add one there).
+* Association hygiene and sender binding (:mod:`.dicom_assoc`, ADR 0024): a per-source cap, the
+  association idle the longest closed to admit a new one when the table is full, ``network_timeout_s``
+  as the idle timeout; with ``bindings``, each calling AE title may associate only from its networks and
+  send only datasets whose Issuer of Patient ID (0010,0021) it is bound to (else 0x0124, audited).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 from pydicom.dataset import Dataset
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 
+from passerelle.connector.intake.binding import audit_text, valid_pattern
 from passerelle.connector.intake.dicom import DicomIntake, DicomSiteSettings
 from passerelle.connector.intake.replies import (
     DICOM_COMMENT_MAX,
@@ -40,8 +45,10 @@ from passerelle.connector.intake.replies import (
     dicom_status,
     unavailable,
 )
+from passerelle.connector.listeners.dicom_assoc import AssociationTable, Binding, DicomMetrics
 from passerelle.errors import ParseError, QueueUnavailableError, TooLargeError
 from passerelle.mappings.dicom.kos import DOCUMENT_SOP_CLASSES
+from passerelle.observability.audit import AuditTrail
 
 #: Verification SOP Class (PS3.4 A.4): C-ECHO.
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
@@ -52,6 +59,28 @@ T = TypeVar("T")
 _Event = evt.NotificationEvent | evt.InterventionEvent
 #: pynetdicom's ``evt_handlers``: (event, handler) pairs; handlers run in pynetdicom's threads.
 Handlers = list[tuple[_Event, Callable[..., Any]] | tuple[_Event, Callable[..., Any], list[Any]]]
+
+
+class DicomBindingSettings(BaseModel):
+    """One entry of ``dicom.bindings``: where a calling AE title may associate from, and its senders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Source networks this AE title may call from (e.g. ['10.1.20.15/32']); empty = any address.
+    networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    #: The Issuers of Patient ID (0010,0021) it may send datasets for; '*' = any (the network check only).
+    issuers_of_patient_id: list[str] = Field(min_length=1)
+
+    @field_validator("issuers_of_patient_id")
+    @classmethod
+    def _issuers(cls, values: list[str]) -> list[str]:
+        bad = [v for v in values if not valid_pattern(v, 1)]
+        if bad:
+            raise ValueError(f"an Issuer of Patient ID is a non-empty value without '^' (or '*'), not {bad[0]!r}")
+        return values
+
+    def to_binding(self) -> Binding:
+        return Binding(tuple(self.networks), frozenset(self.issuers_of_patient_id))
 
 
 class DicomSettings(BaseModel):
@@ -70,7 +99,14 @@ class DicomSettings(BaseModel):
     max_pdu_bytes: int = Field(65536, ge=0)
     #: Largest dataset accepted; larger ones get 0xA700 and are not stored. KOS/SR are small.
     max_dataset_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: Open associations (connections, from accept). When full, the one idle the longest is closed.
     max_associations: int = Field(10, ge=1, le=1000)
+    #: Associations from one source address; one more request is refused ("local limit exceeded").
+    max_associations_per_source: int = Field(5, ge=1, le=1000)
+    #: Sender binding: calling AE title -> its networks and Issuers of Patient ID. When set, a calling
+    #: AE title without an entry is refused. Empty = no binding (see allowed_calling_ae_titles).
+    bindings: dict[str, DicomBindingSettings] = Field(default_factory=dict)
+    #: Idle timeout: an association silent this long is aborted (pynetdicom's network timeout).
     network_timeout_s: float = Field(60.0, gt=0)
     acse_timeout_s: float = Field(30.0, gt=0)
     dimse_timeout_s: float = Field(30.0, gt=0)
@@ -95,6 +131,14 @@ class DicomSettings(BaseModel):
             raise ValueError("calling AE titles must be 1-16 characters")
         return out
 
+    @field_validator("bindings")
+    @classmethod
+    def _bound(cls, values: dict[str, DicomBindingSettings]) -> dict[str, DicomBindingSettings]:
+        out = {title.strip(): binding for title, binding in values.items()}
+        if any(not title or len(title) > 16 for title in out):
+            raise ValueError("calling AE titles must be 1-16 characters")
+        return out
+
 
 class DicomScp:
     """pynetdicom Storage SCP bound to an asyncio loop, feeding one :class:`DicomIntake`.
@@ -103,11 +147,19 @@ class DicomScp:
     running handlers finish and closes the socket.
     """
 
-    def __init__(self, settings: DicomSettings, intake: DicomIntake) -> None:
-        self.settings = settings
-        self.intake = intake
+    def __init__(
+        self, settings: DicomSettings, intake: DicomIntake, *, metrics: DicomMetrics | None = None,
+        audit: AuditTrail | None = None,
+    ) -> None:  # fmt: skip
+        self.settings, self.intake, self._audit = settings, intake, audit
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
+        self.table = AssociationTable(
+            max_per_source=settings.max_associations_per_source,
+            bindings={ae: b.to_binding() for ae, b in settings.bindings.items()},
+            metrics=metrics,
+            audit=self._audit_refusal,
+        )
 
     @property
     def port(self) -> int:
@@ -138,9 +190,8 @@ class DicomScp:
         s = self.settings
         ae = self._application_entity()
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.to_thread(
-            ae.start_server, (s.host, s.port), block=False, evt_handlers=self.services()
-        )
+        handlers = [*self.services(), *self.table.handlers()]
+        self._server = await asyncio.to_thread(ae.start_server, (s.host, s.port), block=False, evt_handlers=handlers)
         log.info("dicom scp: listening on %s:%d as %s", s.host, self.port, s.ae_title)
 
     async def stop(self) -> None:
@@ -168,11 +219,17 @@ class DicomScp:
 
     # pynetdicom calls the handlers in an association thread.
     def _on_c_echo(self, event: Any) -> int:
-        log.info("dicom scp: C-ECHO from %s", str(event.assoc.requestor.ae_title).strip())
-        return 0x0000
+        with self.table.busy(event.assoc):
+            log.info("dicom scp: C-ECHO from %s", str(event.assoc.requestor.ae_title).strip())
+            return 0x0000
 
     def _on_c_store(self, event: Any) -> Dataset:
+        with self.table.busy(event.assoc):
+            return self._store(event)
+
+    def _store(self, event: Any) -> Dataset:
         calling = str(event.assoc.requestor.ae_title).strip()
+        principal = self.table.principal(event.assoc)
         request = event.request
         declared_size = len(request.DataSet.getvalue()) if request.DataSet is not None else 0
         if declared_size > self.settings.max_dataset_bytes:
@@ -186,7 +243,8 @@ class DicomScp:
             return _status(self.intake.refuse(ParseError("dataset cannot be read")))
         expected = str(request.AffectedSOPClassUID or "")
         try:
-            verdict = self._on_loop(self.intake.receive(raw, sender=calling, expected_sop_class=expected))
+            receive = self.intake.receive(raw, sender=calling, expected_sop_class=expected, principal=principal)
+            verdict = self._on_loop(receive)
         except (concurrent.futures.TimeoutError, TimeoutError):
             log.error("dicom scp: journal did not answer within %.0fs", self.settings.store_timeout_s)
             verdict = self.intake.refuse(QueueUnavailableError("storage did not answer in time"))
@@ -207,6 +265,21 @@ class DicomScp:
         except (concurrent.futures.TimeoutError, TimeoutError):
             future.cancel()
             raise
+
+    def _audit_refusal(self, calling: str, host: str, reason: str) -> None:
+        """Record a refused association (unbound AE title, or from outside its networks); not awaited."""
+        loop, audit = self._loop, self._audit
+        if audit is None or loop is None or loop.is_closed():
+            return
+        actor, detail = f"ae:{audit_text(calling)}", f"association from {audit_text(host)} refused"
+        record = audit.record(action="refusal", outcome="refuse", reason=reason, actor=actor, detail=detail)
+        future = asyncio.run_coroutine_threadsafe(record, loop)
+        future.add_done_callback(_log_audit_failure)
+
+
+def _log_audit_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("dicom scp: audit record of a refused association failed: %s", type(future.exception()).__name__)
 
 
 def _status(verdict: Verdict) -> Dataset:

@@ -23,13 +23,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from passerelle.connector.files import make_private, private_dir, write_private
 from passerelle.connector.intake.cda import CdaIntakeSettings
 from passerelle.connector.intake.dicom import DicomFolderSettings
 from passerelle.connector.intake.replies import Outcome, Verdict
@@ -186,8 +186,9 @@ class FolderWatcher:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.spec.poll_interval_s)
 
     def _make_dirs(self) -> None:
-        for d in (self.spec.path, self.spec.processed, self.spec.failed):
-            d.mkdir(parents=True, exist_ok=True)
+        self.spec.path.mkdir(parents=True, exist_ok=True)  # the drop folder: the producer's too
+        for d in (self.spec.processed, self.spec.failed):  # what the gateway took over: its own
+            private_dir(d)
 
     def _wanted(self, name: str) -> bool:
         lower = name.lower()
@@ -278,11 +279,9 @@ def _move(path: Path, directory: Path, reason: str | None) -> Path:
         target = directory / f"{path.stem}.{n}{path.suffix}"
         n += 1
     os.replace(path, target)
-    if not target.is_symlink():
-        mode = stat.S_IMODE(target.stat().st_mode)
-        target.chmod(mode & ~(stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
+    make_private(target)
     if reason is not None:
-        target.with_name(f"{target.name}.reason.txt").write_text(reason, encoding="utf-8")
+        write_private(target.with_name(f"{target.name}.reason.txt"), reason.encode("utf-8"))
     Path(f"{path}.ready").unlink(missing_ok=True)
     return target
 

@@ -17,13 +17,8 @@ from passerelle.connector.listeners.mllp.framing import (
     TooLarge,
     frame,
 )
-from passerelle.connector.listeners.mllp.server import (
-    MllpHandler,
-    MllpMetrics,
-    MllpServer,
-    NullMetrics,
-    OversizeHandler,
-)
+from passerelle.connector.listeners.mllp.ports import MllpHandler, MllpMetrics, NullMetrics, OversizeHandler
+from passerelle.connector.listeners.mllp.server import MllpServer
 from passerelle.connector.listeners.mllp.settings import MllpSettings, MllpTlsSettings
 from passerelle.connector.listeners.mllp.tls import ClientAllowList, ClientCertificateError, server_context
 

@@ -24,7 +24,8 @@ Rules (docs/mllp.md, "Framing rules" and "Why these rules"), decided here once:
 * the stream ending inside a frame rejects it (``partial``) and ends the stream: a partial frame is
   never delivered;
 * the per-frame deadline (VT to ``FS CR``) and the idle deadline (no frame started) are enforced
-  around each read and raise :class:`FrameTimeoutError` / :class:`IdleTimeoutError`.
+  around each read and raise :class:`FrameTimeoutError` / :class:`IdleTimeoutError`; while ``hold()``
+  says so (a frame still waits for its reply), the idle deadline is pushed back instead.
 
 Memory per connection is bounded by ``read_chunk_bytes`` + ``max_frame_bytes``.
 """
@@ -129,8 +130,10 @@ class MllpFramer:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_junk: Callable[[int], None] | None = None,
+        hold: Callable[[], bool] | None = None,
     ) -> None:
         self._on_junk = on_junk
+        self._hold = hold
         self._reader = reader
         self._limits = limits or FramingLimits()
         self._clock = clock
@@ -188,6 +191,14 @@ class MllpFramer:
                 async with asyncio.timeout(timeout):
                     chunk = await self._reader.read(self._limits.read_chunk_bytes)
         except TimeoutError:
+            # The read was cancelled before taking any byte: waiting again loses nothing. It is the
+            # thing to do while a frame waits for its reply, and when the deadline moved meanwhile
+            # (``touch()`` after a reply, while this read's timeout was already running).
+            if self._state == _IDLE and self._hold is not None and self._hold():
+                self.touch()
+                return
+            if self._state == _IDLE and self._clock() < self._idle_deadline:
+                return
             if self._state == _IDLE:
                 raise IdleTimeoutError("no frame started before the idle timeout") from None
             raise FrameTimeoutError(f"frame not finished before the deadline ({self._size} bytes received)") from None

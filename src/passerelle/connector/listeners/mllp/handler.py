@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from passerelle.connector.intake.binding import Principal
 from passerelle.connector.intake.hl7 import Hl7Intake
 from passerelle.observability.metrics import Metrics
 
@@ -25,13 +26,15 @@ class MllpHandler:
         self.intake = intake
         self.metrics = metrics
 
-    async def handle(self, payload: bytes, peer: str) -> bytes | None:
-        reply = await self.intake.handle(payload, peer)
+    async def handle(self, payload: bytes, peer: str, principal: Principal | None = None) -> bytes | None:
+        reply = await self.intake.handle(payload, peer, principal)
         self.metrics.acks.labels(msa_code(reply)).inc()
         return reply
 
-    async def handle_batch(self, items: Sequence[tuple[bytes, str]]) -> list[bytes | None]:
-        replies = await self.intake.handle_batch(items)
+    async def handle_batch(
+        self, items: Sequence[tuple[bytes, str]], principal: Principal | None = None
+    ) -> list[bytes | None]:
+        replies = await self.intake.handle_batch(items, principal)
         for reply in replies:
             self.metrics.acks.labels(msa_code(reply)).inc()
         return replies

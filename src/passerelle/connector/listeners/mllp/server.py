@@ -14,8 +14,14 @@ Contract:
 * A broken frame (bad end block, restarted frame, partial frame at end of stream) is never answered.
   Too much junk, the per-frame deadline, the idle timeout, a handler error or timeout close the
   connection (after writing the replies already due), with a log line and a metric.
-* Connections over ``max_connections`` / ``max_connections_per_source``, or from a source outside
-  ``allowed_networks``, are closed at once (before any TLS handshake) and counted as refused.
+* Connection hygiene (ADR 0024): a connection with no frame started for ``idle_timeout`` (60 s) is
+  closed (``idle_timeout``) — never while a frame it sent still waits for its reply. When the table is
+  full (``max_connections``), the connection idle the longest (not inside a frame, no frame waiting for
+  its reply) is closed (``evicted``) to admit the new one; a sender that is sending is never cut. When
+  none is idle, or the source is at ``max_connections_per_source``, or outside ``allowed_networks``,
+  the new connection is closed at once (before any TLS handshake) and counted as refused.
+* Sender binding: with ``tls.bindings``, each mutual-TLS connection carries the
+  :class:`~passerelle.connector.intake.binding.Principal` of its certificate to every intake call.
 * Logs carry peer address, sizes and reasons, never payload bytes.
 """
 
@@ -24,16 +30,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
+from passerelle.connector.intake.binding import Principal
 from passerelle.connector.listeners.mllp.framing import (
     Frame,
     FrameRejected,
@@ -43,60 +48,19 @@ from passerelle.connector.listeners.mllp.framing import (
     TooLarge,
     frame,
 )
+from passerelle.connector.listeners.mllp.ports import MllpHandler, MllpMetrics, NullMetrics, OversizeHandler
 from passerelle.connector.listeners.mllp.settings import MllpSettings
-from passerelle.connector.listeners.mllp.tls import ClientAllowList, ClientCertificateError, server_context
+from passerelle.connector.listeners.mllp.tls import (
+    ClientAllowList,
+    ClientCertificateError,
+    ClientIdentity,
+    SenderBindings,
+    server_context,
+)
+from passerelle.connector.listeners.net import address_in
 from passerelle.errors import FramingError
 
 log = logging.getLogger("passerelle.connector.listeners.mllp")
-
-
-class MllpHandler(Protocol):
-    """What the listener needs from the intake (``passerelle.connector.intake.hl7.Hl7Intake``).
-
-    Both return the reply payload without MLLP framing, or ``None`` to send nothing for that frame.
-    A positive reply must mean "committed durably". Exceptions are treated as "no reply possible":
-    the connection is closed without answering the frames of that call.
-    """
-
-    async def handle(self, payload: bytes, peer: str) -> bytes | None: ...
-
-    async def handle_batch(self, items: Sequence[tuple[bytes, str]]) -> list[bytes | None]: ...
-
-
-class OversizeHandler(Protocol):
-    """Optional: builds the reply for a frame over the size limit (``msh_prefix`` is its first
-    segment, ``b""`` when it did not start with MSH). ``None`` = close the connection."""
-
-    async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None: ...
-
-
-class MllpMetrics(Protocol):
-    """Counters and one histogram the listener reports; label values come from small fixed sets."""
-
-    def connection_opened(self) -> None: ...
-
-    def connection_closed(self, reason: str) -> None: ...
-
-    def connection_refused(self, reason: str) -> None: ...
-
-    def frame_received(self, size: int) -> None: ...
-
-    def frame_rejected(self, reason: str) -> None: ...
-
-    def junk_bytes(self, count: int) -> None: ...
-
-    def reply_sent(self, latency_seconds: float) -> None: ...
-
-
-class NullMetrics:
-    """Metrics sink that records nothing (any report is accepted and dropped)."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return _ignore
-
-
-def _ignore(*args: object) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +86,7 @@ class MllpServer:
         metrics: MllpMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._settings = settings
-        self._handler = handler
-        self._oversize = oversize_handler
+        self._settings, self._handler, self._oversize = settings, handler, oversize_handler
         self._metrics: MllpMetrics = metrics or cast(MllpMetrics, NullMetrics())
         # the framing limits are the settings of the same names (the others keep their defaults)
         names = [f.name for f in dataclasses.fields(FramingLimits) if f.name in MllpSettings.model_fields]
@@ -134,6 +96,7 @@ class MllpServer:
         self._allow: ClientAllowList | None = None
         if settings.tls.enabled and settings.tls.require_client_cert:
             self._allow = ClientAllowList.from_settings(settings.tls)
+        self._bindings = SenderBindings.from_settings(settings.tls)
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._conns: set[_Connection] = set()
@@ -206,6 +169,8 @@ class MllpServer:
         host, port = str(peername[0]), int(peername[1])
         peer = f"{host}:{port}"
         refusal = self._refusal(host)
+        if refusal == "max_connections" and self._evict_idle():
+            refusal = None
         if refusal is not None:
             self._metrics.connection_refused(refusal)
             log.warning("mllp connection from %s refused: %s", peer, refusal)
@@ -223,10 +188,8 @@ class MllpServer:
             reason = "cancelled"
             raise
         finally:
-            self._conns.discard(conn)
-            self._per_source[host] -= 1
-            if self._per_source[host] <= 0:
-                del self._per_source[host]
+            self._release(conn)
+            reason = "evicted" if conn.evicted else reason
             self._metrics.connection_closed(reason)
             if reason == "cancelled":
                 writer.transport.abort()
@@ -237,20 +200,33 @@ class MllpServer:
     def _refusal(self, host: str) -> str | None:
         if self._stopping:
             return "stopping"
-        if self._networks:
-            try:
-                addr = ipaddress.ip_address(host.split("%", 1)[0])
-            except ValueError:
-                return "not_allowed"
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-                addr = addr.ipv4_mapped
-            if not any(addr in net for net in self._networks):
-                return "not_allowed"
-        if len(self._conns) >= self._settings.max_connections:
-            return "max_connections"
+        if self._networks and not address_in(host, self._networks):
+            return "not_allowed"
         if self._per_source[host] >= self._settings.max_connections_per_source:
             return "max_per_source"
+        if len(self._conns) >= self._settings.max_connections:
+            return "max_connections"
         return None
+
+    def _evict_idle(self) -> bool:
+        """Close the connection idle the longest to make room; ``False`` when every one is busy."""
+        idle = [c for c in self._conns if c.idle]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_active)
+        log.warning("mllp connection from %s evicted (idle, the table is full)", victim.peer)
+        self._release(victim)
+        victim.evict()
+        return True
+
+    def _release(self, conn: _Connection) -> None:
+        """Take ``conn`` out of the table and the per-source count (once)."""
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        self._per_source[conn.host] -= 1
+        if self._per_source[conn.host] <= 0:
+            del self._per_source[conn.host]
 
     def _set_keepalive(self, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -280,6 +256,22 @@ class _Connection:
         self.queued_bytes = 0
         self.room = asyncio.Event()
         self.room.set()
+        self.framer: MllpFramer | None = None
+        self.principal: Principal | None = None
+        # Hygiene: frames received and not yet answered, last frame or reply, closed to make room.
+        self.outstanding = 0
+        self.last_active = time.monotonic()
+        self.evicted = False
+
+    @property
+    def idle(self) -> bool:
+        """Neither inside a frame nor holding a frame that waits for its reply (evictable)."""
+        return self.outstanding == 0 and not (self.framer is not None and self.framer.in_frame)
+
+    def evict(self) -> None:
+        """Close an idle connection to make room (nothing received is left unanswered)."""
+        self.evicted = True
+        self.stop_reading()
 
     def stop_reading(self) -> None:
         """Stop taking new frames; the ones already received are still answered."""
@@ -308,8 +300,9 @@ class _Connection:
                     srv._metrics.connection_refused("client_cert")
                     log.warning("mllp connection from %s refused: %s", self.peer, exc.message)
                     return "client_cert"
-                log.info("mllp client certificate accepted from %s: %s", self.peer, identity)
-        framer = MllpFramer(self.reader, srv._limits, on_junk=srv._metrics.junk_bytes)
+                self._bind(identity)
+        framer = MllpFramer(self.reader, srv._limits, on_junk=srv._metrics.junk_bytes, hold=self._awaiting_reply)
+        self.framer = framer
         self.reader_task = asyncio.create_task(self._read(framer))
         try:
             return await self._answer(framer)
@@ -318,6 +311,21 @@ class _Connection:
                 self.reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.reader_task
+
+    def _bind(self, identity: ClientIdentity) -> None:
+        bindings = self.server._bindings
+        if bindings is None:
+            log.info("mllp client certificate accepted from %s: %s", self.peer, identity.label)
+            return
+        self.principal = bindings.principal(identity)
+        count = len(self.principal.senders)
+        level = logging.INFO if count else logging.WARNING  # bound to nothing: every message will be refused
+        text = "mllp client certificate accepted from %s: %s, bound to %d sender pattern(s)"
+        log.log(level, text, self.peer, identity.label, count)
+
+    def _awaiting_reply(self) -> bool:
+        """The idle deadline does not run out while a frame of this connection waits for its reply."""
+        return self.outstanding > 0
 
     async def _read(self, framer: MllpFramer) -> None:
         end = "eof"
@@ -353,7 +361,9 @@ class _Connection:
             log.warning("mllp frame from %s over the limit: %d bytes (max %d)", self.peer, event.size, limit)
         else:
             metrics.frame_received(len(event.payload))
-        await self.queue.put(_Received(event, time.monotonic()))
+        self.outstanding += 1
+        self.last_active = time.monotonic()
+        await self.queue.put(_Received(event, self.last_active))
         self.queued_bytes += _size(event)
         while self.queued_bytes >= self.server._settings.max_pipelined_bytes:
             self.room.clear()
@@ -379,6 +389,8 @@ class _Connection:
                 run.append(nxt)
             outcome = await self._process(run)
             self.queued_bytes -= sum(_size(item.event) for item in run)
+            self.outstanding -= len(run)
+            self.last_active = time.monotonic()
             self.room.set()
             framer.touch()
             if outcome is not None:
@@ -438,12 +450,12 @@ class _Connection:
             if len(frames) == 1:
                 ev = frames[0].event
                 assert isinstance(ev, Frame)
-                return [await handler.handle(ev.payload, self.peer)]
+                return [await handler.handle(ev.payload, self.peer, self.principal)]
             items = []
             for f in frames:
                 assert isinstance(f.event, Frame)
                 items.append((f.event.payload, self.peer))
-            replies = await handler.handle_batch(items)
+            replies = await handler.handle_batch(items, self.principal)
         if len(replies) != len(frames):
             raise ValueError("handler returned a reply list of the wrong length")
         return replies

@@ -10,6 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
+from passerelle.connector.intake.binding import valid_pattern
+
+
+def fingerprint_key(value: str) -> str:
+    """``value`` as a SHA-256 fingerprint (64 lower-case hex digits, colons dropped), or "" when it is not one."""
+    fp = value.replace(":", "").strip().lower()
+    return fp if len(fp) == 64 and all(c in "0123456789abcdef" for c in fp) else ""
+
 
 class MllpTlsSettings(BaseModel):
     """TLS / mutual TLS on the MLLP listener (IHE ATNA secure node; docs/mllp.md, "TLS and mutual TLS")."""
@@ -42,22 +50,40 @@ class MllpTlsSettings(BaseModel):
         description="Accept any certificate chained to client_ca_file. Discouraged (ATNA: authorise "
         "partners by pinned certificate or subject); required explicitly when no allow-list is given.",
     )
+    bindings: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Sender binding (mutual TLS): client certificate (CN, full DN or SHA-256 fingerprint, as "
+        "in the allow-lists) -> the senders it may speak for, as 'MSH-3.1^MSH-4.1' ('*' = any value of one "
+        "component). When set, a message naming another sender gets AR (ERR-2 MSH^1^3 or MSH^1^4), is "
+        "audited and counted, and never enters the duplicate register; a certificate with no entry may "
+        "send nothing. Empty = no binding.",
+    )
     minimum_version: Literal["1.2", "1.3"] = Field("1.2", description="Lowest TLS version accepted.")
     handshake_timeout: float = Field(10.0, gt=0, description="Seconds allowed for the TLS handshake.")
 
     @field_validator("allowed_client_fingerprints")
     @classmethod
     def _normalise_fingerprints(cls, values: list[str]) -> list[str]:
-        out = []
-        for value in values:
-            fp = value.replace(":", "").strip().lower()
-            if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
-                raise ValueError("a fingerprint is the SHA-256 of the DER certificate in hex (64 digits)")
-            out.append(fp)
+        out = [fingerprint_key(value) for value in values]
+        if not all(out):
+            raise ValueError("a fingerprint is the SHA-256 of the DER certificate in hex (64 digits)")
         return out
+
+    @field_validator("bindings")
+    @classmethod
+    def _senders(cls, bindings: dict[str, list[str]]) -> dict[str, list[str]]:
+        for subject, senders in bindings.items():
+            if not subject.strip():
+                raise ValueError("a binding names a client certificate (CN, DN or fingerprint)")
+            bad = [s for s in senders if not valid_pattern(s, 2)]
+            if bad:
+                raise ValueError(f"binding of {subject!r}: senders are 'MSH-3.1^MSH-4.1' (or '*'), not {bad[0]!r}")
+        return bindings
 
     @model_validator(mode="after")
     def _coherent(self) -> MllpTlsSettings:
+        if self.bindings and not (self.enabled and self.require_client_cert):
+            raise ValueError("mllp.tls.bindings needs mutual TLS (enabled and require_client_cert: true)")
         if not self.enabled:
             return self
         if self.cert_file is None or self.key_file is None:
@@ -110,10 +136,11 @@ class MllpSettings(BaseModel):
         30.0, gt=0, description="Seconds from a frame's VT to its end block (slowloris guard)."
     )
     idle_timeout: float = Field(
-        900.0,
+        60.0,
         gt=0,
-        description="Seconds without a new frame after which the connection is closed. Generous on "
-        "purpose: many senders keep one connection open for the day.",
+        description="Seconds without a new frame after which the connection is closed (never while a "
+        "frame waits for its reply). Short on purpose: idle sockets must not hold the connection table; "
+        "a sender reconnects when it has something to send.",
     )
     write_timeout: float = Field(30.0, gt=0, description="Seconds to write a reply to a peer that does not read.")
     handler_timeout: float = Field(
@@ -123,7 +150,12 @@ class MllpSettings(BaseModel):
         "without any reply (the sender resends; intake dedup absorbs a late commit).",
     )
 
-    max_connections: int = Field(200, ge=1, description="Open connections on this listener.")
+    max_connections: int = Field(
+        200,
+        ge=1,
+        description="Open connections on this listener. When full, the connection idle the longest is "
+        "closed to admit a new one (one sending a frame or waiting for its reply never is).",
+    )
     max_connections_per_source: int = Field(20, ge=1, description="Open connections from one source address.")
     allowed_networks: list[IPvAnyNetwork] = Field(
         default_factory=list,
