@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from passerelle.adapters.dmp.client import DmpSpace
-from passerelle.adapters.dmp.devpki import write_dev_pki
+from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, write_dev_pki
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, SpaceState
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
@@ -40,6 +40,7 @@ async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpRece
                 "sign_cert_file": pki.sign_p12,
                 "sign_password_file": pki.sign_password,
                 "structure_id": pki.structure_id,
+                "homologation_id": DEV_HOMOLOGATION_ID,
             },
         )
         space = DmpSpace(settings)

@@ -310,6 +310,27 @@ def test_same_uniqueid_other_bytes_is_non_identical_hash(dmp: Dmp) -> None:
     assert registry_status(dmp.submit(other)) == ("Failure", ["XDSNonIdenticalHash"])
 
 
+def test_cda_manifest_digest_covers_the_whole_document(dmp: Dmp) -> None:
+    """XML-DSig parses an external reference into the whole document's node-set: the processing
+    instructions and comments of a CDA's prolog (as in the ANS examples) are in the canonical form
+    the Manifest digests. A digest of the root element alone is refused (the sandbox once computed that)."""
+    unique_id = b.oid()
+    body = b.cda(unique_id).split(b"\n", 1)[1]
+    content = b'<?xml version="1.0" encoding="UTF-8"?>\n<?xml-stylesheet type="text/xsl" href="cda.xsl"?>\n<!-- ANS -->\n' + body
+    assert registry_status(dmp.submit(dmp.lot(documents=[b.Doc("Document01", unique_id, content)]))) == ("Success", [])
+
+    def digest_root_only(signature: etree._Element) -> None:
+        for reference in signature.iter(f"{{{b.DS}}}Reference"):
+            if reference.get("URI") == f"urn:oid:{other}":
+                reference.find(f"{{{b.DS}}}DigestValue").text = root_only  # type: ignore[union-attr]
+
+    other = b.oid()
+    content = content.replace(unique_id.encode(), other.encode())
+    root_only = b.b64sha1(b.c14n(etree.fromstring(content)))
+    lot = dmp.lot(documents=[b.Doc("Document01", other, content)], edit_signature=digest_root_only)
+    assert registry_status(dmp.submit(lot)) == ("Failure", ["DMPInvalidXAdES"])
+
+
 def _entry_uuid(dmp: Dmp, unique_id: str, lot: b.Iti41) -> tuple[str, str]:
     query = b.stored_query(
         "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", {"$XDSDocumentEntryUniqueId": f"('{unique_id}')"}

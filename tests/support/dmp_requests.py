@@ -266,6 +266,11 @@ def c14n(element: etree._Element) -> bytes:
     return bytes(etree.tostring(copy.deepcopy(element), method="c14n", with_comments=True))
 
 
+def c14n_document(data: bytes) -> bytes:
+    """C14N with comments of a whole document (its prolog's processing instructions and comments too)."""
+    return bytes(etree.tostring(etree.fromstring(data).getroottree(), method="c14n", with_comments=True))
+
+
 def b64sha1(data: bytes) -> str:
     return base64.b64encode(hashlib.sha1(data).digest()).decode()
 
@@ -383,7 +388,7 @@ class Iti41:
         entries = [(f"urn:oid:{self.ss_unique_id}", "AA==")] + [
             (
                 f"urn:oid:{d.unique_id}",
-                b64sha1(c14n(etree.fromstring(d.content))) if d.mime == "text/xml" else b64sha1(d.content),
+                b64sha1(c14n_document(d.content)) if d.mime == "text/xml" else b64sha1(d.content),
             )
             for d in self.documents
         ]

@@ -50,8 +50,9 @@ def requests(pki: DevPki) -> DmpRequests:
     space = SpaceSettings(
         url="https://dmp.test/si-dmp-server/v2/services",
         transport="dmp",
-        dmp={"sign_cert_file": pki.sign_cert, "sign_key_file": pki.sign_key, "structure_id": pki.structure_id},
-    )
+        dmp={"sign_cert_file": pki.sign_cert, "sign_key_file": pki.sign_key, "structure_id": pki.structure_id,
+             "homologation_id": "BCO-465897-tmp2"},
+    )  # fmt: skip
     return DmpRequests(
         space.url,
         space.dmp,

@@ -18,7 +18,7 @@ import httpx
 import typer
 
 from passerelle.connector.app import Gateway, build_gateway
-from passerelle.connector.cli.dmp import demo_overrides
+from passerelle.connector.cli.dmp import demo_overrides, write_demo_pki
 from passerelle.connector.cli.send import send_files
 from passerelle.connector.lifecycle import StartupError
 from passerelle.connector.settings import load_settings
@@ -34,8 +34,10 @@ TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None = None, transport: str = "mhd") -> int:
     with contextlib.ExitStack() as stack:
         root = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="passerelle-demo-")))
-        async with running_sandbox(SandboxConfig(data_dir=root / "sandbox")) as sandbox_url:
-            dmp = demo_overrides(root, str(sandbox_url)) if transport == "dmp" else {}
+        pki = write_demo_pki(root) if transport == "dmp" else None
+        sandbox_config = SandboxConfig(data_dir=root / "sandbox", dmp_ca_file=pki.ca if pki else None)
+        async with running_sandbox(sandbox_config) as sandbox_url:
+            dmp = demo_overrides(pki, str(sandbox_url)) if pki else {}
             settings = load_settings(
                 None,
                 overrides={
