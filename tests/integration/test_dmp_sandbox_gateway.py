@@ -94,3 +94,43 @@ async def test_ans_oru_cda_over_http_and_kos_end_in_the_patients_space(tmp_path:
     assert "1.2.250.1.213.1.1.9" in page and "<td>dmp</td>" in page
     assert f"urn:oid:{cda_id}" in str(found)
     assert all("ITI-41 Success" in str(e.data.get("answer")) for e in events)
+
+
+def documents_of(page: str) -> dict[str, str]:
+    """uniqueId -> status as the sandbox's administrator table lists them."""
+    import re
+
+    table = page.split('id="documents-all"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r'data-unique-id="([^"]+)".*?<td>([a-z-]+)</td>\s*<td>', table, re.S)
+    return dict(rows)
+
+
+async def test_corrected_result_replaces_then_cancellation_deletes(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    patient = synthetic_patient(rng)
+    now = datetime.now(UTC).replace(microsecond=0)
+    first, second, set_id = root_only_oid(rng), root_only_oid(rng), root_only_oid(rng)
+    common = {"now": now, "patient": patient, "set_id": set_id}
+    v1, _ = build_oru(control_id="V1", document_id=first, **common)
+    v2, _ = build_oru(control_id="V2", document_id=second, version=2, order_control="RO", replaces=first, **common)
+    cancel, _ = build_oru(control_id="V3", document_id=second, version=2, order_control="CA", replaces=first, **common)
+    async with sandbox_dmp_stack(tmp_path) as (sandbox, gateway, _base):
+        assert gateway.mllp is not None
+        for count, message in enumerate((v1, v2), start=1):
+            [ack] = await send_files("127.0.0.1", gateway.mllp.port, [(f"v{count}", message)])
+            assert ack.code == "AA"
+            rows = await wait_settled(gateway, count)
+        assert [r.state for r in rows] == [State.DELIVERED] * 2, [r.detail for r in rows]
+        replaced = documents_of(await admin(sandbox, "GET", f"/patients/{patient.ins}"))
+        [ack] = await send_files("127.0.0.1", gateway.mllp.port, [("v3", cancel)])
+        rows = await wait_settled(gateway, 3)
+        assert {r.message_id: r.state for r in rows}["V3"] is State.DELIVERED, [r.detail for r in rows]
+        deleted = documents_of(await admin(sandbox, "GET", f"/patients/{patient.ins}"))
+        traces = await admin(sandbox, "GET", f"/admin/patients/{patient.ins}/traces")
+        events = {r.message_id: await gateway.journal.events(r.id) for r in rows}
+    assert (replaced[first], replaced[second]) == ("superseded", "current")
+    assert (deleted[first], deleted[second]) == ("superseded", "entered-in-error")
+    details = [t["detail"] for t in traces]
+    assert details.count("ITI-18 1 match(es)") >= 1 and "ITI-57 Deleted" in details
+    delivered = {m: next(e for e in ev if e.kind == "delivered").data["answer"] for m, ev in events.items()}
+    assert "ITI-41 Success" in str(delivered["V2"]) and "ITI-57 Success" in str(delivered["V3"])

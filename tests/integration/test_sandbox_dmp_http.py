@@ -391,6 +391,25 @@ def test_find_documents_and_iti57_status_changes(dmp: Dmp) -> None:
     assert "entered-in-error" in {e["resource"]["status"] for e in fhir.json()["entry"]}
 
 
+def test_only_the_documents_author_person_or_structure_deletes(dmp: Dmp) -> None:
+    """A deletion asked by another structure is refused DMPNotAuthor unless its VIHF names the
+    document's author person (a structure feeds for its professionals, documents keep their own
+    authorInstitution); the author structure may always delete."""
+    lot = dmp.lot()
+    assert registry_status(dmp.submit(lot)) == ("Success", [])
+    entry, _ = _entry_uuid(dmp, lot.documents[0].unique_id, lot)
+    other = "10B0000002"
+    other_lot = b.Iti41(dmp.pki, INS, structure=other, vihf=b.Vihf(dmp.pki.sign_for(other), INS, other))
+
+    def delete(name_id: str) -> httpx.Response:
+        other_lot.vihf.name_id = name_id  # type: ignore[union-attr]
+        body = b.update_status(other_lot, entry, STATUS + "Approved", "urn:asip:ci-sis:2010:StatusType:Deleted")
+        return dmp.post("registry", *b.plain("urn:ihe:iti:2010:UpdateDocumentSet", body, other_lot.vihf))  # type: ignore[arg-type]
+
+    assert registry_status(delete("809999999999")) == ("Failure", ["DMPNotAuthor"])
+    assert registry_status(delete("801234567890")) == ("Success", [])
+
+
 def _td02(dmp: Dmp, ins: str = INS) -> etree._Element:
     vihf = b.Vihf(dmp.pki.sign, ins)
     response = dmp.post("patients", *b.plain("urn:hl7-org:v3:PRPA_IN201307UV02", b.td02(ins), vihf))
@@ -416,6 +435,16 @@ def test_td02_follows_the_space_state_and_iti41_refuses_consistently(dmp: Dmp) -
     assert registry_status(dmp.submit(dmp.lot())) == ("Failure", ["XDSUnknownPatientId"])
     refused = [p["code"] for p in dmp.client.get(f"{dmp.url.admin}/pushes").json()]
     assert refused == ["DMPAuthorBlocked", "DMPClosed", "XDSUnknownPatientId"]
+
+
+def test_admin_forces_the_td02_authorisation(dmp: Dmp) -> None:
+    """docs/sandbox.md: ``PUT /admin/patients/{ins}`` with ``authorisation`` forces the TD0.2 answer."""
+    admin = f"{dmp.url.admin}/patients/{INS}"
+    for value in ("EXPIRE", "NON_EXISTE", "INTERDIT", "VALIDE"):
+        answer = dmp.client.put(admin, json={"status": "ACTIF", "authorisation": value})
+        assert answer.status_code == 200 and answer.json()["authorisation"] == value, answer.text
+        assert _td02(dmp).find(".//hl7:attentionLine/hl7:value", NS).get("code") == value
+    assert dmp.client.put(admin, json={"authorisation": "PEUT-ETRE"}).status_code == 422
 
 
 def test_soap_receiver_fault_injection(dmp: Dmp) -> None:

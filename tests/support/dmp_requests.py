@@ -112,6 +112,12 @@ class Pki:
                          usage={"digital_signature": True, "content_commitment": True}, eku=[])  # fmt: skip
         return cls(ca, sign, auth, foreign)
 
+    def sign_for(self, structure: str) -> Identity:
+        """Another structure's SIGN certificate from the same test CA."""
+        return _issue(_name(f"{structure} SIGN", structure), self.ca, ca=False,
+                      usage={"digital_signature": True, "content_commitment": True},
+                      eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])  # fmt: skip
+
     def write_ca(self, directory: Path) -> Path:
         path = directory / "dmp-test-ca.pem"
         path.write_bytes(self.ca.pem())
@@ -137,6 +143,7 @@ class Vihf:
     attributes: dict[str, str] = field(default_factory=dict)
     drop: tuple[str, ...] = ()
     tamper: bool = False
+    name_id: str = "801234567890"
 
     def build(self) -> etree._Element:
         assertion_id = f"_{uuid.uuid4()}"
@@ -146,7 +153,7 @@ class Vihf:
         _el(root, f"{{{SAML}}}Issuer", self.signer.cert.subject.rfc4514_string(),
             Format="urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName")  # fmt: skip
         etree.SubElement(root, f"{{{DS}}}Signature", {"Id": "placeholder"}, nsmap={"ds": DS})
-        _el(_el(root, f"{{{SAML}}}Subject"), f"{{{SAML}}}NameID", "801234567890")
+        _el(_el(root, f"{{{SAML}}}Subject"), f"{{{SAML}}}NameID", self.name_id)
         authn = _el(root, f"{{{SAML}}}AuthnStatement", AuthnInstant=instant)
         _el(_el(authn, f"{{{SAML}}}AuthnContext"), f"{{{SAML}}}AuthnContextClassRef",
             "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified")  # fmt: skip

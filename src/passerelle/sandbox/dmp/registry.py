@@ -236,16 +236,22 @@ def leaf_class(store: SandboxStore, doc: StoredDocument, patient_id: str) -> etr
 
 
 def update_status(
-    store: SandboxStore, doc: StoredDocument, original: str, new: str, structure: str, actor: str
+    store: SandboxStore, doc: StoredDocument, original: str, new: str, requester: tuple[str, str], actor: str
 ) -> None:
-    """ITI-57 availability change, checked: current status, allowed transition, author for deletion."""
+    """ITI-57 availability change, checked: current status, allowed transition, author for deletion.
+
+    ``requester`` is the VIHF's (structure, person): only the document's author may delete it, that is
+    its author person (the VIHF ``NameID``) or its author institution (``Identifiant_Structure``), as
+    the FHIR side's ``X-Author`` rule.
+    """
     current = xds_status(doc)
     if original != current:
         raise failure("XDSMetadataUpdateError", "OriginalStatus is not the document's current status")
     if new not in _TRANSITIONS.get(current, set()):
         raise failure("XDSMetadataUpdateError", "this availability status change is not allowed")
-    if new == STATUS_DELETED and structure not in {doc.author_org, doc.author_idnat}:
-        raise failure("DMPNotAuthor", "only the document's author structure may delete it")
+    structure, person = requester
+    if new == STATUS_DELETED and not (structure == doc.author_org or (person and person == doc.author_idnat)):
+        raise failure("DMPNotAuthor", "only the document's author (person or structure) may delete it")
     with store.transaction() as db:
         if new == STATUS_DELETED:
             store.set_status(db, doc.id, "entered-in-error")

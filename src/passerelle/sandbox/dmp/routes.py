@@ -254,7 +254,8 @@ def _update_document_set(call: Call) -> etree._Element:
             raise failure("XDSPatientIdDoesNotMatch", "the target document belongs to another patient", association.id)
         original = (association.slots.get("OriginalStatus") or [""])[0]
         new = (association.slots.get("NewStatus") or [""])[0]
-        registry.update_status(store, doc, original, new, call.vihf.structure_id, call.actor)
+        requester = (call.vihf.structure_id, call.vihf.subject)
+        registry.update_status(store, doc, original, new, requester, call.actor)
     return registry_response(SUCCESS, [])
 
 
