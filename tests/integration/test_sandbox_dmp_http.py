@@ -306,6 +306,8 @@ def test_same_uniqueid_other_bytes_is_non_identical_hash(dmp: Dmp) -> None:
     assert registry_status(dmp.submit(first)) == ("Success", [])
     again = dmp.lot(documents=[b.Doc("Document01", first.documents[0].unique_id, first.documents[0].content)])
     assert registry_status(dmp.submit(again)) == ("Success", [])  # identical bytes: idempotent
+    # a re-sent lot is signed again (new signature uniqueId): nothing new is stored, not even that signature
+    assert dmp.client.get(f"{dmp.url.admin}/patients/{INS}").json()["documents"] == {"current": 2}
     other = dmp.lot(documents=[b.Doc("Document01", first.documents[0].unique_id, b.cda("1.2.3.4"))])
     assert registry_status(dmp.submit(other)) == ("Failure", ["XDSNonIdenticalHash"])
 

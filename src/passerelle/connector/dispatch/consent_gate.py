@@ -99,7 +99,11 @@ class PolicyGate:
             # A refusal or a park may be due to a stale status: look again next time.
             self.cache.invalidate((doc.patient.ins, doc.author.person_id or doc.author.organisation_id))
         return ConsentOutcome(
-            decision.outcome.value, decision.reason.value, decision.confidentiality, decision.recheck_after
+            decision.outcome.value,
+            decision.reason.value,
+            decision.confidentiality,
+            decision.recheck_after,
+            authorisation=status.authorisation if status is not None else "",
         )
 
     async def _first_parked(self, row: Row) -> datetime | None:

@@ -53,6 +53,7 @@ class ConsentOutcome:
     reason: str
     confidentiality: tuple[Code, ...] = ()
     recheck_after: datetime | None = None
+    authorisation: str = ""  # the space's authorisation of this author (DMP TD0.2), kept in the journal
 
 
 class ConsentGate(Protocol):
@@ -215,7 +216,8 @@ class DispatchWorker:
                     now,
                     "consent",
                     f"{decision.outcome}: {decision.reason}",
-                    {"codes": [c.code for c in decision.confidentiality]},
+                    {"codes": [c.code for c in decision.confidentiality]}
+                    | ({"authorisation": decision.authorisation} if decision.authorisation else {}),
                 )
             )
             await self._audit("consent-decision", decision.outcome, decision.reason, row, doc)

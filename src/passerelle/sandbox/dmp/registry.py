@@ -83,7 +83,9 @@ def store_lot(store: SandboxStore, state: PatientState, lot: Lot, actor: str) ->
     """Store every document of the lot (the signature included) in one transaction.
 
     Re-sending a uniqueId with identical bytes stores nothing new (idempotent); with other bytes the
-    whole lot fails ``XDSNonIdenticalHash``. RPLC targets must be Approved documents of the patient.
+    whole lot fails ``XDSNonIdenticalHash``. A lot whose documents are all registered already is a
+    re-send: nothing is stored, not even its (new) signature entry, and its RPLC targets are not checked
+    again. RPLC targets must be Approved documents of the patient.
     """
     entries = [*lot.documents, lot.signature]
     hashes = {e.id: hashlib.sha1(data, usedforsecurity=False).hexdigest() for e, data in entries}
@@ -94,6 +96,9 @@ def store_lot(store: SandboxStore, state: PatientState, lot: Lot, actor: str) ->
             fresh.append(entry)
         elif existing.content_hash != _b64(hashes[entry.id]) or existing.patient_ins != state.ins:
             raise failure("XDSNonIdenticalHash", "this uniqueId is already registered with other content", entry.id)
+    unique_ids = [lot.unique_id(e) for e, _ in entries]
+    if not any(entry in fresh for entry, _ in lot.documents):
+        return Stored(unique_ids, 0)
     targets = {source: _replaced(store, state, target) for source, target in lot.replacements.items()}
     set_id = new_id()
     with store.transaction() as db:
@@ -108,7 +113,7 @@ def store_lot(store: SandboxStore, state: PatientState, lot: Lot, actor: str) ->
             store.add_trace(db, state.ins, actor, "push", doc.id, "stored (ITI-41)")
             if doc.replaces_id is not None:
                 store.set_status(db, doc.replaces_id, "superseded")
-    return Stored([lot.unique_id(e) for e, _ in entries], sum(1 for e in fresh if e is not lot.signature[0]))
+    return Stored(unique_ids, sum(1 for e in fresh if e is not lot.signature[0]))
 
 
 def _b64(hex_digest: str) -> str:
