@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from passerelle.adapters.dmp.client import DmpSpace
+from passerelle.adapters.dmp.credentials import tls_context
 from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, write_dev_pki
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome
@@ -166,7 +168,9 @@ async def test_td02_states_flow_into_the_consent_gate_with_the_authorisation(tmp
             await admin(sandbox, "PUT", f"/admin/patients/{reports[name][2]}", json=space)
         await send_reports(gateway, *reports.values())
         rows = {r.message_id: r for r in await wait_settled(gateway, len(cases))}
-        consent = {m: next(e for e in await gateway.journal.events(r.id) if e.kind == "consent") for m, r in rows.items()}
+        consent = {
+            m: next(e for e in await gateway.journal.events(r.id) if e.kind == "consent") for m, r in rows.items()
+        }
         traces = await admin(sandbox, "GET", f"/admin/patients/{reports['closed'][2]}/traces")
         pushes = await admin(sandbox, "GET", "/admin/pushes")
     for name, (_, state, reason, authorisation) in cases.items():
@@ -196,7 +200,11 @@ async def test_refusals_of_the_space_end_refused_with_their_code(tmp_path: Path)
         rows = {r.message_id: r for r in await wait_settled(gateway, 5)}
         shown = {m: await show(tmp_path, rows[m]) for m in ("opposed", "closed-2", "gone-2")}
     assert rows["closed-1"].state is State.DELIVERED and rows["gone-1"].state is State.DELIVERED
-    for message, code in (("opposed", "DMPPatientOpposed"), ("closed-2", "DMPClosed"), ("gone-2", "XDSUnknownPatientId")):
+    for message, code in (
+        ("opposed", "DMPPatientOpposed"),
+        ("closed-2", "DMPClosed"),
+        ("gone-2", "XDSUnknownPatientId"),
+    ):
         assert rows[message].state is State.REFUSED, (message, rows[message].detail)
         assert code in rows[message].detail and code in shown[message], (message, shown[message])
 
@@ -261,3 +269,35 @@ async def test_a_resend_after_a_lost_answer_is_stored_once(tmp_path: Path) -> No
     assert [r.outcome for r in receipts] == [DeliveryOutcome.CREATED, DeliveryOutcome.CREATED]
     assert [p["outcome"] for p in pushes] == ["accepted", "duplicate"]
     assert counts == {"current": 2}  # the report and its submission set's signature
+
+
+async def test_mutual_tls_12_with_the_sandbox(tmp_path: Path) -> None:
+    """The sandbox's optional TLS: the dev PKI's server certificate, client certificates from its CA
+    required; the gateway over https with its AUTH_CLI certificate, TLS 1.2 and the DMP's suites."""
+    pki = write_dev_pki(tmp_path / "pki")
+    tls = {"tls_cert_file": pki.server_cert, "tls_key_file": pki.server_key, "tls_client_ca_file": pki.ca}
+    rng = random.Random(70)
+    patient = synthetic_patient(rng)
+    cda = build_cda(now=datetime.now(UTC).replace(microsecond=0), patient=patient, document_id=root_only_oid(rng),
+                    set_id=root_only_oid(rng), sender=None)  # fmt: skip
+    mtls = {"space.client_cert_file": pki.auth_cert, "space.client_key_file": pki.auth_key, "space.ca_file": pki.ca}
+    async with sandbox_dmp_stack(tmp_path, sandbox=tls, pki=pki, **mtls) as (sandbox, gateway, base):
+        assert sandbox.startswith("https://127.0.0.1:")
+        await post_cda(base, cda)
+        [row] = await wait_settled(gateway, 1)
+        host, port = sandbox.removeprefix("https://").split(":")
+        context = tls_context(gateway.settings.space)
+        assert not isinstance(context, bool)
+        _reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+        negotiated = writer.get_extra_info("ssl_object")
+        version, cipher = negotiated.version(), negotiated.cipher()[0]
+        writer.close()
+        anonymous = ssl.create_default_context(cafile=str(pki.ca))
+        with pytest.raises((ssl.SSLError, ConnectionError, httpx.HTTPError)):
+            async with httpx.AsyncClient(verify=anonymous, timeout=5) as client:
+                await client.get(f"{sandbox}/admin/pushes")
+        async with httpx.AsyncClient(verify=context, timeout=5) as client:
+            pushes = (await client.get(f"{sandbox}/admin/pushes")).json()
+    assert row.state is State.DELIVERED, row.detail
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-RSA-"), (version, cipher)
+    assert [(p["transport"], p["outcome"]) for p in pushes] == [("dmp", "accepted")]

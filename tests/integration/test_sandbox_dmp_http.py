@@ -318,7 +318,10 @@ def test_cda_manifest_digest_covers_the_whole_document(dmp: Dmp) -> None:
     the Manifest digests. A digest of the root element alone is refused (the sandbox once computed that)."""
     unique_id = b.oid()
     body = b.cda(unique_id).split(b"\n", 1)[1]
-    content = b'<?xml version="1.0" encoding="UTF-8"?>\n<?xml-stylesheet type="text/xsl" href="cda.xsl"?>\n<!-- ANS -->\n' + body
+    content = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<?xml-stylesheet type="text/xsl" href="cda.xsl"?>\n<!-- ANS -->\n'
+        + body
+    )
     assert registry_status(dmp.submit(dmp.lot(documents=[b.Doc("Document01", unique_id, content)]))) == ("Success", [])
 
     def digest_root_only(signature: etree._Element) -> None:

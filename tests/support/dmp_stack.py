@@ -46,12 +46,13 @@ async def dmp_stack(tmp: Path, schema_dir: Path, **overrides: Any) -> AsyncItera
 
 @contextlib.asynccontextmanager
 async def sandbox_dmp_stack(
-    tmp: Path, *, sandbox: dict[str, Any] | None = None, **overrides: Any
+    tmp: Path, *, sandbox: dict[str, Any] | None = None, pki: DevPki | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[SandboxURL, Gateway, str]]:
     """The real sandbox (its DMP services trusting a dev PKI's CA) and a gateway with
-    ``space.transport: dmp`` pointed at ``/si-dmp-server/v2/services`` over loopback http.
+    ``space.transport: dmp`` pointed at ``/si-dmp-server/v2/services`` (loopback http, unless
+    ``sandbox`` options switch its TLS on and ``overrides`` give the gateway its TLS files).
     Yield (sandbox root URL, gateway, gateway HTTP base URL)."""
-    pki = write_dev_pki(tmp / "pki")
+    pki = pki or write_dev_pki(tmp / "pki")
     config = SandboxConfig(data_dir=tmp / "sandbox", dmp_ca_file=pki.ca, **(sandbox or {}))
     async with running_sandbox(config) as url:
         settings = {**dmp_overrides(pki, url.dmp), "space.client_cert_file": None, "space.client_key_file": None,

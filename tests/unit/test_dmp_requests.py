@@ -149,7 +149,11 @@ def unique_ids(call_body: bytes, content_type: str) -> dict[str, str]:
     """Registry object id (Document01, Signature01, SubmissionSet01) -> its uniqueId."""
     payload = body_payload(read_mtom(content_type, call_body).envelope)
     found = payload.iter("{urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0}ExternalIdentifier")
-    return {e.get("registryObject", ""): e.get("value", "") for e in found if e.get("identificationScheme") in UNIQUE_ID_SCHEMES}
+    return {
+        e.get("registryObject", ""): e.get("value", "")
+        for e in found
+        if e.get("identificationScheme") in UNIQUE_ID_SCHEMES
+    }
 
 
 def test_a_resend_signs_again_under_a_new_signature_unique_id(requests: DmpRequests) -> None:

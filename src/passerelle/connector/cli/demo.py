@@ -116,7 +116,9 @@ async def _exchange(gateway: Gateway, sandbox_url: str, mllp_port: int, count: i
                 await asyncio.sleep(0.3)
     rows = {r.message_id: r for r in await gateway.journal.find(Query(limit=1000))}
     typer.echo("")
-    typer.echo(f"{'message':14} {'ACK':4} {'patient (test INS)':20} {'document type':24} {'delivery':10} in sandbox ({transport})")
+    typer.echo(
+        f"{'message':14} {'ACK':4} {'patient (test INS)':20} {'document type':24} {'delivery':10} in sandbox ({transport})"
+    )
     ok = len(results) == len(samples)
     for sample, res in zip(samples, results, strict=False):
         row = rows.get(sample.control_id)
