@@ -25,7 +25,7 @@ from passerelle.connector.app import Gateway
 from passerelle.connector.cli.main import app as cli
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.cda.reader import map_cda_document
-from passerelle.mappings.document import Provenance
+from passerelle.mappings.document import Flags, Provenance
 from passerelle.mappings.samples.messages import build_cda, build_oru, root_only_oid, synthetic_patient
 from passerelle.queue.model import Query, Row, State
 from passerelle.sandbox.config import SandboxConfig
@@ -301,3 +301,26 @@ async def test_mutual_tls_12_with_the_sandbox(tmp_path: Path) -> None:
     assert row.state is State.DELIVERED, row.detail
     assert version == "TLSv1.2" and cipher.startswith("ECDHE-RSA-"), (version, cipher)
     assert [(p["transport"], p["outcome"]) for p in pushes] == [("dmp", "accepted")]
+
+
+async def test_masking_a_delivered_report_is_an_iti57_metadata_update(tmp_path: Path) -> None:
+    """The same report again with MODIF_CONF_CODE and MASQUE_PS: ITI-18 finds it (with its version),
+    ITI-57 registers a new version of its metadata; the sandbox hides it from professionals."""
+    report = lab_report(80, control_id="first")
+    masked = lab_report(
+        80, control_id="masked", document_id=report[1],
+        flags=Flags(ack_reception=True, modif_conf_code=True, masque_ps=True),
+    )  # fmt: skip
+    async with sandbox_dmp_stack(tmp_path) as (sandbox, gateway, _base):
+        await send_reports(gateway, report)
+        await wait_settled(gateway, 1)
+        await send_reports(gateway, masked)
+        rows = {r.message_id: r for r in await wait_settled(gateway, 2)}
+        page = await admin(sandbox, "GET", f"/patients/{report[2]}")
+        traces = [t["detail"] for t in await admin(sandbox, "GET", f"/admin/patients/{report[2]}/traces")]
+        delivered = next(e for e in await gateway.journal.events(rows["masked"].id) if e.kind == "delivered")
+    assert rows["masked"].state is State.DELIVERED, rows["masked"].detail
+    assert "ITI-57 Success" in str(delivered.data["answer"])
+    assert "ITI-57 metadata update v2" in traces
+    professional = page.split('id="view-professional"', 1)[1].split("</section>", 1)[0]
+    assert report[1] not in professional and report[1] in page

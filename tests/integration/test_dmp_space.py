@@ -102,6 +102,11 @@ async def test_confidentiality_change_is_an_iti57_metadata_update(stack: tuple[D
     )
     assert (await space.provide(masked)).outcome is DeliveryOutcome.UPDATED
     assert receiver.transactions() == ["ITI-41", "ITI-18", "ITI-57"] and receiver.problems == []
+    # a registry that gives no version (the sandbox once did) cannot be updated: refused, not retried
+    receiver.versioned = False
+    with pytest.raises(RemoteRejectedError) as refused:
+        await space.provide(masked)
+    assert (refused.value.remote_code, refused.value.reason) == ("UnversionedEntry", "invalid_update")
 
 
 async def test_td02_states(stack: tuple[DmpReceiver, DmpSpace]) -> None:

@@ -415,6 +415,35 @@ def test_only_the_documents_author_person_or_structure_deletes(dmp: Dmp) -> None
     assert registry_status(delete("801234567890")) == ("Success", [])
 
 
+def test_iti57_metadata_update_changes_the_confidentiality_of_a_version(dmp: Dmp) -> None:
+    """ITI-18 LeafClass gives the entry's version (VersionInfo, as a registry with metadata update must);
+    a new version naming it as PreviousVersion changes the codes; a stale or unknown one is refused."""
+    lot = dmp.lot()
+    assert registry_status(dmp.submit(lot)) == ("Success", [])
+    unique_id = lot.documents[0].unique_id
+    query = b.stored_query(
+        "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", {"$XDSDocumentEntryUniqueId": f"('{unique_id}')"}
+    )
+    answer = dmp.post("registry", *b.plain("urn:ihe:iti:2007:RegistryStoredQuery", query, lot.vihf))  # type: ignore[arg-type]
+    [registered] = soap_xml(answer).findall(".//rim:ExtrinsicObject", NS)
+    assert registered.find("rim:VersionInfo", NS).get("versionName") == "1"  # type: ignore[union-attr]
+    assert {c.get("classifiedObject") for c in registered.iterfind("rim:Classification", NS)} == {registered.get("id")}
+    masked = [("N", "2.16.840.1.113883.5.25"), ("MASQUE_PS", "1.2.250.1.213.1.1.4.13")]
+
+    def update(previous: str, entry: etree._Element = registered) -> httpx.Response:
+        body = b.metadata_update(lot, entry, previous, masked)
+        return dmp.post("registry", *b.plain("urn:ihe:iti:2010:UpdateDocumentSet", body, lot.vihf))  # type: ignore[arg-type]
+
+    assert registry_status(update("2")) == ("Failure", ["XDSMetadataVersionError"])
+    assert registry_status(update("1")) == ("Success", [])
+    assert registry_status(update("1")) == ("Failure", ["XDSMetadataVersionError"])  # now version 2
+    page = dmp.client.get(f"{dmp.url}/patients/{INS}").text
+    assert "MASQUE_PS" in page.split(unique_id, 1)[1].split("</tr>", 1)[0]
+    unknown = etree.fromstring(etree.tostring(registered))
+    unknown.set("lid", "urn:uuid:00000000-0000-4000-8000-000000000000")
+    assert registry_status(update("2", unknown)) == ("Failure", ["UnresolvedReferenceException"])
+
+
 def _td02(dmp: Dmp, ins: str = INS) -> etree._Element:
     vihf = b.Vihf(dmp.pki.sign, ins)
     response = dmp.post("patients", *b.plain("urn:hl7-org:v3:PRPA_IN201307UV02", b.td02(ins), vihf))

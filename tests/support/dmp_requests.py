@@ -538,6 +538,53 @@ def update_status(builder: Iti41, target: str, original: str, new: str) -> etree
     return root
 
 
+def metadata_update(
+    builder: Iti41, registered: etree._Element, previous: str, confidentiality: list[tuple[str, str]]
+) -> etree._Element:
+    """ITI-57 metadata update: ``registered`` (an ITI-18 LeafClass ExtrinsicObject) as a new version
+    (symbolic id ``Document01``, same ``lid``) with these confidentiality codes, HasMember with
+    PreviousVersion."""
+    root = update_status(builder, "", "", "")
+    objects = root.find(f"{{{RIM}}}RegistryObjectList")
+    assert objects is not None
+    objects.remove(objects.find(f"{{{RIM}}}Association"))  # type: ignore[arg-type]
+    ss = objects.find(f"{{{RIM}}}RegistryPackage")
+    assert ss is not None
+    content_type = etree.Element("holder")
+    builder._code(
+        content_type, "urn:uuid:aa543740-bdda-424e-8c96-df4873be8500", "SubmissionSet01", "04", "1.2.250.1.213.2.2"
+    )
+    ss.find(f"{{{RIM}}}ExternalIdentifier").addprevious(content_type[0])  # type: ignore[union-attr]
+    _external(ss, "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832", "SubmissionSet01", "1.2.250.1.999.1.1")
+    _el(objects, f"{{{RIM}}}Classification", classificationNode="urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd",
+        classifiedObject="SubmissionSet01", id=f"urn:uuid:{uuid.uuid4()}")  # fmt: skip
+    entry = copy.deepcopy(registered)
+    old_id = entry.get("id")
+    entry.set("lid", str(entry.get("lid") or old_id))
+    entry.set("id", "Document01")
+    entry.attrib.pop("status", None)
+    for child in list(entry):
+        if child.tag == f"{{{RIM}}}VersionInfo" or child.get("classificationScheme") == CONFIDENTIALITY:
+            entry.remove(child)
+    for child in entry.iter(f"{{{RIM}}}Classification", f"{{{RIM}}}ExternalIdentifier"):
+        for attr in ("classifiedObject", "registryObject"):
+            if child.get(attr) == old_id:
+                child.set(attr, "Document01")
+        child.set("id", f"urn:uuid:{uuid.uuid4()}")
+    codes = etree.Element("codes")
+    for code, system in confidentiality:
+        builder._code(codes, CONFIDENTIALITY, "Document01", code, system)
+    first = next(i for i, c in enumerate(entry) if c.tag == f"{{{RIM}}}Classification")
+    for offset, built in enumerate(list(codes)):
+        entry.insert(first + offset, built)
+    objects.append(entry)
+    assoc = _el(objects, f"{{{RIM}}}Association", id=f"urn:uuid:{uuid.uuid4()}", sourceObject="SubmissionSet01",
+                targetObject="Document01", associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember")  # fmt: skip
+    _slot(assoc, "SubmissionSetStatus", ["Original"])
+    _slot(assoc, "PreviousVersion", [previous])
+    return root
+
+
 def plain(action: str, body: etree._Element, vihf: Vihf, envelope: Envelope | None = None) -> tuple[str, bytes]:
     env = envelope or Envelope(action)
     return f'application/soap+xml; charset=UTF-8; action="{action}"', env.build(vihf.build(), body)

@@ -206,10 +206,40 @@ def _document(
     )
 
 
+def version_of(store: SandboxStore, doc: StoredDocument) -> int:
+    """The registered version of a document's entry (``VersionInfo/@versionName``; 1 until updated)."""
+    stored = store.xds_metadata(doc.id)
+    found = etree.fromstring(stored).find(q(RIM, "VersionInfo")) if stored else None
+    name = found.get("versionName", "1") if found is not None else "1"
+    return int(name) if name.isdigit() else 1
+
+
+def set_version(element: etree._Element, version: int) -> None:
+    """Add ``VersionInfo`` where ebRIM puts it: after Slot, Name and Description, before the rest."""
+    info = etree.Element(q(RIM, "VersionInfo"), versionName=str(version))
+    leading = {q(RIM, "Slot"), q(RIM, "Name"), q(RIM, "Description")}
+    position = next((i for i, child in enumerate(element) if child.tag not in leading), len(element))
+    element.insert(position, info)
+
+
+def check_author(doc: StoredDocument, requester: tuple[str, str]) -> None:
+    """Only the document's author changes it: its author person (the VIHF ``NameID``) or its author
+    institution (``Identifiant_Structure``), as the FHIR side's ``X-Author`` rule."""
+    structure, person = requester
+    if not (structure == doc.author_org or (person and person == doc.author_idnat)):
+        raise failure("DMPNotAuthor", "only the document's author (person or structure) may change it")
+
+
 def leaf_class(store: SandboxStore, doc: StoredDocument, patient_id: str) -> etree._Element:
-    """The registry's view of a document: its ExtrinsicObject with entryUUID, status, hash and size."""
+    """The registry's view of a document: its ExtrinsicObject with entryUUID (its classifications and
+    identifiers pointing to it), status, version, hash and size."""
     stored = store.xds_metadata(doc.id)
     element = copy.deepcopy(etree.fromstring(stored)) if stored else etree.Element(q(RIM, "ExtrinsicObject"))
+    submitted_id = element.get("id")
+    for child in element.iter(q(RIM, "Classification"), q(RIM, "ExternalIdentifier")):
+        for attribute in ("classifiedObject", "registryObject"):
+            if child.get(attribute) == submitted_id:
+                child.set(attribute, entry_uuid(doc))
     element.set("id", entry_uuid(doc))
     element.set("lid", entry_uuid(doc))
     element.set("status", xds_status(doc))
@@ -227,6 +257,8 @@ def leaf_class(store: SandboxStore, doc: StoredDocument, patient_id: str) -> etr
         slot = etree.Element(q(RIM, "Slot"), name=name)
         etree.SubElement(etree.SubElement(slot, q(RIM, "ValueList")), q(RIM, "Value")).text = value
         element.insert(position, slot)
+    if element.find(q(RIM, "VersionInfo")) is None:
+        set_version(element, 1)
     if not stored:
         for scheme, value in ((ebrim.DE_PATIENT, patient_id), (ebrim.DE_UNIQUE, doc.unique_id)):
             etree.SubElement(
@@ -245,18 +277,16 @@ def update_status(
 ) -> None:
     """ITI-57 availability change, checked: current status, allowed transition, author for deletion.
 
-    ``requester`` is the VIHF's (structure, person): only the document's author may delete it, that is
-    its author person (the VIHF ``NameID``) or its author institution (``Identifiant_Structure``), as
-    the FHIR side's ``X-Author`` rule.
+    ``requester`` is the VIHF's (structure, person): only the document's author may delete it
+    (:func:`check_author`).
     """
     current = xds_status(doc)
     if original != current:
         raise failure("XDSMetadataUpdateError", "OriginalStatus is not the document's current status")
     if new not in _TRANSITIONS.get(current, set()):
         raise failure("XDSMetadataUpdateError", "this availability status change is not allowed")
-    structure, person = requester
-    if new == STATUS_DELETED and not (structure == doc.author_org or (person and person == doc.author_idnat)):
-        raise failure("DMPNotAuthor", "only the document's author (person or structure) may delete it")
+    if new == STATUS_DELETED:
+        check_author(doc, requester)
     with store.transaction() as db:
         if new == STATUS_DELETED:
             store.set_status(db, doc.id, "entered-in-error")
