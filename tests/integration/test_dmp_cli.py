@@ -11,7 +11,7 @@ from cryptography import x509
 from typer.testing import CliRunner
 
 from passerelle.adapters.dmp.credentials import check_space
-from passerelle.connector.cli.dmp import demo_overrides
+from passerelle.connector.cli.dmp import demo_overrides, write_demo_pki
 from passerelle.connector.cli.main import app as cli
 from passerelle.connector.settings import load_settings
 from tests.support.dmp_checks import body_payload, check_envelope, check_vihf, read_mtom
@@ -56,7 +56,7 @@ def test_map_writes_the_exact_iti41_request(corpus_dir: Path, tmp_path: Path) ->
 
 
 def test_demo_settings_are_a_valid_dmp_configuration(tmp_path: Path) -> None:
-    overrides = demo_overrides(tmp_path, "http://127.0.0.1:8090")
+    overrides = demo_overrides(write_demo_pki(tmp_path), "http://127.0.0.1:8090")
     settings = load_settings(None, overrides={"environment": "test", "data_dir": tmp_path, **overrides})
     assert settings.space.url == "http://127.0.0.1:8090/si-dmp-server/v2/services"
     assert check_space(settings.space) == []

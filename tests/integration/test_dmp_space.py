@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from passerelle.adapters.dmp.client import DmpSpace
-from passerelle.adapters.dmp.devpki import write_dev_pki
+from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, write_dev_pki
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, SpaceState
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
@@ -40,6 +40,7 @@ async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpRece
                 "sign_cert_file": pki.sign_p12,
                 "sign_password_file": pki.sign_password,
                 "structure_id": pki.structure_id,
+                "homologation_id": DEV_HOMOLOGATION_ID,
             },
         )
         space = DmpSpace(settings)
@@ -103,6 +104,11 @@ async def test_confidentiality_change_is_an_iti57_metadata_update(stack: tuple[D
     )
     assert (await space.provide(masked)).outcome is DeliveryOutcome.UPDATED
     assert receiver.transactions() == ["ITI-41", "ITI-18", "ITI-57"] and receiver.problems == []
+    # a registry that gives no version (the sandbox once did) cannot be updated: refused, not retried
+    receiver.versioned = False
+    with pytest.raises(RemoteRejectedError) as refused:
+        await space.provide(masked)
+    assert (refused.value.remote_code, refused.value.reason) == ("UnversionedEntry", "invalid_update")
 
 
 async def test_td02_states(stack: tuple[DmpReceiver, DmpSpace]) -> None:

@@ -306,8 +306,34 @@ def test_same_uniqueid_other_bytes_is_non_identical_hash(dmp: Dmp) -> None:
     assert registry_status(dmp.submit(first)) == ("Success", [])
     again = dmp.lot(documents=[b.Doc("Document01", first.documents[0].unique_id, first.documents[0].content)])
     assert registry_status(dmp.submit(again)) == ("Success", [])  # identical bytes: idempotent
+    # a re-sent lot is signed again (new signature uniqueId): nothing new is stored, not even that signature
+    assert dmp.client.get(f"{dmp.url.admin}/patients/{INS}").json()["documents"] == {"current": 2}
     other = dmp.lot(documents=[b.Doc("Document01", first.documents[0].unique_id, b.cda("1.2.3.4"))])
     assert registry_status(dmp.submit(other)) == ("Failure", ["XDSNonIdenticalHash"])
+
+
+def test_cda_manifest_digest_covers_the_whole_document(dmp: Dmp) -> None:
+    """XML-DSig parses an external reference into the whole document's node-set: the processing
+    instructions and comments of a CDA's prolog (as in the ANS examples) are in the canonical form
+    the Manifest digests. A digest of the root element alone is refused (the sandbox once computed that)."""
+    unique_id = b.oid()
+    body = b.cda(unique_id).split(b"\n", 1)[1]
+    content = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<?xml-stylesheet type="text/xsl" href="cda.xsl"?>\n<!-- ANS -->\n'
+        + body
+    )
+    assert registry_status(dmp.submit(dmp.lot(documents=[b.Doc("Document01", unique_id, content)]))) == ("Success", [])
+
+    def digest_root_only(signature: etree._Element) -> None:
+        for reference in signature.iter(f"{{{b.DS}}}Reference"):
+            if reference.get("URI") == f"urn:oid:{other}":
+                reference.find(f"{{{b.DS}}}DigestValue").text = root_only  # type: ignore[union-attr]
+
+    other = b.oid()
+    content = content.replace(unique_id.encode(), other.encode())
+    root_only = b.b64sha1(b.c14n(etree.fromstring(content)))
+    lot = dmp.lot(documents=[b.Doc("Document01", other, content)], edit_signature=digest_root_only)
+    assert registry_status(dmp.submit(lot)) == ("Failure", ["DMPInvalidXAdES"])
 
 
 def _entry_uuid(dmp: Dmp, unique_id: str, lot: b.Iti41) -> tuple[str, str]:
@@ -370,6 +396,54 @@ def test_find_documents_and_iti57_status_changes(dmp: Dmp) -> None:
     assert "entered-in-error" in {e["resource"]["status"] for e in fhir.json()["entry"]}
 
 
+def test_only_the_documents_author_person_or_structure_deletes(dmp: Dmp) -> None:
+    """A deletion asked by another structure is refused DMPNotAuthor unless its VIHF names the
+    document's author person (a structure feeds for its professionals, documents keep their own
+    authorInstitution); the author structure may always delete."""
+    lot = dmp.lot()
+    assert registry_status(dmp.submit(lot)) == ("Success", [])
+    entry, _ = _entry_uuid(dmp, lot.documents[0].unique_id, lot)
+    other = "10B0000002"
+    other_lot = b.Iti41(dmp.pki, INS, structure=other, vihf=b.Vihf(dmp.pki.sign_for(other), INS, other))
+
+    def delete(name_id: str) -> httpx.Response:
+        other_lot.vihf.name_id = name_id  # type: ignore[union-attr]
+        body = b.update_status(other_lot, entry, STATUS + "Approved", "urn:asip:ci-sis:2010:StatusType:Deleted")
+        return dmp.post("registry", *b.plain("urn:ihe:iti:2010:UpdateDocumentSet", body, other_lot.vihf))  # type: ignore[arg-type]
+
+    assert registry_status(delete("809999999999")) == ("Failure", ["DMPNotAuthor"])
+    assert registry_status(delete("801234567890")) == ("Success", [])
+
+
+def test_iti57_metadata_update_changes_the_confidentiality_of_a_version(dmp: Dmp) -> None:
+    """ITI-18 LeafClass gives the entry's version (VersionInfo, as a registry with metadata update must);
+    a new version naming it as PreviousVersion changes the codes; a stale or unknown one is refused."""
+    lot = dmp.lot()
+    assert registry_status(dmp.submit(lot)) == ("Success", [])
+    unique_id = lot.documents[0].unique_id
+    query = b.stored_query(
+        "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", {"$XDSDocumentEntryUniqueId": f"('{unique_id}')"}
+    )
+    answer = dmp.post("registry", *b.plain("urn:ihe:iti:2007:RegistryStoredQuery", query, lot.vihf))  # type: ignore[arg-type]
+    [registered] = soap_xml(answer).findall(".//rim:ExtrinsicObject", NS)
+    assert registered.find("rim:VersionInfo", NS).get("versionName") == "1"  # type: ignore[union-attr]
+    assert {c.get("classifiedObject") for c in registered.iterfind("rim:Classification", NS)} == {registered.get("id")}
+    masked = [("N", "2.16.840.1.113883.5.25"), ("MASQUE_PS", "1.2.250.1.213.1.1.4.13")]
+
+    def update(previous: str, entry: etree._Element = registered) -> httpx.Response:
+        body = b.metadata_update(lot, entry, previous, masked)
+        return dmp.post("registry", *b.plain("urn:ihe:iti:2010:UpdateDocumentSet", body, lot.vihf))  # type: ignore[arg-type]
+
+    assert registry_status(update("2")) == ("Failure", ["XDSMetadataVersionError"])
+    assert registry_status(update("1")) == ("Success", [])
+    assert registry_status(update("1")) == ("Failure", ["XDSMetadataVersionError"])  # now version 2
+    page = dmp.client.get(f"{dmp.url}/patients/{INS}").text
+    assert "MASQUE_PS" in page.split(unique_id, 1)[1].split("</tr>", 1)[0]
+    unknown = etree.fromstring(etree.tostring(registered))
+    unknown.set("lid", "urn:uuid:00000000-0000-4000-8000-000000000000")
+    assert registry_status(update("2", unknown)) == ("Failure", ["UnresolvedReferenceException"])
+
+
 def _td02(dmp: Dmp, ins: str = INS) -> etree._Element:
     vihf = b.Vihf(dmp.pki.sign, ins)
     response = dmp.post("patients", *b.plain("urn:hl7-org:v3:PRPA_IN201307UV02", b.td02(ins), vihf))
@@ -395,6 +469,16 @@ def test_td02_follows_the_space_state_and_iti41_refuses_consistently(dmp: Dmp) -
     assert registry_status(dmp.submit(dmp.lot())) == ("Failure", ["XDSUnknownPatientId"])
     refused = [p["code"] for p in dmp.client.get(f"{dmp.url.admin}/pushes").json()]
     assert refused == ["DMPAuthorBlocked", "DMPClosed", "XDSUnknownPatientId"]
+
+
+def test_admin_forces_the_td02_authorisation(dmp: Dmp) -> None:
+    """docs/sandbox.md: ``PUT /admin/patients/{ins}`` with ``authorisation`` forces the TD0.2 answer."""
+    admin = f"{dmp.url.admin}/patients/{INS}"
+    for value in ("EXPIRE", "NON_EXISTE", "INTERDIT", "VALIDE"):
+        answer = dmp.client.put(admin, json={"status": "ACTIF", "authorisation": value})
+        assert answer.status_code == 200 and answer.json()["authorisation"] == value, answer.text
+        assert _td02(dmp).find(".//hl7:attentionLine/hl7:value", NS).get("code") == value
+    assert dmp.client.put(admin, json={"authorisation": "PEUT-ETRE"}).status_code == 422
 
 
 def test_soap_receiver_fault_injection(dmp: Dmp) -> None:

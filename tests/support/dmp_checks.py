@@ -193,7 +193,7 @@ def _verify_enveloped(assertion: etree._Element, cert: x509.Certificate) -> None
 
 def _check_attributes(attrs: dict[str, list[str]], ou: str, assertion: etree._Element) -> None:
     for name in ("VIHF_Version", "Identifiant_Structure", "Secteur_Activite", "Ressource_URN", "LPS_Nom", "LPS_Version",
-                 "urn:oasis:names:tc:xspa:1.0:subject:subject-id", "urn:oasis:names:tc:xacml:2.0:resource:resource-id"):  # fmt: skip
+                 "LPS_ID_HOMOLOGATION_DMP", "urn:oasis:names:tc:xspa:1.0:subject:subject-id", "urn:oasis:names:tc:xacml:2.0:resource:resource-id"):  # fmt: skip
         require(bool(attrs.get(name) and attrs[name][0]), "DMPInvalidVIHF", f"attribute {name}")
     mode = {k.lower(): v for k, v in attrs.items()}.get("authentification_mode", [""])[0]
     require(mode == "INDIRECTE", "DMPInvalidVIHF", "Authentification_Mode INDIRECTE")

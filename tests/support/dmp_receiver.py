@@ -79,6 +79,7 @@ class DmpReceiver:
         self.seen: list[Seen] = []
         self.plan: list[str] = []
         self.multipart_answers = True
+        self.versioned = True  # ITI-18 LeafClass entries carry VersionInfo (a registry with metadata update does)
         self.closed: set[str] = set()  # INS whose DMP is closed
         self.unknown: set[str] = set()  # INS without a DMP
         self.base_url = ""
@@ -220,7 +221,7 @@ class DmpReceiver:
         objects = etree.SubElement(response, f"{{{RIM}}}RegistryObjectList")
         for unique_id in wanted:
             for doc in self.store.get(unique_id, []):
-                objects.append(_leaf(doc))
+                objects.append(_leaf(doc, self.versioned))
         return self._envelope(msg_id, "urn:ihe:iti:2007:RegistryStoredQueryResponse", response)
 
     def _iti57(self, envelope: etree._Element) -> Response:
@@ -319,7 +320,7 @@ class DmpReceiver:
         return Response(body, status_code=status, headers={"Content-Type": content_type})
 
 
-def _leaf(doc: Stored) -> etree._Element:
+def _leaf(doc: Stored, versioned: bool = True) -> etree._Element:
     entry = etree.Element(
         f"{{{RIM}}}ExtrinsicObject",
         id=doc.entry_uuid,
@@ -331,7 +332,8 @@ def _leaf(doc: Stored) -> etree._Element:
     for name, value in (("hash", doc.hash), ("size", str(doc.size))):
         slot = etree.SubElement(entry, f"{{{RIM}}}Slot", name=name)
         etree.SubElement(etree.SubElement(slot, f"{{{RIM}}}ValueList"), f"{{{RIM}}}Value").text = value
-    etree.SubElement(entry, f"{{{RIM}}}VersionInfo", versionName="1")
+    if versioned:
+        etree.SubElement(entry, f"{{{RIM}}}VersionInfo", versionName="1")
     etree.SubElement(
         entry,
         f"{{{RIM}}}ExternalIdentifier",

@@ -112,6 +112,12 @@ class Pki:
                          usage={"digital_signature": True, "content_commitment": True}, eku=[])  # fmt: skip
         return cls(ca, sign, auth, foreign)
 
+    def sign_for(self, structure: str) -> Identity:
+        """Another structure's SIGN certificate from the same test CA."""
+        return _issue(_name(f"{structure} SIGN", structure), self.ca, ca=False,
+                      usage={"digital_signature": True, "content_commitment": True},
+                      eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])  # fmt: skip
+
     def write_ca(self, directory: Path) -> Path:
         path = directory / "dmp-test-ca.pem"
         path.write_bytes(self.ca.pem())
@@ -137,6 +143,7 @@ class Vihf:
     attributes: dict[str, str] = field(default_factory=dict)
     drop: tuple[str, ...] = ()
     tamper: bool = False
+    name_id: str = "801234567890"
 
     def build(self) -> etree._Element:
         assertion_id = f"_{uuid.uuid4()}"
@@ -146,7 +153,7 @@ class Vihf:
         _el(root, f"{{{SAML}}}Issuer", self.signer.cert.subject.rfc4514_string(),
             Format="urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName")  # fmt: skip
         etree.SubElement(root, f"{{{DS}}}Signature", {"Id": "placeholder"}, nsmap={"ds": DS})
-        _el(_el(root, f"{{{SAML}}}Subject"), f"{{{SAML}}}NameID", "801234567890")
+        _el(_el(root, f"{{{SAML}}}Subject"), f"{{{SAML}}}NameID", self.name_id)
         authn = _el(root, f"{{{SAML}}}AuthnStatement", AuthnInstant=instant)
         _el(_el(authn, f"{{{SAML}}}AuthnContext"), f"{{{SAML}}}AuthnContextClassRef",
             "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified")  # fmt: skip
@@ -266,6 +273,11 @@ def c14n(element: etree._Element) -> bytes:
     return bytes(etree.tostring(copy.deepcopy(element), method="c14n", with_comments=True))
 
 
+def c14n_document(data: bytes) -> bytes:
+    """C14N with comments of a whole document (its prolog's processing instructions and comments too)."""
+    return bytes(etree.tostring(etree.fromstring(data).getroottree(), method="c14n", with_comments=True))
+
+
 def b64sha1(data: bytes) -> str:
     return base64.b64encode(hashlib.sha1(data).digest()).decode()
 
@@ -383,7 +395,7 @@ class Iti41:
         entries = [(f"urn:oid:{self.ss_unique_id}", "AA==")] + [
             (
                 f"urn:oid:{d.unique_id}",
-                b64sha1(c14n(etree.fromstring(d.content))) if d.mime == "text/xml" else b64sha1(d.content),
+                b64sha1(c14n_document(d.content)) if d.mime == "text/xml" else b64sha1(d.content),
             )
             for d in self.documents
         ]
@@ -523,6 +535,53 @@ def update_status(builder: Iti41, target: str, original: str, new: str) -> etree
                 targetObject=target, associationType="urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus")  # fmt: skip
     _slot(assoc, "OriginalStatus", [original])
     _slot(assoc, "NewStatus", [new])
+    return root
+
+
+def metadata_update(
+    builder: Iti41, registered: etree._Element, previous: str, confidentiality: list[tuple[str, str]]
+) -> etree._Element:
+    """ITI-57 metadata update: ``registered`` (an ITI-18 LeafClass ExtrinsicObject) as a new version
+    (symbolic id ``Document01``, same ``lid``) with these confidentiality codes, HasMember with
+    PreviousVersion."""
+    root = update_status(builder, "", "", "")
+    objects = root.find(f"{{{RIM}}}RegistryObjectList")
+    assert objects is not None
+    objects.remove(objects.find(f"{{{RIM}}}Association"))  # type: ignore[arg-type]
+    ss = objects.find(f"{{{RIM}}}RegistryPackage")
+    assert ss is not None
+    content_type = etree.Element("holder")
+    builder._code(
+        content_type, "urn:uuid:aa543740-bdda-424e-8c96-df4873be8500", "SubmissionSet01", "04", "1.2.250.1.213.2.2"
+    )
+    ss.find(f"{{{RIM}}}ExternalIdentifier").addprevious(content_type[0])  # type: ignore[union-attr]
+    _external(ss, "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832", "SubmissionSet01", "1.2.250.1.999.1.1")
+    _el(objects, f"{{{RIM}}}Classification", classificationNode="urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd",
+        classifiedObject="SubmissionSet01", id=f"urn:uuid:{uuid.uuid4()}")  # fmt: skip
+    entry = copy.deepcopy(registered)
+    old_id = entry.get("id")
+    entry.set("lid", str(entry.get("lid") or old_id))
+    entry.set("id", "Document01")
+    entry.attrib.pop("status", None)
+    for child in list(entry):
+        if child.tag == f"{{{RIM}}}VersionInfo" or child.get("classificationScheme") == CONFIDENTIALITY:
+            entry.remove(child)
+    for child in entry.iter(f"{{{RIM}}}Classification", f"{{{RIM}}}ExternalIdentifier"):
+        for attr in ("classifiedObject", "registryObject"):
+            if child.get(attr) == old_id:
+                child.set(attr, "Document01")
+        child.set("id", f"urn:uuid:{uuid.uuid4()}")
+    codes = etree.Element("codes")
+    for code, system in confidentiality:
+        builder._code(codes, CONFIDENTIALITY, "Document01", code, system)
+    first = next(i for i, c in enumerate(entry) if c.tag == f"{{{RIM}}}Classification")
+    for offset, built in enumerate(list(codes)):
+        entry.insert(first + offset, built)
+    objects.append(entry)
+    assoc = _el(objects, f"{{{RIM}}}Association", id=f"urn:uuid:{uuid.uuid4()}", sourceObject="SubmissionSet01",
+                targetObject="Document01", associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember")  # fmt: skip
+    _slot(assoc, "SubmissionSetStatus", ["Original"])
+    _slot(assoc, "PreviousVersion", [previous])
     return root
 
 

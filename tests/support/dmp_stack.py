@@ -1,5 +1,6 @@
 """A gateway configured with ``space.transport: dmp`` against the independent test receiver, over mutual
-TLS 1.2 on loopback, with a development PKI written for the test."""
+TLS 1.2 on loopback, with a development PKI written for the test; or against the real sandbox's DMP
+services (:func:`sandbox_dmp_stack`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from passerelle.adapters.dmp.devpki import DevPki, write_dev_pki
+from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, DevPki, write_dev_pki
 from passerelle.connector.app import Gateway
+from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.testing import SandboxURL, running_sandbox
 from tests.support.dmp_receiver import DmpReceiver, running_receiver
 from tests.support.gateway import running_gateway
 
@@ -25,6 +28,7 @@ def dmp_overrides(pki: DevPki, url: str) -> dict[str, Any]:
         "space.dmp.sign_key_file": pki.sign_key,
         "space.dmp.structure_id": pki.structure_id,
         "space.dmp.activity_sector": "SA25",
+        "space.dmp.homologation_id": DEV_HOMOLOGATION_ID,
         "worker.retry.initial_delay_s": 0.2,
         "worker.retry.jitter": 0.0,
         "readiness.space_probe": False,  # the tests count the receiver's transactions (the probe is a TD0.2)
@@ -39,3 +43,20 @@ async def dmp_stack(tmp: Path, schema_dir: Path, **overrides: Any) -> AsyncItera
         settings = {**dmp_overrides(pki, receiver.base_url), **overrides}
         async with running_gateway(tmp / "gw", receiver.base_url, **settings) as (gateway, base):
             yield receiver, gateway, base
+
+
+@contextlib.asynccontextmanager
+async def sandbox_dmp_stack(
+    tmp: Path, *, sandbox: dict[str, Any] | None = None, pki: DevPki | None = None, **overrides: Any
+) -> AsyncIterator[tuple[SandboxURL, Gateway, str]]:
+    """The real sandbox (its DMP services trusting a dev PKI's CA) and a gateway with
+    ``space.transport: dmp`` pointed at ``/si-dmp-server/v2/services`` (loopback http, unless
+    ``sandbox`` options switch its TLS on and ``overrides`` give the gateway its TLS files).
+    Yield (sandbox root URL, gateway, gateway HTTP base URL)."""
+    pki = pki or write_dev_pki(tmp / "pki")
+    config = SandboxConfig(data_dir=tmp / "sandbox", dmp_ca_file=pki.ca, **(sandbox or {}))
+    async with running_sandbox(config) as url:
+        settings = {**dmp_overrides(pki, url.dmp), "space.client_cert_file": None, "space.client_key_file": None,
+                    "space.ca_file": None, **overrides}  # fmt: skip
+        async with running_gateway(tmp / "gw", url.dmp, **settings) as (gateway, base):
+            yield url, gateway, base

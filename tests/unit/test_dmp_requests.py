@@ -6,7 +6,7 @@ when what it checks is broken."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,8 +50,9 @@ def requests(pki: DevPki) -> DmpRequests:
     space = SpaceSettings(
         url="https://dmp.test/si-dmp-server/v2/services",
         transport="dmp",
-        dmp={"sign_cert_file": pki.sign_cert, "sign_key_file": pki.sign_key, "structure_id": pki.structure_id},
-    )
+        dmp={"sign_cert_file": pki.sign_cert, "sign_key_file": pki.sign_key, "structure_id": pki.structure_id,
+             "homologation_id": "BCO-465897-tmp2"},
+    )  # fmt: skip
     return DmpRequests(
         space.url,
         space.dmp,
@@ -138,6 +139,45 @@ def test_replacement_carries_rplc_and_still_validates(corpus_dir: Path, requests
     assert b"urn:ihe:iti:2007:AssociationType:RPLC" in call.body
     with pytest.raises(ValueError, match="entryUUID"):
         requests.provide(doc)
+
+
+UNIQUE_ID_SCHEMES = (
+    "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab",  # DocumentEntry.uniqueId
+    "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8",  # SubmissionSet.uniqueId
+)
+
+
+def unique_ids(call_body: bytes, content_type: str) -> dict[str, str]:
+    """Registry object id (Document01, Signature01, SubmissionSet01) -> its uniqueId."""
+    payload = body_payload(read_mtom(content_type, call_body).envelope)
+    found = payload.iter("{urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0}ExternalIdentifier")
+    return {
+        e.get("registryObject", ""): e.get("value", "")
+        for e in found
+        if e.get("identificationScheme") in UNIQUE_ID_SCHEMES
+    }
+
+
+def test_a_resend_signs_again_under_a_new_signature_unique_id(requests: DmpRequests) -> None:
+    """The document and its submission set keep their uniqueIds (a registry recognises the re-send);
+    the signature, whose bytes change with its signing time, is a new document with a new uniqueId (a
+    registry refuses a known uniqueId with other bytes: XDSNonIdenticalHash — the sandbox did)."""
+    rng = random.Random(4)
+    cda = build_cda(now=NOW, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng))
+    doc = map_cda_document(cda, test_environment=True, now=NOW, provenance=Provenance(channel="test"))
+    clock = [NOW]
+    resend = DmpRequests(
+        "https://dmp.test/si-dmp-server/v2/services", requests.dmp, requests.identity,
+        source_id=requests.source_id, content_type=requests.content_type, now=lambda: clock[0],
+    )  # fmt: skip
+    first = resend.provide(doc)
+    clock[0] = NOW + timedelta(seconds=30)
+    again = resend.provide(doc)
+    before, after = unique_ids(first.body, first.content_type), unique_ids(again.body, again.content_type)
+    assert before["Document01"] == after["Document01"] == doc.unique_id
+    assert before["SubmissionSet01"] == after["SubmissionSet01"]
+    assert before["Signature01"] != after["Signature01"]
+    assert f'Id="{after["Signature01"]}"'.encode() in again.body  # the ds:Signature carries it too
 
 
 @pytest.mark.corpus

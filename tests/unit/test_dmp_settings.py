@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from passerelle.adapters.dmp.credentials import check_space, tls_context
-from passerelle.adapters.dmp.devpki import DevPki, write_dev_pki
+from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, DevPki, write_dev_pki
 from passerelle.adapters.mhd import SpaceSettings, SpaceTransport
 from passerelle.connector.cli.main import app as cli
 
@@ -21,7 +21,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
 
 
 def settings(pki: DevPki, **changes: object) -> SpaceSettings:
-    dmp = {"sign_cert_file": pki.sign_cert, "sign_key_file": pki.sign_key, "structure_id": pki.structure_id}
+    dmp = {"sign_cert_file": pki.sign_cert, "sign_key_file": pki.sign_key, "structure_id": pki.structure_id,
+           "homologation_id": DEV_HOMOLOGATION_ID}  # fmt: skip
     dmp.update(changes.pop("dmp", {}))  # type: ignore[call-overload]
     base: dict[str, object] = {
         "url": "https://dmp.test/si-dmp-server/v2/services",
@@ -65,6 +66,8 @@ def test_each_problem_is_one_line_naming_the_setting(pki: DevPki, tmp_path: Path
             pki, dmp={"sign_cert_file": pki.sign_p12, "sign_key_file": None, "sign_password_file": wrong_password}
         ),
         "space.dmp.structure_id: required": settings(pki, dmp={"structure_id": ""}),
+        # the DMP refuses a VIHF without LPS_ID_HOMOLOGATION_DMP (the sandbox too): caught before any call
+        "space.dmp.homologation_id: required": settings(pki, dmp={"homologation_id": ""}),
     }
     for expected, value in cases.items():
         problems = check_space(value)

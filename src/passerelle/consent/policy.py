@@ -83,6 +83,7 @@ class Decision:
     reason: Reason
     confidentiality: tuple[Code, ...] = ()
     recheck_after: datetime | None = None  # for PARK: when to look again
+    authorisation: str = ""  # the space's authorisation of the author (DMP TD0.2) as given; recorded, not read
 
 
 def decide(doc: Document, ctx: ConsentContext) -> Decision:

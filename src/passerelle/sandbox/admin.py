@@ -36,6 +36,8 @@ class PatientUpdate(BaseModel):
     minor: bool | None = None
     legal_representatives: list[str] | None = None
     system: str | None = None
+    #: the TD0.2 authorisation answered to every professional (docs/sandbox.md); unset: derived
+    authorisation: Literal["VALIDE", "EXPIRE", "NON_EXISTE", "INTERDIT"] | None = None
 
 
 def patient_view(runtime: SandboxRuntime, state: PatientState) -> dict[str, Any]:
@@ -47,6 +49,7 @@ def patient_view(runtime: SandboxRuntime, state: PatientState) -> dict[str, Any]
         "blocked_authors": state.blocked_authors,
         "minor": state.minor,
         "legal_representatives": state.legal_representatives,
+        "authorisation": state.authorisation,
         "documents": runtime.store.document_counts(state.ins),
         "pushes": len(runtime.store.pushes(state.ins)),
     }

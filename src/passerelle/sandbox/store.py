@@ -340,6 +340,22 @@ class SandboxStore:
             "UPDATE documents SET archived = ?, updated_at = ? WHERE id = ?", (int(archived), now(), document_id)
         )
 
+    def set_visibility(self, db: sqlite3.Connection, document_id: str, visibility: frozenset[str]) -> None:
+        """New confidentiality codes of a stored document (column and its resource's securityLabel)."""
+        rows = db.execute("SELECT resource FROM documents WHERE id = ?", (document_id,)).fetchall()
+        resource = json.loads(rows[0][0]) if rows else {}
+        system = "urn:oid:1.2.250.1.213.1.1.4.13"
+        kept = [
+            label
+            for label in resource.get("securityLabel") or []
+            if not any(c.get("system") == system for c in label.get("coding") or [])
+        ]
+        resource["securityLabel"] = kept + [{"coding": [{"system": system, "code": c}]} for c in sorted(visibility)]
+        db.execute(
+            "UPDATE documents SET visibility = ?, resource = ?, updated_at = ? WHERE id = ?",
+            (json.dumps(sorted(visibility)), json.dumps(resource), now(), document_id),
+        )
+
     def save_xds_metadata(self, db: sqlite3.Connection, document_id: str, xml: str) -> None:
         db.execute("INSERT OR REPLACE INTO xds_metadata (document_id, xml) VALUES (?, ?)", (document_id, xml))
 

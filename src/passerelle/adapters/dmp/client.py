@@ -191,7 +191,15 @@ class DmpSpace:
 
     async def _update_confidentiality(self, doc: Document, entry: Entry) -> DeliveryReceipt:
         assert entry.element is not None
-        call = self.requests.update_confidentiality(doc, entry.element)
+        try:
+            call = self.requests.update_confidentiality(doc, entry.element)
+        except ValueError as exc:  # a permanent fact about the registry's answer, not a failure to retry
+            raise RemoteRejectedError(
+                "ITI-18: the registered entry has no lid or version to update",
+                status=200,
+                remote_code="UnversionedEntry",
+                reason="invalid_update",
+            ) from exc
         result, status = await self._registry(call)
         return self._receipt(doc.unique_id, DeliveryOutcome.UPDATED, status, _answer(call, result), doc.unique_id)
 

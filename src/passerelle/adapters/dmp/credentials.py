@@ -208,6 +208,10 @@ def check_space(space: SpaceSettings) -> list[str]:
         problems.append("space.url: the DMP services need https:// (plain http only for a sandbox on loopback)")
     if not space.dmp.structure_id:
         problems.append("space.dmp.structure_id: required with space.transport dmp (IdNat_Struct)")
+    if not space.dmp.homologation_id:
+        problems.append(
+            "space.dmp.homologation_id: required with space.transport dmp (LPS_ID_HOMOLOGATION_DMP of every VIHF)"
+        )
     if space.ca_file is not None and not space.ca_file.is_file():
         problems.append("space.ca_file: file not found")
     problems.extend(check_auth(space))

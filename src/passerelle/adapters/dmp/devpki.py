@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_STRUCTURE_ID = "1120459876"  # 1 + a FINESS-shaped number of the ANS examples
+#: ``space.dmp.homologation_id`` for rehearsals against the sandbox (a real one comes with DMP referencing)
+DEV_HOMOLOGATION_ID = "PASSERELLE-DEV-tmp"
 
 
 #: The files written, by role.

@@ -72,6 +72,7 @@ ERROR_TABLE: Mapping[str, Rule] = {
     "UnknownReplacedDocument": _refuse("unknown_replaced_document"),
     "UnknownDocument": _refuse("unknown_document"),
     "UniqueIdConflict": _refuse("unique_id_conflict"),
+    "UnversionedEntry": _refuse("invalid_update"),
 }
 
 #: Codes meaning "this uniqueId is already registered": the gateway checks whether it is our document.

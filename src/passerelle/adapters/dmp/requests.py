@@ -79,11 +79,11 @@ class DmpRequests:
         msg_id, envelope = self._envelope(action, service, body, patient, sender)
         return Exchange(transaction, self.urls[service], plain_content_type(action), envelope, msg_id)
 
-    def submission(self, unique_id: str, author: Author | None) -> Submission:
+    def submission(self, unique_id: str, author: Author | None, time: datetime | None = None) -> Submission:
         return Submission(
             unique_id=unique_id,
             source_id=self.source_id,
-            time=self.now(),
+            time=time or self.now(),
             content_type=self.content_type,
             structure=self.structure,
             author=author,
@@ -92,12 +92,13 @@ class DmpRequests:
     def provide(self, doc: Document, replaced_entries: Mapping[str, str] | None = None) -> Exchange:
         """ITI-41 for one document (publication or replacement), signed submission set, MTOM."""
         ss_uid = submission_unique_id([doc])
-        sig_uid = signature_unique_id(ss_uid)
+        now = self.now()
+        sig_uid = signature_unique_id(ss_uid, now)
         signature = sign_submission_set(
-            ss_uid, sig_uid, [SignedDocument(doc.unique_id, doc.content, _is_xml(doc))], self.identity, self.now()
+            ss_uid, sig_uid, [SignedDocument(doc.unique_id, doc.content, _is_xml(doc))], self.identity, now
         )
         request = build_provide_request(
-            [doc], self.submission(ss_uid, None), signature=signature, replaced_entries=replaced_entries
+            [doc], self.submission(ss_uid, None, now), signature=signature, replaced_entries=replaced_entries
         )
         msg_id, envelope = self._envelope(
             ITI41, "repository", request.body, doc.patient, sender_for(doc.author, self.vihf)

@@ -119,9 +119,8 @@ def _text_attributes(context: DmpSettings, sender: Sender, patient: Patient) -> 
         ("Ressource_URN", "urn:dmp"),
         ("LPS_Nom", context.software_name),
         ("LPS_Version", context.software_version),
+        ("LPS_ID_HOMOLOGATION_DMP", context.homologation_id),
     ]
-    if context.homologation_id:
-        pairs.append(("LPS_ID_HOMOLOGATION_DMP", context.homologation_id))
     if context.installation_id:
         pairs.append(("LPS_ID", context.installation_id))
     return pairs

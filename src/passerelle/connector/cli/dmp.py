@@ -28,7 +28,7 @@ def dev_pki(
     organisation: Annotated[str, typer.Option(help="Organisation name (O)")] = "PASSERELLE TEST",
 ) -> None:
     """Write a development PKI shaped like IGC-Santé's ORG certificates (for the sandbox and tests only)."""
-    from passerelle.adapters.dmp.devpki import write_dev_pki
+    from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, write_dev_pki
 
     pki = write_dev_pki(out, structure_id=structure_id, organisation=organisation)
     for name in (
@@ -49,6 +49,7 @@ def dev_pki(
     typer.echo(f"  client_cert_file: {pki.auth_cert}\n  client_key_file: {pki.auth_key}\n  ca_file: {pki.ca}")
     typer.echo(
         f"  dmp:\n    structure_id: {structure_id}\n    sign_cert_file: {pki.sign_cert}\n    sign_key_file: {pki.sign_key}"
+        f"\n    homologation_id: {DEV_HOMOLOGATION_ID}  # the number given at DMP referencing, in production"
     )
 
 
@@ -125,12 +126,18 @@ def _write_exchange(requests: Any, doc: Any, target: Path) -> None:
     write_private(parts_dir / "parts.json", (json.dumps(index, indent=2) + "\n").encode())
 
 
-def demo_overrides(root: Path, sandbox_url: str) -> dict[str, Any]:
-    """Gateway settings for ``demo --transport dmp``: a dev PKI in ``root/pki`` and the sandbox's DMP
-    services over loopback http (the sandbox serves them at ``/si-dmp-server/v2/services``)."""
+def write_demo_pki(root: Path) -> Any:
+    """``demo --transport dmp``: a fresh dev PKI in ``root/pki`` (its CA is the sandbox's ``dmp_ca_file``)."""
     from passerelle.adapters.dmp.devpki import write_dev_pki
 
-    pki = write_dev_pki(root / "pki")
+    return write_dev_pki(root / "pki")
+
+
+def demo_overrides(pki: Any, sandbox_url: str) -> dict[str, Any]:
+    """Gateway settings for ``demo --transport dmp``: the dev PKI's SIGN pair and the sandbox's DMP
+    services over loopback http (the sandbox serves them at ``/si-dmp-server/v2/services``)."""
+    from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID
+
     return {
         "space.transport": "dmp",
         "space.url": f"{sandbox_url}/si-dmp-server/v2/services",
@@ -138,4 +145,5 @@ def demo_overrides(root: Path, sandbox_url: str) -> dict[str, Any]:
         "space.dmp.sign_key_file": pki.sign_key,
         "space.dmp.structure_id": pki.structure_id,
         "space.dmp.activity_sector": "SA25",
+        "space.dmp.homologation_id": DEV_HOMOLOGATION_ID,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -81,7 +81,7 @@ class PolicyGate:
         if decision.outcome is not Outcome.DELIVER:
             # A refusal or a park may be due to a stale status: look again next time.
             self.cache.invalidate(_cache_key(doc))
-        return decision
+        return replace(decision, authorisation=status.authorisation) if status and status.authorisation else decision
 
     async def _status(self, doc: Document, row: Row) -> SpaceStatus | None:
         """The space's status (cached); None when the lookup was refused (the policy parks: unknown)."""

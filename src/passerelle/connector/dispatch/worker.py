@@ -199,8 +199,10 @@ class DispatchWorker:
         self, row: Row, doc: Document, decision: Decision, events: list[Event], now: datetime
     ) -> None:
         self.metrics.consent_decisions.labels(decision.outcome.value, decision.reason.value).inc()
-        codes = [c.code for c in decision.confidentiality]
-        events.append(Event(row.id, now, "consent", f"{decision.outcome}: {decision.reason}", {"codes": codes}))
+        data: dict[str, object] = {"codes": [c.code for c in decision.confidentiality]}
+        if decision.authorisation:  # the space's authorisation of this author (DMP TD0.2), kept in the journal
+            data["authorisation"] = decision.authorisation
+        events.append(Event(row.id, now, "consent", f"{decision.outcome}: {decision.reason}", data))
         await self._audit("consent-decision", decision.outcome.value, decision.reason.value, row, doc)
 
     async def _withhold(self, row: Row, doc: Document, decision: Decision, events: list[Event], now: datetime) -> State:

@@ -91,8 +91,10 @@ def submission_unique_id(docs: Sequence[Document]) -> str:
     return derive_oid(f"submissionset:{seed}")
 
 
-def signature_unique_id(submission_unique_id: str) -> str:
-    return derive_oid(f"signature:{submission_unique_id}")
+def signature_unique_id(submission_unique_id: str, signed_at: datetime) -> str:
+    """The signature document's uniqueId, one per signing: the signature's bytes change with its signing
+    time, and a registry refuses a known uniqueId with other bytes (XDSNonIdenticalHash)."""
+    return derive_oid(f"signature:{submission_unique_id}:{signed_at.isoformat()}")
 
 
 def content_id(document_id: str, submission_unique_id: str) -> str:
@@ -142,7 +144,7 @@ def build_provide_request(
         builder.document_entry(doc, entry_id)
         entry_ids[doc.unique_id] = entry_id
         parts.append(Part(entry_id, content_id(entry_id, submission.unique_id), doc.mime_type, doc.content))
-    sig_uid = signature_unique_id(submission.unique_id)
+    sig_uid = signature_unique_id(submission.unique_id, submission.time)
     builder.signature_entry(sig_uid, signature, docs)
     parts.append(Part(SIGNATURE_ID, content_id(SIGNATURE_ID, submission.unique_id), "text/xml", signature))
     for entry_id in [*entry_ids.values(), SIGNATURE_ID]:

@@ -83,7 +83,9 @@ def store_lot(store: SandboxStore, state: PatientState, lot: Lot, actor: str) ->
     """Store every document of the lot (the signature included) in one transaction.
 
     Re-sending a uniqueId with identical bytes stores nothing new (idempotent); with other bytes the
-    whole lot fails ``XDSNonIdenticalHash``. RPLC targets must be Approved documents of the patient.
+    whole lot fails ``XDSNonIdenticalHash``. A lot whose documents are all registered already is a
+    re-send: nothing is stored, not even its (new) signature entry, and its RPLC targets are not checked
+    again. RPLC targets must be Approved documents of the patient.
     """
     entries = [*lot.documents, lot.signature]
     hashes = {e.id: hashlib.sha1(data, usedforsecurity=False).hexdigest() for e, data in entries}
@@ -94,6 +96,9 @@ def store_lot(store: SandboxStore, state: PatientState, lot: Lot, actor: str) ->
             fresh.append(entry)
         elif existing.content_hash != _b64(hashes[entry.id]) or existing.patient_ins != state.ins:
             raise failure("XDSNonIdenticalHash", "this uniqueId is already registered with other content", entry.id)
+    unique_ids = [lot.unique_id(e) for e, _ in entries]
+    if not any(entry in fresh for entry, _ in lot.documents):
+        return Stored(unique_ids, 0)
     targets = {source: _replaced(store, state, target) for source, target in lot.replacements.items()}
     set_id = new_id()
     with store.transaction() as db:
@@ -108,7 +113,7 @@ def store_lot(store: SandboxStore, state: PatientState, lot: Lot, actor: str) ->
             store.add_trace(db, state.ins, actor, "push", doc.id, "stored (ITI-41)")
             if doc.replaces_id is not None:
                 store.set_status(db, doc.replaces_id, "superseded")
-    return Stored([lot.unique_id(e) for e, _ in entries], sum(1 for e in fresh if e is not lot.signature[0]))
+    return Stored(unique_ids, sum(1 for e in fresh if e is not lot.signature[0]))
 
 
 def _b64(hex_digest: str) -> str:
@@ -201,10 +206,40 @@ def _document(
     )
 
 
+def version_of(store: SandboxStore, doc: StoredDocument) -> int:
+    """The registered version of a document's entry (``VersionInfo/@versionName``; 1 until updated)."""
+    stored = store.xds_metadata(doc.id)
+    found = etree.fromstring(stored).find(q(RIM, "VersionInfo")) if stored else None
+    name = found.get("versionName", "1") if found is not None else "1"
+    return int(name) if name.isdigit() else 1
+
+
+def set_version(element: etree._Element, version: int) -> None:
+    """Add ``VersionInfo`` where ebRIM puts it: after Slot, Name and Description, before the rest."""
+    info = etree.Element(q(RIM, "VersionInfo"), versionName=str(version))
+    leading = {q(RIM, "Slot"), q(RIM, "Name"), q(RIM, "Description")}
+    position = next((i for i, child in enumerate(element) if child.tag not in leading), len(element))
+    element.insert(position, info)
+
+
+def check_author(doc: StoredDocument, requester: tuple[str, str]) -> None:
+    """Only the document's author changes it: its author person (the VIHF ``NameID``) or its author
+    institution (``Identifiant_Structure``), as the FHIR side's ``X-Author`` rule."""
+    structure, person = requester
+    if not (structure == doc.author_org or (person and person == doc.author_idnat)):
+        raise failure("DMPNotAuthor", "only the document's author (person or structure) may change it")
+
+
 def leaf_class(store: SandboxStore, doc: StoredDocument, patient_id: str) -> etree._Element:
-    """The registry's view of a document: its ExtrinsicObject with entryUUID, status, hash and size."""
+    """The registry's view of a document: its ExtrinsicObject with entryUUID (its classifications and
+    identifiers pointing to it), status, version, hash and size."""
     stored = store.xds_metadata(doc.id)
     element = copy.deepcopy(etree.fromstring(stored)) if stored else etree.Element(q(RIM, "ExtrinsicObject"))
+    submitted_id = element.get("id")
+    for child in element.iter(q(RIM, "Classification"), q(RIM, "ExternalIdentifier")):
+        for attribute in ("classifiedObject", "registryObject"):
+            if child.get(attribute) == submitted_id:
+                child.set(attribute, entry_uuid(doc))
     element.set("id", entry_uuid(doc))
     element.set("lid", entry_uuid(doc))
     element.set("status", xds_status(doc))
@@ -222,6 +257,8 @@ def leaf_class(store: SandboxStore, doc: StoredDocument, patient_id: str) -> etr
         slot = etree.Element(q(RIM, "Slot"), name=name)
         etree.SubElement(etree.SubElement(slot, q(RIM, "ValueList")), q(RIM, "Value")).text = value
         element.insert(position, slot)
+    if element.find(q(RIM, "VersionInfo")) is None:
+        set_version(element, 1)
     if not stored:
         for scheme, value in ((ebrim.DE_PATIENT, patient_id), (ebrim.DE_UNIQUE, doc.unique_id)):
             etree.SubElement(
@@ -236,16 +273,20 @@ def leaf_class(store: SandboxStore, doc: StoredDocument, patient_id: str) -> etr
 
 
 def update_status(
-    store: SandboxStore, doc: StoredDocument, original: str, new: str, structure: str, actor: str
+    store: SandboxStore, doc: StoredDocument, original: str, new: str, requester: tuple[str, str], actor: str
 ) -> None:
-    """ITI-57 availability change, checked: current status, allowed transition, author for deletion."""
+    """ITI-57 availability change, checked: current status, allowed transition, author for deletion.
+
+    ``requester`` is the VIHF's (structure, person): only the document's author may delete it
+    (:func:`check_author`).
+    """
     current = xds_status(doc)
     if original != current:
         raise failure("XDSMetadataUpdateError", "OriginalStatus is not the document's current status")
     if new not in _TRANSITIONS.get(current, set()):
         raise failure("XDSMetadataUpdateError", "this availability status change is not allowed")
-    if new == STATUS_DELETED and structure not in {doc.author_org, doc.author_idnat}:
-        raise failure("DMPNotAuthor", "only the document's author structure may delete it")
+    if new == STATUS_DELETED:
+        check_author(doc, requester)
     with store.transaction() as db:
         if new == STATUS_DELETED:
             store.set_status(db, doc.id, "entered-in-error")

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from lxml import etree
 
-from passerelle.sandbox.dmp import ebrim, mime, registry, rules, soap, td02, vihf, xades
+from passerelle.sandbox.dmp import ebrim, mime, registry, rules, soap, td02, update, vihf, xades
 from passerelle.sandbox.dmp.common import (
     HL7,
     LCM,
@@ -234,12 +234,24 @@ def _stored_query(call: Call) -> etree._Element:
 
 
 def _update_document_set(call: Call) -> etree._Element:
-    """ITI-57: availability status changes (delete, archive, unarchive) of registered documents."""
+    """ITI-57: availability status changes (delete, archive, unarchive) of registered documents, or,
+    when the request carries new DocumentEntry versions, their metadata update (:mod:`.update`)."""
     body = call.request.body
     ebrim.validate(body, {}, lenient=call.runtime.config.dmp_lenient)
     metadata = ebrim.read_objects(body.find(q(RIM, "RegistryObjectList")))
-    if len(metadata.packages) != 1 or metadata.entries or not metadata.associations:
-        raise failure(ebrim.METADATA_ERROR, "ITI-57 here carries one SubmissionSet and status associations")
+    requester = (call.vihf.structure_id, call.vihf.subject)
+    if metadata.entries:
+        ss, patient_id = rules.read_update(metadata)
+        vihf.check_context(call.vihf, patient_id, rules.institutions(ss))
+        update.apply(call.runtime.store, metadata, ss, requester, call.actor)
+        return registry_response(SUCCESS, [])
+    if len(metadata.packages) != 1 or not metadata.associations:
+        raise failure(ebrim.METADATA_ERROR, "ITI-57 carries one SubmissionSet and its associations")
+    _status_changes(call, metadata, requester)
+    return registry_response(SUCCESS, [])
+
+
+def _status_changes(call: Call, metadata: ebrim.Metadata, requester: tuple[str, str]) -> None:
     ss = metadata.packages[0]
     patient_id = ss.external.get(ebrim.SS_PATIENT, "")
     vihf.check_context(call.vihf, patient_id, rules.institutions(ss))
@@ -254,8 +266,7 @@ def _update_document_set(call: Call) -> etree._Element:
             raise failure("XDSPatientIdDoesNotMatch", "the target document belongs to another patient", association.id)
         original = (association.slots.get("OriginalStatus") or [""])[0]
         new = (association.slots.get("NewStatus") or [""])[0]
-        registry.update_status(store, doc, original, new, call.vihf.structure_id, call.actor)
-    return registry_response(SUCCESS, [])
+        registry.update_status(store, doc, original, new, requester, call.actor)
 
 
 def _existence_test(call: Call) -> etree._Element:

@@ -95,6 +95,20 @@ def read_lot(metadata: Metadata, documents: dict[str, bytes]) -> Lot:
     )
 
 
+def read_update(metadata: Metadata) -> tuple[RegistryObject, str]:
+    """ITI-57 metadata update: the SubmissionSet and id rules of ITI-41, one patient, and each new
+    DocumentEntry version valid (codes in the value sets, never INVISIBLE_PATIENT + MASQUE_PS).
+    Returns the SubmissionSet and the patientId."""
+    ss = _one_submission_set(metadata)
+    _check_ids(metadata, ss)
+    patient_id = _check_patient(metadata, ss)
+    for entry in metadata.entries:
+        _check_entry(entry)
+        if {"INVISIBLE_PATIENT", "MASQUE_PS"} <= {c.code for c in entry.codes_of(ebrim.DE_CONFIDENTIALITY)}:
+            raise failure(METADATA, "a clinical document cannot be both INVISIBLE_PATIENT and MASQUE_PS", entry.id)
+    return ss, patient_id
+
+
 def _one_submission_set(metadata: Metadata) -> RegistryObject:
     sets = [p for p in metadata.packages if p.node == ebrim.SUBMISSION_SET_NODE]
     if len(sets) != 1 or len(metadata.packages) != 1:

@@ -151,11 +151,15 @@ def _check_manifest(root: etree._Element, signed_info: etree._Element, lot: Lot)
 
 
 def _xml_digest(data: bytes) -> str:
+    """SHA-1 of the C14N-with-comments form of the whole document (XML-DSig: an external reference is
+    parsed into the document's node-set), so processing instructions and comments around the root
+    element count, as in the ANS examples' CDA prolog."""
     try:
         document = parse_xml(data)
     except ValueError as exc:
         raise failure(XADES_ERROR, "an XML document of the lot is not well-formed") from exc
-    return base64.b64encode(hashlib.sha1(c14n(document), usedforsecurity=False).digest()).decode()
+    canonical = etree.tostring(document.getroottree(), method="c14n", with_comments=True)
+    return base64.b64encode(hashlib.sha1(canonical, usedforsecurity=False).digest()).decode()
 
 
 def _check_properties(root: etree._Element, cert: x509.Certificate) -> None:
