@@ -16,6 +16,11 @@ FINAL = "('delivered', 'refused', 'rejected')"
 REPLAYABLE = "('dead', 'refused', 'parked')"
 
 
+def find(upward: bool) -> str:
+    """:data:`FIND` or :data:`FIND_UP` (see :func:`passerelle.queue._rows.upward`)."""
+    return FIND_UP if upward else FIND
+
+
 def pg(statement: str) -> str:
     """The PostgreSQL (psycopg) form of a statement written with ``?`` placeholders."""
     return statement.replace("?", "%s")
@@ -23,9 +28,14 @@ def pg(statement: str) -> str:
 
 ROW_BY_ID = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} WHERE m.id = ?"
 FIND = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} {{where}} ORDER BY m.id DESC LIMIT ?"
+#: The page just above ``after_id`` (the backend reverses it to newest first).
+FIND_UP = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} {{where}} ORDER BY m.id LIMIT ?"
 EVENTS_OF = "SELECT row_id, at, kind, detail, data FROM events WHERE row_id = ? ORDER BY id"
 COUNTS = "SELECT state, COUNT(*) FROM messages GROUP BY state"
 OLDEST_PENDING = f"SELECT MIN(received_at) FROM messages WHERE state IN {PENDING}"
+#: The console's rates: rows received since a time (ix_messages_received), delivered since (ix_messages_final).
+RECEIVED_SINCE = "SELECT COUNT(*) FROM messages WHERE received_at >= ?"
+DELIVERED_SINCE = f"SELECT COUNT(*) FROM messages WHERE state = 'delivered' AND state IN {FINAL} AND updated_at >= ?"
 SET_DEADLINE = "UPDATE messages SET deadline = ? WHERE id = ? AND deadline IS NULL"
 
 SETTLE = (
