@@ -172,6 +172,7 @@ def build_gateway(
         intake_journal=intake,
         metrics=metrics,
         audit=audit,
+        audit_store=audit_store,
         readiness=supervisor.readiness,
         wake=worker.wake,
         clock=clock,

@@ -87,6 +87,7 @@ def _secrets(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
     ]
     if journal.backend == "postgres":
         files.append(("journal.dsn_file", journal.dsn_file, True))
+    files += [(f"http.tokens[{i}].token_file", t.token_file, True) for i, t in enumerate(settings.http.tokens)]
     for name, path, secret in files:
         why = _unreadable(path, secret=secret) if path is not None else None
         if why:

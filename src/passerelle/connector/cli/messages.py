@@ -11,11 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from passerelle.connector.admin.browser import Preview, journey, replay_rows, row_summary, select_rows
+from passerelle.connector.admin.documents import preview_of
 from passerelle.connector.cli.common import load, print_json, with_audit, with_journal
 from passerelle.connector.cli.options import ConfigOpt, DataDirOpt, DocumentOpt, PatientOpt, SinceOpt, UntilOpt
 from passerelle.connector.settings import Settings
 from passerelle.queue.audit import AuditStore
-from passerelle.queue.model import Query, Row, State
+from passerelle.queue.model import Query, State
 from passerelle.queue.ports import Journal
 
 app = typer.Typer(help="Browse the journal: every message's journey; replay what failed.", no_args_is_help=True)
@@ -130,15 +131,7 @@ class _Replay:
 
 
 def preview_hook(settings: Settings, journal: Journal) -> Preview:
-    """What a replay would send: the documents the gateway's own row mapper makes of the row."""
-    from passerelle.connector.parts import build_row_mapper
-    from passerelle.mappings.document import Document
+    """What a replay would send: the documents the gateway's own row mapper makes of the row (read-only)."""
+    from passerelle.connector.parts import document_renderer
 
-    mapper = build_row_mapper(settings, journal, lambda: datetime.now(UTC))
-
-    async def preview(row: Row) -> dict[str, Any]:
-        mapped = await mapper.map(row)
-        docs = [mapped] if isinstance(mapped, Document) else mapped if isinstance(mapped, list) else []
-        return {"documents": [d.metadata() for d in docs]} if docs else {"handled": getattr(mapped, "detail", "")}
-
-    return preview
+    return preview_of(document_renderer(settings, journal, lambda: datetime.now(UTC)))

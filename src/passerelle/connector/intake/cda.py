@@ -113,8 +113,10 @@ class CdaIntake:
     def max_bytes(self) -> int:
         return self.settings.max_bytes
 
-    async def receive(self, raw: bytes, *, size: int | None = None) -> Verdict:
-        """One document; ``size`` is its real size when the caller did not read it (over ``max_bytes``)."""
+    async def receive(self, raw: bytes, *, size: int | None = None, sender: str = "") -> Verdict:
+        """One document; ``size`` is its real size when the caller did not read it (over ``max_bytes``);
+        ``sender``, when given, is the authenticated sender (an HTTP intake token's) journaled instead of
+        the intake's own."""
         if (len(raw) if size is None else size) > self.max_bytes:
             return self.refuse(TooLargeError(f"document exceeds the {self.max_bytes}-byte cap"))
         try:
@@ -124,7 +126,7 @@ class CdaIntake:
         except Exception as exc:  # noqa: BLE001 - a mapping bug must not kill a listener; no traceback (PHI)
             log.error("cda intake: validation raised %s (no traceback: it may quote the document)", type(exc).__name__)
             return self.refuse(internal_error("document"))
-        return self._count(await self._journal(raw, doc))
+        return self._count(await self._journal(raw, doc, sender or self.sender))
 
     def refuse(self, error: PasserelleError) -> Verdict:
         """A document refused before the journal (also by the listener: content type, body timeout)."""
@@ -134,10 +136,10 @@ class CdaIntake:
         """The verdict's HTTP-equivalent status, written in a folder's ``.reason.txt`` files."""
         return str(http_status(verdict))
 
-    async def _journal(self, raw: bytes, doc: Document) -> Verdict:
+    async def _journal(self, raw: bytes, doc: Document, sender: str) -> Verdict:
         uid = doc.unique_id
         try:
-            results = await self.accept([inbound_for(raw, doc, channel=self.channel, sender=self.sender)])
+            results = await self.accept([inbound_for(raw, doc, channel=self.channel, sender=sender)])
         except Exception as exc:  # noqa: BLE001 - the journal is a port: anything it raises means "not committed"
             log.warning("cda intake: journal append failed (%s)", getattr(exc, "reason", type(exc).__name__))
             return unavailable(uid, cause=exc)

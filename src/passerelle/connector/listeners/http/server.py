@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 import uvicorn
 from fastapi import FastAPI
 
+from passerelle.connector.listeners.http.tls_scope import TlsScopeProtocol
+
 log = logging.getLogger(__name__)
 
 #: Longest wait for requests in flight at stop.
@@ -54,7 +56,8 @@ class HttpListener:
             return
         self._sock = _listen(self.host, self._port)
         config = uvicorn.Config(self.app, self.host, self.port, log_config=None, access_log=False, lifespan="off",
-                                server_header=False, timeout_graceful_shutdown=GRACEFUL_S)  # fmt: skip
+                                server_header=False, timeout_graceful_shutdown=GRACEFUL_S,
+                                http=TlsScopeProtocol)  # fmt: skip
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="http")
         while not self._server.started and not self._task.done():  # noqa: ASYNC110 - uvicorn exposes a flag
