@@ -132,3 +132,21 @@ def test_the_catalogue_has_every_key_the_templates_use_in_both_languages() -> No
     with pytest.raises(KeyError):
         translator("en")("no.such_key")
     assert translator("en")("event.new_kind", "new_kind") == "new_kind"
+
+
+def test_check_config_names_an_empty_or_unreadable_token_file(tmp_path: Path) -> None:
+    from passerelle.connector.preflight import preflight
+    from passerelle.connector.settings import load_settings
+
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    tokens = [
+        {"name": "ops", "role": "operate", "token_file": empty},
+        {"name": "lab", "role": "intake", "sender": "LAB", "token_file": tmp_path / "nope"},
+    ]
+    settings = load_settings(None, overrides={"data_dir": tmp_path, "http.tokens": tokens})
+    problems = [p for p in preflight(settings, {}) if p.startswith("http.")]
+    assert problems == [
+        f"http.tokens[0].token_file: {empty} is empty",
+        f"http.tokens[1].token_file: cannot read {tmp_path / 'nope'} (No such file or directory)",
+    ]
