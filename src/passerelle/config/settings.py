@@ -11,8 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Group(BaseModel):
@@ -108,6 +109,17 @@ class HttpSettings(_Group):
     #: Console sessions end after this long without a request, and in any case after ``session_max_s``.
     session_idle_s: float = Field(1800.0, gt=0)
     session_max_s: float = Field(12 * 3600.0, gt=0)
+    #: Time zone of the times the console shows and of its date filters (IANA name).
+    console_timezone: str = "Europe/Paris"
+
+    @field_validator("console_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
+        return value
 
     @model_validator(mode="after")
     def _names_unique(self) -> HttpSettings:

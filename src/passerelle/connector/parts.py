@@ -219,6 +219,7 @@ def build_http(
         clock=clock,
         audit=audit,
         render=document_renderer(settings, journal, clock),
+        timezone=http.console_timezone,
     )
     routers = [
         HealthApi(readiness, metrics.registry, auth if http.metrics_auth else None).router(),

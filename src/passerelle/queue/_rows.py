@@ -100,7 +100,8 @@ def query_filters(
         ("document_id", query.document_id),
     ):
         if value:
-            clauses.append(f"m.{column} = {mark}")
+            # The "<> ''" term lets SQLite use the partial indexes on patient_id and document_id.
+            clauses.append(f"m.{column} = {mark}" + (f" AND m.{column} <> ''" if column.endswith("_id") else ""))
             params.append(text(value))
     for clause, moment in (("m.received_at >= ", query.since), ("m.received_at < ", query.until)):
         if moment is not None:

@@ -295,7 +295,7 @@ class SQLiteJournal:
 
     async def activity(self, since: datetime) -> model.Activity:
         received = await self._call(self._one, _sql.RECEIVED_SINCE, (_ts(since),))
-        delivered = await self._call(self._one, _sql.DELIVERED_SINCE, (_ts(since),))
+        delivered = await self._call(self._one, _sql.DELIVERED_SINCE_SQLITE, (_ts(since),))
         return model.Activity(int(received[0]) if received else 0, int(delivered[0]) if delivered else 0)
 
     # --- registry, series, patient map ------------------------------------------------------------
