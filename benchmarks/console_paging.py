@@ -99,14 +99,13 @@ async def seed_sqlite(journal: Any, rows: Iterator[tuple[Any, ...]]) -> None:
 
 
 async def seed_postgres(journal: Any, rows: Iterator[tuple[Any, ...]]) -> None:
-    async with journal._conn() as conn:
-        async with conn.cursor() as cur:
-            async with cur.copy(f"COPY messages ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    await copy.write_row(row)
-            await cur.execute("INSERT INTO payloads (row_id, raw) SELECT id, 'MSH|'::bytea FROM messages")
-            await cur.execute("SELECT setval(pg_get_serial_sequence('messages', 'id'), (SELECT max(id) FROM messages))")
-            await cur.execute("ANALYZE messages")
+    async with journal._conn() as conn, conn.cursor() as cur:
+        async with cur.copy(f"COPY messages ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute("INSERT INTO payloads (row_id, raw) SELECT id, 'MSH|'::bytea FROM messages")
+        await cur.execute("SELECT setval(pg_get_serial_sequence('messages', 'id'), (SELECT max(id) FROM messages))")
+        await cur.execute("ANALYZE messages")
 
 
 async def plan(backend: str, journal: Any, query: Query) -> str:

@@ -20,10 +20,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from passerelle.config.settings import HttpRole
-from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
 from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import Outcome
 from passerelle.connector.listeners.folder import FolderWatcher, cda_folder
+from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
 from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal

@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 
 from passerelle.config.settings import HttpRole
-from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
 from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import http_status, refused
+from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
 from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.memory import MemoryJournal

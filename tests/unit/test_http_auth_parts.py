@@ -15,7 +15,7 @@ from passerelle.config.settings import HttpRole, HttpSettings
 from passerelle.connector.listeners.http import auth
 from passerelle.connector.listeners.http.auth import CertificateBook, Identity, TokenBook, peer_subject
 from passerelle.connector.listeners.http.console.base import local_path
-from passerelle.connector.listeners.http.console.catalogue import CATALOGUE, LANGUAGES, translator
+from passerelle.connector.listeners.http.console.catalogue import LANGUAGES, catalogue, translator
 from passerelle.connector.listeners.http.sessions import SessionStore
 from passerelle.queue.model import State
 
@@ -124,9 +124,9 @@ def test_the_catalogue_has_every_key_the_templates_use_in_both_languages() -> No
     used = {k for k in used if not k.endswith("_")}  # a prefix completed in the template, checked below
     used |= {f"dead.caption_{s}" for s in ("dead", "parked", "refused")}
     used |= {f"state.{s.value}" for s in State} | {f"role.{r.value}" for r in HttpRole}
-    missing = sorted(used - CATALOGUE.keys())
+    missing = sorted(used - catalogue().keys())
     assert missing == []
-    assert all(fr.strip() and en.strip() for fr, en in CATALOGUE.values())
+    assert all(fr.strip() and en.strip() for fr, en in catalogue().values())
     assert LANGUAGES[0] == "fr" and translator("fr")("nav.overview") == "Vue d'ensemble"
     assert translator("en")("nav.overview") == "Overview"
     with pytest.raises(KeyError):

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _zone_name(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (is the tz database / tzdata installed?)") from exc
+    return value
+
+
+#: An IANA time zone name (``Europe/Paris``) that this machine's tz database knows.
+ZoneName = Annotated[str, AfterValidator(_zone_name)]
 
 
 class _Group(BaseModel):
@@ -110,16 +122,7 @@ class HttpSettings(_Group):
     session_idle_s: float = Field(1800.0, gt=0)
     session_max_s: float = Field(12 * 3600.0, gt=0)
     #: Time zone of the times the console shows and of its date filters (IANA name).
-    console_timezone: str = "Europe/Paris"
-
-    @field_validator("console_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ValueError, ZoneInfoNotFoundError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
-        return value
+    console_timezone: ZoneName = "Europe/Paris"
 
     @model_validator(mode="after")
     def _names_unique(self) -> HttpSettings:

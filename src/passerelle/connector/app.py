@@ -166,17 +166,8 @@ def build_gateway(
     intake = WakingJournal(journal, worker.wake)
     supervisor = Supervisor()
     dicom, folders = build_side_listeners(settings, intake, journal, metrics, audit, clock)
-    http = build_http(
-        settings,
-        journal=journal,
-        intake_journal=intake,
-        metrics=metrics,
-        audit=audit,
-        audit_store=audit_store,
-        readiness=supervisor.readiness,
-        wake=worker.wake,
-        clock=clock,
-    )
+    http = build_http(settings, journal=journal, intake_journal=intake, metrics=metrics, audit=audit,
+                      audit_store=audit_store, readiness=supervisor.readiness, wake=worker.wake, clock=clock)  # fmt: skip
     mllp = build_mllp(settings, intake, metrics, clock)
     gateway = Gateway(
         settings, journal, audit_store, audit, metrics, space, notifier, worker, mllp, dicom, folders, http,

@@ -27,9 +27,14 @@ def pg(statement: str) -> str:
 
 
 ROW_BY_ID = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} WHERE m.id = ?"
-FIND = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} {{where}} ORDER BY m.id DESC LIMIT ?"
+# The page is chosen in ``messages`` alone, then joined to its payloads: joined first, PostgreSQL may
+# merge-join the whole payloads index from its start (45 ms for a page above id 500,000 of 1,000,000).
+_PAGE = f"SELECT {SELECT_ROW} FROM (SELECT * FROM messages m {{where}} ORDER BY m.id {{order}} LIMIT ?) m " + (
+    "LEFT JOIN payloads p ON p.row_id = m.id ORDER BY m.id {order}"
+)
+FIND = _PAGE.replace("{order}", "DESC")
 #: The page just above ``after_id`` (the backend reverses it to newest first).
-FIND_UP = f"SELECT {SELECT_ROW} FROM {ROW_SOURCE} {{where}} ORDER BY m.id LIMIT ?"
+FIND_UP = _PAGE.replace("{order}", "")
 EVENTS_OF = "SELECT row_id, at, kind, detail, data FROM events WHERE row_id = ? ORDER BY id"
 COUNTS = "SELECT state, COUNT(*) FROM messages GROUP BY state"
 OLDEST_PENDING = f"SELECT MIN(received_at) FROM messages WHERE state IN {PENDING}"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class State(StrEnum):
@@ -136,8 +137,7 @@ class Query:
     after_id: int | None = None
 
 
-@dataclass(frozen=True)
-class Activity:
+class Activity(NamedTuple):
     """What happened since a moment: messages received (any state) and messages delivered."""
 
     received: int

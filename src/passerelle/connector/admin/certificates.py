@@ -19,12 +19,13 @@ from passerelle.adapters.dmp.credentials import CredentialError, load_certificat
 
 @dataclass(frozen=True)
 class CertificateStatus:
-    """One configured certificate: the setting naming it, its subject and end of validity, or a problem."""
+    """One configured certificate: the setting naming it, its subject and end of validity; or the problem
+    that kept it from being read (``problem``, with no subject and no date)."""
 
     setting: str
-    subject: str = ""
-    not_after: datetime | None = None
-    problem: str = ""
+    subject: str
+    not_after: datetime | None
+    problem: str
 
     def days_left(self, now: datetime) -> int | None:
         return None if self.not_after is None else (self.not_after - now).days
@@ -44,7 +45,7 @@ def certificate_statuses(sources: Sequence[CertificateSource]) -> list[Certifica
         try:
             cert = load()
         except (CredentialError, OSError, ValueError) as exc:
-            out.append(CertificateStatus(setting, problem=str(exc).removeprefix(f"{setting}: ")))
+            out.append(CertificateStatus(setting, "", None, str(exc).removeprefix(f"{setting}: ")))
             continue
-        out.append(CertificateStatus(setting, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
+        out.append(CertificateStatus(setting, cert.subject.rfc4514_string(), cert.not_valid_after_utc, ""))
     return out
