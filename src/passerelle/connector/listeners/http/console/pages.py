@@ -110,11 +110,11 @@ class ConsolePages(ConsoleBase):
         keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("before", "after")]
         base = "&".join(f"{k}={_q(v)}" for k, v in keep)
         paged = query.before_id is not None or query.after_id is not None
-        newer = f"?{base}&after={rows[0].id}" if rows and paged else ""
-        older = f"?{base}&before={rows[-1].id}" if len(rows) == PAGE else ""
+        newer = f"/messages?{base}&after={rows[0].id}" if rows and paged else ""
+        older = f"/messages?{base}&before={rows[-1].id}" if len(rows) == PAGE else ""
         context = {
             "rows": [self._listed(r) for r in rows], "form": form, "states": [s.value for s in State],
-            "channels": CHANNELS, "newer": newer, "older": older, "newest": f"?{base}" if paged else "",
+            "channels": CHANNELS, "newer": newer, "older": older, "newest": f"/messages?{base}" if paged else "",
         }  # fmt: skip
         return self.page(request, "messages.html", context)
 
@@ -193,7 +193,7 @@ class ConsolePages(ConsoleBase):
         rows = await self.src.journal.find(JournalQuery(states=[chosen], limit=PAGE, before_id=before))
         context = {
             "rows": [self._listed(r) for r in rows], "state": chosen.value, "replayable": [s.value for s in REPLAYABLE],
-            "older": f"?state={chosen.value}&before={rows[-1].id}" if len(rows) == PAGE else "",
+            "older": f"/dead-letters?state={chosen.value}&before={rows[-1].id}" if len(rows) == PAGE else "",
         }  # fmt: skip
         return self.page(request, "dead_letters.html", context)
 
@@ -211,7 +211,7 @@ class ConsolePages(ConsoleBase):
         context = {
             "records": [(r, mask_ins(r.patient_id)) for r in records], "actions": [a.value for a in AuditAction],
             "form": {"since": start.astimezone(self.src.zone).date().isoformat(), "action": action, "actor": query.actor},
-            "next": f"?{base}&after={records[-1].id}" if len(records) == PAGE else "",
+            "next": f"/audit?{base}&after={records[-1].id}" if len(records) == PAGE else "",
         }  # fmt: skip
         return self.page(request, "audit.html", context)
 
