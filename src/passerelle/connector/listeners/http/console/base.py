@@ -132,6 +132,7 @@ class ConsoleBase:
             if session is None:
                 await self.src.auth.refuse(request, "console", "expired" if expired else "missing")
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                target = target if request.method == "GET" else "/"  # a form is not replayed after login
                 raise ConsoleRefusal(RedirectResponse(f"/login?next={quote(target, safe='')}", 303))
             if not session.identity.may(role):
                 await self.src.auth.refuse(request, "console", "role")
