@@ -18,9 +18,10 @@ def test_health_metrics_and_clean_sigterm(sandbox, gateway_factory) -> None:
     for name in ("passerelle_messages_received_total", "passerelle_acks_total", "passerelle_documents_total",
                  "passerelle_journal_messages", "passerelle_oldest_undelivered_age_seconds"):  # fmt: skip
         assert f"# TYPE {name.removesuffix('_total')}" in metrics.text
-    assert httpx.get(f"{base}/v1/messages", timeout=5).json() == []
-    # The admin API refuses replays when no admin token is configured.
-    assert httpx.post(f"{base}/v1/messages/1/replay", timeout=5).status_code == 403
+    # No token configured: the API is closed (fail closed), not open.
+    listed = httpx.get(f"{base}/v1/messages", timeout=5)
+    assert listed.status_code == 401 and listed.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.post(f"{base}/v1/messages/1/replay", timeout=5).status_code == 401
     gw.proc.send_signal(signal.SIGTERM)
     assert gw.proc.wait(30) == 0
     log = (gw.data_dir / "gateway.log").read_text()

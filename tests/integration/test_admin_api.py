@@ -1,5 +1,5 @@
-"""The message browser and replay over HTTP: reads open on the management address, replays behind the
-admin token, bulk replays only with an explicit confirmation; replays are audited."""
+"""The message browser and replay over HTTP: reads need a read identity, replays an operate one (the
+legacy admin token is one), bulk replays only with an explicit confirmation; replays are audited."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import httpx
 
 from passerelle.queue import Inbound, Settlement, State
 from passerelle.queue.audit import AuditQuery
-from tests.support.gateway import running_gateway
+from tests.support.gateway import AUTH, running_gateway
 
 
 async def test_browse_and_replay_over_http(tmp_path) -> None:
@@ -32,12 +32,15 @@ async def test_browse_and_replay_over_http(tmp_path) -> None:
         for r in rows:
             await gw.journal.settle(r.row_id, Settlement(State.DEAD, "deadline exceeded"), now)
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            assert (await client.get("/v1/messages", params={"state": "dead"})).status_code == 401
+            client.headers.update(AUTH["read"])
             listed = (await client.get("/v1/messages", params={"state": "dead"})).json()
             assert sorted(m["id"] for m in listed) == [r.row_id for r in rows]
             assert "raw" not in listed[0] and listed[0]["size"] > 0  # never the content
             story = (await client.get(f"/v1/messages/{rows[0].row_id}")).json()
             assert story["events"][0]["kind"] == "received"
             assert (await client.get("/v1/messages/999999")).status_code == 404
+            del client.headers["Authorization"]
 
             one = f"/v1/messages/{rows[0].row_id}/replay"
             assert (await client.post(one)).status_code == 401

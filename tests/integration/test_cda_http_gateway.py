@@ -12,7 +12,7 @@ from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid
 from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
-from tests.support.gateway import running_gateway, wait_settled
+from tests.support.gateway import AUTH, running_gateway, wait_settled
 
 
 async def test_cda_post_is_delivered_and_counted(tmp_path) -> None:
@@ -23,7 +23,7 @@ async def test_cda_post_is_delivered_and_counted(tmp_path) -> None:
     )
     async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
         async with running_gateway(tmp_path / "gw", sandbox.fhir) as (gw, base):
-            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            async with httpx.AsyncClient(base_url=base, timeout=10, headers=AUTH["intake"]) as client:
                 ok = await client.post("/v1/documents", content=cda, headers={"Content-Type": "application/xml"})
                 assert ok.status_code == 202, ok.text
                 assert ok.json()["journal_id"] > 0
@@ -32,5 +32,6 @@ async def test_cda_post_is_delivered_and_counted(tmp_path) -> None:
                 [row] = await wait_settled(gw, 1)
                 assert row.state is State.DELIVERED, row.detail
                 metrics = (await client.get("/metrics")).text
+                assert row.sender == "LABO^HTTP"  # the intake token's sender, not the intake's default
     assert 'passerelle_messages_received_total{channel="http",kind="cda"} 1.0' in metrics
     assert 'passerelle_intake_rejections_total{channel="http",reason="content_type"} 1.0' in metrics

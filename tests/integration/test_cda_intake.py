@@ -19,15 +19,24 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from passerelle.config.settings import HttpRole
 from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import Outcome
 from passerelle.connector.listeners.folder import FolderWatcher, cda_folder
+from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
 from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/hl7-cda+xml"}
+INTAKE_TOKEN = "intake-token-for-tests"
+BEARER = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+
+
+def intake_auth() -> Authenticator:
+    """One intake identity whose sender is the intake's own default (``http``)."""
+    return Authenticator(TokenBook([(Identity("lab", HttpRole.INTAKE, "http"), INTAKE_TOKEN)]))
 
 
 def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: str = "") -> bytes:
@@ -68,7 +77,7 @@ async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str
     conf = CdaIntakeSettings.model_validate(values)
     app = FastAPI()
     intake = CdaIntake(journal.append, conf, channel="http", sender=conf.sender, clock=lambda: NOW)
-    app.include_router(DocumentsApi(intake).router())
+    app.include_router(DocumentsApi(intake, intake_auth()).router())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -117,7 +126,7 @@ async def _all_rows(journal: SQLiteJournal) -> list[Row]:
 
 
 async def test_accept_duplicate_conflict_with_a_real_journal(journal: SQLiteJournal) -> None:
-    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         first = await client.post("/v1/documents", content=cda(), headers=XML)
         assert first.status_code == 202
         row_id = first.json()["journal_id"]
@@ -154,7 +163,7 @@ async def test_xxe_and_doctype_never_connect_and_never_leak(journal: SQLiteJourn
             f'xsi:schemaLocation="urn:hl7-org:v3 http://127.0.0.1:{port}/CDA.xsd"'.encode(),
         ),
     ]
-    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         statuses = []
         for body in attacks:
             r = await client.post("/v1/documents", content=body, headers=XML)
@@ -174,7 +183,7 @@ async def test_billion_laughs_deep_nesting_and_bad_encoding(journal: SQLiteJourn
     laughs = f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY l0 "ha">{ents}]><r>&l9;</r>'.encode()
     deep = b"<a>" * 10_000 + b"</a>" * 10_000
     latin1_declared_utf8 = cda().replace(b"Compte rendu", "Compte rendu é".encode("latin-1"))
-    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         r = await client.post("/v1/documents", content=laughs, headers=XML)
         assert r.status_code == 400 and r.json()["reason"] == "doctype"
         r = await client.post("/v1/documents", content=deep, headers=XML)
@@ -194,7 +203,7 @@ async def test_oversize_is_413_with_length_and_chunked(journal: SQLiteJournal) -
         for i in range(0, len(big), 16_384):
             yield big[i : i + 16_384]
 
-    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         r = await client.post("/v1/documents", content=big, headers=XML)
         assert r.status_code == 413 and r.json()["reason"] == "too_large"
         r = await client.post("/v1/documents", content=chunks(), headers=XML)
@@ -203,7 +212,7 @@ async def test_oversize_is_413_with_length_and_chunked(journal: SQLiteJournal) -
 
 
 async def test_wrong_type_and_not_a_cda(journal: SQLiteJournal) -> None:
-    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         r = await client.post("/v1/documents", content=cda(), headers={"content-type": "application/json"})
         assert r.status_code == 415
         r = await client.post("/v1/documents", content=b"<html xmlns='http://www.w3.org/1999/xhtml'/>", headers=XML)
@@ -229,7 +238,10 @@ async def test_wrong_type_and_not_a_cda(journal: SQLiteJournal) -> None:
 
 async def test_every_corpus_cda_is_accepted(journal: SQLiteJournal, corpus_dir: Path) -> None:
     files = sorted((corpus_dir / "cda").rglob("*.xml"))
-    async with serve(journal, max_bytes=2 * 1024 * 1024) as url, httpx.AsyncClient(base_url=url) as client:
+    async with (
+        serve(journal, max_bytes=2 * 1024 * 1024) as url,
+        httpx.AsyncClient(base_url=url, headers=BEARER) as client,
+    ):
         for path in files:
             r = await client.post("/v1/documents", content=path.read_bytes(), headers=XML)
             assert r.status_code == 202, (path.name, r.text)
@@ -327,7 +339,7 @@ async def test_slow_upload_is_408(journal: SQLiteJournal) -> None:
         await asyncio.sleep(1.0)
         yield body[100:]
 
-    async with serve(journal, body_timeout_s=0.2) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal, body_timeout_s=0.2) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         r = await client.post("/v1/documents", content=trickle(), headers=XML)
         assert r.status_code == 408 and r.json()["reason"] == "body_timeout"
     assert await _all_rows(journal) == []
@@ -338,7 +350,7 @@ async def test_journaled_cda_maps_to_a_qualified_document_in_the_worker(journal:
     from passerelle.connector.intake.hl7 import Hl7IntakeSettings
     from passerelle.mappings.document import Document, IdentityStatus
 
-    async with serve(journal) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(journal) as url, httpx.AsyncClient(base_url=url, headers=BEARER) as client:
         r = await client.post("/v1/documents", content=cda("1.2.250.1.999.8.7"), headers=XML)
         assert r.status_code == 202
     row = await journal.get(r.json()["journal_id"])

@@ -15,10 +15,31 @@ from passerelle.connector.app import Gateway, build_gateway
 from passerelle.connector.settings import load_settings
 from passerelle.queue.model import Query, Row, State
 
+#: The HTTP identities every test gateway has (``http.tokens``), by role: name, token, intake sender.
+TOKENS = {
+    "read": ("reader", "test-read-token-0123456789", ""),
+    "operate": ("operator", "test-operate-token-0123456789", ""),
+    "intake": ("lab-http", "test-intake-token-0123456789", "LABO^HTTP"),
+}
+#: ``Authorization`` headers by role, for those identities.
+AUTH = {role: {"Authorization": f"Bearer {token}"} for role, (_, token, _) in TOKENS.items()}
+
+
+def token_settings(folder: Path) -> list[dict[str, Any]]:
+    """``http.tokens`` for :data:`TOKENS`, their files written in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for role, (name, token, sender) in TOKENS.items():
+        path = folder / f"{name}.token"
+        path.write_text(token + "\n", encoding="utf-8")
+        out.append({"name": name, "role": role, "token_file": path, **({"sender": sender} if sender else {})})
+    return out
+
 
 @contextlib.asynccontextmanager
 async def running_gateway(data_dir: Path, space_url: str, **overrides: Any) -> AsyncIterator[tuple[Gateway, str]]:
-    """Yield the gateway and its HTTP base URL; stop everything on exit."""
+    """Yield the gateway and its HTTP base URL; stop everything on exit. The gateway has the HTTP
+    identities of :data:`TOKENS` unless ``http.tokens`` is given."""
     settings = load_settings(
         None,
         overrides={
@@ -26,6 +47,7 @@ async def running_gateway(data_dir: Path, space_url: str, **overrides: Any) -> A
             "data_dir": data_dir,
             "mllp.port": 0,
             "http.port": 0,
+            "http.tokens": token_settings(data_dir.parent / f"{data_dir.name}-tokens"),
             "space.url": space_url,
             "worker.poll_interval_s": 0.05,
             **overrides,

@@ -9,8 +9,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from passerelle.config.settings import HttpRole
 from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import http_status, refused
+from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
 from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.memory import MemoryJournal
@@ -18,6 +20,12 @@ from passerelle.queue.model import AppendResult, Inbound, State
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/xml"}
+INTAKE_TOKEN = "intake-token-for-tests"
+
+
+def intake_auth() -> Authenticator:
+    """One intake identity whose sender is the intake's own default (``http``)."""
+    return Authenticator(TokenBook([(Identity("lab", HttpRole.INTAKE, "http"), INTAKE_TOKEN)]))
 
 
 def cda(uid: str = "1.2.250.1.999.7.1", *, title: str = "Compte rendu", ins: str = "279035121518989") -> bytes:
@@ -45,9 +53,12 @@ def _client(accept, **settings: object) -> httpx.AsyncClient:  # type: ignore[no
     conf = CdaIntakeSettings.model_validate({"test_environment": True, **settings})
     app = FastAPI()
     app.include_router(
-        DocumentsApi(CdaIntake(accept, conf, channel="http", sender=conf.sender, clock=lambda: NOW)).router()
+        DocumentsApi(
+            CdaIntake(accept, conf, channel="http", sender=conf.sender, clock=lambda: NOW), intake_auth()
+        ).router()
     )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    bearer = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=bearer)
 
 
 async def test_accepted_then_duplicate_then_conflict() -> None:

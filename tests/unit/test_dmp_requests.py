@@ -163,7 +163,9 @@ def test_a_resend_signs_again_under_a_new_signature_unique_id(requests: DmpReque
     the signature, whose bytes change with its signing time, is a new document with a new uniqueId (a
     registry refuses a known uniqueId with other bytes: XDSNonIdenticalHash — the sandbox did)."""
     rng = random.Random(4)
-    cda = build_cda(now=NOW, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng))
+    cda = build_sample_cda(
+        now=NOW, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)
+    )
     doc = map_cda_document(cda, test_environment=True, now=NOW, provenance=Provenance(channel="test"))
     clock = [NOW]
     resend = DmpRequests(

@@ -8,10 +8,24 @@ holds them.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _zone_name(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (is the tz database / tzdata installed?)") from exc
+    return value
+
+
+#: An IANA time zone name (``Europe/Paris``) that this machine's tz database knows.
+ZoneName = Annotated[str, AfterValidator(_zone_name)]
 
 
 class _Group(BaseModel):
@@ -70,10 +84,49 @@ class HttpTlsSettings(_Group):
     minimum_version: Literal["1.2", "1.3"] = "1.2"
 
 
+class HttpRole(StrEnum):
+    """What an HTTP identity may do (ADR 0025): ``read`` the browser, console and audit; ``operate`` also
+    replays and purges; ``intake`` only posts documents, under its own sender identity."""
+
+    READ = "read"
+    OPERATE = "operate"
+    INTAKE = "intake"
+
+
+class HttpIdentity(_Group):
+    """One caller of the HTTP listener: a name (audited, never secret), a role, and for ``intake`` the
+    sender its documents are journaled under."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+    role: HttpRole
+    sender: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _sender_for_intake_only(self) -> HttpIdentity:
+        if self.role is HttpRole.INTAKE and not self.sender:
+            raise ValueError(f"{self.name}: an intake identity needs a sender")
+        if self.role is not HttpRole.INTAKE and self.sender:
+            raise ValueError(f"{self.name}: only an intake identity has a sender")
+        return self
+
+
+class HttpToken(HttpIdentity):
+    """A bearer token read from ``token_file`` (at start; an empty or unreadable file is a configuration error)."""
+
+    token_file: Path
+
+
+class HttpClientCertificate(HttpIdentity):
+    """A client certificate (mutual TLS) by subject: a CN (``lis.example.fr``) or a full DN in RFC 4514
+    order (``CN=lis.example.fr,O=Labo,C=FR``), verified by the listener's client CA."""
+
+    subject: str = Field(min_length=1)
+
+
 class HttpSettings(_Group):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    #: Bearer token protecting the admin API (replay, patient map); file path. Unset: admin API read-only.
+    #: Bearer token of the ``operate`` role, named ``admin`` (the tokens below are the general form).
     admin_token_file: Path | None = None
     #: HTTPS (unset: plain HTTP, allowed on a loopback address only unless the next setting says so).
     tls: HttpTlsSettings | None = None
@@ -81,6 +134,28 @@ class HttpSettings(_Group):
     allow_plaintext_on_network: bool = False
     #: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (assets shipped in the package, no CDN).
     api_docs: bool = False
+    #: Bearer tokens, each with a name and a role. Without any, every route but the health checks (and
+    #: /metrics, unless ``metrics_auth``) answers 401: the HTTP surface fails closed.
+    tokens: list[HttpToken] = Field(default_factory=list)
+    #: Client certificate subjects taken as identities (mutual TLS), instead of or beside tokens.
+    client_certificates: list[HttpClientCertificate] = Field(default_factory=list)
+    #: /metrics needs a ``read`` identity too (Prometheus: ``authorization`` in the scrape config).
+    metrics_auth: bool = False
+    #: Console sessions end after this long without a request, and in any case after ``session_max_s``.
+    session_idle_s: float = Field(1800.0, gt=0)
+    session_max_s: float = Field(12 * 3600.0, gt=0)
+    #: Time zone of the times the console shows and of its date filters (IANA name).
+    console_timezone: ZoneName = "Europe/Paris"
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> HttpSettings:
+        names = [i.name for i in (*self.tokens, *self.client_certificates)]
+        if self.admin_token_file is not None:
+            names.append("admin")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"http identity names must be unique: {', '.join(twice)}")
+        return self
 
 
 class ReadinessSettings(_Group):

@@ -186,6 +186,7 @@ def build_gateway(
         intake_journal=intake,
         metrics=metrics,
         audit=audit,
+        audit_store=audit_store,
         readiness=monitor.readiness,
         wake=worker.wake,
         clock=clock,

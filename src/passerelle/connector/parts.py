@@ -11,8 +11,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from fastapi import Depends
+
+from passerelle.adapters.dmp.credentials import load_signing_identity
+from passerelle.adapters.mhd import SpaceTransport
 from passerelle.adapters.space import PatientSpace
 from passerelle.config.loader import read_secret
+from passerelle.connector.admin.certificates import CertificateSource, certificate_statuses, from_file
+from passerelle.connector.admin.documents import ReadOnlyReferences, Rendered, Renderer, as_rendered
 from passerelle.connector.dispatch.consent_gate import PolicyGate
 from passerelle.connector.dispatch.lab import CrBioLabMapper
 from passerelle.connector.dispatch.mapper import RowMapper
@@ -23,10 +29,20 @@ from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.connector.listeners.exposure import guard, http_exposure, mllp_exposure
 from passerelle.connector.listeners.folder import FolderWatcher, cda_folder, dicom_folder
 from passerelle.connector.listeners.http.app import build_app
+from passerelle.connector.listeners.http.auth import build_authenticator, refusal_recorder
 from passerelle.connector.listeners.http.browser import BrowserApi
+from passerelle.connector.listeners.http.console import (
+    ConsoleRefusal,
+    ConsoleSources,
+    SpaceInfo,
+    console_router,
+    refusal_handler,
+)
+from passerelle.connector.listeners.http.console.base import AuditReader
 from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.connector.listeners.http.health import HealthApi
 from passerelle.connector.listeners.http.server import HttpListener
+from passerelle.connector.listeners.http.sessions import SessionStore
 from passerelle.connector.listeners.mllp.handler import MllpHandler
 from passerelle.connector.listeners.mllp.server import MllpServer
 from passerelle.connector.metrics_bridge import DicomMetricsBridge, IntakeMetricsBridge, MllpMetricsBridge
@@ -35,7 +51,7 @@ from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.audit import AuditStore
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
-from passerelle.queue.model import AppendResult, Inbound
+from passerelle.queue.model import AppendResult, Inbound, Row
 from passerelle.queue.ports import IntakeJournal, Journal, ReferenceStore
 from passerelle.queue.sqlite import SQLiteJournal
 
@@ -198,18 +214,65 @@ def build_http(
     intake_journal: IntakeJournal,
     metrics: Metrics,
     audit: AuditTrail,
+    audit_store: AuditReader,
     readiness: Callable[[], str],
     wake: Callable[[], None],
     clock: Clock,
 ) -> HttpListener:
-    """The HTTP listener: health, metrics, the browser API and (when enabled) CDA intake; plain HTTP on
-    the network only when allowed (:func:`~passerelle.connector.listeners.exposure.guard`)."""
+    """The HTTP listener: health, metrics, the browser API, the console and (when enabled) CDA intake, every
+    route but the health checks behind the identities of ``http.tokens`` (ADR 0025); plain HTTP on the
+    network only when allowed (:func:`~passerelle.connector.listeners.exposure.guard`)."""
     guard(http_exposure(settings))
+    http = settings.http
+    auth = build_authenticator(http, refusal_recorder(metrics.http_auth_refusal, audit))
+    console = ConsoleSources(
+        journal=journal,
+        audit_store=audit_store,
+        auth=auth,
+        sessions=SessionStore(http.session_idle_s, http.session_max_s),
+        readiness=readiness,
+        space=SpaceInfo(settings.space.url, settings.space.transport.value),
+        certificates=lambda: certificate_statuses(certificate_sources(settings)),
+        wake=wake,
+        clock=clock,
+        audit=audit,
+        render=document_renderer(settings, journal, clock),
+        timezone=http.console_timezone,
+    )
     routers = [
-        HealthApi(readiness, metrics.registry).router(),
-        BrowserApi(journal, wake, clock, settings.http.admin_token_file, audit).router(),
+        HealthApi(readiness, metrics.registry, auth if http.metrics_auth else None).router(),
+        BrowserApi(journal, wake, clock, auth, audit).router(),
+        console_router(console),
     ]
     if settings.cda.enabled:
-        routers.append(DocumentsApi(cda_intake(settings, intake_journal, metrics, clock, folder=False)).router())
-    app = build_app(routers, api_docs=settings.http.api_docs)
-    return HttpListener(app, settings.http.host, settings.http.port, settings.http.tls)
+        cda = cda_intake(settings, intake_journal, metrics, clock, folder=False)
+        routers.append(DocumentsApi(cda, auth).router())
+    app = build_app(
+        routers, {ConsoleRefusal: refusal_handler}, api_docs=http.api_docs, docs_dependencies=[Depends(auth.read)]
+    )
+    return HttpListener(app, http.host, http.port, http.tls)
+
+
+def document_renderer(settings: Settings, journal: ReferenceStore, clock: Clock) -> Renderer:
+    """The documents a row makes, by THE row mapper over a read-only view of the reference tables."""
+
+    async def render(row: Row) -> Rendered:
+        mapper = build_row_mapper(settings, ReadOnlyReferences(journal, row.id), clock)
+        return as_rendered(await mapper.map(row))
+
+    return render
+
+
+def certificate_sources(settings: Settings) -> list[CertificateSource]:
+    """The certificates the settings configure, by setting path (the console's overview shows their expiry)."""
+    sources: list[CertificateSource] = []
+    tls, space = settings.mllp.tls, settings.space
+    if settings.http.tls is not None:
+        sources.append(from_file("http.tls.cert_file", settings.http.tls.cert_file))
+    if settings.mllp.enabled and tls.enabled and tls.cert_file is not None:
+        sources.append(from_file("mllp.tls.cert_file", tls.cert_file))
+    if space.client_cert_file is not None:
+        sources.append(from_file("space.client_cert_file", space.client_cert_file))
+    if space.transport is SpaceTransport.DMP and space.dmp.sign_cert_file is not None:
+        sources.append(("space.dmp.sign_cert_file", lambda: load_signing_identity(space).certificate))
+    return sources

@@ -94,6 +94,7 @@ def _secrets(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
         files += _tls_files("http.tls", settings.http.tls)
     if journal.backend == "postgres":
         files.append(("journal.dsn_file", journal.dsn_file, True))
+    files += [(f"http.tokens[{i}].token_file", t.token_file, True) for i, t in enumerate(settings.http.tokens)]
     for name, path, secret in files:
         why = _unreadable(path, secret=secret) if path is not None else None
         if why:
@@ -118,6 +119,8 @@ def _certificates(settings: Settings, environ: Mapping[str, str]) -> Iterator[st
             http_context(settings.http.tls)
         except (OSError, ValueError) as exc:
             yield f"http.tls.cert_file: the certificate, its key or the client CA does not load ({_ssl_reason(exc)})"
+    if settings.http.client_certificates and (settings.http.tls is None or settings.http.tls.client_ca_file is None):
+        yield "http.client_certificates: client certificate identities need http.tls.client_ca_file (mutual TLS)"
     space = settings.space
     if space.client_cert_file is not None and space.client_key_file is not None:
         try:

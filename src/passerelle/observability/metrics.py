@@ -105,6 +105,13 @@ class Metrics:
         self.worker_errors = Counter(
             "passerelle_worker_errors_total", "Unexpected errors in the dispatch worker", ["stage"], registry=r
         )
+        # HTTP listener: refusals by surface (api | console) and reason (auth.REASONS): no identity as label
+        self.http_auth_refusals = Counter(
+            "passerelle_http_auth_refusals_total",
+            "HTTP requests refused by authentication, by surface and reason",
+            ["surface", "reason"],
+            registry=r,
+        )
         # patient-space transports (mhd | dmp)
         self.space_calls = Counter(
             "passerelle_space_calls_total",
@@ -153,6 +160,9 @@ class Metrics:
 
     def space_call(self, transport: str, operation: str, outcome: str) -> None:
         self.space_calls.labels(transport, operation, outcome).inc()
+
+    def http_auth_refusal(self, surface: str, reason: str) -> None:
+        self.http_auth_refusals.labels(surface, reason).inc()
 
     def dmp_exchange(self, transaction: str, outcome: str) -> None:
         self.dmp_exchanges.labels(transaction, outcome).inc()

@@ -1,6 +1,7 @@
 """The durable journal: ports, backends (SQLite, PostgreSQL, memory), migrations, retention (docs/journal.md)."""
 
 from passerelle.queue.model import (
+    Activity,
     AppendResult,
     Event,
     Inbound,
@@ -23,6 +24,7 @@ from passerelle.queue.ports import (
 )
 
 __all__ = [
+    "Activity",
     "AdminJournal",
     "AppendResult",
     "BrowserJournal",

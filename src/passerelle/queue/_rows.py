@@ -94,25 +94,33 @@ def query_filters(
         clauses.append(f"m.state IN ({', '.join([mark] * len(query.states))})")
         params.extend(State(s).value for s in query.states)
     for column, value in (
+        ("channel", query.channel),
         ("sender", query.sender),
         ("patient_id", query.patient_id),
         ("document_id", query.document_id),
     ):
         if value:
-            clauses.append(f"m.{column} = {mark}")
+            # The "<> ''" term lets SQLite use the partial indexes on patient_id and document_id.
+            clauses.append(f"m.{column} = {mark}" + (f" AND m.{column} <> ''" if column.endswith("_id") else ""))
             params.append(text(value))
     for clause, moment in (("m.received_at >= ", query.since), ("m.received_at < ", query.until)):
         if moment is not None:
             clauses.append(clause + mark)
             params.append(when(moment))
-    if query.before_id is not None:
-        clauses.append(f"m.id < {mark}")
-        params.append(query.before_id)
+    for clause, bound in (("m.id < ", query.before_id), ("m.id > ", query.after_id)):
+        if bound is not None:
+            clauses.append(clause + mark)
+            params.append(bound)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def page_size(query: Query) -> int:
     return max(1, min(query.limit, 1000))
+
+
+def upward(query: Query) -> bool:
+    """The page is read upwards (``after_id`` alone: the lowest ids above it), then returned newest first."""
+    return query.after_id is not None and query.before_id is None
 
 
 def take_batch(pending: list[Pending], max_batch: int) -> list[Pending]:

@@ -31,11 +31,17 @@ def _matches(r: Row, query: model.Query) -> bool:
         and (query.since is None or r.received_at >= query.since)
         and (query.until is None or r.received_at < query.until)
         and (query.before_id is None or r.id < query.before_id)
+        and (query.after_id is None or r.id > query.after_id)
     )
 
 
 def _fields(r: Row, query: model.Query) -> tuple[tuple[str, str], ...]:
-    return ((r.sender, query.sender), (r.patient_id, query.patient_id), (r.document_id, query.document_id))
+    return (
+        (r.channel, query.channel),
+        (r.sender, query.sender),
+        (r.patient_id, query.patient_id),
+        (r.document_id, query.document_id),
+    )
 
 
 class MemoryJournal:
@@ -166,8 +172,10 @@ class MemoryJournal:
         return self.rows.get(row_id)
 
     async def find(self, query: model.Query) -> list[Row]:
-        found = [r for r in sorted(self.rows.values(), key=lambda r: -r.id) if _matches(r, query)]
-        return found[: _rows.page_size(query)]
+        up = _rows.upward(query)
+        found = [r for r in sorted(self.rows.values(), key=lambda r: r.id if up else -r.id) if _matches(r, query)]
+        page = found[: _rows.page_size(query)]
+        return page[::-1] if up else page
 
     async def events(self, row_id: int) -> list[Event]:
         return [e for e in self._events if e.row_id == row_id]
@@ -184,6 +192,12 @@ class MemoryJournal:
     async def oldest_pending(self) -> datetime | None:
         times = [r.received_at for r in self.rows.values() if r.state in model.PENDING_STATES]
         return min(times) if times else None
+
+    async def activity(self, since: datetime) -> model.Activity:
+        rows = self.rows.values()
+        received = sum(1 for r in rows if r.received_at >= since)
+        delivered = sum(1 for r in rows if r.state is State.DELIVERED and r.updated_at >= since)
+        return model.Activity(received, delivered)
 
     async def registry_get(self, ins: str) -> model.RegistryEntry | None:
         return self.registry.get(ins)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class State(StrEnum):
@@ -120,6 +121,10 @@ class Settlement:
 
 @dataclass(frozen=True)
 class Query:
+    """The browser's filters (combined with AND) and one keyset page of at most ``limit`` rows, always
+    returned newest first: with ``before_id`` the page just below that id, with ``after_id`` the page
+    just above it (the ``limit`` rows with the lowest ids above), with neither the newest rows."""
+
     states: Sequence[State] = ()
     sender: str = ""
     patient_id: str = ""
@@ -128,6 +133,15 @@ class Query:
     until: datetime | None = None
     limit: int = 100
     before_id: int | None = None
+    channel: str = ""  # mllp | http | folder | dicom
+    after_id: int | None = None
+
+
+class Activity(NamedTuple):
+    """What happened since a moment: messages received (any state) and messages delivered."""
+
+    received: int
+    delivered: int
 
 
 @dataclass(frozen=True)

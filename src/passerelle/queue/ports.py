@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Protocol
 
 # Relative: the package's __init__ imports this module, so it does not import the package back.
-from .model import AppendResult, Event, Inbound, Query, RegistryEntry, Row, SeriesEntry, Settlement, State
+from .model import Activity, AppendResult, Event, Inbound, Query, RegistryEntry, Row, SeriesEntry, Settlement, State
 
 
 class Lifecycle(Protocol):
@@ -85,13 +85,20 @@ class BrowserJournal(Protocol):
 
     async def get(self, row_id: int) -> Row | None: ...
 
-    async def find(self, query: Query) -> list[Row]: ...
+    async def find(self, query: Query) -> list[Row]:
+        """One keyset page (see :class:`~passerelle.queue.model.Query`), newest first. Paging by id keeps
+        every page as cheap as the first, whatever the journal's size (docs/journal.md, ADR 0025)."""
+        ...
 
     async def events(self, row_id: int) -> list[Event]: ...
 
     async def counts(self) -> dict[State, int]: ...
 
     async def oldest_pending(self) -> datetime | None: ...
+
+    async def activity(self, since: datetime) -> Activity:
+        """Rows received since ``since``, and rows delivered (settled as delivered) since then."""
+        ...
 
 
 class AdminJournal(BrowserJournal, Protocol):

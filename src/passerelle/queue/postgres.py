@@ -413,8 +413,10 @@ class PostgresJournal:
 
     async def find(self, query: model.Query) -> list[Row]:
         where, params = _rows.query_filters(query, "%s", _same, text)
-        recs = await self._fetchall(pg(_sql.FIND).format(where=where), (*params, _rows.page_size(query)))
-        return [_row(r) for r in recs]
+        up = _rows.upward(query)
+        recs = await self._fetchall(pg(_sql.find(up)).format(where=where), (*params, _rows.page_size(query)))
+        rows = [_row(r) for r in recs]
+        return rows[::-1] if up else rows
 
     async def events(self, row_id: int) -> list[Event]:
         recs = await self._fetchall(pg(_sql.EVENTS_OF), (row_id,))
@@ -433,6 +435,11 @@ class PostgresJournal:
     async def oldest_pending(self) -> datetime | None:
         recs = await self._fetchall(_sql.OLDEST_PENDING)
         return _utc(recs[0][0]) if recs else None
+
+    async def activity(self, since: datetime) -> model.Activity:
+        received = await self._fetchall(pg(_sql.RECEIVED_SINCE), (since,))
+        delivered = await self._fetchall(pg(_sql.DELIVERED_SINCE), (since,))
+        return model.Activity(int(received[0][0]), int(delivered[0][0]))
 
     # --- registry, series, patient map ------------------------------------------------------------
 

@@ -287,8 +287,10 @@ class SQLiteJournal:
 
     async def find(self, query: model.Query) -> list[Row]:
         where, params = _rows.query_filters(query, "?", _ts)
-        recs = await self._call(self._all, _sql.FIND.format(where=where), (*params, _rows.page_size(query)))
-        return [_row(r) for r in recs]
+        up = _rows.upward(query)
+        recs = await self._call(self._all, _sql.find(up).format(where=where), (*params, _rows.page_size(query)))
+        rows = [_row(r) for r in recs]
+        return rows[::-1] if up else rows
 
     async def events(self, row_id: int) -> list[Event]:
         recs = await self._call(self._all, _sql.EVENTS_OF, (row_id,))
@@ -304,6 +306,11 @@ class SQLiteJournal:
     async def oldest_pending(self) -> datetime | None:
         rec = await self._call(self._one, _sql.OLDEST_PENDING, ())
         return _dt(rec[0]) if rec else None
+
+    async def activity(self, since: datetime) -> model.Activity:
+        received = await self._call(self._one, _sql.RECEIVED_SINCE, (_ts(since),))
+        delivered = await self._call(self._one, _sql.DELIVERED_SINCE_SQLITE, (_ts(since),))
+        return model.Activity(int(received[0]) if received else 0, int(delivered[0]) if delivered else 0)
 
     # --- registry, series, patient map ------------------------------------------------------------
 

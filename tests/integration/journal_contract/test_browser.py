@@ -39,3 +39,41 @@ async def test_counts_and_oldest_pending_follow_the_states(journal) -> None:
     assert (counts[State.DELIVERED], counts[State.DEAD], counts[State.REJECTED], counts[State.ACCEPTED]) == (1, 1, 1, 0)
     assert await journal.oldest_pending() is None  # dead and settled rows are not pending
     assert await journal.get(10_000) is None
+
+
+async def test_find_filters_by_channel(journal) -> None:
+    from dataclasses import replace
+
+    r = await journal.append([item(1, "p1"), replace(item(2, "p2"), channel="http", sender="DPI")])
+    assert [x.id for x in await journal.find(Query(channel="http"))] == [r[1].row_id]
+    assert [x.id for x in await journal.find(Query(channel="mllp"))] == [r[0].row_id]
+    assert await journal.find(Query(channel="dicom")) == []
+    assert await journal.find(Query(channel="http", sender="LAB^FAC")) == []
+
+
+async def test_keyset_pages_walk_both_ways(journal) -> None:
+    r = await journal.append([item(n, f"p{n}") for n in range(7)])
+    ids = [x.row_id for x in r]
+    older = await journal.find(Query(limit=3, before_id=ids[4]))
+    assert [x.id for x in older] == [ids[3], ids[2], ids[1]]
+    # The page above an id: the rows just above it, still newest first (the "newer" link of a list).
+    newer = await journal.find(Query(limit=3, after_id=ids[1]))
+    assert [x.id for x in newer] == [ids[4], ids[3], ids[2]]
+    assert [x.id for x in await journal.find(Query(limit=3, after_id=ids[5]))] == [ids[6]]
+    assert await journal.find(Query(after_id=ids[6])) == []
+    both = await journal.find(Query(limit=10, after_id=ids[1], before_id=ids[4]))
+    assert [x.id for x in both] == [ids[3], ids[2]]
+    assert [x.id for x in await journal.find(Query(limit=2, after_id=ids[0], states=[State.DEAD]))] == []
+
+
+async def test_activity_counts_receipts_and_deliveries_since_a_time(journal) -> None:
+    from passerelle.queue import Activity
+
+    before = later(-60)
+    assert await journal.activity(before) == Activity(0, 0)
+    r = await journal.append([item(1, "p1"), item(2, "p2"), item(3, "p3", state=State.REJECTED)])
+    await journal.claim("w", 10, 30, later(1))
+    await journal.settle(r[0].row_id, Settlement(State.DELIVERED), later(1))
+    await journal.settle(r[1].row_id, Settlement(State.DEAD, "deadline"), later(1))
+    assert await journal.activity(before) == Activity(3, 1)
+    assert await journal.activity(later(30)) == Activity(0, 0)

@@ -14,6 +14,14 @@ from passerelle.queue.ports import AdminJournal, BrowserJournal
 
 REPLAYABLE = (State.DEAD, State.REFUSED, State.PARKED)
 
+#: The positive reply each channel gives once a message is committed (the one reply table, docs/architecture.md).
+POSITIVE_REPLY = {
+    "mllp": "AA (or CA) after the commit",
+    "http": "202 Accepted after the commit",
+    "dicom": "C-STORE 0x0000 after the commit",
+    "folder": "moved to processed/ after the commit",
+}
+
 #: Optional hook that renders what a replay would send (document metadata), for ``--dry-run``.
 Preview = Callable[[Row], Awaitable[dict[str, Any]]]
 #: Optional hook recording an administrative action in the audit trail.
@@ -61,14 +69,31 @@ async def journey(journal: BrowserJournal, row_id: int) -> dict[str, Any] | None
     out = row_summary(row)
     out["updated_at"] = row.updated_at.isoformat()
     out["deadline"] = row.deadline.isoformat() if row.deadline else None
-    stored = [{"at": e.at.isoformat(), "kind": e.kind, "detail": e.detail, "data": e.data} for e in events]
-    if not any(e["kind"] in ("received", "rejected") for e in stored):
-        # The receipt is the row itself (kept out of the events table to keep intake commits small).
-        kind = "rejected" if row.state is State.REJECTED else "received"
-        detail = row.detail if row.state is State.REJECTED else f"{row.channel} from {row.sender}"
-        stored.insert(0, {"at": row.received_at.isoformat(), "kind": kind, "detail": detail, "data": {}})
-    out["events"] = stored
+    timed = [(e.at, e.kind, e.detail, e.data) for e in events]
+    if not any(kind in ("received", "rejected") for _, kind, _, _ in timed):
+        # The receipt is the row itself (kept out of the events table to keep intake commits small), and so
+        # is the positive reply, which is only ever sent after the commit (docs/ack-contract.md).
+        if row.state is State.REJECTED:
+            timed.insert(0, (row.received_at, "rejected", row.detail, {}))
+        else:
+            timed[:0] = [
+                (row.received_at, "received", f"{row.channel} from {row.sender}", {}),
+                (row.received_at, "ack", POSITIVE_REPLY.get(row.channel, "positive reply"), {}),
+            ]
+    # In time order: the events table is in insertion order, which is not always the order things happened
+    # (a settlement writes its batch at once; a business ACK or a replay is recorded later than it ran).
+    timed.sort(key=lambda e: e[0])
+    out["events"] = [
+        {"at": at.isoformat(), "kind": kind, "detail": detail, "data": data} for at, kind, detail, data in timed
+    ]
     return out
+
+
+def mask_ins(ins: str) -> str:
+    """An INS as the console shows it unless revealed: the first digit (sex) and the last two (the key)."""
+    if len(ins) <= 4:
+        return "•" * len(ins)
+    return ins[0] + "•" * (len(ins) - 3) + ins[-2:]
 
 
 async def replay_rows(
@@ -80,34 +105,48 @@ async def replay_rows(
     dry_run: bool,
     preview: Preview | None = None,
     audit: AuditHook | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Put dead-lettered, refused or parked rows back in their lane. The space's idempotency on the
-    document unique id guarantees a replay never creates a duplicate document."""
+    document unique id guarantees a replay never creates a duplicate document. ``progress(1)`` is called
+    after each row (a progress bar on long replays)."""
     items: list[dict[str, Any]] = []
     for row_id in row_ids:
-        row = await journal.get(row_id)
-        if row is None:
-            items.append({"id": row_id, "result": "not found"})
-            continue
-        if row.state not in REPLAYABLE:
-            items.append({"id": row_id, "state": row.state.value, "result": "not replayable"})
-            continue
-        entry: dict[str, Any] = {"id": row_id, "state": row.state.value, "document_id": row.document_id}
-        if dry_run:
-            entry["result"] = "would replay"
-            if preview is not None:
-                try:
-                    entry["would_send"] = await preview(row)
-                except Exception as exc:  # noqa: BLE001 - a preview error is reported, not raised
-                    entry["would_send"] = {"error": type(exc).__name__, "detail": getattr(exc, "message", "")}
-        else:
-            done = await journal.requeue(row_id, now, f"replayed by {actor}")
-            entry["result"] = "replayed" if done else "not replayable"
-            if done and audit is not None:
-                await audit("replay", row_id, row.document_id, row.patient_id)
-        items.append(entry)
+        items.append(await _replay_one(journal, row_id, now, actor, dry_run, preview, audit))
+        if progress is not None:
+            progress(1)
     return {
         "dry_run": dry_run,
         "count": sum(1 for i in items if i["result"] in ("replayed", "would replay")),
         "items": items,
     }
+
+
+async def _replay_one(
+    journal: AdminJournal,
+    row_id: int,
+    now: datetime,
+    actor: str,
+    dry_run: bool,
+    preview: Preview | None,
+    audit: AuditHook | None,
+) -> dict[str, Any]:
+    row = await journal.get(row_id)
+    if row is None:
+        return {"id": row_id, "result": "not found"}
+    if row.state not in REPLAYABLE:
+        return {"id": row_id, "state": row.state.value, "result": "not replayable"}
+    entry: dict[str, Any] = {"id": row_id, "state": row.state.value, "document_id": row.document_id}
+    if dry_run:
+        entry["result"] = "would replay"
+        if preview is not None:
+            try:
+                entry["would_send"] = await preview(row)
+            except Exception as exc:  # noqa: BLE001 - a preview error is reported, not raised
+                entry["would_send"] = {"error": type(exc).__name__, "detail": getattr(exc, "message", "")}
+        return entry
+    done = await journal.requeue(row_id, now, f"replayed by {actor}")
+    entry["result"] = "replayed" if done else "not replayable"
+    if done and audit is not None:
+        await audit("replay", row_id, row.document_id, row.patient_id)
+    return entry

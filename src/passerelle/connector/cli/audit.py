@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from passerelle.connector.cli.common import load, print_json, with_audit
-from passerelle.connector.cli.options import ConfigOpt, DataDirOpt, DocumentOpt, PatientOpt, SinceOpt, UntilOpt
+from passerelle.connector.cli.options import ConfigOpt, DataDirOpt, DocumentOpt, InitOpt, PatientOpt, SinceOpt, UntilOpt
 
 app = typer.Typer(
     help="The audit trail: decisions, deliveries, refusals, replays, admin actions.", no_args_is_help=True
@@ -29,6 +29,7 @@ def audit_list(
     patient: PatientOpt = "",
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
     fhir: Annotated[bool, typer.Option("--fhir", help="Export as a FHIR Bundle of AuditEvent resources")] = False,
+    init: InitOpt = False,
 ) -> None:
     """Query the audit trail (identifiers, decisions and reasons; never clinical content)."""
     from passerelle.observability.audit import AuditAction, to_audit_bundle
@@ -43,7 +44,7 @@ def audit_list(
         action=AuditAction(action) if action else None,
         limit=limit,
     )
-    records = asyncio.run(with_audit(settings, lambda store: store.query(query)))
+    records = asyncio.run(with_audit(settings, lambda store: store.query(query), init=init))
     if fhir:
         print_json(to_audit_bundle(records, source_id=settings.oid_root))
         return

@@ -1,6 +1,7 @@
 """What every command shares: loading the settings (a configuration error is one
 line per problem and exit code 2, never a traceback), and opening the journal or the audit store for the
-length of one command."""
+length of one command. A command that reads the journal never creates one: an SQLite journal that is
+not there (a mistyped ``--data-dir``) is an error, unless the command is given ``--init``."""
 
 from __future__ import annotations
 
@@ -47,15 +48,33 @@ async def _using(store: S, fn: Callable[[S], Awaitable[T]]) -> T:
         await store.close()
 
 
-async def with_journal(settings: Settings, fn: Callable[[Journal], Awaitable[T]]) -> T:
+def require_journal(settings: Settings) -> None:
+    """Exit 2 with one line when the SQLite journal file does not exist (nothing is created)."""
+    path = settings.journal_path
+    if settings.journal.backend == "sqlite" and not path.is_file():
+        typer.echo(
+            f"error: no journal at {path}: check --data-dir or --config (`passerelle run` creates the journal; "
+            "--init creates an empty one)",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+async def with_journal(settings: Settings, fn: Callable[[Journal], Awaitable[T]], *, init: bool = False) -> T:
+    """Run ``fn`` with the journal open (it must exist unless ``init``)."""
     from passerelle.connector.parts import open_journal
 
+    if not init:
+        require_journal(settings)
     return await _using(open_journal(settings), fn)
 
 
-async def with_audit(settings: Settings, fn: Callable[[AuditStore], Awaitable[T]]) -> T:
+async def with_audit(settings: Settings, fn: Callable[[AuditStore], Awaitable[T]], *, init: bool = False) -> T:
+    """Run ``fn`` with the audit store open (beside a journal that must exist unless ``init``)."""
     from passerelle.connector.parts import open_audit_store
 
+    if not init:
+        require_journal(settings)
     return await _using(open_audit_store(settings), fn)
 
 

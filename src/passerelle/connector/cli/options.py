@@ -16,3 +16,6 @@ PatientOpt = Annotated[str, typer.Option("--patient", help="Patient identifier (
 DocumentOpt = Annotated[str, typer.Option("--document", help="Document unique id")]
 SinceOpt = Annotated[datetime | None, typer.Option("--since", help="At or after (ISO time)")]
 UntilOpt = Annotated[datetime | None, typer.Option("--until", help="Before (ISO time)")]
+InitOpt = Annotated[
+    bool, typer.Option("--init", help="Create an empty journal when there is none (else a missing one is an error)")
+]

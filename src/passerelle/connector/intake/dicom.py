@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from passerelle.config.settings import ZoneName
 from passerelle.connector.intake.binding import Principal, audit_refusal
 from passerelle.connector.intake.ports import Accept, Clock, IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import (
@@ -86,16 +87,7 @@ class DicomSiteSettings(BaseModel):
     practice_setting: str = ""
     practice_setting_display: str = ""
     #: Zone of DICOM dates and times that carry no Timezone Offset From UTC.
-    timezone: str = "Europe/Paris"
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (is the tz database / tzdata installed?)") from exc
-        return value
+    timezone: ZoneName = "Europe/Paris"
 
     def to_site(self) -> DicomSite:
         return DicomSite(

@@ -10,13 +10,14 @@ never the values received (a query or body may carry patient identifiers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.params import Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 #: Where the vendored documentation assets are served.
@@ -24,20 +25,26 @@ ASSETS = "/docs-assets"
 _MEDIA = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 _FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon-32x32.png")
 
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
-def build_app(routers: Iterable[APIRouter], *, api_docs: bool = False) -> FastAPI:
-    app = FastAPI(
-        title="Passerelle",
-        version="0.1.0",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url="/openapi.json" if api_docs else None,
-    )
+
+def build_app(
+    routers: Iterable[APIRouter],
+    exception_handlers: Mapping[type[Exception], ExceptionHandler] | None = None,
+    *,
+    api_docs: bool = False,
+    docs_dependencies: Sequence[Depends] = (),
+) -> FastAPI:
+    """The HTTP application. With ``api_docs``, ``/docs``, ``/redoc`` and ``/openapi.json`` are served
+    behind ``docs_dependencies`` (the ``read`` role), their assets from the package (no CDN)."""
+    app = FastAPI(title="Passerelle", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(RequestValidationError, _validation_problem)
     for router in routers:
         app.include_router(router)
+    for exc_class, handler in (exception_handlers or {}).items():
+        app.add_exception_handler(exc_class, handler)
     if api_docs:
-        app.include_router(_docs_router())
+        app.include_router(_docs_router(app), dependencies=list(docs_dependencies))
     return app
 
 
@@ -56,7 +63,7 @@ async def _validation_problem(_request: Request, exc: Exception) -> JSONResponse
     return JSONResponse(body, status_code=422, media_type="application/problem+json")
 
 
-def _docs_router() -> APIRouter:
+def _docs_router(app: FastAPI) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     favicon = f"{ASSETS}/favicon-32x32.png"
 
@@ -86,6 +93,10 @@ def _docs_router() -> APIRouter:
         media = _MEDIA[name[name.rfind(".") :]]
         return Response(data, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
 
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    router.add_api_route("/openapi.json", openapi, methods=["GET"])
     router.add_api_route("/docs", swagger, methods=["GET"])
     router.add_api_route("/redoc", redoc, methods=["GET"])
     router.add_api_route(f"{ASSETS}/{{name}}", asset, methods=["GET"])

@@ -1,30 +1,25 @@
-"""The message browser and replay over HTTP.
+"""The message browser and replay over HTTP (``/v1/messages``, ``/v1/replay``).
 
-Read endpoints are open on the management bind address (default 127.0.0.1); write endpoints (replay)
-need the admin bearer token from ``http.admin_token_file`` and answer 403 when none is configured, 401
-for a wrong token (compared in constant time). Responses carry identifiers, states and reasons --
-never message content. Replays are audited when an audit trail is given.
+Reads need the ``read`` role, replays the ``operate`` role (:mod:`.auth`). Responses carry identifiers,
+states and reasons -- never message content. Replays are audited under ``api:<identity name>``.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from passerelle.connector.admin.browser import AuditHook, journey, replay_rows, row_summary, select_rows
+from passerelle.connector.listeners.http.auth import Authenticator, caller
 from passerelle.observability.audit import AuditTrail
 from passerelle.queue.model import Query as JournalQuery
 from passerelle.queue.model import State
 from passerelle.queue.ports import AdminJournal
-
-ACTOR = "api:admin"
 
 
 class ReplayRequest(BaseModel):
@@ -54,26 +49,20 @@ class BrowserApi:
     journal: AdminJournal
     wake: Callable[[], None]
     clock: Callable[[], datetime]
-    admin_token_file: Path | None
+    auth: Authenticator
     audit: AuditTrail | None = None
 
     def router(self) -> APIRouter:
         router = APIRouter()
-        admin = [Depends(self.admin)]
-        router.add_api_route("/v1/messages", self.list_messages, methods=["GET"])
-        router.add_api_route("/v1/messages/{row_id}", self.show_message, methods=["GET"])
-        router.add_api_route("/v1/messages/{row_id}/replay", self.replay_one, methods=["POST"], dependencies=admin)
-        router.add_api_route("/v1/replay", self.replay_many, methods=["POST"], dependencies=admin)
+        read, operate = [Depends(self.auth.read)], [Depends(self.auth.operate)]
+        denied: dict[int | str, dict[str, Any]] = {401: {}, 403: {}}
+        router.add_api_route("/v1/messages", self.list_messages, methods=["GET"], dependencies=read, responses=denied)
+        router.add_api_route("/v1/messages/{row_id}", self.show_message, methods=["GET"], dependencies=read,
+                             responses=denied)  # fmt: skip
+        router.add_api_route("/v1/messages/{row_id}/replay", self.replay_one, methods=["POST"], dependencies=operate,
+                             responses=denied)  # fmt: skip
+        router.add_api_route("/v1/replay", self.replay_many, methods=["POST"], dependencies=operate, responses=denied)
         return router
-
-    def admin(self, authorization: Annotated[str | None, Header()] = None) -> None:
-        path = self.admin_token_file
-        if path is None:
-            raise HTTPException(403, "admin API disabled: set http.admin_token_file")
-        expected = path.read_text(encoding="utf-8").strip()
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(401, "invalid admin token")
 
     async def list_messages(
         self,
@@ -85,9 +74,12 @@ class BrowserApi:
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         before_id: int | None = None,
+        after_id: int | None = None,
+        channel: str = "",
     ) -> list[dict[str, Any]]:
         query = JournalQuery(
             states=state or (),
+            channel=channel,
             sender=sender,
             patient_id=patient_id,
             document_id=document_id,
@@ -95,6 +87,7 @@ class BrowserApi:
             until=until,
             limit=limit,
             before_id=before_id,
+            after_id=after_id,
         )
         return [row_summary(r) for r in await self.journal.find(query)]
 
@@ -104,20 +97,21 @@ class BrowserApi:
             raise HTTPException(404, "no such message")
         return found
 
-    async def replay_one(self, row_id: int, dry_run: bool = False) -> dict[str, Any]:
-        return await self._replay([row_id], dry_run)
+    async def replay_one(self, request: Request, row_id: int, dry_run: bool = False) -> dict[str, Any]:
+        return await self._replay(request, [row_id], dry_run)
 
-    async def replay_many(self, req: ReplayRequest) -> dict[str, Any]:
+    async def replay_many(self, request: Request, req: ReplayRequest) -> dict[str, Any]:
         if not req.dry_run and not req.confirm:
             raise HTTPException(400, "a bulk replay needs dry_run=false and confirm=true")
-        return await self._replay(await select_rows(self.journal, req.query()), req.dry_run)
+        return await self._replay(request, await select_rows(self.journal, req.query()), req.dry_run)
 
-    def _audit_hook(self) -> AuditHook | None:
-        return self.audit.admin_hook(ACTOR) if self.audit is not None else None
+    def _audit_hook(self, actor: str) -> AuditHook | None:
+        return self.audit.admin_hook(actor) if self.audit is not None else None
 
-    async def _replay(self, row_ids: list[int], dry_run: bool) -> dict[str, Any]:
+    async def _replay(self, request: Request, row_ids: list[int], dry_run: bool) -> dict[str, Any]:
+        name = caller(request).name
         result = await replay_rows(
-            self.journal, row_ids, now=self.clock(), actor="admin", dry_run=dry_run, audit=self._audit_hook()
+            self.journal, row_ids, now=self.clock(), actor=name, dry_run=dry_run, audit=self._audit_hook(f"api:{name}")
         )
         self.wake()
         return result

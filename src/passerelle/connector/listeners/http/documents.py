@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from passerelle.connector.intake.binding import Principal
 from passerelle.connector.intake.cda import CdaIntake
 from passerelle.connector.intake.replies import Outcome, Verdict, http_status, problem_body
+from passerelle.connector.listeners.http.auth import Authenticator, caller
 from passerelle.errors import EncodingError, FramingError, ParseError, PasserelleError, TooLargeError
 from passerelle.errors import UnsupportedMessageError as Unsupported
 
@@ -66,11 +68,13 @@ def content_type_error(header: str | None) -> PasserelleError | None:
 
 
 class DocumentsApi:
-    """The ``POST /v1/documents`` route over one :class:`CdaIntake` (channel ``http``)."""
+    """The ``POST /v1/documents`` route over one :class:`CdaIntake` (channel ``http``), for ``intake``
+    identities only: each document is journaled under its identity's sender."""
 
-    def __init__(self, intake: CdaIntake) -> None:
+    def __init__(self, intake: CdaIntake, auth: Authenticator) -> None:
         self.intake = intake
         self.settings = intake.settings
+        self.auth = auth
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -79,12 +83,14 @@ class DocumentsApi:
             self.post_document,
             methods=["POST"],
             status_code=202,
-            responses={200: {}, 400: {}, 408: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+            dependencies=[Depends(self.auth.intake)],
+            responses={200: {}, 400: {}, 401: {}, 403: {}, 408: {}, 409: {}, 413: {}, 415: {}, 422: {}, 503: {}},
             summary="Submit one CDA R2 document (application/xml, text/xml, application/hl7-cda+xml)",
         )
         return router
 
     async def post_document(self, request: Request) -> JSONResponse:
+        identity = caller(request)
         refusal = content_type_error(request.headers.get("content-type"))
         if refusal is not None:
             return self.answer(self.intake.refuse(refusal))
@@ -97,7 +103,9 @@ class DocumentsApi:
             return self.answer(self.intake.refuse(late))
         except PasserelleError as exc:
             return self.answer(self.intake.refuse(exc))
-        return self.answer(await self.intake.receive(raw))
+        return self.answer(
+            await self.intake.receive(raw, principal=Principal.of(f"token:{identity.name}", [identity.sender]))
+        )
 
     def answer(self, verdict: Verdict) -> JSONResponse:
         status = http_status(verdict)

@@ -1,0 +1,19 @@
+"""The web console, served by the gateway at ``/`` on the HTTP listener (docs/console.md, ADR 0025).
+
+Server-rendered pages (Jinja2 templates, CSS and a little JavaScript shipped in this package: no CDN, no
+build step), French by default and English on request, behind a session opened with the same tokens and
+roles as the API. :func:`console_router` gives the routes; :func:`refusal_handler` must be registered on
+the application (it turns a refused console request into its login redirect or error page).
+"""
+
+from fastapi import APIRouter
+
+from passerelle.connector.listeners.http.console.actions import ConsoleActions
+from passerelle.connector.listeners.http.console.base import ConsoleRefusal, ConsoleSources, SpaceInfo, refusal_handler
+
+
+def console_router(sources: ConsoleSources) -> APIRouter:
+    return ConsoleActions(sources).router()
+
+
+__all__ = ["ConsoleRefusal", "ConsoleSources", "SpaceInfo", "console_router", "refusal_handler"]
