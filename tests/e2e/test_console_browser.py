@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.queue.model import Query, State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
@@ -61,7 +61,7 @@ A11Y_CHECK = """() => {
 def cda(seed: int) -> bytes:
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
-    return build_cda(now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng),
+    return build_sample_cda(now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng),
                      sender=None)  # fmt: skip
 
 

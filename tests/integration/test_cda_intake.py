@@ -81,7 +81,7 @@ async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", log_config=None))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from passerelle.connector.cli.progress import Progress
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.queue import Event, Inbound, Settlement, State
 from passerelle.queue.sqlite import SQLiteJournal
 
@@ -28,7 +28,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
 def cda() -> bytes:
     rng = random.Random(9)
     now = datetime.now(UTC).replace(microsecond=0)
-    return build_cda(now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng),
+    return build_sample_cda(now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng),
                      sender=None)  # fmt: skip
 
 

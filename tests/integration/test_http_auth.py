@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from passerelle.mappings.samples.messages import build_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.observability.audit import AuditAction
 from passerelle.queue import Inbound, Settlement, State
 from passerelle.queue.audit import AuditQuery
@@ -45,7 +45,9 @@ def cda_body(seed: int = 5) -> bytes:
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
     patient = synthetic_patient(rng)
-    return build_cda(now=now, patient=patient, document_id=root_only_oid(rng), set_id=root_only_oid(rng), sender=None)
+    return build_sample_cda(
+        now=now, patient=patient, document_id=root_only_oid(rng), set_id=root_only_oid(rng), sender=None
+    )
 
 
 async def dead_row(gw) -> int:  # type: ignore[no-untyped-def]

@@ -37,7 +37,7 @@ from passerelle.connector.listeners.exposure import PlaintextExposureError
 from passerelle.connector.listeners.http.app import build_app
 from passerelle.connector.listeners.http.server import HttpListener
 from passerelle.connector.settings import load_settings
-from tests.support.gateway import running_gateway
+from tests.support.gateway import AUTH, running_gateway
 
 NOWHERE = "http://127.0.0.1:9/fhir"
 
@@ -269,7 +269,10 @@ async def test_api_docs_are_off_by_default(tmp_path: Path) -> None:
 async def test_api_docs_load_only_the_assets_shipped_in_the_package(tmp_path: Path) -> None:
     assets = files("passerelle.connector.listeners.http").joinpath("docs_assets")
     async with running_gateway(tmp_path, NOWHERE, **{"http.api_docs": True}) as (_gateway, base):
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as anonymous:
+            for path in ("/docs", "/redoc", "/openapi.json"):  # the API's map is for identified readers only
+                assert (await anonymous.get(path)).status_code == 401, path
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=AUTH["read"]) as client:
             spec = (await client.get("/openapi.json")).json()
             assert "/v1/messages" in spec["paths"] and "/docs" not in spec["paths"]
             for page in ("/docs", "/redoc"):
@@ -287,7 +290,9 @@ async def test_api_docs_load_only_the_assets_shipped_in_the_package(tmp_path: Pa
 async def test_validation_errors_name_the_field_never_the_value(tmp_path: Path) -> None:
     ins = "279035121518989"
     async with running_gateway(tmp_path, NOWHERE) as (_gateway, base), httpx.AsyncClient(timeout=10) as client:
-        answer = await client.get(f"{base}/v1/messages", params={"limit": ins, "since": f"{ins}-not-a-date"})
+        answer = await client.get(
+            f"{base}/v1/messages", params={"limit": ins, "since": f"{ins}-not-a-date"}, headers=AUTH["read"]
+        )
     assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
     body = answer.json()
     assert {tuple(e["loc"]) for e in body["errors"]} == {("query", "limit"), ("query", "since")}

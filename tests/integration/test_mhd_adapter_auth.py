@@ -40,7 +40,7 @@ def serve(app: Any, **ssl_options: Any) -> Iterator[int]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **ssl_options))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on", **ssl_options))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -28,7 +28,7 @@ from passerelle.queue.sqlite import SQLiteJournal
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import SandboxURL, running_sandbox
 from tests.integration.journal_contract.support import days, item, later
-from tests.support.gateway import wait_settled
+from tests.support.gateway import AUTH, token_settings, wait_settled
 
 
 class Clock:
@@ -55,7 +55,7 @@ async def test_the_gateway_purges_old_payloads_and_the_browser_says_so(tmp_path:
     data, clock = tmp_path / "gw", Clock()
     settings = load_settings(None, overrides={
         "environment": "test", "data_dir": data, "mllp.port": 0, "http.port": 0, "space.url": sandbox.fhir,
-        "worker.poll_interval_s": 0.05, "retention.interval_s": 0.1,
+        "worker.poll_interval_s": 0.05, "retention.interval_s": 0.1, "http.tokens": token_settings(tmp_path / "tokens"),
     })  # fmt: skip
     samples = generate_samples(3, seed=83, now=clock().replace(microsecond=0))
     gateway = build_gateway(settings, clock=clock)
@@ -66,7 +66,8 @@ async def test_the_gateway_purges_old_payloads_and_the_browser_says_so(tmp_path:
         assert [r.code for r in results] == ["AA"] * 3
         rows = await wait_settled(gateway, 3)
         assert {r.state for r in rows} == {State.DELIVERED}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=10) as client:
+        base = f"http://127.0.0.1:{gateway.http.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=AUTH["read"]) as client:
             shown = [(await client.get(f"/v1/messages/{r.id}")).json() for r in rows]
             assert {s["payload"] for s in shown} == {"stored"}  # within payload_days: kept
             clock.offset = timedelta(days=31)  # the gateway's month goes by

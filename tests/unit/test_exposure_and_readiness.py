@@ -42,17 +42,20 @@ def test_plain_text_on_the_network_is_a_problem_unless_allowed_then_a_warning() 
         guard(refused)
     allowed = Exposure("mllp", "10.1.2.3", tls=False, allow_plaintext=True)
     assert allowed.problem() is None
-    # A handler on the module's own logger: the root logger's handlers may be replaced by a CLI test
-    # that ran setup_logging() earlier in the same process.
+    # A handler on the module's own logger: a CLI test that ran setup_logging() earlier in the same process
+    # may have replaced the root logger's handlers and level.
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
     exposure_log = logging.getLogger("passerelle.connector.listeners.exposure")
     exposure_log.addHandler(handler)
+    level, exposure_log.level = exposure_log.level, logging.WARNING  # whatever level the root was given
+    disabled, exposure_log.disabled = exposure_log.disabled, False
     try:
         guard(allowed)
     finally:
         exposure_log.removeHandler(handler)
+        exposure_log.level, exposure_log.disabled = level, disabled
     [line] = [r for r in records if r.levelno == logging.WARNING]
     assert "mllp listener serves PLAIN TEXT on 10.1.2.3" in line.getMessage()
     for fine in (
