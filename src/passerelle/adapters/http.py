@@ -1,5 +1,10 @@
 """The HTTP client both patient-space transports use: timeouts, pool size and redirect policy from
-``space.*``, no proxy from the environment (``trust_env=False``), TLS as the transport decides."""
+``space.*``, no proxy from the environment (``trust_env=False``), TLS as the transport decides.
+
+The network side is :class:`~passerelle.adapters.http_pool.PooledTransport` (HTTP/1.1 keep-alive
+connections, at most ``space.max_connections`` requests in flight); unit tests pass their own
+transport (``httpx.MockTransport``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import httpx
+
+from passerelle.adapters.http_pool import PooledTransport
+
+#: Pool size of a client built outside the gateway (CLI tools) when ``space.max_connections`` is unset.
+DEFAULT_MAX_CONNECTIONS = 10
 
 
 class HttpLimits(Protocol):
@@ -22,7 +32,7 @@ class HttpLimits(Protocol):
     @property
     def pool_timeout_s(self) -> float: ...
     @property
-    def max_connections(self) -> int: ...
+    def max_connections(self) -> int | None: ...
 
 
 def space_http_client(
@@ -38,11 +48,14 @@ def space_http_client(
         write=settings.write_timeout_s,
         pool=settings.pool_timeout_s,
     )
+    if transport is None:
+        # ``verify`` is the transport's TLS context, or True for the system's default one
+        context = verify if isinstance(verify, ssl.SSLContext) else None
+        size = settings.max_connections or DEFAULT_MAX_CONNECTIONS
+        transport = PooledTransport(ssl_context=context, max_connections=size)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,
-        verify=verify,
-        limits=httpx.Limits(max_connections=settings.max_connections),
         transport=transport,
         headers=dict(headers),
         trust_env=False,

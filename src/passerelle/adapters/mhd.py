@@ -119,7 +119,9 @@ class SpaceSettings(BaseModel):
     pool_timeout_s: float = Field(default=5.0, gt=0)
     total_timeout_s: float = Field(default=60.0, gt=0)
     max_response_bytes: int = Field(default=1_048_576, ge=1024)
-    max_connections: int = Field(default=10, ge=1)
+    #: Requests in flight at once (keep-alive connections); unset: sized to the dispatch window
+    #: (``worker.concurrency``). A smaller value also caps that window (docs/adr/0026-pipelined-dispatch.md).
+    max_connections: int | None = Field(default=None, ge=1)
     # submission metadata
     source_id: str = Field(default_factory=lambda: derived_oid("passerelle-source-id"))
     content_type: Code = Code(code="04", system="1.2.250.1.213.2.2", display="Hospitalisation de jour")

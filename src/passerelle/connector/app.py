@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from passerelle.adapters.factory import build_space
 from passerelle.adapters.space import PatientSpace
 from passerelle.connector.dispatch.business_ack import BusinessAckNotifier
-from passerelle.connector.dispatch.worker import DispatchWorker
+from passerelle.connector.dispatch.worker import DispatchWorker, dispatch_window
 from passerelle.connector.lifecycle import Part, Supervisor
 from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.connector.listeners.folder import FolderWatcher
@@ -155,14 +155,16 @@ def build_gateway(
     journal = journal or open_journal(settings)
     audit_store = open_audit_store(settings)
     audit = AuditTrail(audit_store, clock, transport=settings.space.transport.value)
+    window, connections = dispatch_window(settings.worker, settings.space.max_connections)
     space = space or build_space(
-        settings.space.model_copy(update={"test_environment": settings.test_environment}), metrics
+        settings.space.model_copy(
+            update={"test_environment": settings.test_environment, "max_connections": connections}
+        ),
+        metrics,
     )
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings(settings), metrics, clock)
     mapper, gate = build_row_mapper(settings, journal, clock), build_gate(settings, journal, space, metrics)
-    worker = DispatchWorker(
-        journal, mapper, gate, space, settings.worker, metrics, audit=audit, notifier=notifier, clock=clock
-    )
+    worker = DispatchWorker(journal, mapper, gate, space, window, metrics, audit=audit, notifier=notifier, clock=clock)
     intake = WakingJournal(journal, worker.wake)
     supervisor = Supervisor()
     dicom, folders = build_side_listeners(settings, intake, journal, metrics, audit, clock)

@@ -158,7 +158,7 @@ async def test_an_older_sqlite_file_is_migrated_and_converted_once(tmp_path: Pat
     j = SQLiteJournal(path)
     await j.open()
     assert j.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, after one VACUUM
-    assert [r[0] for r in j.conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    assert [r[0] for r in j.conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
     rejected, delivered = await j.get(1), await j.get(2)
     assert rejected is not None and delivered is not None
     assert (rejected.size, rejected.sha256, len(rejected.raw)) == (len(junk), hashlib.sha256(junk).hexdigest(), 65536)
@@ -195,3 +195,27 @@ async def test_concurrent_closing_waits_for_pending_appends(tmp_path: Path) -> N
     await asyncio.sleep(0)
     await j.close()
     assert all(len(t.result()) == 1 for t in appends)
+
+
+async def test_only_the_dispatching_process_gives_claims_back(tmp_path: Path) -> None:
+    """SQLite serves one dispatching process: the holder of ``<journal>.dispatch`` (an flock, released
+    by the kernel when its process dies). Another process opening the file releases nobody's claims."""
+    from tests.integration.journal_contract.support import later
+
+    path = tmp_path / "journal.sqlite3"
+    first, second = SQLiteJournal(path), SQLiteJournal(path)  # two open file descriptions: two "processes"
+    await first.open()
+    await second.open()
+    try:
+        [res] = await first.append([item(1)])
+        await first.heartbeat("first", later(0), 10)
+        assert len(await first.claim("first", 10, 3600, later(0))) == 1
+        assert await second.heartbeat("second", later(60), 10) == 0  # the first one holds the lock
+        assert await second.claim("second", 10, 3600, later(60)) == []
+        await first.close()  # its process ends: the lock is free, its claims belong to nobody alive
+        assert await second.heartbeat("second", later(61), 10) == 1
+        assert [c.id for c in await second.claim("second", 10, 3600, later(61))] == [res.row_id]
+        assert stat.S_IMODE(os.stat(f"{path}.dispatch").st_mode) == 0o600
+    finally:
+        await first.close()
+        await second.close()
