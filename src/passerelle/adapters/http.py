@@ -35,6 +35,26 @@ class HttpLimits(Protocol):
     def max_connections(self) -> int | None: ...
 
 
+def space_timeouts(settings: HttpLimits) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=settings.connect_timeout_s,
+        read=settings.read_timeout_s,
+        write=settings.write_timeout_s,
+        pool=settings.pool_timeout_s,
+    )
+
+
+def space_transport(
+    settings: HttpLimits, *, verify: ssl.SSLContext | bool, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncBaseTransport:
+    """``transport`` (a test's), or the pooled HTTP/1.1 transport sized by ``space.max_connections``;
+    ``verify`` is its TLS context, or True for the system's default one."""
+    if transport is not None:
+        return transport
+    context = verify if isinstance(verify, ssl.SSLContext) else None
+    return PooledTransport(ssl_context=context, max_connections=settings.max_connections or DEFAULT_MAX_CONNECTIONS)
+
+
 def space_http_client(
     settings: HttpLimits,
     *,
@@ -42,21 +62,10 @@ def space_http_client(
     transport: httpx.AsyncBaseTransport | None,
     headers: Mapping[str, str],
 ) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout_s,
-        read=settings.read_timeout_s,
-        write=settings.write_timeout_s,
-        pool=settings.pool_timeout_s,
-    )
-    if transport is None:
-        # ``verify`` is the transport's TLS context, or True for the system's default one
-        context = verify if isinstance(verify, ssl.SSLContext) else None
-        size = settings.max_connections or DEFAULT_MAX_CONNECTIONS
-        transport = PooledTransport(ssl_context=context, max_connections=size)
     return httpx.AsyncClient(
-        timeout=timeout,
+        timeout=space_timeouts(settings),
         follow_redirects=False,
-        transport=transport,
+        transport=space_transport(settings, verify=verify, transport=transport),
         headers=dict(headers),
         trust_env=False,
     )

@@ -39,7 +39,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.adapters.dmp.settings import DmpSettings
-from passerelle.adapters.http import space_http_client
+from passerelle.adapters.http import space_timeouts, space_transport
 from passerelle.adapters.mhd_answers import (
     MalformedAnswerError,
     is_operation_outcome,
@@ -62,6 +62,7 @@ from passerelle.mappings.mhd.bundle import SubmissionInfo, build_provide_bundle,
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
+_DEFAULT_HEADERS = {"Accept": FHIR_JSON, "User-Agent": "passerelle"}
 #: Longest Retry-After honoured; a larger hint is clamped (the worker's own deadline still applies).
 MAX_RETRY_AFTER = 24 * 3600.0
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -222,12 +223,12 @@ class MhdSpace:
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
         self._closed = False
-        self._client = space_http_client(
-            settings,
-            verify=_ssl_context(settings),
-            transport=transport,
-            headers={"Accept": FHIR_JSON, "User-Agent": "passerelle"},
-        )
+        # The transport is called directly, without httpx's client layer (cookies, auth and redirect
+        # flows, URL merging): redirects are never followed here, authentication is ours, and that
+        # layer cost more per request than the exchange itself (docs/adr/0026-pipelined-dispatch.md).
+        self._transport = space_transport(settings, verify=_ssl_context(settings), transport=transport)
+        self._timeouts = space_timeouts(settings).as_dict()
+        self._base = httpx.URL(settings.url)
 
     # --- PatientSpace ---------------------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class MhdSpace:
             raise RemoteAmbiguousError(f"ambiguous ITI-65 answer: {exc}", status=answer.status) from exc
         docref = entries[1]  # entry order: SubmissionSet, DocumentReference, Binary
         outcome = DeliveryOutcome.CREATED if docref.status == 201 else DeliveryOutcome.ALREADY_STORED
-        log.info("space: document %s %s (HTTP %d)", doc.unique_id, outcome.value, answer.status)
+        log.debug("space: document %s %s (HTTP %d)", doc.unique_id, outcome.value, answer.status)
         return DeliveryReceipt(
             unique_id=doc.unique_id,
             outcome=outcome,
@@ -309,7 +310,7 @@ class MhdSpace:
         if self._closed:
             return
         self._closed = True
-        await self._client.aclose()
+        await self._transport.aclose()
 
     # --- internals ------------------------------------------------------------------------------------
 
@@ -355,13 +356,18 @@ class MhdSpace:
     ) -> _Answer:
         if self._closed:
             raise RuntimeError("MhdSpace is closed")
-        request = self._client.build_request(method, url, content=content, params=params, headers=headers, data=data)
+        all_headers = {**_DEFAULT_HEADERS, **(headers or {})}
         if auth is not None:
-            request.headers["Authorization"] = _basic_auth(*auth)
+            all_headers["Authorization"] = _basic_auth(*auth)
+        target = self._base if url == self._settings.url else httpx.URL(url)
+        request = httpx.Request(
+            method, target, params=params, headers=all_headers, content=content, data=data,
+            extensions={"timeout": self._timeouts},
+        )  # fmt: skip
         cap = self._settings.max_response_bytes
         try:
             async with asyncio.timeout(self._settings.total_timeout_s):
-                response = await self._client.send(request, stream=True)
+                response = await self._transport.handle_async_request(request)
                 try:
                     declared = response.headers.get("Content-Length", "")
                     if declared.isdigit() and int(declared) > cap:
