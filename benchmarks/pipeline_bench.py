@@ -1,12 +1,20 @@
 """End-to-end benchmark: does delivery keep up with intake?
 
-Each scenario starts a space (the sandbox, or the minimal space of :mod:`benchmarks.space_ceiling`)
-and the gateway (``passerelle run``) in their own processes, sends synthetic reports over 8 MLLP
-connections, and waits until the space has stored every document. It counts what the space stored
-and in what order per patient, and reports the intake rate (reports / time to the last ACK), the
-delivery rate (documents / time from the first report sent to the last document stored: the backlog
-included), ACK latencies, and the gateway's CPU time per delivered document (its process CPU time,
-intake included, divided by the documents).
+Each scenario starts a space and the gateway (``passerelle run``, default settings) in their own
+processes, sends synthetic reports (volet ORU^R01 with an embedded CDA, about 9.6 KB, several per
+patient) over 8 MLLP connections, and waits until the space has stored every document. It counts
+what the space stored and in what order per patient, and reports:
+
+* accepted msg/s: reports / time from the first report sent to the last ACK received;
+* delivered docs/s: documents / time from the first report sent to the last document stored (the
+  backlog left when intake ends is included);
+* ACK latency p50/p99; the gateway's CPU time per delivered document (its process CPU time, intake
+  included, over the run, divided by the documents) and the space's; the gateway's peak RSS.
+
+Scenarios: the sandbox as the space; the sandbox injecting 250 ms of latency on every call; the
+minimal space of :mod:`benchmarks.space_ceiling` (the gateway's own ceiling, apart from a space's
+cost) beside a bare client pushing ready-made bundles to it (what one core can push); and a backlog
+of 100,000 documents drained while the gateway's memory is sampled (:mod:`benchmarks.pipeline_backlog`).
 
 Run: ``python -m benchmarks.pipeline_bench [--quick] [--only NAME] [--no-write]`` (``make bench``
 runs it through :mod:`benchmarks.run`).
@@ -17,19 +25,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
+from benchmarks.pipeline_backlog import Backlog, run_backlog
 from benchmarks.pipeline_load import Report, make_reports, order_problems, percentile, send_all
 from benchmarks.pipeline_procs import Child, read_only, start_ceiling, start_gateway, start_sandbox
+from benchmarks.space_ceiling import push_ceiling
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- pipeline-bench:begin -->", "<!-- pipeline-bench:end -->"
@@ -60,6 +71,24 @@ class Result:
     disorder: int
     refused: int
 
+    @property
+    def ratio(self) -> float:
+        return self.delivered_per_s / self.accepted_per_s if self.accepted_per_s else 0.0
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.duplicated or self.disorder or self.refused)
+
+
+SCENARIOS = (
+    Scenario("sandbox", "sandbox"),
+    Scenario("sandbox-250ms", "sandbox", latency_ms=250),
+    Scenario("ceiling", "ceiling"),
+)
+
+
+# --- one scenario ---------------------------------------------------------------------------------
+
 
 async def _stored(space: Child, kind: str, data_dir: Path) -> tuple[list[str], float]:
     """(unique ids in the order the space stored them, time of the last store)."""
@@ -68,7 +97,7 @@ async def _stored(space: Child, kind: str, data_dir: Path) -> tuple[list[str], f
             rows = db.execute("SELECT unique_id, created_at FROM documents ORDER BY rowid").fetchall()
         last = max((datetime.fromisoformat(r[1].replace("Z", "+00:00")).timestamp() for r in rows), default=0.0)
         return [r[0] for r in rows], last
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=60) as client:
         keys = (await client.get(f"http://127.0.0.1:{space.ports['http']}/keys")).json()
         stats = (await client.get(f"http://127.0.0.1:{space.ports['http']}/stats")).json()
     return list(keys), float(stats["last"])
@@ -129,8 +158,7 @@ async def _measure(
     sampler = asyncio.create_task(sample())
     profilers = _profilers(sc, gateway, space)
     intake = await send_all(gateway.ports["mllp"], reports)
-    total = len(warmup) + len(reports)
-    await _wait_stored(space, sc.space, space_dir, total, 600)
+    await _wait_stored(space, sc.space, space_dir, len(warmup) + len(reports), 1200)
     cpu, space_cpu = gateway.cpu() - cpu0, space.cpu() - space_cpu0
     done.set()
     await sampler
@@ -153,39 +181,83 @@ def _profilers(sc: Scenario, gateway: Child, space: Child) -> list[subprocess.Po
     spy = os.environ.get("PIPELINE_PYSPY")
     if not spy:
         return []
-    return [
-        subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--pid",
-                str(c.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "200",
-                "--nonblocking",
-                "-o",
-                f"/tmp/profile-{sc.name}-{c.name}.txt",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    out = []
+    for child in (gateway, space):
+        target = f"{tempfile.gettempdir()}/profile-{sc.name}-{child.name}.txt"
+        args = [
+            spy,
+            "record",
+            "--pid",
+            str(child.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--nonblocking",
+            "-o",
+            target,
+        ]
+        out.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return out
+
+
+async def push_rate(tmp: Path, reports: list[Report], connections: int = CONNECTIONS) -> float:
+    """What one core can push: a bare asyncio client posting the gateway's own bundles for these
+    reports (built beforehand) to the minimal space, ``connections`` requests in flight."""
+    from passerelle.adapters.mhd import SpaceSettings
+    from passerelle.mappings.document import Provenance
+    from passerelle.mappings.hl7v2.documents import map_hl7_documents
+    from passerelle.mappings.mhd.bundle import SubmissionInfo, build_provide_bundle
+
+    settings = SpaceSettings()
+    now = datetime.now(UTC)
+    bodies = []
+    for i, report in enumerate(reports):
+        prov = Provenance(channel="mllp", sender="bench", message_id=str(i), journal_id=i)
+        [doc] = map_hl7_documents(report.frame[1:-2], sender_charset=None, test_environment=True, now=now,
+                                  provenance=prov)  # fmt: skip
+        submission = SubmissionInfo(
+            source_id=settings.source_id, submission_time=doc.creation_time, content_type=settings.content_type
         )
-        for c in (gateway, space)
-    ]
+        bodies.append(json.dumps(build_provide_bundle([doc], submission), separators=(",", ":")).encode())
+    space = await start_ceiling(tmp / "push-ceiling")
+    try:
+        return await push_ceiling(space.ports["http"], bodies, connections)
+    finally:
+        space.stop()
 
 
-def scenarios() -> list[Scenario]:
-    extra = dict(item.split("=", 1) for item in os.environ.get("PIPELINE_ENV", "").split() if item)
-    return [Scenario(s.name, s.space, s.latency_ms, {**s.env, **extra}) for s in _scenarios()]
+# --- all of it ------------------------------------------------------------------------------------
 
 
-def _scenarios() -> list[Scenario]:
-    return [
-        Scenario("sandbox", "sandbox"),
-        Scenario("sandbox-250ms", "sandbox", latency_ms=250),
-        Scenario("ceiling", "ceiling"),
-    ]
+@dataclass
+class Run:
+    results: list[Result]
+    push_per_s: float | None
+    backlog: Backlog | None
+    load: str
+    started: datetime
+
+
+async def bench(count: int, patients: int, backlog: int, only: list[str] | None) -> Run:
+    started = datetime.now(UTC)
+    before = os.getloadavg()[0]
+    reports = make_reports(count, patients, CONNECTIONS)
+    warmup = make_reports(min(200, count), min(40, patients), CONNECTIONS, seed=7)
+    results: list[Result] = []
+    push, drained = None, None
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        for sc in SCENARIOS:
+            if not only or sc.name in only:
+                results.append(await run_scenario(sc, warmup, reports, Path(tmp)))
+                print_result(results[-1])
+        if not only or "push" in only:
+            push = await push_rate(Path(tmp), reports[: min(len(reports), 3000)])
+            print(f"  bare push to the minimal space: {push:,.0f} req/s", flush=True)
+        if backlog and (not only or "backlog" in only):
+            drained = await run_backlog(Path(tmp), backlog, max(1, backlog // 5), {})
+            print(f"  backlog: {drained}", flush=True)
+    return Run(results, push, drained, f"{before:.1f} / {os.getloadavg()[0]:.1f}", started)
 
 
 def print_result(r: Result) -> None:
@@ -198,44 +270,88 @@ def print_result(r: Result) -> None:
     )
 
 
-async def bench(count: int, patients: int, repeats: int, only: list[str] | None) -> list[Result]:
-    reports = make_reports(count, patients, CONNECTIONS)
-    warmup = make_reports(min(200, count), min(50, patients), CONNECTIONS, seed=7)
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        for sc in scenarios():
-            if only and sc.name not in only:
-                continue
-            runs = []
-            for i in range(repeats):
-                runs.append(await run_scenario(sc, warmup, reports, Path(tmp) / str(i)))
-                print_result(runs[-1])
-            results.append(median_result(runs))
-    return results
+def render(run: Run, count: int, patients: int) -> str:
+    lines = [
+        BEGIN,
+        "## End to end: delivery against intake",
+        "",
+        f"Measured {run.started:%Y-%m-%d %H:%M} UTC on this machine ({os.cpu_count()} CPUs, {platform.machine()}, "
+        f"Python {platform.python_version()}) by `python -m benchmarks.pipeline_bench`; 1-minute load average "
+        f"before/after: {run.load} (other work was running on the machine). Gateway, space and senders each in "
+        f"their own process; `passerelle run` with default settings (SQLite journal, `worker.concurrency` 128). "
+        f"{count:,} reports (volet ORU^R01 with an embedded CDA, about 9.6 KB) for {patients:,} patients, "
+        f"{CONNECTIONS} MLLP connections each waiting for every ACK; a patient's reports share a connection.",
+        "",
+        "| scenario | accepted msg/s | delivered docs/s | delivered / accepted | ACK p50 / p99 ms "
+        "| gateway CPU ms/doc | space CPU ms/doc | gateway RSS peak MB | stored exactly once, in order |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in run.results:
+        check = "yes" if r.exact else f"**no**: {r.missing} missing, {r.duplicated} twice, {r.disorder} out of order"
+        lines.append(
+            f"| {r.scenario.name} | {r.accepted_per_s:,.0f} | {r.delivered_per_s:,.0f} | {r.ratio:.2f} | "
+            f"{r.ack_p50_ms:.1f} / {r.ack_p99_ms:.1f} | {r.gateway_cpu_ms_per_doc:.2f} | {r.space_cpu_ms_per_doc:.2f} | "
+            f"{r.rss_mb_peak:.0f} | {check} |"
+        )
+    if run.push_per_s is not None:
+        lines.append(f"| bare push (no gateway) | — | {run.push_per_s:,.0f} | — | — | — | — | — | — |")
+    lines += ["", *_legend(run), STOP]
+    return "\n".join(lines) + "\n"
 
 
-def median_result(runs: list[Result]) -> Result:
-    """The run with the median delivery rate (one real run, not a mix of several)."""
-    ordered = sorted(runs, key=lambda r: r.delivered_per_s)
-    return ordered[len(ordered) // 2]
+def _legend(run: Run) -> list[str]:
+    out = [
+        "* **sandbox**: the sandbox as the space; **sandbox-250ms**: the same, the sandbox waiting 250 ms before "
+        "answering every call; **ceiling**: the minimal space of `benchmarks/space_ceiling.py` (answers a valid "
+        "transaction response, stores nothing); **bare push**: a bare asyncio client posting the gateway's own "
+        "bundles for the same reports to that minimal space over 8 keep-alive connections (what one core can push).",
+        "* delivered docs/s counts from the first report sent to the last document stored, so the backlog left "
+        "when intake ends is included; gateway CPU is its process CPU time during the run (intake included) "
+        "divided by the documents.",
+    ]
+    b = run.backlog
+    if b is not None:
+        out.append(
+            f"* **backlog**: {b.documents:,} documents appended by the HL7 intake to the gateway's journal "
+            f"({b.fill_seconds:.0f} s), then drained by `passerelle run` into the minimal space at "
+            f"{b.drained_per_s:,.0f} docs/s ({b.gateway_cpu_ms_per_doc:.2f} ms CPU/doc, {b.missing} missing): "
+            f"resident memory {b.rss_mb_start:.0f} MB after the first 5 %, peak {b.rss_mb_peak:.0f} MB "
+            f"(+{b.rss_growth * 100:.0f} %), {b.rss_mb_end:.0f} MB at the end. The journal holds "
+            f"{b.journal_bytes_per_message:,.0f} bytes per message while they wait (database + WAL; a message is "
+            f"about 9.6 KB) and {b.journal_bytes_after:,.0f} once delivered (payloads stay until retention purges them)."
+        )
+    return out
+
+
+def write_results(section: str) -> None:
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
+    if BEGIN in text and STOP in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(STOP, 1)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_bench")
-    parser.add_argument("--quick", action="store_true", help="1,000 reports, 1 run each (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="1,000 reports, a 5,000-document backlog (smoke run)")
     parser.add_argument("--reports", type=int, default=10_000)
     parser.add_argument("--patients", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--only", action="append")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--backlog", type=int, default=100_000, help="documents of the backlog drain (0: skip)")
+    parser.add_argument("--only", action="append", help="sandbox, sandbox-250ms, ceiling, push or backlog")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args(argv)
-    count, patients = (1_000, 200) if args.quick else (args.reports, args.patients)
-    before = os.getloadavg()[0]
-    results = asyncio.run(bench(count, patients, args.repeats, args.only))
-    print(f"load average {before:.1f} / {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs, {platform.machine()}")
-    for r in results:
-        print_result(r)
-    return 0 if all(r.missing == 0 and r.disorder == 0 for r in results) else 1
+    count, patients, backlog = (1_000, 200, 5_000) if args.quick else (args.reports, args.patients, args.backlog)
+    t0 = time.perf_counter()
+    run = asyncio.run(bench(count, patients, backlog, args.only))
+    section = render(run, count, patients)
+    print(section)
+    if not args.no_write:
+        write_results(section)
+        print(f"wrote {RESULTS} ({time.perf_counter() - t0:.0f} s)")
+    return 0 if all(r.exact for r in run.results) else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -118,6 +119,7 @@ class Gateway:
                 loop.add_signal_handler(sig, self.stop_requested.set)
         try:
             await self.start()
+            tune_gc()
             await self.stop_requested.wait()
         finally:
             await self.stop()
@@ -185,6 +187,21 @@ def build_gateway(
     )  # fmt: skip
     supervisor.on_failure = gateway.failed
     return gateway
+
+
+#: Young-generation threshold of the cyclic garbage collector while serving (Python's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """A serving process's collector settings (docs/adr/0026-pipelined-dispatch.md): what the start
+    built is moved out of the collector's sight for good (``gc.freeze``), and the young generation is
+    collected every 50,000 net allocations instead of 700 (almost every object of a document is freed
+    by reference counting; the frequent collections cost about a tenth of the dispatch's CPU)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, max(middle, 50), max(old, 100))
 
 
 def _none() -> list[asyncio.Task[None]]:
