@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TypedDict, Unpack
 from urllib.parse import quote_plus
 
 import httpx
@@ -182,6 +183,16 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+class _Options(TypedDict, total=False):
+    """What a request may carry besides its method and URL."""
+
+    content: bytes | None
+    params: Mapping[str, str] | None
+    headers: Mapping[str, str] | None
+    data: Mapping[str, str] | None
+    auth: tuple[str, str] | None
+
+
 @dataclass(frozen=True)
 class _Answer:
     status: int
@@ -321,21 +332,14 @@ class MhdSpace:
                 location="patient.ins_oid",
             )
 
-    async def _call(
-        self,
-        method: str,
-        url: str,
-        *,
-        content: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> _Answer:
+    async def _call(self, method: str, url: str, **options: Unpack[_Options]) -> _Answer:
         """One request (plus one retry after a 401 with a fresh token). Transport errors → transient."""
         for refreshed in (False, True):
-            all_headers = dict(headers or {})
+            headers = dict(options.get("headers") or {})
             if self._settings.auth == SpaceAuth.OAUTH2:
-                all_headers["Authorization"] = f"Bearer {await self._bearer()}"
-            answer = await self._send(method, url, content=content, params=params, headers=all_headers)
+                headers["Authorization"] = f"Bearer {await self._bearer()}"
+            sent: _Options = {**options, "headers": headers}
+            answer = await self._send(method, url, **sent)
             if answer.status == 401 and self._settings.auth == SpaceAuth.OAUTH2 and not refreshed:
                 log.warning("space: 401 from the patient space, refreshing the token once")
                 self._token = ""
@@ -343,27 +347,22 @@ class MhdSpace:
             return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        content: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        data: Mapping[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-    ) -> _Answer:
+    async def _send(self, method: str, url: str, **options: Unpack[_Options]) -> _Answer:
         if self._closed:
             raise RuntimeError("MhdSpace is closed")
-        all_headers = {**_DEFAULT_HEADERS, **(headers or {})}
+        headers = {**_DEFAULT_HEADERS, **(options.get("headers") or {})}
+        auth = options.get("auth")
         if auth is not None:
-            all_headers["Authorization"] = _basic_auth(*auth)
-        target = self._base if url == self._settings.url else httpx.URL(url)
+            headers["Authorization"] = _basic_auth(*auth)
         request = httpx.Request(
-            method, target, params=params, headers=all_headers, content=content, data=data,
+            method,
+            self._base if url == self._settings.url else httpx.URL(url),
+            params=options.get("params"),
+            headers=headers,
+            content=options.get("content"),
+            data=options.get("data"),
             extensions={"timeout": self._timeouts},
-        )  # fmt: skip
+        )
         cap = self._settings.max_response_bytes
         try:
             async with asyncio.timeout(self._settings.total_timeout_s):

@@ -336,16 +336,14 @@ class PostgresJournal:
         return [_row(r) for r in recs]
 
     async def heartbeat(self, worker: str, now: datetime, dead_after_s: float) -> int:
-        """One statement: this worker's heartbeat, the dead workers' rows removed, their claims freed."""
+        """One transaction, not waited for on disk: this worker's heartbeat, then the rows of the dead
+        workers removed and their claims freed."""
         params = {"me": text(worker), "now": now, "cutoff": now - timedelta(seconds=dead_after_s)}
         async with self._conn() as conn, conn.transaction():
             await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.execute(_HEARTBEAT, params)
             cur = await conn.execute(_REAP, params)
-            released = cur.rowcount
-        if released:
-            log.warning("journal: %d claim(s) of a gone dispatcher given back", released)
-        return released
+            return cur.rowcount
 
     async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
         await self.settle_many([(row_id, settlement)], now)

@@ -217,14 +217,13 @@ class SQLiteJournal:
         alive = [name for name, seen in self._heartbeats.items() if seen >= cutoff]
         marks = ",".join("?" * len(alive))
         with _sqlite_db.write_transaction(self.conn) as conn:
-            released = conn.execute(
-                "UPDATE lanes SET lease_until = NULL, worker = NULL "
-                f"WHERE worker IS NOT NULL AND lease_until > ? AND worker NOT IN ({marks})",
-                (now, *alive),
-            ).rowcount
-        if released:
-            log.warning("journal: %d claim(s) of a previous dispatcher given back", released)
-        return released
+            return int(
+                conn.execute(
+                    "UPDATE lanes SET lease_until = NULL, worker = NULL "
+                    f"WHERE worker IS NOT NULL AND lease_until > ? AND worker NOT IN ({marks})",
+                    (now, *alive),
+                ).rowcount
+            )
 
     async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
         await self.settle_many([(row_id, settlement)], now)

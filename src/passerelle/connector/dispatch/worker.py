@@ -263,6 +263,7 @@ class DispatchWorker:
             log.exception("dispatch heartbeat failed")
             return
         if released:
+            log.warning("claims of a gone dispatch worker given back", extra={"count": released})
             self._wake.set()
 
     async def run_once(self) -> bool:
