@@ -98,7 +98,12 @@ async def test_chunked_answers_are_read_whole() -> None:
 
 async def test_at_most_max_connections_requests_in_flight() -> None:
     async def slow(server: Server, n: int, head: bytes) -> bytes:
-        await asyncio.sleep(0.05)
+        # hold every request until two are in flight (or a while), so a third would show
+        for _ in range(500):
+            if server.in_flight >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
         return answer()
 
     async with serving(slow) as server, client(max_connections=2) as c:
