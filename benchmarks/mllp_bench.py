@@ -170,6 +170,9 @@ async def child(kind: str) -> None:
             port = await serve_transport()
         else:
             _server, port, _journal = await serve_passerelle(Path(tmp))
+            from passerelle.connector.app import tune_gc
+
+            tune_gc()  # the collector settings of `passerelle run`
         print(port, flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)  # parent closes stdin to stop us

@@ -1,5 +1,9 @@
 """Run every benchmark and update benchmarks/RESULTS.md (each benchmark owns its own section).
 
+``make bench`` takes about a quarter of an hour on a 2-CPU machine, most of it the end-to-end runs
+(``pipeline``: each scenario three times with 10,000 reports, then a 100,000-document backlog);
+``--quick`` is a smoke run of a few minutes.
+
 ``python -m benchmarks.run [--quick] [--only NAME]``
 """
 
@@ -13,6 +17,7 @@ BENCHMARKS = {
     "mllp": "benchmarks.mllp_bench",
     "hl7v2": "benchmarks.hl7v2_bench",
     "journal": "benchmarks.journal_bench",
+    "pipeline": "benchmarks.pipeline_bench",
 }
 
 

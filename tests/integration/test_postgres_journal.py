@@ -28,6 +28,7 @@ EXPECTED_TABLES = {
     "messages",
     "patient_map",
     "schema_migrations",
+    "workers",
 }
 
 
@@ -83,7 +84,7 @@ async def test_migrations_create_the_expected_tables_once() -> None:
             )
             assert {r[0] for r in await cur.fetchall()} == EXPECTED_TABLES
             cur = await conn.execute(f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY version')
-            assert await cur.fetchall() == [(1, "0001_journal.sql"), (2, "0002_retention.sql"), (3, "0003_browser.sql")]
+            assert await cur.fetchall() == [(1, "0001_journal.sql"), (2, "0002_retention.sql"), (3, "0003_browser.sql"), (4, "0004_workers.sql")]
         finally:
             await conn.close()
         again = PostgresJournal(dsn, schema=schema)

@@ -230,3 +230,23 @@ def test_author_split_into_practitioner_and_organisation_references() -> None:
     reference["author"] = [{"reference": "#author"}, {"reference": "#org"}]
     submission = read_submission(bundle)
     assert (submission.documents[0].author_idnat, submission.documents[0].author_org) == ("801234567890", "1750000017")
+
+
+def test_elements_validated_once_give_the_same_refusals() -> None:
+    """The sandbox validates each distinct FHIR element once (sandbox/fhir_models.py): once it has seen
+    valid bundles, every refusal of the list above is still the same refusal, word for word."""
+    from passerelle.sandbox.fhir_models import FhirValidator
+
+    warm = FhirValidator()
+    for n in range(5):
+        read_submission(iti65_bundle(INS, SampleDocument(f"1.2.250.1.999.36.{n}")), warm)
+    read_submission(iti65_bundle(INS, SampleDocument("1.2.250.1.999.30.1")), warm)
+    for _, mutate, _ in INVALID:
+        answers = []
+        for validator in (None, warm):
+            bundle = iti65_bundle(INS, SampleDocument("1.2.250.1.999.30.1"))
+            mutate(bundle)
+            with pytest.raises(SpaceRefusal) as refused:
+                read_submission(bundle, validator)
+            answers.append((refused.value.code, refused.value.diagnostics))
+        assert answers[0] == answers[1]

@@ -36,13 +36,14 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TypedDict, Unpack
 from urllib.parse import quote_plus
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.adapters.dmp.settings import DmpSettings
-from passerelle.adapters.http import space_http_client
+from passerelle.adapters.http import space_timeouts, space_transport
 from passerelle.adapters.mhd_answers import (
     MalformedAnswerError,
     is_operation_outcome,
@@ -66,6 +67,7 @@ from passerelle.mappings.mhd.bundle import SubmissionInfo, build_provide_bundle,
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
+_DEFAULT_HEADERS = {"Accept": FHIR_JSON, "User-Agent": "passerelle"}
 #: Longest Retry-After honoured; a larger hint is clamped (the worker's own deadline still applies).
 MAX_RETRY_AFTER = 24 * 3600.0
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -123,7 +125,9 @@ class SpaceSettings(BaseModel):
     pool_timeout_s: float = Field(default=5.0, gt=0)
     total_timeout_s: float = Field(default=60.0, gt=0)
     max_response_bytes: int = Field(default=1_048_576, ge=1024)
-    max_connections: int = Field(default=10, ge=1)
+    #: Requests in flight at once (keep-alive connections); unset: sized to the dispatch window
+    #: (``worker.concurrency``). A smaller value also caps that window (docs/adr/0026-pipelined-dispatch.md).
+    max_connections: int | None = Field(default=None, ge=1)
     # submission metadata
     source_id: str = Field(default_factory=lambda: derived_oid("passerelle-source-id"))
     content_type: Code = Code(code="04", system="1.2.250.1.213.2.2", display="Hospitalisation de jour")
@@ -183,6 +187,16 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+class _Options(TypedDict, total=False):
+    """What a request may carry besides its method and URL."""
+
+    content: bytes | None
+    params: Mapping[str, str] | None
+    headers: Mapping[str, str] | None
+    data: Mapping[str, str] | None
+    auth: tuple[str, str] | None
+
+
 @dataclass(frozen=True)
 class _Answer:
     status: int
@@ -224,12 +238,12 @@ class MhdSpace:
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
         self._closed = False
-        self._client = space_http_client(
-            settings,
-            verify=_ssl_context(settings),
-            transport=transport,
-            headers={"Accept": FHIR_JSON, "User-Agent": "passerelle"},
-        )
+        # The transport is called directly, without httpx's client layer (cookies, auth and redirect
+        # flows, URL merging): redirects are never followed here, authentication is ours, and that
+        # layer cost more per request than the exchange itself (docs/adr/0026-pipelined-dispatch.md).
+        self._transport = space_transport(settings, verify=_ssl_context(settings), transport=transport)
+        self._timeouts = space_timeouts(settings).as_dict()
+        self._base = httpx.URL(settings.url)
 
     # --- PatientSpace ---------------------------------------------------------------------------------
 
@@ -263,7 +277,7 @@ class MhdSpace:
             raise RemoteAmbiguousError(f"ambiguous ITI-65 answer: {exc}", status=answer.status) from exc
         docref = entries[1]  # entry order: SubmissionSet, DocumentReference, Binary
         outcome = DeliveryOutcome.CREATED if docref.status == 201 else DeliveryOutcome.ALREADY_STORED
-        log.info("space: document %s %s (HTTP %d)", doc.unique_id, outcome.value, answer.status)
+        log.debug("space: document %s %s (HTTP %d)", doc.unique_id, outcome.value, answer.status)
         return DeliveryReceipt(
             unique_id=doc.unique_id,
             outcome=outcome,
@@ -311,7 +325,7 @@ class MhdSpace:
         if self._closed:
             return
         self._closed = True
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def probe(self) -> str:
         """Read the capability statement (``GET {url}/metadata``) with our credentials; returns a short
@@ -334,21 +348,14 @@ class MhdSpace:
                 location="patient.ins_oid",
             )
 
-    async def _call(
-        self,
-        method: str,
-        url: str,
-        *,
-        content: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> _Answer:
+    async def _call(self, method: str, url: str, **options: Unpack[_Options]) -> _Answer:
         """One request (plus one retry after a 401 with a fresh token). Transport errors → transient."""
         for refreshed in (False, True):
-            all_headers = dict(headers or {})
+            headers = dict(options.get("headers") or {})
             if self._settings.auth == SpaceAuth.OAUTH2:
-                all_headers["Authorization"] = f"Bearer {await self._bearer()}"
-            answer = await self._send(method, url, content=content, params=params, headers=all_headers)
+                headers["Authorization"] = f"Bearer {await self._bearer()}"
+            sent: _Options = {**options, "headers": headers}
+            answer = await self._send(method, url, **sent)
             if answer.status == 401 and self._settings.auth == SpaceAuth.OAUTH2 and not refreshed:
                 log.warning("space: 401 from the patient space, refreshing the token once")
                 self._token = ""
@@ -356,26 +363,26 @@ class MhdSpace:
             return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        content: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        data: Mapping[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-    ) -> _Answer:
+    async def _send(self, method: str, url: str, **options: Unpack[_Options]) -> _Answer:
         if self._closed:
             raise RuntimeError("MhdSpace is closed")
-        request = self._client.build_request(method, url, content=content, params=params, headers=headers, data=data)
+        headers = {**_DEFAULT_HEADERS, **(options.get("headers") or {})}
+        auth = options.get("auth")
         if auth is not None:
-            request.headers["Authorization"] = _basic_auth(*auth)
+            headers["Authorization"] = _basic_auth(*auth)
+        request = httpx.Request(
+            method,
+            self._base if url == self._settings.url else httpx.URL(url),
+            params=options.get("params"),
+            headers=headers,
+            content=options.get("content"),
+            data=options.get("data"),
+            extensions={"timeout": self._timeouts},
+        )
         cap = self._settings.max_response_bytes
         try:
             async with asyncio.timeout(self._settings.total_timeout_s):
-                response = await self._client.send(request, stream=True)
+                response = await self._transport.handle_async_request(request)
                 try:
                     declared = response.headers.get("Content-Length", "")
                     if declared.isdigit() and int(declared) > cap:

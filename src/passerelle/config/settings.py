@@ -184,12 +184,26 @@ class RetrySettings(_Group):
 
 
 class WorkerSettings(_Group):
-    concurrency: int = Field(8, ge=1, le=256)
+    """The dispatch pipeline (docs/adr/0026-pipelined-dispatch.md)."""
+
+    #: Documents in flight at once (at most one per patient): a lane is claimed as soon as one settles.
+    concurrency: int = Field(128, ge=1, le=1024)
     lease_s: float = Field(120.0, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     #: Fallback re-check delay of a parked document when the policy gives none (see consent rules).
     park_recheck_s: float = Field(900.0, gt=0)
+    #: How often the worker tells the journal it is alive; a worker silent for ``dead_after_s`` is gone
+    #: and its claims come back to the others before their lease ends (PostgreSQL: within about
+    #: ``dead_after_s + heartbeat_s``; SQLite: at the next start).
+    heartbeat_s: float = Field(2.0, gt=0)
+    dead_after_s: float = Field(7.5, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> WorkerSettings:
+        if self.dead_after_s < 2 * self.heartbeat_s:
+            raise ValueError("dead_after_s must be at least twice heartbeat_s")
+        return self
 
 
 class ConsentSettings(_Group):

@@ -49,7 +49,7 @@ SET_DEADLINE = "UPDATE messages SET deadline = ? WHERE id = ? AND deadline IS NU
 SETTLE = (
     "UPDATE messages SET state = ?, detail = ?, attempts = attempts + ?, next_due = ?, updated_at = ?, "
     "document_id = CASE WHEN ? <> '' THEN ? ELSE document_id END, "
-    "patient_id = CASE WHEN ? <> '' THEN ? ELSE patient_id END WHERE id = ?"
+    "patient_id = CASE WHEN ? <> '' THEN ? ELSE patient_id END, deadline = COALESCE(deadline, ?) WHERE id = ?"
 )
 #: The head waits until ``due_at`` (retry, park); the head is dead (the lane waits for an operator).
 LANE_WAIT = "UPDATE lanes SET due_at = ?, lease_until = NULL, worker = NULL WHERE lane = ? AND head_id = ?"

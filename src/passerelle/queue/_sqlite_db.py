@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -161,13 +162,56 @@ def migrate(
 
 
 @contextlib.contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` (the write lock now, not at the first write) … ``COMMIT``, or ``ROLLBACK`` on error."""
-    conn.execute("BEGIN IMMEDIATE")
+def write_transaction(conn: sqlite3.Connection, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (the write lock now, not at the first write) … ``COMMIT``, or ``ROLLBACK`` on error.
+
+    ``durable=False`` commits without the fsync (``synchronous=NORMAL`` for this one transaction): a
+    crash may lose it, never corrupt the file, and the next durable commit makes it durable too (the
+    WAL is synced as a whole). Only for writes whose loss is harmless (a dispatch claim).
+    """
+    if not durable:
+        conn.execute("PRAGMA synchronous = NORMAL")
     try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite may already have rolled back (disk full, I/O error)
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        if not durable:
+            conn.execute("PRAGMA synchronous = FULL")
+
+
+class DispatchLock:
+    """An exclusive ``flock`` on ``<journal>.dispatch`` held by the one process dispatching from a
+    SQLite journal: the kernel releases it when that process dies, even by SIGKILL, so its holder
+    knows every claim not made by its own workers belongs to a process that is gone."""
+
+    def __init__(self, journal: Path) -> None:
+        self.path = journal.with_name(journal.name + ".dispatch")
+        self._fd: int | None = None
+        self._warned = False
+
+    def acquire(self) -> bool:
+        """Take the lock if free (never waits); True while this process holds it."""
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            if not self._warned:
+                self._warned = True
+                log.warning("another process dispatches from this journal file: its claims are left alone")
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None

@@ -15,12 +15,13 @@ from passerelle.queue.model import BLOCKING_STATES, AppendResult, Event, Inbound
 
 
 class _Lane:
-    __slots__ = ("due_at", "head_id", "lease_until")
+    __slots__ = ("due_at", "head_id", "lease_until", "worker")
 
     def __init__(self, head_id: int, due_at: datetime | None) -> None:
         self.head_id = head_id
         self.due_at = due_at
         self.lease_until: datetime | None = None
+        self.worker = ""
 
 
 def _matches(r: Row, query: model.Query) -> bool:
@@ -55,6 +56,7 @@ class MemoryJournal:
         self.registry: dict[str, model.RegistryEntry] = {}
         self.series: dict[str, model.SeriesEntry] = {}
         self.patient_map: dict[tuple[str, str], tuple[str, str]] = {}
+        self.heartbeats: dict[str, datetime] = {}
         self._next_id = 1
         self.fail_appends = False  # tests flip this to simulate a storage failure
 
@@ -113,8 +115,29 @@ class MemoryJournal:
         for _, name in sorted(due)[:limit]:
             lane = self.lanes[name]
             lane.lease_until = now + timedelta(seconds=lease_seconds)
+            lane.worker = worker
             out.append(self.rows[lane.head_id])
         return out
+
+    async def heartbeat(self, worker: str, now: datetime, dead_after_s: float) -> int:
+        self.heartbeats[worker] = now
+        cutoff = now - timedelta(seconds=dead_after_s)
+        released = 0
+        for lane in self.lanes.values():
+            seen = self.heartbeats.get(lane.worker)
+            if (
+                lane.lease_until is not None
+                and lane.lease_until > now
+                and lane.worker != worker
+                and (seen is None or seen < cutoff)
+            ):
+                lane.lease_until, lane.worker = None, ""
+                released += 1
+        return released
+
+    async def settle_many(self, settlements: Sequence[tuple[int, model.Settlement]], now: datetime) -> None:
+        for row_id, settlement in settlements:
+            await self.settle(row_id, settlement, now)
 
     async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
         row = self.rows.get(row_id)
@@ -124,13 +147,13 @@ class MemoryJournal:
         self.rows[row_id] = replace(
             row, state=s.state, detail=s.detail, attempts=row.attempts + _rows.attempt_increment(s.state),
             next_due=s.next_due, updated_at=now, document_id=s.document_id or row.document_id,
-            patient_id=s.patient_id or row.patient_id,
+            patient_id=s.patient_id or row.patient_id, deadline=row.deadline or s.deadline,
         )  # fmt: skip
         self._events.extend(s.events)
         lane = self.lanes.get(row.lane)
         if lane is None or lane.head_id != row_id:
             return
-        lane.lease_until = None
+        lane.lease_until, lane.worker = None, ""
         if s.state in (State.RETRY, State.PARKED):
             lane.due_at = s.next_due or now
         elif s.state is State.DEAD:
@@ -160,7 +183,7 @@ class MemoryJournal:
         if lane is None:
             self.lanes[row.lane] = _Lane(row_id, now)
         elif lane.head_id >= row_id:
-            lane.head_id, lane.due_at, lane.lease_until = row_id, now, None
+            lane.head_id, lane.due_at, lane.lease_until, lane.worker = row_id, now, None, ""
         return True
 
     async def set_deadline(self, row_id: int, deadline: datetime) -> None:

@@ -109,7 +109,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Settlement:
-    """What happened to a claimed row. ``next_due`` is required for RETRY and PARKED."""
+    """What happened to a claimed row. ``next_due`` is required for RETRY and PARKED. ``deadline`` is
+    the row's delivery deadline, recorded only when the row has none yet (its first attempt's)."""
 
     state: State
     detail: str = ""
@@ -117,6 +118,7 @@ class Settlement:
     document_id: str = ""
     patient_id: str = ""
     events: Sequence[Event] = ()
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -61,14 +61,36 @@ class IntakeJournal(Protocol):
 
 
 class DispatchJournal(Protocol):
-    """What the dispatch worker needs: claim lane heads, record their journey, settle them."""
+    """What the dispatch worker needs: claim lane heads, record their journey, settle them.
+
+    Leases: a claim leases its lanes to ``worker`` for ``lease_seconds``; a lease that expires comes
+    back. A claim need not be durable (a lost claim only makes its lane claimable again); a
+    settlement is, once the call returns. :meth:`heartbeat` gives back, before their lease expires,
+    the claims of workers that are gone.
+    """
 
     async def claim(self, worker: str, limit: int, lease_seconds: float, now: datetime) -> list[Row]:
-        """Lease up to ``limit`` lane heads that are due. A lease that expires comes back."""
+        """Lease up to ``limit`` lane heads that are due, oldest due first."""
         ...
 
     async def settle(self, row_id: int, settlement: Settlement, now: datetime) -> None:
-        """Record the outcome of a claimed row and release its lane."""
+        """Record the outcome of a claimed row and release its lane (durable once it returns)."""
+        ...
+
+    async def settle_many(self, settlements: Sequence[tuple[int, Settlement]], now: datetime) -> None:
+        """:meth:`settle` for several rows (distinct lanes) in one transaction: all or none are recorded."""
+        ...
+
+    async def heartbeat(self, worker: str, now: datetime, dead_after_s: float) -> int:
+        """``worker`` is alive at ``now``; returns how many lanes claimed by gone workers were released.
+
+        A worker is gone when its last heartbeat is older than ``dead_after_s``, or when it never
+        heartbeated on this journal while this process has been running it: PostgreSQL (several
+        instances) keeps the heartbeats in the database, so a dead instance's claims come back within
+        ``dead_after_s`` plus one heartbeat of a live one; SQLite (one instance) gives the previous
+        process's claims back at the first heartbeat, once this process holds the journal's dispatch
+        lock (a second process dispatching from the same file releases nothing).
+        """
         ...
 
     async def set_deadline(self, row_id: int, deadline: datetime) -> None:

@@ -68,6 +68,31 @@ _DELETE_RECORDS = (
 )
 
 
+_CLAIM = (
+    "WITH c AS ("
+    " SELECT lane FROM lanes WHERE head_id IS NOT NULL AND due_at IS NOT NULL AND due_at <= %(now)s"
+    " AND (lease_until IS NULL OR lease_until <= %(now)s) ORDER BY due_at LIMIT %(limit)s"
+    " FOR UPDATE SKIP LOCKED"
+    "), u AS ("
+    " UPDATE lanes SET lease_until = %(until)s, worker = %(worker)s FROM c WHERE lanes.lane = c.lane"
+    " RETURNING lanes.head_id, lanes.due_at"
+    f") SELECT {_rows.SELECT_ROW} FROM u JOIN messages m ON m.id = u.head_id"
+    " LEFT JOIN payloads p ON p.row_id = m.id ORDER BY u.due_at, m.id"
+)
+_HEARTBEAT = (
+    "INSERT INTO workers (name, seen_at) VALUES (%(me)s, %(now)s) "
+    "ON CONFLICT (name) DO UPDATE SET seen_at = GREATEST(workers.seen_at, excluded.seen_at)"
+)
+#: A worker is gone when its heartbeat is older than the cutoff, or when it has none (its row was
+#: removed when it was found dead): its row goes, its claims still leased come back.
+_REAP = (
+    "WITH gone AS (DELETE FROM workers WHERE seen_at < %(cutoff)s AND name <> %(me)s) "
+    "UPDATE lanes SET lease_until = NULL, worker = NULL "
+    "WHERE worker IS NOT NULL AND worker <> %(me)s AND lease_until > %(now)s "
+    "AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.name = lanes.worker AND w.seen_at >= %(cutoff)s)"
+)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
@@ -307,43 +332,70 @@ class PostgresJournal:
     async def claim(self, worker: str, limit: int, lease_seconds: float, now: datetime) -> list[Row]:
         if limit <= 0:
             return []
-        recs = await self._fetchall(
-            "WITH c AS ("
-            " SELECT lane FROM lanes WHERE head_id IS NOT NULL AND due_at IS NOT NULL AND due_at <= %(now)s"
-            " AND (lease_until IS NULL OR lease_until <= %(now)s) ORDER BY due_at LIMIT %(limit)s"
-            " FOR UPDATE SKIP LOCKED"
-            "), u AS ("
-            " UPDATE lanes SET lease_until = %(until)s, worker = %(worker)s FROM c WHERE lanes.lane = c.lane"
-            " RETURNING lanes.head_id, lanes.due_at"
-            f") SELECT {_rows.SELECT_ROW} FROM u JOIN messages m ON m.id = u.head_id"
-            " LEFT JOIN payloads p ON p.row_id = m.id ORDER BY u.due_at, m.id",
-            {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds), "worker": text(worker)},
-        )
+        async with self._conn() as conn, conn.transaction():
+            # Not waited for on disk: a lost claim only makes its lane claimable again.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            cur = await conn.execute(
+                _CLAIM,
+                {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds), "worker": text(worker)},
+            )
+            recs = await cur.fetchall()
         return [_row(r) for r in recs]
 
-    async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
-        s = settlement
+    async def heartbeat(self, worker: str, now: datetime, dead_after_s: float) -> int:
+        """One transaction, not waited for on disk: this worker's heartbeat, then the rows of the dead
+        workers removed and their claims freed."""
+        params = {"me": text(worker), "now": now, "cutoff": now - timedelta(seconds=dead_after_s)}
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute("SELECT lane FROM messages WHERE id = %s", (row_id,))
-            rec = await cur.fetchone()
-            if rec is None:
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute(_HEARTBEAT, params)
+            cur = await conn.execute(_REAP, params)
+            return cur.rowcount
+
+    async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
+        await self.settle_many([(row_id, settlement)], now)
+
+    async def settle_many(self, settlements: Sequence[tuple[int, model.Settlement]], now: datetime) -> None:
+        if not settlements:
+            return
+        attempt = 0
+        while True:
+            try:
+                async with self._conn() as conn, conn.transaction():
+                    await self._settle_all(conn, settlements, now)
                 return
-            lane: str = rec[0]
-            # Lane first, then the message: the order every writer here follows.
-            await conn.execute("SELECT 1 FROM lanes WHERE lane = %s FOR UPDATE", (lane,))
-            document_id, patient_id = text(s.document_id), text(s.patient_id)
-            step = _rows.attempt_increment(s.state)
-            await conn.execute(
-                pg(_sql.SETTLE),
-                (s.state.value, text(s.detail), step, s.next_due, now, *(document_id,) * 2, *(patient_id,) * 2, row_id),
-            )
-            await self._insert_events(conn, s.events)
-            if s.state in (State.RETRY, State.PARKED):
-                await conn.execute(pg(_sql.LANE_WAIT), (s.next_due if s.next_due is not None else now, lane, row_id))
-            elif s.state is State.DEAD:
-                await conn.execute(pg(_sql.LANE_HOLD), (lane, row_id))
-            else:  # delivered, refused, rejected: the lane moves on
-                await self._advance_lane(conn, lane, now)
+            except QueueUnavailableError as exc:
+                if not isinstance(exc.__cause__, _RETRYABLE) or attempt >= _RETRIES:
+                    raise
+                attempt += 1
+
+    async def _settle_all(self, conn: Conn, settlements: Sequence[tuple[int, model.Settlement]], now: datetime) -> None:
+        ids = [row_id for row_id, _ in settlements]
+        cur = await conn.execute("SELECT id, lane FROM messages WHERE id = ANY(%s::bigint[])", (ids,))
+        lanes: dict[int, str] = dict(await cur.fetchall())
+        # Lanes first (sorted, like appends), then the messages: the order every writer here follows.
+        await conn.execute(
+            "SELECT 1 FROM lanes WHERE lane = ANY(%s::text[]) ORDER BY lane FOR UPDATE", (sorted(set(lanes.values())),)
+        )
+        for row_id, s in settlements:
+            if row_id in lanes:
+                await self._settle_one(conn, row_id, lanes[row_id], s, now)
+        await self._insert_events(conn, [e for row_id, s in settlements if row_id in lanes for e in s.events])
+
+    async def _settle_one(self, conn: Conn, row_id: int, lane: str, s: model.Settlement, now: datetime) -> None:
+        document_id, patient_id = text(s.document_id), text(s.patient_id)
+        step = _rows.attempt_increment(s.state)
+        await conn.execute(
+            pg(_sql.SETTLE),
+            (s.state.value, text(s.detail), step, s.next_due, now, *(document_id,) * 2, *(patient_id,) * 2, s.deadline,
+             row_id),
+        )  # fmt: skip
+        if s.state in (State.RETRY, State.PARKED):
+            await conn.execute(pg(_sql.LANE_WAIT), (s.next_due if s.next_due is not None else now, lane, row_id))
+        elif s.state is State.DEAD:
+            await conn.execute(pg(_sql.LANE_HOLD), (lane, row_id))
+        else:  # delivered, refused, rejected: the lane moves on
+            await self._advance_lane(conn, lane, now)
 
     @staticmethod
     async def _advance_lane(conn: Conn, lane: str, now: datetime) -> None:

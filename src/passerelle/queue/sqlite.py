@@ -62,6 +62,8 @@ class SQLiteJournal:
         self._committer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._closing = False
+        self._heartbeats: dict[str, float] = {}
+        self._dispatch_lock = _sqlite_db.DispatchLock(self.path)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -126,6 +128,8 @@ class SQLiteJournal:
         self.conn.execute("ROLLBACK")
 
     def _close_sync(self) -> None:
+        self._dispatch_lock.release()
+        self._heartbeats.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -199,44 +203,74 @@ class SQLiteJournal:
         return await self._call(self._claim_sync, worker, limit, lease_seconds, _ts(now))
 
     def _claim_sync(self, worker: str, limit: int, lease_seconds: float, now: float) -> list[Row]:
-        with _sqlite_db.write_transaction(self.conn) as conn:
+        # Not fsync'd: a claim lost in a crash only makes its lane claimable again (and the next
+        # process gives every claim back anyway); the next durable commit makes it durable too.
+        with _sqlite_db.write_transaction(self.conn, durable=False) as conn:
             lanes = conn.execute(
                 "SELECT lane, head_id FROM lanes WHERE head_id IS NOT NULL AND due_at IS NOT NULL "
                 "AND due_at <= ? AND (lease_until IS NULL OR lease_until <= ?) ORDER BY due_at LIMIT ?",
                 (now, now, limit),
             ).fetchall()
-            rows: list[Row] = []
-            for lane, head_id in lanes:
-                conn.execute(
-                    "UPDATE lanes SET lease_until = ?, worker = ? WHERE lane = ?", (now + lease_seconds, worker, lane)
-                )
-                rec = conn.execute(_sql.ROW_BY_ID, (head_id,)).fetchone()
-                if rec is not None:
-                    rows.append(_row(rec))
+            conn.executemany(
+                "UPDATE lanes SET lease_until = ?, worker = ? WHERE lane = ?",
+                [(now + lease_seconds, worker, lane) for lane, _ in lanes],
+            )
+            rows = [_row(rec) for _, head in lanes if (rec := conn.execute(_sql.ROW_BY_ID, (head,)).fetchone())]
         return rows
 
-    async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
-        await self._call(self._settle_sync, row_id, settlement, _ts(now))
+    async def heartbeat(self, worker: str, now: datetime, dead_after_s: float) -> int:
+        return await self._call(self._heartbeat_sync, worker, _ts(now), dead_after_s)
 
-    def _settle_sync(self, row_id: int, s: model.Settlement, now: float) -> None:
+    def _heartbeat_sync(self, worker: str, now: float, dead_after_s: float) -> int:
+        """Heartbeats live in this process: only the holder of the dispatch lock dispatches from this
+        file, so a claim by a worker that has not heartbeated here (recently) belongs to a gone one."""
+        self._heartbeats[worker] = now
+        if not self._dispatch_lock.acquire():
+            return 0
+        cutoff = now - dead_after_s
+        alive = [name for name, seen in self._heartbeats.items() if seen >= cutoff]
+        marks = ",".join("?" * len(alive))
         with _sqlite_db.write_transaction(self.conn) as conn:
-            rec = conn.execute("SELECT lane FROM messages WHERE id = ?", (row_id,)).fetchone()
-            if rec is None:
-                return
-            lane = rec[0]
-            next_due = _ts(s.next_due) if s.next_due is not None else None
-            step = _rows.attempt_increment(s.state)
-            conn.execute(
-                _sql.SETTLE,
-                (s.state.value, s.detail, step, next_due, now, *(s.document_id,) * 2, *(s.patient_id,) * 2, row_id),
+            return int(
+                conn.execute(
+                    "UPDATE lanes SET lease_until = NULL, worker = NULL "
+                    f"WHERE worker IS NOT NULL AND lease_until > ? AND worker NOT IN ({marks})",
+                    (now, *alive),
+                ).rowcount
             )
-            self._insert_events(conn, s.events)
-            if s.state in (State.RETRY, State.PARKED):
-                conn.execute(_sql.LANE_WAIT, (next_due if next_due is not None else now, lane, row_id))
-            elif s.state is State.DEAD:
-                conn.execute(_sql.LANE_HOLD, (lane, row_id))
-            else:  # delivered, refused, rejected: the lane moves on
-                self._advance_lane(conn, lane, now)
+
+    async def settle(self, row_id: int, settlement: model.Settlement, now: datetime) -> None:
+        await self.settle_many([(row_id, settlement)], now)
+
+    async def settle_many(self, settlements: Sequence[tuple[int, model.Settlement]], now: datetime) -> None:
+        if settlements:
+            await self._call(self._settle_sync, list(settlements), _ts(now))
+
+    def _settle_sync(self, settlements: list[tuple[int, model.Settlement]], now: float) -> None:
+        with _sqlite_db.write_transaction(self.conn) as conn:
+            for row_id, s in settlements:
+                self._settle_one(conn, row_id, s, now)
+            self._insert_events(conn, [e for _, s in settlements for e in s.events])
+
+    def _settle_one(self, conn: sqlite3.Connection, row_id: int, s: model.Settlement, now: float) -> None:
+        rec = conn.execute("SELECT lane FROM messages WHERE id = ?", (row_id,)).fetchone()
+        if rec is None:
+            return
+        lane = rec[0]
+        next_due = _ts(s.next_due) if s.next_due is not None else None
+        deadline = _ts(s.deadline) if s.deadline is not None else None
+        step = _rows.attempt_increment(s.state)
+        conn.execute(
+            _sql.SETTLE,
+            (s.state.value, s.detail, step, next_due, now, *(s.document_id,) * 2, *(s.patient_id,) * 2, deadline,
+             row_id),
+        )  # fmt: skip
+        if s.state in (State.RETRY, State.PARKED):
+            conn.execute(_sql.LANE_WAIT, (next_due if next_due is not None else now, lane, row_id))
+        elif s.state is State.DEAD:
+            conn.execute(_sql.LANE_HOLD, (lane, row_id))
+        else:  # delivered, refused, rejected: the lane moves on
+            self._advance_lane(conn, lane, now)
 
     @staticmethod
     def _advance_lane(conn: sqlite3.Connection, lane: str, now: float) -> None:

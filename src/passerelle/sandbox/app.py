@@ -14,6 +14,7 @@ from passerelle.sandbox.dmp.routes import PREFIX as DMP_PREFIX
 from passerelle.sandbox.dmp.routes import router as dmp_router
 from passerelle.sandbox.faults import FaultMiddleware
 from passerelle.sandbox.fhir import router as fhir_router
+from passerelle.sandbox.hot_paths import HotPaths
 from passerelle.sandbox.pages import router as pages_router
 from passerelle.sandbox.runtime import SandboxRuntime, read_token
 
@@ -51,5 +52,6 @@ def create_app(config: SandboxConfig) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(HotPaths, runtime=runtime)  # inside the fault injector: faults apply to it too
     app.add_middleware(FaultMiddleware, injector=runtime.faults, prefixes=("/fhir", DMP_PREFIX))
     return app

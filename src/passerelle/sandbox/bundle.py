@@ -17,8 +17,8 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
-from pydantic import ValidationError
 
+from passerelle.sandbox.fhir_models import FhirValidator
 from passerelle.sandbox.outcome import SpaceRefusal
 
 #: Code system of the DMP visibility codes (JDV_J08 / TRE_A07 extension codes).
@@ -91,46 +91,33 @@ class Submission:
         return found
 
 
-def _places(exc: ValidationError, prefix: str) -> list[str]:
-    return [
-        f"{prefix}{'.'.join(str(part) for part in error['loc'])}: {error['type']}"
-        for error in exc.errors(include_input=False, include_url=False)
-    ]
-
-
-def validate_fhir(raw: Any) -> None:
+def validate_fhir(raw: Any, validator: FhirValidator | None = None) -> None:
     """Structure and types per FHIR R4B (``fhir.resources``); errors name locations only.
 
     The same checks as validating the whole ``Bundle`` model, done faster: the bundle shell (its
     entries without their resources) and then each resource with its own model, so that the
     ``resource`` choice is not re-resolved per entry; a ``Binary`` is validated with a placeholder
     for ``data``, whose base64 is decoded strictly by :func:`_read_document` (the model's regular
-    expression over a large payload was the single most expensive check). See docs/sandbox.md.
+    expression over a large payload was the single most expensive check); and ``validator``, when
+    given, validates each distinct element once (:mod:`.fhir_models`). See docs/sandbox.md.
     """
     if not isinstance(raw, dict) or raw.get("resourceType") != "Bundle":
         raise invalid("the body is not a FHIR Bundle")
+    check = validator or FhirValidator(max_entries=1)
     entries = raw.get("entry")
     places: list[str] = []
     if isinstance(entries, list) and all(isinstance(e, dict) for e in entries):
         shell = {**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries]}
-        places += _validate_model(Bundle, shell, "")
+        places += check.errors(Bundle, shell, "")
         for index, entry in enumerate(entries):
-            places += _validate_resource(entry.get("resource"), f"entry.{index}.resource.")
+            places += _validate_resource(check, entry.get("resource"), f"entry.{index}.resource.")
     else:
-        places += _validate_model(Bundle, raw, "")
+        places += check.errors(Bundle, raw, "")
     if places:
         raise invalid("FHIR R4 validation failed: " + "; ".join(places[:5]))
 
 
-def _validate_model(model: Any, value: Any, prefix: str) -> list[str]:
-    try:
-        model.model_validate(value)
-    except ValidationError as exc:
-        return _places(exc, prefix)
-    return []
-
-
-def _validate_resource(resource: Any, prefix: str) -> list[str]:
+def _validate_resource(check: FhirValidator, resource: Any, prefix: str) -> list[str]:
     if resource is None:
         return []
     kind = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -140,7 +127,7 @@ def _validate_resource(resource: Any, prefix: str) -> list[str]:
         return [f"{prefix.rstrip('.')}: unknown resourceType"]
     if kind == "Binary" and isinstance(resource.get("data"), str):
         resource = {**resource, "data": "AA=="}
-    return _validate_model(model, resource, prefix)
+    return check.errors(model, resource, prefix)
 
 
 def _index_entries(entries: list[Any]) -> dict[str, tuple[int, dict[str, Any]]]:
@@ -179,9 +166,9 @@ def _role(index: int, entry: dict[str, Any]) -> str:
     raise invalid(f"entry[{index}]: {kind} is not expected in an ITI-65 bundle")
 
 
-def read_submission(raw: Any) -> Submission:
+def read_submission(raw: Any, validator: FhirValidator | None = None) -> Submission:
     """Validate an ITI-65 transaction bundle and extract what the space stores."""
-    validate_fhir(raw)
+    validate_fhir(raw, validator)
     if raw.get("type") != "transaction":
         raise invalid("Bundle.type must be transaction")
     entries = raw.get("entry") or []

@@ -1,27 +1,18 @@
-"""The FHIR endpoints of docs/patient-space-api.md (ITI-65, deletion, status lookup, search, read)."""
+"""The FHIR endpoints of docs/patient-space-api.md: deletion, search, read. ITI-65 and the status lookup,
+the two requests a gateway makes for every document, are answered by :mod:`.hot_paths`."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from passerelle.sandbox.bundle import INS_OID_PREFIX, read_submission
+from passerelle.sandbox.bundle import INS_OID_PREFIX
 from passerelle.sandbox.outcome import SpaceRefusal, refusal_outcome, simple_outcome
 from passerelle.sandbox.runtime import bearer_ok, fhir_json, runtime_of, unauthorized
-from passerelle.sandbox.space import (
-    Actor,
-    accept_push,
-    check_can_receive,
-    delete_document,
-    search_bundle,
-    status_parameters,
-    visible_to,
-)
+from passerelle.sandbox.space import Actor, delete_document, search_bundle, split_token, visible_to
 from passerelle.sandbox.store import PatientState, StoredDocument
 
 router = APIRouter(prefix="/fhir")
@@ -35,12 +26,6 @@ def _bad_request(diagnostics: str) -> JSONResponse:
 
 def _refused(refusal: SpaceRefusal) -> JSONResponse:
     return fhir_json(refusal_outcome(refusal.code, refusal.diagnostics), refusal.http_status)
-
-
-def _split_token(value: str) -> tuple[str, str]:
-    """``system|value`` -> (system, value); a bare value has an empty system."""
-    system, bar, code = value.partition("|")
-    return (system, code) if bar else ("", system)
 
 
 @router.get("/metadata")
@@ -75,93 +60,6 @@ async def capability_statement(request: Request) -> Response:
     )
 
 
-@router.post("")
-@router.post("/")
-async def provide_document_bundle(request: Request) -> Response:
-    """ITI-65: store a transaction bundle, answer a ``transaction-response`` (entries in request order)."""
-    runtime = runtime_of(request)
-    if not bearer_ok(request, runtime.fhir_token):
-        return unauthorized()
-    store = runtime.store
-    body = await request.body()
-    key = request.headers.get("idempotency-key") or None
-    x_actor = request.headers.get("x-actor")
-    request_hash = hashlib.sha256(body).hexdigest()
-    if key is not None:
-        cached = store.idempotent_response(key)
-        if cached is not None and cached[0] == request_hash:
-            store.record_push(
-                ins=None,
-                actor=x_actor or "unknown",
-                idempotency_key=key,
-                outcome="replayed",
-                code=None,
-                http_status=cached[1],
-                unique_ids=[],
-            )
-            return Response(cached[2], status_code=cached[1], media_type="application/fhir+json")
-    ins: str | None = None
-    unique_ids: list[str] = []
-    actor = x_actor or "unknown"
-    try:
-        try:
-            raw = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise SpaceRefusal("InvalidBundle", "the body is not JSON") from exc
-        submission = read_submission(raw)
-        ins = submission.patient.value
-        unique_ids = [d.unique_id for d in submission.documents]
-        if x_actor is None:
-            first = next(iter(sorted(submission.authors)), "")
-            actor = f"professional:{first}" if first else "professional"
-        state = store.patient_or_default(ins, submission.patient.system, runtime.config.auto_create_patients)
-        check_can_receive(state, submission.authors)
-        response = accept_push(store, state, submission, actor)
-    except SpaceRefusal as refusal:
-        store.record_push(
-            ins=ins,
-            actor=actor,
-            idempotency_key=key,
-            outcome="refused",
-            code=refusal.code,
-            http_status=refusal.http_status,
-            unique_ids=unique_ids,
-        )
-        return _refused(refusal)
-    created = sum(
-        1
-        for e in response["entry"]
-        if e["response"]["location"].startswith("DocumentReference/") and e["response"]["status"].startswith("201")
-    )
-    store.record_push(
-        ins=ins,
-        actor=actor,
-        idempotency_key=key,
-        outcome="accepted" if created else "duplicate",
-        code=None,
-        http_status=200,
-        unique_ids=unique_ids,
-    )
-    store.bump("documents_stored", created)
-    payload = json.dumps(response)
-    if key is not None:
-        store.save_idempotent_response(key, request_hash, 200, payload)
-    return Response(payload, status_code=200, media_type="application/fhir+json")
-
-
-@router.get("/Patient/$dmp-status")
-async def dmp_status(request: Request, identifier: str = "", author: str = "") -> Response:
-    """≈ DMP TD0.2: the space's status, opposition, whether ``author`` is blocked, minority."""
-    runtime = runtime_of(request)
-    if not bearer_ok(request, runtime.fhir_token):
-        return unauthorized()
-    system, ins = _split_token(identifier)
-    if not ins or not system.startswith(INS_OID_PREFIX):
-        return _bad_request("identifier=urn:oid:<INS OID>|<INS> is required (INS OID 1.2.250.1.213.1.4.*)")
-    state = runtime.store.patient_or_default(ins, system, runtime.config.auto_create_patients)
-    return fhir_json(status_parameters(state, author or None))
-
-
 @router.get("/DocumentReference")
 async def search_documents(request: Request) -> Response:
     """ITI-67-like search for one patient, with the visibility of the ``X-Actor``."""
@@ -169,7 +67,7 @@ async def search_documents(request: Request) -> Response:
     if not bearer_ok(request, runtime.fhir_token):
         return unauthorized()
     params = request.query_params
-    system, ins = _split_token(params.get("patient.identifier", ""))
+    system, ins = split_token(params.get("patient.identifier", ""))
     if not ins or (system and not system.startswith(INS_OID_PREFIX)):
         return _bad_request("patient.identifier=urn:oid:<INS OID>|<INS> is required (INS OID 1.2.250.1.213.1.4.*)")
     try:
@@ -204,7 +102,7 @@ async def delete_by_identifier(request: Request) -> Response:
     runtime = runtime_of(request)
     if not bearer_ok(request, runtime.fhir_token):
         return unauthorized()
-    _, unique_id = _split_token(request.query_params.get("identifier", ""))
+    _, unique_id = split_token(request.query_params.get("identifier", ""))
     if not unique_id:
         return _bad_request("identifier=urn:ietf:rfc:3986|urn:oid:<uniqueId> is required")
     try:

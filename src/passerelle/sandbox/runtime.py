@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.faults import FaultInjector
+from passerelle.sandbox.fhir_models import FhirValidator
 from passerelle.sandbox.outcome import simple_outcome
 from passerelle.sandbox.store import SandboxStore
 
@@ -35,6 +36,8 @@ class SandboxRuntime:
     fhir_token: str | None
     admin_token: str | None
     faults: FaultInjector = field(default_factory=FaultInjector)
+    #: validates each distinct FHIR element of the bundles once (fhir_models.py)
+    validator: FhirValidator = field(default_factory=FhirValidator)
     #: the test CA(s) VIHF and XAdES certificates must be issued by (``dmp_ca_file``)
     dmp_cas: list[x509.Certificate] = field(default_factory=list)
     _store: SandboxStore | None = None
@@ -58,9 +61,13 @@ def runtime_of(request: Request) -> SandboxRuntime:
 
 
 def bearer_ok(request: Request, expected: str | None) -> bool:
+    return authorization_ok(request.headers.get("authorization", ""), expected)
+
+
+def authorization_ok(header: str, expected: str | None) -> bool:
+    """An ``Authorization`` header value carries the expected bearer token (or none is expected)."""
     if expected is None:
         return True
-    header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
 

@@ -16,6 +16,12 @@ from passerelle.sandbox.store import PatientState, SandboxStore, StoredDocument,
 PATIENT_STATUSES = ("ACTIF", "FERME", "INEXISTANT")
 
 
+def split_token(value: str) -> tuple[str, str]:
+    """A FHIR token ``system|value`` -> (system, value); a bare value has an empty system."""
+    system, bar, code = value.partition("|")
+    return (system, code) if bar else ("", system)
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who reads: ``patient``, ``professional[:IdNat_PS]`` or ``representative[:name]`` (header X-Actor)."""

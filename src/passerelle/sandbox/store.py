@@ -202,6 +202,7 @@ class SandboxStore:
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
         self._closed = False
+        self._depth = 0
 
     def _add_missing_columns(self) -> None:
         """Columns added after the first release: a data_dir from an older sandbox keeps working."""
@@ -218,14 +219,26 @@ class SandboxStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a transaction opened inside another joins it (one commit for both)."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
             self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

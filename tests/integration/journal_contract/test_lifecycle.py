@@ -219,3 +219,27 @@ async def test_sqlite_is_not_writable_when_its_directory_is_gone_and_is_again_on
         assert [p.name for p in home.iterdir() if "probe" in p.name] == []  # the probe file is removed
     finally:
         await j.close()
+
+
+async def test_only_the_dispatching_process_gives_claims_back(tmp_path: Path) -> None:
+    """SQLite serves one dispatching process: the holder of ``<journal>.dispatch`` (an flock, released
+    by the kernel when its process dies). Another process opening the file releases nobody's claims."""
+    from tests.integration.journal_contract.support import later
+
+    path = tmp_path / "journal.sqlite3"
+    first, second = SQLiteJournal(path), SQLiteJournal(path)  # two open file descriptions: two "processes"
+    await first.open()
+    await second.open()
+    try:
+        [res] = await first.append([item(1)])
+        await first.heartbeat("first", later(0), 10)
+        assert len(await first.claim("first", 10, 3600, later(0))) == 1
+        assert await second.heartbeat("second", later(60), 10) == 0  # the first one holds the lock
+        assert await second.claim("second", 10, 3600, later(60)) == []
+        await first.close()  # its process ends: the lock is free, its claims belong to nobody alive
+        assert await second.heartbeat("second", later(61), 10) == 1
+        assert [c.id for c in await second.claim("second", 10, 3600, later(61))] == [res.row_id]
+        assert stat.S_IMODE(os.stat(f"{path}.dispatch").st_mode) == 0o600
+    finally:
+        await first.close()
+        await second.close()

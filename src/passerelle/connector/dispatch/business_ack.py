@@ -2,7 +2,8 @@
 for one (MetaDMPMSS ``ACK_RECEPTION=Y``), once their document is delivered or definitively refused.
 
 Each ZAM goes out on a new MLLP connection to the sender's configured endpoint, with bounded retries,
-in a background task; its outcome is written to the message's journey (event ``zam``) and counted.
+in a background task started once the row's settlement is durable; that it was scheduled is written
+to the message's journey with the settlement, its outcome later (events ``zam``), and counted.
 Known limit: a ZAM not yet sent when the gateway stops is not re-sent after a restart (the journey
 shows it was scheduled and never confirmed).
 """
@@ -31,6 +32,16 @@ from passerelle.queue.ports import DispatchJournal
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ZamNotice:
+    """A business acknowledgement decided for one settled row: ``events`` go into the row's journey
+    with its settlement; :meth:`send` starts sending once that settlement is durable (so a ZAM never
+    announces an outcome the journal could still lose)."""
+
+    events: tuple[Event, ...]
+    send: Callable[[], None]
+
+
 @dataclass(eq=False)
 class BusinessAckNotifier:
     """The worker's ``Notifier``. :meth:`aclose` waits (bounded) for ZAMs in flight."""
@@ -42,14 +53,15 @@ class BusinessAckNotifier:
     clock: Callable[[], datetime]
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
-    async def document_settled(self, row: Row, doc: Document, delivered: bool, code: str, label: str) -> None:
+    def document_settled(self, row: Row, doc: Document, delivered: bool, code: str, label: str) -> ZamNotice | None:
+        """The ZAM^Z01 for a row settled delivered (``delivered``) or definitively refused (``code``,
+        ``label``), or None when its sender gets none (not an HL7 document message over MLLP)."""
         if row.channel != "mllp" or row.kind not in ("oru", "mdm", "lab"):
-            return
+            return None
         endpoint = self.settings.endpoint_for(row.sender)
         if endpoint is None:
             self.metrics.business_acks.labels("no_endpoint").inc()
-            await self.journal.add_events([Event(row.id, self.clock(), "zam", "requested but no endpoint configured")])
-            return
+            return ZamNotice((Event(row.id, self.clock(), "zam", "requested but no endpoint configured"),), _nothing)
         opts = self.hl7.options_for_sender(row.sender)
         msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
         text = build_business_ack(
@@ -61,19 +73,14 @@ class BusinessAckNotifier:
             dmp_error_label="" if delivered else label[:80],
         )
         payload = encode_reply(text, msg.codec)
-        await self.journal.add_events(
-            [
-                Event(
-                    row.id,
-                    self.clock(),
-                    "zam",
-                    f"scheduled ({'Y' if delivered else 'N'}) to {endpoint.host}:{endpoint.port}",
-                )
-            ]
-        )
-        task = asyncio.create_task(self._send(row.id, payload, endpoint.host, endpoint.port), name=f"zam-{row.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        detail = f"scheduled ({'Y' if delivered else 'N'}) to {endpoint.host}:{endpoint.port}"
+
+        def send() -> None:
+            task = asyncio.create_task(self._send(row.id, payload, endpoint.host, endpoint.port), name=f"zam-{row.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return ZamNotice((Event(row.id, self.clock(), "zam", detail),), send)
 
     async def _send(self, row_id: int, payload: bytes, host: str, port: int) -> None:
         client = MllpClient(
@@ -102,3 +109,7 @@ class BusinessAckNotifier:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _nothing() -> None:
+    return None

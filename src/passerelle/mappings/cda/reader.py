@@ -8,6 +8,7 @@ inside ``Document.content``, which is the CDA bytes exactly as received). Parsin
 from __future__ import annotations
 
 import binascii
+import threading
 from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -55,17 +56,32 @@ _FACILITY_PATH = "h:componentOf/h:encompassingEncounter/h:location/h:healthCareF
 # --- small readers ------------------------------------------------------------------------------
 
 
+_COMPILED = threading.local()
+
+
+def _xpath(path: str) -> etree.XPath:
+    """``path`` compiled once per thread (compiling it was most of a lookup's cost; a compiled
+    expression is not shared between threads)."""
+    cache: dict[str, etree.XPath] | None = getattr(_COMPILED, "cache", None)
+    if cache is None:
+        cache = _COMPILED.cache = {}
+    found = cache.get(path)
+    if found is None:
+        found = cache[path] = etree.XPath(path, namespaces=NS)
+    return found
+
+
 def _first(node: etree._Element | None, path: str) -> etree._Element | None:
     if node is None:
         return None
-    found = node.xpath(path, namespaces=NS)
+    found = _xpath(path)(node)
     if isinstance(found, list) and found and isinstance(found[0], etree._Element):
         return found[0]
     return None
 
 
 def _all(node: etree._Element, path: str) -> list[etree._Element]:
-    found = node.xpath(path, namespaces=NS)
+    found = _xpath(path)(node)
     if not isinstance(found, list):
         return []
     return [el for el in found if isinstance(el, etree._Element)]

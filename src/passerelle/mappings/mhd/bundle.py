@@ -149,14 +149,34 @@ def build_provide_bundle(docs: Sequence[Document], submission: SubmissionInfo) -
 
 
 def _prune(value: Any) -> Any:
-    """Drop empty strings, ``None`` and emptied lists/objects: FHIR forbids empty values."""
-    if isinstance(value, dict):
-        items = ((k, _prune(v)) for k, v in value.items())
-        return {k: v for k, v in items if v not in ("", None, [], {})}
-    if isinstance(value, list):
-        items_list = [_prune(v) for v in value]
-        return [v for v in items_list if v not in ("", None, [], {})]
+    """Drop empty strings, ``None`` and emptied lists/objects: FHIR forbids empty values.
+
+    Plain loops, not comprehensions over generators: this visits every node of every bundle."""
+    if type(value) is dict:
+        return _prune_dict(value)
+    if type(value) is list:
+        return _prune_list(value)
     return value
+
+
+def _prune_dict(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict:
+            item = _prune_dict(item)
+        elif kind is list:
+            item = _prune_list(item)
+        elif item is None or item == "":
+            continue
+        if item or not (kind is dict or kind is list):
+            out[key] = item
+    return out
+
+
+def _prune_list(value: list[Any]) -> list[Any]:
+    return [item for item in map(_prune, value) if item or not (type(item) is dict or type(item) is list)
+            if item is not None and item != ""]  # fmt: skip
 
 
 def _entry(full_url: str, resource: dict[str, Any]) -> dict[str, Any]:

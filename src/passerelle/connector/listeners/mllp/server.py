@@ -463,8 +463,11 @@ class _Connection:
     async def _write(self, replies: list[tuple[bytes, float]]) -> bool:
         self.writer.write(b"".join(frame(r) for r, _ in replies))
         try:
-            async with asyncio.timeout(self.server._settings.write_timeout):
-                await self.writer.drain()
+            # Wait (bounded) only when the kernel did not take the replies at once: the usual case
+            # costs no timer (intake speed, docs/adr/0027-intake-throughput.md).
+            if self.writer.transport.get_write_buffer_size() or self.writer.transport.is_closing():
+                async with asyncio.timeout(self.server._settings.write_timeout):
+                    await self.writer.drain()
         except (TimeoutError, ConnectionError, OSError) as exc:
             log.warning("mllp reply to %s not written: %s", self.peer, type(exc).__name__)
             return False
