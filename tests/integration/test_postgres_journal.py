@@ -84,19 +84,24 @@ async def test_migrations_create_the_expected_tables_once() -> None:
             )
             assert {r[0] for r in await cur.fetchall()} == EXPECTED_TABLES
             cur = await conn.execute(f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY version')
-            assert await cur.fetchall() == [(1, "0001_journal.sql"), (2, "0002_retention.sql"), (3, "0003_browser.sql"), (4, "0004_workers.sql")]
+            assert await cur.fetchall() == [
+                (1, "0001_journal.sql"),
+                (2, "0002_retention.sql"),
+                (3, "0003_browser.sql"),
+                (4, "0004_workers.sql"),
+            ]
         finally:
             await conn.close()
         again = PostgresJournal(dsn, schema=schema)
         await again.open()  # nothing re-applied (a second CREATE TABLE would fail)
         assert await again.counts() == dict.fromkeys(State, 0)
         await again.close()
-        assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 3
+        assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 4
 
 
 async def test_concurrent_opens_migrate_once(pair: tuple[PostgresJournal, PostgresJournal, str]) -> None:
     a, b, schema = pair
-    assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 3
+    assert await _scalar(schema, "SELECT count(*) FROM schema_migrations") == 4
     [res] = await a.append([item(1)])
     assert (await b.get(res.row_id)) is not None
 

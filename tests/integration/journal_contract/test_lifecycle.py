@@ -158,7 +158,7 @@ async def test_an_older_sqlite_file_is_migrated_and_converted_once(tmp_path: Pat
     j = SQLiteJournal(path)
     await j.open()
     assert j.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, after one VACUUM
-    assert [r[0] for r in j.conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
+    assert [r[0] for r in j.conn.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
     rejected, delivered = await j.get(1), await j.get(2)
     assert rejected is not None and delivered is not None
     assert (rejected.size, rejected.sha256, len(rejected.raw)) == (len(junk), hashlib.sha256(junk).hexdigest(), 65536)
