@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import typer
 from passerelle.connector.app import Gateway, build_gateway
 from passerelle.connector.cli.dmp import demo_overrides, write_demo_pki
 from passerelle.connector.cli.send import send_files
+from passerelle.connector.files import private_dir, write_private
 from passerelle.connector.lifecycle import StartupError
 from passerelle.connector.settings import load_settings
 from passerelle.mappings.samples.messages import Sample, generate_samples
@@ -53,6 +55,7 @@ async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None 
                     "http.port": 8080 if keep else 0,
                     "space.url": f"{sandbox_url}/fhir",
                     "worker.poll_interval_s": 0.1,
+                    "http.tokens": [{"name": "demo", "role": "operate", "token_file": _demo_token(root)}],
                     **dmp,
                 },
             )
@@ -72,11 +75,24 @@ async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None 
                 if keep and ok:
                     typer.echo("")
                     typer.echo(f"Open {sandbox_url}/ for the patients' spaces, http://127.0.0.1:{http_port}/metrics")
+                    typer.echo(f"Console: http://127.0.0.1:{http_port}/ (operate token in {_demo_token_path(root)})")
                     typer.echo("Stack running; press Ctrl-C to stop.")
                     return await gateway.run()
                 return 0 if ok else 1
             finally:
                 await gateway.stop()
+
+
+def _demo_token_path(root: Path) -> Path:
+    return root / "tokens" / "demo.token"
+
+
+def _demo_token(root: Path) -> Path:
+    """A fresh operate token for the demo's console and API (file 0600; never printed)."""
+    path = _demo_token_path(root)
+    private_dir(path.parent)
+    write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+    return path
 
 
 async def _in_space(client: httpx.AsyncClient, sample: Sample, transport: str) -> bool:
