@@ -5,7 +5,8 @@
   fill the default table of 200; a real sender then connects, gets its AA and its document is
   delivered while the idle sockets are still open: the listener closed the one idle the longest.
 * A stream of rejected frames does not grow the journal with their size: 50 junk frames of 900 KiB
-  keep 64 KiB each (docs/journal.md, "Storage bounds"), and 50 frames over the frame limit keep only
+  (no readable header) keep 1 KiB each, HL7 messages of 900 KiB refused with a readable header keep
+  64 KiB each (docs/journal.md, "Storage bounds"), and 50 frames over the frame limit keep only
   their first segment.
 """
 
@@ -101,6 +102,8 @@ async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path:
     junk = [(b"%02d this is not HL7 " % i * 50_000)[: 900 * KIB] for i in range(50)]
     msh = b"MSH|^~\\&|SIL|LABO|GW|GHT|20260101000000||ORU^R01^ORU_R01|BIG%03d|P|2.5\r"
     oversized = [msh % i + b"OBX|" + b"x" * (900 * KIB) for i in range(50)]
+    bad = b"MSH|^~\\&|SIL|LABO|GW|GHT|20260101000000||ORU^R01^ORU_R01|BAD%03d|P|9.9\r"  # unknown version
+    readable = [bad % i + b"OBX|" + b"x" * (900 * KIB) for i in range(3)]
     data_dir = tmp_path / "gw"
     async with running_gateway(data_dir, "http://127.0.0.1:9/fhir"):
         pass  # the journal file, empty; sizes are taken with the gateway stopped (WAL checkpointed)
@@ -111,10 +114,10 @@ async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path:
         assert all(b"MSA|AE||" in r for r in replies) and len(replies) == 50
         rows = await gw.journal.find(Query(limit=100))
         assert len(rows) == 50 and {r.state for r in rows} == {State.REJECTED}
-        assert all(r.size == 900 * KIB and r.truncated and len(r.raw) == 64 * KIB for r in rows)
+        assert all(r.size == 900 * KIB and r.truncated and len(r.raw) == KIB for r in rows)
     after_junk = journal_bytes(data_dir)
-    # 64 KiB kept per frame (3.2 MiB for 50), plus row and page overhead; 45 MiB were sent.
-    assert after_junk - empty < 50 * 72 * KIB, after_junk - empty
+    # 1 KiB kept per frame (50 KiB for 50), plus row and page overhead; 45 MiB were sent.
+    assert after_junk - empty < 300 * KIB, after_junk - empty
 
     async with running_gateway(data_dir, "http://127.0.0.1:9/fhir", **{"mllp.max_frame_bytes": 512 * KIB}) as (gw, _):
         assert gw.mllp is not None
@@ -124,6 +127,13 @@ async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path:
         assert len(rows) == 50 and all(len(r.raw) < 100 for r in rows)
     after_oversized = journal_bytes(data_dir)
     assert after_oversized - after_junk < 300 * KIB  # the first segment of each: a few KiB in all
+
+    async with running_gateway(data_dir, "http://127.0.0.1:9/fhir") as (gw, _):  # a readable header: 64 KiB kept
+        assert gw.mllp is not None
+        replies = await send_and_read(gw.mllp.port, readable)
+        assert all(b"MSA|AR|BAD" in r or b"MSA|AE|BAD" in r for r in replies) and len(replies) == 3
+        rows = [r for r in await gw.journal.find(Query(limit=300)) if r.message_id.startswith("BAD")]
+        assert len(rows) == 3 and all(r.size > 900 * KIB and len(r.raw) == 64 * KIB for r in rows)
     print(
         f"journal growth: {after_junk - empty} bytes for 50 junk frames of 900 KiB, "
         f"{after_oversized - after_junk} bytes for 50 oversized frames of 900 KiB"

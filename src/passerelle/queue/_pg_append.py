@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from passerelle.queue._pg import Conn, text
-from passerelle.queue.model import REJECTED_PAYLOAD_LIMIT, AppendResult, Inbound, State
+from passerelle.queue.model import AppendResult, Inbound, State
 
 
 class Retry(Exception):
@@ -32,8 +32,8 @@ _INSERT_ROWS = (
     "WITH t AS ("
     " SELECT * FROM unnest(%(id)s::bigint[], %(channel)s::text[], %(sender)s::text[], %(kind)s::text[],"
     "  %(message_id)s::text[], %(dedup_key)s::text[], %(content_hash)s::text[], %(lane)s::text[],"
-    "  %(state)s::text[], %(detail)s::text[], %(raw)s::bytea[], %(ack)s::bytea[])"
-    "  AS t(id, channel, sender, kind, message_id, dedup_key, content_hash, lane, state, detail, raw, ack)"
+    "  %(state)s::text[], %(detail)s::text[], %(raw)s::bytea[], %(ack)s::bytea[], %(kept)s::int[])"
+    "  AS t(id, channel, sender, kind, message_id, dedup_key, content_hash, lane, state, detail, raw, ack, kept)"
     "), m AS ("
     " INSERT INTO messages (id, received_at, updated_at, channel, sender, kind, message_id, dedup_key,"
     "  content_hash, lane, state, detail, raw, ack, next_due, size, sha256)"
@@ -43,7 +43,7 @@ _INSERT_ROWS = (
     "  encode(sha256(t.raw), 'hex') FROM t"
     "), p AS ("
     " INSERT INTO payloads (row_id, raw)"
-    " SELECT t.id, CASE WHEN t.state = 'accepted' THEN t.raw ELSE substr(t.raw, 1, %(kept)s) END FROM t"
+    " SELECT t.id, CASE WHEN t.state = 'accepted' THEN t.raw ELSE substr(t.raw, 1, t.kept) END FROM t"
     "), up AS ("
     " UPDATE lanes SET head_id = u.head, due_at = %(now)s"
     " FROM unnest(%(up_lane)s::text[], %(up_head)s::bigint[]) AS u(lane, head) WHERE lanes.lane = u.lane"
@@ -176,7 +176,6 @@ class AppendTx:
             _INSERT_ROWS,
             {
                 "now": self.now,
-                "kept": REJECTED_PAYLOAD_LIMIT,
                 "id": [self.ids[i] for i in new],
                 "channel": [text(it.channel) for it in items],
                 "sender": [text(it.sender) for it in items],
@@ -189,6 +188,7 @@ class AppendTx:
                 "detail": [text(it.detail) for it in items],
                 "raw": [bytes(it.raw) for it in items],
                 "ack": [bytes(it.ack) for it in items],
+                "kept": [it.kept_bytes for it in items],
                 "up_lane": list(heads),
                 "up_head": list(heads.values()),
                 "gone": gone,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from passerelle.queue.model import FINAL_STATES, REJECTED_PAYLOAD_LIMIT, AppendResult, Inbound, Query, Row, State
+from passerelle.queue.model import FINAL_STATES, AppendResult, Inbound, Query, Row, State
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class Stored:
     def of(cls, item: Inbound) -> Stored:
         raw = bytes(item.raw)
         accepted = item.state is State.ACCEPTED
-        kept = raw if accepted else raw[:REJECTED_PAYLOAD_LIMIT]
+        kept = raw if accepted else raw[: item.kept_bytes]
         return cls(kept, len(raw), hashlib.sha256(raw).hexdigest(), item.dedup_key if accepted else "")
 
 

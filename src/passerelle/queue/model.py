@@ -38,6 +38,9 @@ SETTLED_STATES = (State.DELIVERED, State.REFUSED)
 FINAL_STATES = (State.DELIVERED, State.REFUSED, State.REJECTED)
 #: What a rejected message keeps of its bytes (with its full size and SHA-256): enough to diagnose.
 REJECTED_PAYLOAD_LIMIT = 64 * 1024
+#: What a rejected input keeps when not even its header could be read (not HL7, a TLS handshake on the
+#: plain port, binary junk): a glimpse to tell what it was, so that a junk flood costs little storage.
+UNREADABLE_PAYLOAD_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,15 @@ class Inbound:
     state: State = State.ACCEPTED
     detail: str = ""  # PHI-free reason for a rejected row
     ack: bytes = b""
+    readable: bool = True  # False: no header could be read (a rejected row keeps UNREADABLE_PAYLOAD_LIMIT)
+
+    @property
+    def kept_bytes(self) -> int:
+        """How many of ``raw``'s bytes the journal keeps: all of an accepted message, the first
+        :data:`REJECTED_PAYLOAD_LIMIT` (or :data:`UNREADABLE_PAYLOAD_LIMIT`) of a rejected one."""
+        if self.state is State.ACCEPTED:
+            return len(self.raw)
+        return REJECTED_PAYLOAD_LIMIT if self.readable else UNREADABLE_PAYLOAD_LIMIT
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,7 @@ class AppendResult:
 @dataclass(frozen=True)
 class Row:
     """One journal row. ``raw`` is the stored payload: the whole message, except for a rejected one
-    (its first :data:`REJECTED_PAYLOAD_LIMIT` bytes) and a purged one (empty, ``payload_purged``).
+    (its first :data:`REJECTED_PAYLOAD_LIMIT` bytes, :data:`UNREADABLE_PAYLOAD_LIMIT` without a header) and a purged one (empty, ``payload_purged``).
     ``size`` and ``sha256`` always describe the message as received."""
 
     id: int

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 
 from passerelle.queue import Journal, State
-from passerelle.queue.model import REJECTED_PAYLOAD_LIMIT
+from passerelle.queue.model import REJECTED_PAYLOAD_LIMIT, UNREADABLE_PAYLOAD_LIMIT
 from tests.integration.journal_contract.support import item, later
 
 
@@ -95,4 +96,17 @@ async def test_a_rejected_message_keeps_its_first_64_kib_with_size_and_sha256(jo
     assert kept is not None and kept.raw == small and not kept.truncated and kept.size == len(small)
     # An accepted message is kept whole, whatever its size.
     [whole] = await journal.append([item(33, body=junk)])
+    assert (await journal.get(whole.row_id)).raw == junk
+
+
+async def test_a_rejected_input_without_a_header_keeps_only_a_glimpse(journal: Journal) -> None:
+    """Junk (no header could be read) keeps its first KiB: a flood of it costs little storage."""
+    junk = bytes((n * 7) % 251 for n in range(900 * 1024))
+    [res] = await journal.append([replace(item(34, state=State.REJECTED, body=junk), readable=False)])
+    row = await journal.get(res.row_id)
+    assert row is not None and UNREADABLE_PAYLOAD_LIMIT == 1024
+    assert row.raw == junk[:UNREADABLE_PAYLOAD_LIMIT] and row.truncated
+    assert (row.size, row.sha256) == (len(junk), hashlib.sha256(junk).hexdigest())
+    # An accepted message is whole even if flagged unreadable (the flag only bounds a rejected row).
+    [whole] = await journal.append([replace(item(35, body=junk), readable=False)])
     assert (await journal.get(whole.row_id)).raw == junk

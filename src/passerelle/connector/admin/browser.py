@@ -42,15 +42,15 @@ def row_summary(row: Row) -> dict[str, Any]:
         "next_due": row.next_due.isoformat() if row.next_due else None,
         "document_id": row.document_id,
         "patient_id": row.patient_id,
-        "size": row.size,  # of the message as received (a rejected one keeps only its first 64 KiB)
+        "size": row.size,  # of the message as received (a rejected one keeps only its beginning)
         "sha256": row.sha256,  # of the message as received: identifies it even once its payload is gone
         "payload": payload_state(row),
     }
 
 
 def payload_state(row: Row) -> str:
-    """What the journal still holds of the message: ``stored``, ``truncated`` (a rejected message's first
-    64 KiB) or ``purged`` (retention emptied it; size and SHA-256 remain; it can no longer be replayed)."""
+    """What the journal still holds of the message: ``stored``, ``truncated`` (a rejected message's beginning:
+    64 KiB, 1 KiB without a readable header) or ``purged`` (retention emptied it; size and SHA-256 remain; it can no longer be replayed)."""
     if row.payload_purged:
         return "purged"
     return "truncated" if row.truncated else "stored"

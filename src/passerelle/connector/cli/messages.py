@@ -38,7 +38,7 @@ app = typer.Typer(help="Browse the journal: every message's journey; replay what
 _SHOWN = ("id", "received_at", "channel", "sender", "kind", "message_id", "state", "detail", "attempts",
           "next_due", "deadline", "document_id", "patient_id", "size", "sha256")  # fmt: skip
 #: How ``messages show`` words what the journal still holds of a message (admin.browser.payload_state).
-_PAYLOAD = {"stored": "stored", "truncated": "first 64 KiB kept (rejected message)", "purged": "payload purged"}
+_PAYLOAD = {"stored": "stored", "truncated": "beginning kept (rejected message)", "purged": "payload purged"}
 
 
 def _actor() -> str:

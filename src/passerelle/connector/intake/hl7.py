@@ -282,6 +282,7 @@ class Hl7Intake:
             state=State.REJECTED,
             detail=detail,
             ack=ack,
+            readable=header is not None,
         )
         return _Prepared(inbound, header, codec, ack, exc)
 
