@@ -24,8 +24,8 @@ import pytest
 # Written in two parts so that this file does not cite them itself.
 OUTSIDE_NOTES = (
     "reliability" + ".md",
-    "dmp-interop" + ".md",
-    "dmp-xds" + ".md",
+    "dmp-" + "interop.md",
+    "dmp-" + "xds.md",
     "peers" + ".md",
     "shared/" + "reference",
 )
