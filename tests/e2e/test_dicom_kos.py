@@ -1,5 +1,5 @@
 """The DRIM-M KOS of the shared corpus, sent by dcmtk's storescu to the gateway's Storage SCP, ends up
-in the sandbox as an imaging manifest with the DMP metadata (dmp-interop.md §5, rule 23)."""
+in the sandbox as an imaging manifest with the DMP metadata (docs/interop-reference.md, "Imaging")."""
 
 from __future__ import annotations
 

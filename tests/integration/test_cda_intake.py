@@ -1,6 +1,6 @@
 """CDA intake with real parts: uvicorn on 127.0.0.1 (port 0), httpx, a SQLite journal file, a real folder.
 
-Covers every B-CDA row of reliability.md: XXE/DOCTYPE (with a canary socket proving zero outbound
+Covers the B-CDA rows of docs/bad-input.md: XXE/DOCTYPE (with a canary socket proving zero outbound
 connections), billion laughs, oversize (413, also chunked), wrong content type (415), not a CDA (422),
 duplicate (200 same id) and conflict (409), encodings, deep nesting, processing instructions.
 """

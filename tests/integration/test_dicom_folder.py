@@ -136,3 +136,28 @@ async def test_start_stop_idempotent(tmp_path: Path, journal: SQLiteJournal) -> 
     await w.start()
     await w.stop()
     await w.stop()
+
+
+async def test_dicom_values_never_become_paths(tmp_path: Path, journal: SQLiteJournal) -> None:
+    """docs/bad-input.md, B-DICOM-10: identifiers holding ``../`` or an absolute path name no file; files are
+    named by the directory listing and land in processed/ or failed/ only."""
+    settings = DicomFolderSettings(path=tmp_path / "a" / "b" / "in", settle_s=0)
+    settings.path.mkdir(parents=True)
+    w = Watcher(settings, journal.append)
+    hostile = {"PatientID": "../../escape", "IssuerOfPatientID": "../../../escape", "StudyID": "/tmp/escape"}
+
+    def edit(ds) -> None:  # type: ignore[no-untyped-def]
+        for keyword, value in hostile.items():
+            setattr(ds, keyword, value)
+
+    (settings.path / "x.dcm").write_bytes(make_kos(edit=edit))
+    (settings.path / "y.dcm").write_bytes(make_kos(edit=lambda ds: setattr(ds, "PatientID", "/" + "x" * 60)))
+    before = {p for p in tmp_path.rglob("*") if "journal" not in p.name}
+    await w.scan_once()
+    outs = await w.scan_once()
+    assert sorted(o.name for o in outs) == ["x.dcm", "y.dcm"]
+    created = {p for p in tmp_path.rglob("*") if "journal" not in p.name} - before
+    allowed = {w.processed_dir, w.failed_dir}
+    assert created and all(p in allowed or p.parent in allowed for p in created), created
+    assert {p.name for p in created if p.is_file()} <= {"x.dcm", "y.dcm", "x.dcm.reason.txt", "y.dcm.reason.txt"}
+    assert not [p for p in tmp_path.rglob("*escape*")]

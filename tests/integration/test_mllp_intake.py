@@ -133,7 +133,8 @@ async def test_ack_lost_then_resent_gets_the_original_ack_and_one_row(stack: Sta
 
 
 async def test_graceful_stop_under_load_every_acked_message_is_in_the_journal(stack: Stack) -> None:
-    """R16: stop while 4 senders stream; every AA'd MSH-10 is journaled, no reply is half-written."""
+    """B-MLLP-13 (docs/bad-input.md): stop while 4 senders stream; every AA'd MSH-10 is journaled, no reply
+    is half-written."""
     samples = generate_samples(400, seed=31, now=NOW)
     acked: set[str] = set()
 

@@ -408,7 +408,7 @@ async def test_large_stream_over_limit_is_discarded_then_the_connection_resyncs(
 async def test_logs_never_carry_payload_bytes(
     intake: FakeIntake, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """PHI canary (reliability.md S04) through every transport path: good, broken, oversize, failing."""
+    """PHI canary (docs/bad-input.md S04) through every transport path: good, broken, oversize, failing."""
     import logging
 
     caplog.set_level(logging.DEBUG)

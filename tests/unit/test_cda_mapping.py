@@ -1,4 +1,5 @@
-"""CDA header → Document on every CDA of the corpus, against the expected table (dmp-interop.md §2, §4)."""
+"""CDA header → Document on every CDA of the corpus, against the expected table
+(docs/interop-reference.md: "XDS metadata", "CDA header")."""
 
 from __future__ import annotations
 

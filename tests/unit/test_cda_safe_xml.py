@@ -1,4 +1,4 @@
-"""Safe XML parsing of untrusted CDA (reliability.md §3.2 and B-CDA)."""
+"""Safe XML parsing of untrusted CDA (docs/bad-input.md B-CDA; docs/interop-reference.md, "Safe XML")."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_forwarded_synthetic_kos_passes_dciodvfy(tmp_path: Path) -> None:
     assert dciodvfy_errors(out) == []
 
 
-# --- B-DICOM (reliability.md) ---------------------------------------------------------------------
+# --- B-DICOM (docs/bad-input.md) -----------------------------------------------------------------
 
 
 def _header() -> bytes:

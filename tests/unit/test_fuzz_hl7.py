@@ -35,7 +35,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-# Inputs reported against other parsers (reliability.md B-HL7, nHapi #196).
+# Inputs reported against other parsers (docs/bad-input.md B-HL7-3, nHapi issue 196).
 NASTY = [
     b"",
     b"MSH",

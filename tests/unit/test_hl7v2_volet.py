@@ -323,6 +323,16 @@ def test_type_code_must_be_in_the_dmp_list() -> None:
     rejects(raw, ValidationError, "OBR^1^4", "103")
 
 
+def test_pid3_missing_is_a_required_field_error() -> None:
+    """docs/bad-input.md, B-HL7-15: a document message whose PID-3 is empty gets AE 101 at PID^1^3."""
+    lines = oru().split(b"\r")
+    i = next(n for n, line in enumerate(lines) if line.startswith(b"PID|"))
+    fields = lines[i].split(b"|")
+    fields[3] = b""
+    lines[i] = b"|".join(fields)
+    rejects(b"\r".join(lines), ValidationError, "PID^1^3", "101")
+
+
 def test_structure_errors() -> None:
     raw = oru()
     drop = lambda seg: b"\r".join(line for line in raw.split(b"\r") if not line.startswith(seg))  # noqa: E731

@@ -1,4 +1,4 @@
-"""Identity rules (dmp-interop.md §1.7 and §9 rules 1-4)."""
+"""Identity rules (docs/interop-reference.md, "INS — the patient's national health identifier", "The rule")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MLLP framer over a StreamReader fed with feed_data(): every B-MLLP framing row (reliability.md)."""
+"""MLLP framer over a StreamReader fed with feed_data(): every B-MLLP framing row (docs/bad-input.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property tests of the MLLP framer (reliability.md S11/G9): whatever the bytes and however they are cut,
+"""Property tests of the MLLP framer (docs/bad-input.md S11): whatever the bytes and however they are cut,
 no exception outside the declared set, no hang, memory bounded, and well-formed frames come out intact."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""ORU/MDM with an embedded CDA → Document (dmp-interop.md §2.1, §3; ANS examples of the volet)."""
+"""ORU/MDM with an embedded CDA → Document (docs/interop-reference.md: "XDS metadata" and the CI-SIS volet;
+the ANS examples of the volet)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The 10 embedded CDAs of the ANS HL7v2 examples: header metadata (dmp-interop.md §2.1), unpadded Base64 included."""
+"""The 10 embedded CDAs of the ANS HL7v2 examples: header metadata (docs/interop-reference.md, "XDS metadata"),
+unpadded Base64 included."""
 
 from __future__ import annotations
 
