@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from passerelle.errors import MappingError, ParseError, UnsupportedMessageError
 from passerelle.mappings.codes import LoincTable, lab_chapter
-from passerelle.mappings.document import Action, Code
+from passerelle.mappings.document import Code, Lineage
 from passerelle.mappings.hl7v2.decode import Message, message_from_text
 from passerelle.mappings.lab.groups import Group, order_numbers, read_groups
 from passerelle.mappings.lab.ids import set_id_for, unique_id_for
@@ -44,6 +44,10 @@ class PreviousVersion:
     set_id: str
     version: int
     unique_id: str
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.unique_id, self.set_id, self.version)
 
 
 @dataclass(frozen=True)
@@ -252,11 +256,7 @@ def _deletion(read: _Read, context: OruContext) -> LabReport:
             reason="delete_unknown_document",
         )
     return LabReport(
-        unique_id=previous.unique_id,
-        set_id=previous.set_id,
-        version=previous.version,
-        action=Action.DELETE,
-        replaces=previous.unique_id,
+        **previous.lineage.deletion().fields(),
         patient=read.patient,
         laboratory=context.laboratory,
         validator=read.validator,
@@ -268,18 +268,20 @@ def _deletion(read: _Read, context: OruContext) -> LabReport:
     )
 
 
-def _version(read: _Read, context: OruContext) -> tuple[int, str, Action, str]:
-    """(version, set id, action, replaces): a replacement of the previous version, or a first one."""
+def _lineage(read: _Read, context: OruContext) -> Lineage:
+    """A replacement of the previous version, or a first one."""
     previous = context.previous
     if previous is not None:
-        return previous.version + 1, previous.set_id, Action.REPLACE, previous.unique_id
+        return previous.lineage.successor(unique_id_for(context.oid_root, read.sender, read.key, previous.version + 1))
     if _corrected(read):
         raise MappingError(
             "correction of a report that was never delivered (no previous version known)",
             location=read.groups[0].obr.loc(25),
             reason="replacement_without_original",
         )
-    return 1, set_id_for(context.oid_root, read.sender, read.key), Action.PUBLISH, ""
+    return Lineage(
+        unique_id_for(context.oid_root, read.sender, read.key, 1), set_id_for(context.oid_root, read.sender, read.key)
+    )
 
 
 def from_oru(message: str | Message, context: OruContext) -> LabReport:
@@ -287,17 +289,13 @@ def from_oru(message: str | Message, context: OruContext) -> LabReport:
     read = _read(lab_segments(message), context)
     if _cancelled(read):
         return _deletion(read, context)
-    version, set_id, action, replaces = _version(read, context)
+    lineage = _lineage(read, context)
     batteries, specimens = _batteries(read, context)
     tz = context.tz
     release = next((t for g in read.groups if (t := g.obr.time(22, tz)) is not None), None)
     return LabReport(
+        **lineage.fields(),
         prescribed=_prescribed(read.orc, tz, specimens),
-        unique_id=unique_id_for(context.oid_root, read.sender, read.key, version),
-        set_id=set_id,
-        version=version,
-        action=action,
-        replaces=replaces,
         patient=read.patient,
         laboratory=context.laboratory,
         validator=read.validator,

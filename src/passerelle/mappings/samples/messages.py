@@ -20,7 +20,7 @@ from pathlib import Path
 from lxml import etree
 
 from passerelle.mappings.cda import writer as w
-from passerelle.mappings.document import INS_NIR_TEST_OID, Flags
+from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Flags, Lineage
 from passerelle.mappings.hl7v2.ack import escape as hl7_escape
 from passerelle.mappings.hl7v2.decode import CHARSETS, DEFAULT_DELIMITERS
 from passerelle.mappings.identity.ins import with_key
@@ -371,14 +371,15 @@ def build_sample_cda(
         telecom=("tel:0100000000",),
         organisation=organisation,
     )
+    lineage = Lineage(document_id, set_id, version, Action.REPLACE if replaces else Action.PUBLISH, replaces)
     doc = w.new_document()
-    w.header(doc, w.Header((), document_id, LAB_TYPE_CODE, LAB_TITLE, now, set_id, version))
+    w.header(doc, w.Header((), lineage, LAB_TYPE_CODE, LAB_TITLE, now))
     w.parties(doc, _record_target(patient), biologist, organisation, now)
     event = w.service_event(doc)
     w.code(event, "code", CHEMISTRY)
     w.span(event, now, now)
     w.performer(event, biologist)
-    w.related_document(doc, replaces)
+    w.related_document(doc, lineage)
     w.encompassing_encounter(doc, now, FACILITY_LAB)
     section = w.el(w.el(w.el(w.el(doc, "component"), "structuredBody"), "component"), "section")
     w.code(section, "code", CHEMISTRY)
