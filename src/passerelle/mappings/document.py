@@ -7,12 +7,13 @@ mapping and delivery. The model is pure data: no I/O, no clock, no settings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,6 +121,27 @@ class ReferenceId(BaseModel):
     assigner: str = ""
 
 
+class KindFields(TypedDict):
+    type_code: Code
+    class_code: Code
+    format_code: Code
+    mime_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKind:
+    """What a document is for the patient space: its XDS typeCode, classCode, formatCode and mimeType."""
+
+    type_code: Code
+    class_code: Code
+    format_code: Code
+    mime_type: str = "text/xml"
+
+    def fields(self) -> KindFields:
+        """The kind as keyword arguments of a :class:`Document` (``Document(**kind.fields(), ...)``)."""
+        return cast(KindFields, _keywords(self))
+
+
 class LineageFields(TypedDict):
     unique_id: str
     set_id: str
@@ -150,13 +172,11 @@ class Lineage:
 
     def fields(self) -> LineageFields:
         """The lineage as keyword arguments of a :class:`Document` (``Document(**lineage.fields(), ...)``)."""
-        return {
-            "unique_id": self.unique_id,
-            "set_id": self.set_id,
-            "version": self.version,
-            "action": self.action,
-            "replaces": self.replaces,
-        }
+        return cast(LineageFields, _keywords(self))
+
+
+def _keywords(value: DocumentKind | Lineage) -> dict[str, Any]:
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 class Provenance(BaseModel):

@@ -45,6 +45,7 @@ from passerelle.mappings.document import (
     Author,
     Code,
     Document,
+    DocumentKind,
     Lineage,
     Provenance,
     confidentiality_code,
@@ -65,14 +66,16 @@ __all__ = [
     "zero_preamble",
 ]
 
-KOS_TYPE = Code(code="IMG-KOS", system=LOCAL_TYPE_SYSTEM, display="Référence d'objets d'un examen d'imagerie")
-KOS_CLASS = Code(code="31", system=CLASS_CODE_SYSTEM, display="Imagerie médicale")
-KOS_FORMAT = Code(
-    code=KOS_SOP_CLASS,
-    system=FORMAT_DICOM_SYSTEM,
-    display="Document de Références d'objets d'imagerie selon profil IHE RAD XDS-I",
+KOS = DocumentKind(
+    type_code=Code(code="IMG-KOS", system=LOCAL_TYPE_SYSTEM, display="Référence d'objets d'un examen d'imagerie"),
+    class_code=Code(code="31", system=CLASS_CODE_SYSTEM, display="Imagerie médicale"),
+    format_code=Code(
+        code=KOS_SOP_CLASS,
+        system=FORMAT_DICOM_SYSTEM,
+        display="Document de Références d'objets d'imagerie selon profil IHE RAD XDS-I",
+    ),
+    mime_type="application/dicom",
 )
-KOS_MIME = "application/dicom"
 KOS_TITLE = "Référence d'objets d'un examen d'imagerie"
 
 #: Document title of an XDS-I manifest (DCM 113030 "Manifest"). Other KOS titles are not manifests:
@@ -187,11 +190,8 @@ def _map_kos(
     tz = dataset_timezone(ds, site.local_tz)
     return Document(
         **_lineage(sop_uid, previous).fields(),
+        **KOS.fields(),
         patient=patient,
-        type_code=KOS_TYPE,
-        class_code=KOS_CLASS,
-        format_code=KOS_FORMAT,
-        mime_type=KOS_MIME,
         title=KOS_TITLE,
         creation_time=content_time(ds, tz, now),
         service_start=study_time(ds, tz),

@@ -43,6 +43,7 @@ from passerelle.mappings.document import (
     Author,
     Code,
     Document,
+    DocumentKind,
     Lineage,
     Patient,
     Provenance,
@@ -52,13 +53,15 @@ from passerelle.mappings.document import (
 __all__ = ["REPORT_TYPE", "map_structured_report", "report_series_key"]
 
 REPORT_TYPE = Code(code="18748-4", system=LOINC, display="CR d'imagerie médicale")
-REPORT_CLASS = Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu")
-REPORT_FORMAT = Code(
-    code="urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013",
-    system=FORMAT_IHE_SYSTEM,
-    display="CR d'imagerie médicale (DICOM PS3.20)",
+IMAGING_REPORT = DocumentKind(
+    type_code=REPORT_TYPE,
+    class_code=Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu"),
+    format_code=Code(
+        code="urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013",
+        system=FORMAT_IHE_SYSTEM,
+        display="CR d'imagerie médicale (DICOM PS3.20)",
+    ),
 )
-REPORT_MIME = "text/xml"
 RADIOLOGIST = Code(code="G15_10/SM44", system=PROFESSION_SYSTEM, display="Médecin - Radio-diagnostic (SM)")
 #: DICOM PS3.20 imaging report templates, then the CI-SIS IMG-CR-IMG 2024.01 one (versioned).
 HEADER_TEMPLATES = ("1.2.840.10008.9.1", "1.2.840.10008.9.20", "1.2.840.10008.9.21")
@@ -85,6 +88,7 @@ class ImagingHeader:
     """The header values of one IMG-CR-IMG, computed once and used by the CDA and the metadata."""
 
     lineage: Lineage  # unique id: the SR's SOP Instance UID
+    patient: Patient
     title: str
     created: datetime
     study_time: datetime
@@ -145,7 +149,7 @@ def _procedure_code(ds: Dataset) -> Code | None:
 
 
 def imaging_header(
-    ds: Dataset, *, site: DicomSite, now: datetime, previous: PreviousManifest | None = None
+    ds: Dataset, *, patient: Patient, site: DicomSite, now: datetime, previous: PreviousManifest | None = None
 ) -> ImagingHeader:
     """What the header says; a new SR for a study already reported replaces the previous report."""
     sop_uid = required_uid(ds, "SOPInstanceUID")
@@ -161,6 +165,7 @@ def imaging_header(
         lineage = Lineage(sop_uid, _stable_oid("img-cr-img-set", sop_uid))
     return ImagingHeader(
         lineage=lineage,
+        patient=patient,
         title=f"{REPORT_TYPE.display} - {description}" if description else REPORT_TYPE.display,
         created=created,
         study_time=study_time(ds, tz) or created,
@@ -239,7 +244,7 @@ def _service_event(doc: etree._Element, head: ImagingHeader, report: Report, rad
     w.performer(event, radiologist)
 
 
-def _header(doc: etree._Element, head: ImagingHeader, report: Report, patient: Patient, site: DicomSite) -> None:
+def _header(doc: etree._Element, head: ImagingHeader, report: Report, site: DicomSite) -> None:
     w.header(
         doc,
         w.Header(
@@ -254,7 +259,7 @@ def _header(doc: etree._Element, head: ImagingHeader, report: Report, patient: P
     radiologist = _radiologist(head.author, site)
     assert radiologist.organisation is not None
     keeper = w.Organisation(id=radiologist.organisation.id, name=radiologist.organisation.name)
-    w.parties(doc, _record_target(patient), radiologist, keeper, head.verified)
+    w.parties(doc, _record_target(head.patient), radiologist, keeper, head.verified)
     _in_fulfillment_of(doc, head.requests)
     _service_event(doc, head, report, radiologist)
     w.related_document(doc, head.lineage)
@@ -363,10 +368,10 @@ def _body(doc: etree._Element, head: ImagingHeader, report: Report) -> None:
             _section(body, templates, code, title, paragraphs, doc_uid=head.lineage.unique_id)
 
 
-def build_imaging_cda(head: ImagingHeader, report: Report, *, patient: Patient, site: DicomSite) -> bytes:
+def build_imaging_cda(head: ImagingHeader, report: Report, *, site: DicomSite) -> bytes:
     """The IMG-CR-IMG document of ``report`` with the header ``head``."""
     doc = w.new_document("ps3-20")
-    _header(doc, head, report, patient, site)
+    _header(doc, head, report, site)
     _body(doc, head, report)
     return w.serialise(doc)
 
@@ -408,14 +413,11 @@ def map_structured_report(
     SR's Verifying Observer Identification Code Sequence (scheme ``RPPS``). Missing ones are refused.
     """
     _check_site(site)
-    head = imaging_header(ds, site=site, now=now, previous=previous)
+    head = imaging_header(ds, patient=patient, site=site, now=now, previous=previous)
     return Document(
         **head.lineage.fields(),
-        patient=patient,
-        type_code=REPORT_TYPE,
-        class_code=REPORT_CLASS,
-        format_code=REPORT_FORMAT,
-        mime_type=REPORT_MIME,
+        **IMAGING_REPORT.fields(),
+        patient=head.patient,
         title=head.title,
         creation_time=head.created,
         service_start=head.study_time,
@@ -426,5 +428,5 @@ def map_structured_report(
         confidentiality=(confidentiality_code("N"),),
         reference_ids=head.requests.reference_ids(report.study_uid),
         provenance=provenance,
-        content=build_imaging_cda(head, report, patient=patient, site=site),
+        content=build_imaging_cda(head, report, site=site),
     )

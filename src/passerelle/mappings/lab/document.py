@@ -10,6 +10,7 @@ from passerelle.mappings.document import (
     Author,
     Code,
     Document,
+    DocumentKind,
     Provenance,
     ReferenceId,
     confidentiality_code,
@@ -19,6 +20,7 @@ from passerelle.mappings.lab.model import LabReport
 
 CLASS_CODE = Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu")
 FORMAT_CODE = Code(code="urn:ihe:lab:xd-lab:2008", system=FORMAT_IHE_SYSTEM, display="CR de biologie")
+CR_BIO = DocumentKind(TYPE_CODE, CLASS_CODE, FORMAT_CODE)
 
 
 def to_document(report: LabReport, cda_bytes: bytes, provenance: Provenance) -> Document:
@@ -41,11 +43,8 @@ def to_document(report: LabReport, cda_bytes: bytes, provenance: Provenance) -> 
     collected = [s.collected for s in report.specimens]
     return Document(
         **report.lineage.fields(),
+        **CR_BIO.fields(),
         patient=report.patient.to_patient(),
-        type_code=TYPE_CODE,
-        class_code=CLASS_CODE,
-        format_code=FORMAT_CODE,
-        mime_type="text/xml",
         title=TITLE,
         creation_time=report.created,
         service_start=min(collected) if collected else report.received,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 from passerelle.errors import MappingError, ParseError, UnsupportedMessageError
@@ -237,6 +238,27 @@ def _prescribed(orc: Seg | None, tz: tzinfo, specimens: list[Specimen]) -> datet
 # --- the three outcomes -------------------------------------------------------------------------
 
 
+class _Parties(TypedDict):
+    patient: LabPatient
+    laboratory: Laboratory
+    validator: Person
+    prescriber: Person | None
+    order_number: str
+    filler_number: str
+
+
+def _parties(read: _Read, context: OruContext) -> _Parties:
+    """Who and which order the report is about, whatever the outcome."""
+    return {
+        "patient": read.patient,
+        "laboratory": context.laboratory,
+        "validator": read.validator,
+        "prescriber": read.prescriber,
+        "order_number": read.placer,
+        "filler_number": read.filler,
+    }
+
+
 def _cancelled(read: _Read) -> bool:
     all_obx = [s for ss in read.statuses.values() for s in ss]
     return (read.orc is not None and read.orc.value(1).upper() == "CA") or all(s == "D" for s in all_obx)
@@ -257,14 +279,9 @@ def _deletion(read: _Read, context: OruContext) -> LabReport:
         )
     return LabReport(
         **previous.lineage.deletion().fields(),
-        patient=read.patient,
-        laboratory=context.laboratory,
-        validator=read.validator,
+        **_parties(read, context),
         validated=context.now,
         created=context.now,
-        prescriber=read.prescriber,
-        order_number=read.placer,
-        filler_number=read.filler,
     )
 
 
@@ -295,14 +312,9 @@ def from_oru(message: str | Message, context: OruContext) -> LabReport:
     release = next((t for g in read.groups if (t := g.obr.time(22, tz)) is not None), None)
     return LabReport(
         **lineage.fields(),
+        **_parties(read, context),
         prescribed=_prescribed(read.orc, tz, specimens),
-        patient=read.patient,
-        laboratory=context.laboratory,
-        validator=read.validator,
         validated=release or context.now,
-        prescriber=read.prescriber,
-        order_number=read.placer,
-        filler_number=read.filler,
         created=read.msh.time(7, tz) or context.now,
         received=min((s.received for s in specimens if s.received), default=None),
         specimens=tuple(specimens),
