@@ -12,6 +12,7 @@ from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings, Sender
 from passerelle.errors import QueueUnavailableError
 from passerelle.mappings.document import Flags
 from passerelle.mappings.samples.messages import (
+    Sender,
     build_adt_consent,
     build_lab_results,
     build_oru,
@@ -257,7 +258,7 @@ async def test_too_large_message_is_rejected_with_msa2() -> None:
 
 
 async def test_cp1252_trap_rejected_unless_sender_allows() -> None:
-    raw = _oru(charset="8859/1").replace(b"^D^^^RPPS", b"\x9c^D^^^RPPS", 1)  # cp1252 0x9C = oe ligature
+    raw = _oru(sender=Sender(charset="8859/1")).replace(b"^D^^^RPPS", b"\x9c^D^^^RPPS", 1)  # cp1252 0x9C = oe ligature
     journal = FakeJournal()
     intake, _ = make(journal)
     seg = segments(await intake.handle(raw, "peer"))

@@ -14,6 +14,7 @@ from passerelle.mappings.hl7v2 import MessageKind, classify, decode_message, rea
 from passerelle.mappings.identity.ins import is_valid_nir
 from passerelle.mappings.samples.messages import (
     SampleOptions,
+    Sender,
     build_mdm,
     build_oru,
     build_sample_cda,
@@ -94,7 +95,8 @@ def test_mdm_triggers(trigger: str) -> None:
 def test_charsets_round_trip(charset: str) -> None:
     rng = random.Random(8)
     patient = synthetic_patient(rng)
-    raw, _ = build_oru(now=NOW, control_id="C", patient=patient, document_id="2.25.7", set_id="2.25.8", charset=charset)
+    sender = Sender(charset=charset)
+    raw, _ = build_oru(now=NOW, control_id="C", patient=patient, document_id="2.25.7", set_id="2.25.8", sender=sender)
     msg = decode_message(raw)
     pid = msg.first("PID")
     assert msg.value(pid, 5) == patient.family

@@ -7,10 +7,13 @@ mapping and delivery. The model is pure data: no I/O, no clock, no settings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +37,10 @@ LOCAL_TYPE_SYSTEM = "1.2.250.1.213.1.1.4.12"  # TRE_A05 (IMG-KOS...)
 PS_ID_OID = "1.2.250.1.71.4.2.1"  # IdNat_PS
 STRUCTURE_ID_OID = "1.2.250.1.71.4.2.2"  # IdNat_Struct
 PROFESSION_SYSTEM = "1.2.250.1.213.1.1.4.5"  # TRE_G15
+# referenceIdList types (IHE ITI TF-3 4.2.3.2.28), with the issuer OID as assigner.
+REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
+REF_ORDER = "urn:ihe:iti:xds:2013:order"
+REF_STUDY = "urn:ihe:iti:xds:2016:studyInstanceUID"
 
 #: An OID (ITU-T X.660 dotted form, no leading zero in an arc); XDS caps identifiers at 64 characters.
 OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -110,8 +117,66 @@ class ReferenceId(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     value: str
-    type: str  # urn:ihe:iti:xds:2013:accession | urn:ihe:iti:xds:2013:order | urn:ihe:iti:xds:2016:studyInstanceUID
+    type: str  # REF_ACCESSION | REF_ORDER | REF_STUDY
     assigner: str = ""
+
+
+class KindFields(TypedDict):
+    type_code: Code
+    class_code: Code
+    format_code: Code
+    mime_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentKind:
+    """What a document is for the patient space: its XDS typeCode, classCode, formatCode and mimeType."""
+
+    type_code: Code
+    class_code: Code
+    format_code: Code
+    mime_type: str = "text/xml"
+
+    def fields(self) -> KindFields:
+        """The kind as keyword arguments of a :class:`Document` (``Document(**kind.fields(), ...)``)."""
+        return cast(KindFields, _keywords(self))
+
+
+class LineageFields(TypedDict):
+    unique_id: str
+    set_id: str
+    version: int
+    action: Action
+    replaces: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where one version stands in its document set: its id, the set's id, its number and what it does to
+    the version before it. Written into the CDA header (id, setId, versionNumber, relatedDocument RPLC)
+    and into the XDS metadata (the first five fields of a :class:`Document`)."""
+
+    unique_id: str
+    set_id: str
+    version: int = 1
+    action: Action = Action.PUBLISH
+    replaces: str = ""  # the version this one replaces, or the document a deletion removes
+
+    def successor(self, unique_id: str) -> Lineage:
+        """``unique_id`` as the next version of this set, replacing this one: same set id, version + 1."""
+        return Lineage(unique_id, self.set_id or self.unique_id, self.version + 1, Action.REPLACE, self.unique_id)
+
+    def deletion(self) -> Lineage:
+        """The deletion of this version: its own identity, naming itself as the document removed."""
+        return Lineage(self.unique_id, self.set_id, self.version, Action.DELETE, self.unique_id)
+
+    def fields(self) -> LineageFields:
+        """The lineage as keyword arguments of a :class:`Document` (``Document(**lineage.fields(), ...)``)."""
+        return cast(LineageFields, _keywords(self))
+
+
+def _keywords(value: DocumentKind | Lineage) -> dict[str, Any]:
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 class Provenance(BaseModel):

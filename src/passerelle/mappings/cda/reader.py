@@ -20,11 +20,15 @@ from passerelle.mappings.cda.codes import class_for_type, document_type, format_
 from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS, HL7_NS, CdaLimits, parse_cda
 from passerelle.mappings.document import (
     PS_ID_OID,
+    REF_ACCESSION,
+    REF_ORDER,
+    REF_STUDY,
     STRUCTURE_ID_OID,
     Action,
     Author,
     Code,
     Document,
+    Lineage,
     Patient,
     Provenance,
     ReferenceId,
@@ -39,9 +43,6 @@ NS = {"h": HL7_NS, "d": PS3_20_NS}
 #: Structuration minimale: every French CDA declares the CI-SIS template.
 CISIS_TEMPLATE = "1.2.250.1.213.1.1.1.1"
 IMAGING_REPORT_TYPE = "18748-4"
-REF_ORDER = "urn:ihe:iti:xds:2013:order"
-REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
-REF_STUDY = "urn:ihe:iti:xds:2016:studyInstanceUID"
 #: Where a timestamp carries no offset we read it as French legal time (documented in cda-intake.md).
 DEFAULT_TZ: tzinfo = ZoneInfo("Europe/Paris")
 _PRACTICE_SETTING_PATHS = (
@@ -304,17 +305,18 @@ def _format(root: etree._Element) -> Code:
     return format_for(template_ids, media_type)
 
 
-def _version(root: etree._Element) -> tuple[int, Action, str]:
-    """(versionNumber, action, what it replaces): a relatedDocument RPLC makes a replacement."""
+def _lineage(root: etree._Element, unique_id: str) -> Lineage:
+    """id, setId, versionNumber; a relatedDocument RPLC makes a replacement of the version it names."""
     version_raw = _attr(_first(root, "h:versionNumber"), "value") or "1"
     try:
         version = int(version_raw)
     except ValueError as exc:
         raise ValidationError("CDA versionNumber is not an integer", reason="header") from exc
+    set_id = _ii(_first(root, "h:setId"))
     rplc = _first(root, "h:relatedDocument[@typeCode='RPLC']/h:parentDocument/h:id")
     if rplc is None:
-        return version, Action.PUBLISH, ""
-    return version, Action.REPLACE, _ii(rplc)
+        return Lineage(unique_id, set_id, version)
+    return Lineage(unique_id, set_id, version, Action.REPLACE, _ii(rplc))
 
 
 def _confidentiality(root: etree._Element) -> Code:
@@ -345,18 +347,14 @@ def document_from_cda(
     unique_id = _unique_id(root)
     type_code = _type_code(root)
     fmt = _format(root)
-    version, action, replaces = _version(root)
+    lineage = _lineage(root, unique_id)
     confidentiality = _confidentiality(root)
     start, stop = _service_times(root)
     creation = _ts(_first(root, "h:effectiveTime"), "effectiveTime", required=True)
     assert creation is not None
     try:
         return Document(
-            unique_id=unique_id,
-            set_id=_ii(_first(root, "h:setId")),
-            version=version,
-            action=action,
-            replaces=replaces,
+            **lineage.fields(),
             patient=_patient(root, now),
             type_code=type_code,
             class_code=class_for_type(type_code.code),

@@ -20,7 +20,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from passerelle.mappings.cda.safe_xml import HL7_NS
-from passerelle.mappings.document import LOINC, PS_ID_OID, STRUCTURE_ID_OID, Code, confidentiality_code
+from passerelle.mappings.document import LOINC, PS_ID_OID, STRUCTURE_ID_OID, Action, Code, Lineage, confidentiality_code
 from passerelle.mappings.hl7time import cda_timestamp
 
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -187,12 +187,10 @@ class Header:
     """The identification part of the header, in schema order after ``realmCode``/``typeId``."""
 
     templates: tuple[str, ...]  # after the two French header templates
-    unique_id: str
+    lineage: Lineage
     type_code: Code
     title: str
     created: datetime
-    set_id: str
-    version: int = 1
     confidentiality: str = "N"
     language: str = "fr-FR"
     versioned_templates: tuple[tuple[str, str], ...] = field(default=())  # (root, extension)
@@ -209,14 +207,14 @@ def header(doc: etree._Element, spec: Header) -> None:
     templates(doc, *FRENCH_HEADER_TEMPLATES, *spec.templates)
     for root, extension in spec.versioned_templates:
         el(doc, "templateId", root=root, extension=extension)
-    el(doc, "id", root=spec.unique_id)
+    el(doc, "id", root=spec.lineage.unique_id)
     code(doc, "code", spec.type_code)
     el(doc, "title", spec.title)
     time(doc, "effectiveTime", spec.created)
     code(doc, "confidentialityCode", confidentiality_code(spec.confidentiality))
     el(doc, "languageCode", code=spec.language)
-    el(doc, "setId", root=spec.set_id)
-    el(doc, "versionNumber", value=str(spec.version))
+    el(doc, "setId", root=spec.lineage.set_id)
+    el(doc, "versionNumber", value=str(spec.lineage.version))
 
 
 def address(parent: etree._Element, value: Address | None) -> None:
@@ -372,11 +370,11 @@ def performer(
     assigned(block, "assignedEntity", person)
 
 
-def related_document(doc: etree._Element, replaces: str) -> None:
-    """``relatedDocument typeCode="RPLC"`` when this version replaces ``replaces`` (nothing otherwise)."""
-    if replaces:
+def related_document(doc: etree._Element, lineage: Lineage) -> None:
+    """``relatedDocument typeCode="RPLC"`` naming the version a replacement replaces (nothing otherwise)."""
+    if lineage.action is Action.REPLACE:
         related = el(doc, "relatedDocument", typeCode="RPLC")
-        el(el(related, "parentDocument"), "id", root=replaces)
+        el(el(related, "parentDocument"), "id", root=lineage.replaces)
 
 
 def encompassing_encounter(

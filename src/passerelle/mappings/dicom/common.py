@@ -27,11 +27,16 @@ from passerelle.mappings.document import (
     INS_NIR_OID,
     INS_NIR_TEST_OID,
     PRODUCTION_INS_OIDS,
+    REF_ACCESSION,
+    REF_ORDER,
+    REF_STUDY,
     TEST_INS_OIDS,
     Author,
     Code,
     IdentityStatus,
+    Lineage,
     Patient,
+    ReferenceId,
 )
 from passerelle.mappings.identity.ins import allowed_ins_oids, is_valid_nir
 
@@ -89,13 +94,9 @@ class DicomSite:
     local_tz: tzinfo = field(default_factory=_paris)
 
 
-@dataclass(frozen=True)
-class PreviousManifest:
-    """The last manifest published for the same study (looked up by the worker by Study Instance UID)."""
-
-    unique_id: str
-    set_id: str
-    version: int
+@dataclass(frozen=True, slots=True)
+class PreviousManifest(Lineage):
+    """The last manifest or report published for the same study (looked up by the worker by its series key)."""
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -248,6 +249,19 @@ def dataset_timezone(ds: Dataset, default: tzinfo) -> tzinfo:
     return timezone(timedelta(minutes=-minutes if m.group(1) == "-" else minutes))
 
 
+def content_time(ds: Dataset, tz: tzinfo, now: datetime) -> datetime:
+    """When the object was created: Content Date/Time, else Instance Creation Date/Time, else ``now``."""
+    return (
+        dicom_datetime(text(ds, "ContentDate"), text(ds, "ContentTime"), tz, location="0008,0023")
+        or dicom_datetime(text(ds, "InstanceCreationDate"), text(ds, "InstanceCreationTime"), tz, location="0008,0012")
+        or now
+    )
+
+
+def study_time(ds: Dataset, tz: tzinfo) -> datetime | None:
+    return dicom_datetime(text(ds, "StudyDate"), text(ds, "StudyTime"), tz, location="0008,0020")
+
+
 def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
@@ -268,12 +282,16 @@ def person_name(ds: Dataset, keyword: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class RequestIds:
-    """The request an object answers: accession number and placer order, each with its issuer OID."""
+    """The request an object answers: accession number and placer order, as reference ids whose assigner
+    is the issuer OID (None when the object carries no such number)."""
 
-    accession: str = ""
-    accession_issuer: str = ""
-    order: str = ""
-    order_issuer: str = ""
+    accession: ReferenceId | None = None
+    order: ReferenceId | None = None
+
+    def reference_ids(self, study_uid: str) -> tuple[ReferenceId, ...]:
+        """The document's referenceIdList: the study, then the accession and the order when known."""
+        known = (ref for ref in (self.accession, self.order) if ref is not None)
+        return (ReferenceId(value=study_uid, type=REF_STUDY), *known)
 
 
 def _issuer(seq: Any) -> str:
@@ -294,7 +312,11 @@ def request_ids(ds: Dataset, study_uid: str = "") -> RequestIds:
         if not order:
             order = text(req, "PlacerOrderNumberImagingServiceRequest")
             order_issuer = _issuer(req.get("OrderPlacerIdentifierSequence"))
-    return RequestIds(accession, next((i for i in issuers if i), ""), order, order_issuer)
+    issuer = next((i for i in issuers if i), "")
+    return RequestIds(
+        accession=ReferenceId(value=accession, type=REF_ACCESSION, assigner=issuer) if accession else None,
+        order=ReferenceId(value=order, type=REF_ORDER, assigner=order_issuer) if order else None,
+    )
 
 
 # --- identity -------------------------------------------------------------------------------------

@@ -25,15 +25,16 @@ from passerelle.mappings.dicom.common import (
     SR_SOP_CLASSES,
     DicomSite,
     PreviousManifest,
+    content_time,
     dataset_timezone,
     decode_dicom,
-    dicom_datetime,
     encode_part10,
     patient_lane,
     person_name,
     request_ids,
     required_uid,
     resolve_patient,
+    study_time,
     text,
     zero_preamble,
 )
@@ -41,12 +42,12 @@ from passerelle.mappings.document import (
     CLASS_CODE_SYSTEM,
     FORMAT_DICOM_SYSTEM,
     LOCAL_TYPE_SYSTEM,
-    Action,
     Author,
     Code,
     Document,
+    DocumentKind,
+    Lineage,
     Provenance,
-    ReferenceId,
     confidentiality_code,
 )
 
@@ -65,23 +66,21 @@ __all__ = [
     "zero_preamble",
 ]
 
-KOS_TYPE = Code(code="IMG-KOS", system=LOCAL_TYPE_SYSTEM, display="Référence d'objets d'un examen d'imagerie")
-KOS_CLASS = Code(code="31", system=CLASS_CODE_SYSTEM, display="Imagerie médicale")
-KOS_FORMAT = Code(
-    code=KOS_SOP_CLASS,
-    system=FORMAT_DICOM_SYSTEM,
-    display="Document de Références d'objets d'imagerie selon profil IHE RAD XDS-I",
+KOS = DocumentKind(
+    type_code=Code(code="IMG-KOS", system=LOCAL_TYPE_SYSTEM, display="Référence d'objets d'un examen d'imagerie"),
+    class_code=Code(code="31", system=CLASS_CODE_SYSTEM, display="Imagerie médicale"),
+    format_code=Code(
+        code=KOS_SOP_CLASS,
+        system=FORMAT_DICOM_SYSTEM,
+        display="Document de Références d'objets d'imagerie selon profil IHE RAD XDS-I",
+    ),
+    mime_type="application/dicom",
 )
-KOS_MIME = "application/dicom"
 KOS_TITLE = "Référence d'objets d'un examen d'imagerie"
 
 #: Document title of an XDS-I manifest (DCM 113030 "Manifest"). Other KOS titles are not manifests:
 #: notably the IOCM rejection notes (113001, 113037, 113038, 113039), which must never be published.
 MANIFEST_TITLE = ("113030", "DCM")
-
-REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
-REF_ORDER = "urn:ihe:iti:xds:2013:order"
-REF_STUDY = "urn:ihe:iti:xds:2016:studyInstanceUID"
 
 
 def map_dicom(
@@ -189,47 +188,31 @@ def _map_kos(
     _check_manifest(ds)
     patient = resolve_patient(ds, test_environment=test_environment, patient_id_map=patient_id_map)
     tz = dataset_timezone(ds, site.local_tz)
-    created = (
-        dicom_datetime(text(ds, "ContentDate"), text(ds, "ContentTime"), tz, location="0008,0023")
-        or dicom_datetime(text(ds, "InstanceCreationDate"), text(ds, "InstanceCreationTime"), tz, location="0008,0012")
-        or now
-    )
-    service = dicom_datetime(text(ds, "StudyDate"), text(ds, "StudyTime"), tz, location="0008,0020")
-
-    action, set_id, version, replaces = Action.PUBLISH, sop_uid, 1, ""
-    if previous is not None and previous.unique_id != sop_uid:
-        action, set_id, version, replaces = (
-            Action.REPLACE,
-            previous.set_id or previous.unique_id,
-            previous.version + 1,
-            previous.unique_id,
-        )
-    elif previous is not None:  # the same manifest again: same identity, the delivery key absorbs it
-        set_id, version = previous.set_id or sop_uid, previous.version
-
     return Document(
-        unique_id=sop_uid,
-        set_id=set_id,
-        version=version,
-        action=action,
-        replaces=replaces,
+        **_lineage(sop_uid, previous).fields(),
+        **KOS.fields(),
         patient=patient,
-        type_code=KOS_TYPE,
-        class_code=KOS_CLASS,
-        format_code=KOS_FORMAT,
-        mime_type=KOS_MIME,
         title=KOS_TITLE,
-        creation_time=created,
-        service_start=service,
+        creation_time=content_time(ds, tz, now),
+        service_start=study_time(ds, tz),
         service_stop=None,
         author=_author(ds, site),
         facility_type=site.facility_type,
         practice_setting=site.practice_setting,
         confidentiality=(confidentiality_code("N"),),
-        reference_ids=_reference_ids(ds, study_uid),
+        reference_ids=request_ids(ds, study_uid).reference_ids(study_uid),
         provenance=provenance,
         content=content,
     )
+
+
+def _lineage(sop_uid: str, previous: PreviousManifest | None) -> Lineage:
+    if previous is None:
+        return Lineage(sop_uid, sop_uid)
+    if previous.unique_id != sop_uid:
+        return previous.successor(sop_uid)
+    # the same manifest again: same identity, the delivery key absorbs it
+    return Lineage(sop_uid, previous.set_id or sop_uid, previous.version)
 
 
 def _author(ds: Dataset, site: DicomSite) -> Author:
@@ -250,13 +233,3 @@ def _author(ds: Dataset, site: DicomSite) -> Author:
             "organisation_name": site.organisation.organisation_name or text(ds, "InstitutionName"),
         }
     )
-
-
-def _reference_ids(ds: Dataset, study_uid: str) -> tuple[ReferenceId, ...]:
-    req = request_ids(ds, study_uid)
-    refs: list[ReferenceId] = [ReferenceId(value=study_uid, type=REF_STUDY)]
-    if req.accession:
-        refs.append(ReferenceId(value=req.accession, type=REF_ACCESSION, assigner=req.accession_issuer))
-    if req.order:
-        refs.append(ReferenceId(value=req.order, type=REF_ORDER, assigner=req.order_issuer))
-    return tuple(refs)

@@ -24,11 +24,13 @@ from passerelle.mappings.dicom.common import (
     DicomSite,
     PreviousManifest,
     RequestIds,
+    content_time,
     dataset_timezone,
     dicom_datetime,
     person_name,
     request_ids,
     required_uid,
+    study_time,
     text,
 )
 from passerelle.mappings.dicom.sr import MODALITY_DISPLAY, Report, report_series_key
@@ -38,26 +40,28 @@ from passerelle.mappings.document import (
     LOINC,
     PROFESSION_SYSTEM,
     PS_ID_OID,
-    Action,
     Author,
     Code,
     Document,
+    DocumentKind,
+    Lineage,
     Patient,
     Provenance,
-    ReferenceId,
     confidentiality_code,
 )
 
 __all__ = ["REPORT_TYPE", "map_structured_report", "report_series_key"]
 
 REPORT_TYPE = Code(code="18748-4", system=LOINC, display="CR d'imagerie médicale")
-REPORT_CLASS = Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu")
-REPORT_FORMAT = Code(
-    code="urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013",
-    system=FORMAT_IHE_SYSTEM,
-    display="CR d'imagerie médicale (DICOM PS3.20)",
+IMAGING_REPORT = DocumentKind(
+    type_code=REPORT_TYPE,
+    class_code=Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu"),
+    format_code=Code(
+        code="urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013",
+        system=FORMAT_IHE_SYSTEM,
+        display="CR d'imagerie médicale (DICOM PS3.20)",
+    ),
 )
-REPORT_MIME = "text/xml"
 RADIOLOGIST = Code(code="G15_10/SM44", system=PROFESSION_SYSTEM, display="Médecin - Radio-diagnostic (SM)")
 #: DICOM PS3.20 imaging report templates, then the CI-SIS IMG-CR-IMG 2024.01 one (versioned).
 HEADER_TEMPLATES = ("1.2.840.10008.9.1", "1.2.840.10008.9.20", "1.2.840.10008.9.21")
@@ -77,19 +81,14 @@ CONCLUSION_SECTION = (
     Code(code="19005-8", system=LOINC, display="Conclusions"),
     "Conclusion",
 )
-REF_STUDY = "urn:ihe:iti:xds:2016:studyInstanceUID"
-REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
-REF_ORDER = "urn:ihe:iti:xds:2013:order"
 
 
 @dataclass(frozen=True)
 class ImagingHeader:
     """The header values of one IMG-CR-IMG, computed once and used by the CDA and the metadata."""
 
-    unique_id: str  # the SR's SOP Instance UID
-    set_id: str
-    version: int
-    replaces: str
+    lineage: Lineage  # unique id: the SR's SOP Instance UID
+    patient: Patient
     title: str
     created: datetime
     study_time: datetime
@@ -149,36 +148,27 @@ def _procedure_code(ds: Dataset) -> Code | None:
     )
 
 
-def _created(ds: Dataset, tz: tzinfo, now: datetime) -> datetime:
-    return (
-        dicom_datetime(text(ds, "ContentDate"), text(ds, "ContentTime"), tz, location="0008,0023")
-        or dicom_datetime(text(ds, "InstanceCreationDate"), text(ds, "InstanceCreationTime"), tz, location="0008,0012")
-        or now
-    )
-
-
 def imaging_header(
-    ds: Dataset, *, site: DicomSite, now: datetime, previous: PreviousManifest | None = None
+    ds: Dataset, *, patient: Patient, site: DicomSite, now: datetime, previous: PreviousManifest | None = None
 ) -> ImagingHeader:
     """What the header says; a new SR for a study already reported replaces the previous report."""
     sop_uid = required_uid(ds, "SOPInstanceUID")
     tz = dataset_timezone(ds, site.local_tz)
-    created = _created(ds, tz, now)
+    created = content_time(ds, tz, now)
     author, verified = _verifier(ds, site, tz)
     if not author.person_id:
         raise MappingError("SR verifier has no RPPS identifier (IMG-CR-IMG legal authenticator needs it)")
     description = text(ds, "StudyDescription")
-    set_id, version, replaces = _stable_oid("img-cr-img-set", sop_uid), 1, ""
     if previous is not None and previous.unique_id != sop_uid:
-        set_id, version, replaces = previous.set_id or previous.unique_id, previous.version + 1, previous.unique_id
+        lineage = previous.successor(sop_uid)
+    else:
+        lineage = Lineage(sop_uid, _stable_oid("img-cr-img-set", sop_uid))
     return ImagingHeader(
-        unique_id=sop_uid,
-        set_id=set_id,
-        version=version,
-        replaces=replaces,
+        lineage=lineage,
+        patient=patient,
         title=f"{REPORT_TYPE.display} - {description}" if description else REPORT_TYPE.display,
         created=created,
-        study_time=dicom_datetime(text(ds, "StudyDate"), text(ds, "StudyTime"), tz, location="0008,0020") or created,
+        study_time=study_time(ds, tz) or created,
         author=author,
         verified=verified or created,
         requests=request_ids(ds),
@@ -225,14 +215,15 @@ def _record_target(patient: Patient) -> w.RecordTarget:
 
 
 def _in_fulfillment_of(doc: etree._Element, requests: RequestIds) -> None:
-    if not (requests.accession and requests.accession_issuer):
+    accession, placer = requests.accession, requests.order
+    if accession is None or not accession.assigner:
         return
     order = w.el(w.el(doc, "inFulfillmentOf"), "order")
-    if requests.order and requests.order_issuer:
-        w.el(order, "id", root=requests.order_issuer, extension=requests.order)
+    if placer is not None and placer.assigner:
+        w.el(order, "id", root=placer.assigner, extension=placer.value)
     else:
         w.el(order, "id", nullFlavor="UNK")
-    w.el(order, "ps3-20:accessionNumber", root=requests.accession_issuer, extension=requests.accession)
+    w.el(order, "ps3-20:accessionNumber", root=accession.assigner, extension=accession.value)
 
 
 def _modality_codes(report: Report) -> list[Code]:
@@ -253,27 +244,25 @@ def _service_event(doc: etree._Element, head: ImagingHeader, report: Report, rad
     w.performer(event, radiologist)
 
 
-def _header(doc: etree._Element, head: ImagingHeader, report: Report, patient: Patient, site: DicomSite) -> None:
+def _header(doc: etree._Element, head: ImagingHeader, report: Report, site: DicomSite) -> None:
     w.header(
         doc,
         w.Header(
             templates=HEADER_TEMPLATES,
             versioned_templates=(VOLET_TEMPLATE,),
-            unique_id=head.unique_id,
+            lineage=head.lineage,
             type_code=REPORT_TYPE,
             title=head.title,
             created=head.created,
-            set_id=head.set_id,
-            version=head.version,
         ),
     )
     radiologist = _radiologist(head.author, site)
     assert radiologist.organisation is not None
     keeper = w.Organisation(id=radiologist.organisation.id, name=radiologist.organisation.name)
-    w.parties(doc, _record_target(patient), radiologist, keeper, head.verified)
+    w.parties(doc, _record_target(head.patient), radiologist, keeper, head.verified)
     _in_fulfillment_of(doc, head.requests)
     _service_event(doc, head, report, radiologist)
-    w.related_document(doc, head.replaces)
+    w.related_document(doc, head.lineage)
     w.encompassing_encounter(doc, head.study_time, site.facility_type)
 
 
@@ -304,7 +293,7 @@ def _technique(body: etree._Element, head: ImagingHeader, report: Report) -> etr
         ("1.2.840.10008.9.3", "1.2.250.1.213.1.1.2.206"),
         Code(code="55111-9", system=LOINC, display="Description de l'acte d'imagerie"),
         "Technique d'imagerie",
-        doc_uid=head.unique_id,
+        doc_uid=head.lineage.unique_id,
     )
     modalities = _modality_codes(report)
     # The SR's indication and history go to this narrative: the volet's FR-DICOM-informations-cliniques
@@ -317,7 +306,7 @@ def _technique(body: etree._Element, head: ImagingHeader, report: Report) -> etr
     w.paragraphs(acte, lines)
     proc = w.el(w.el(acte, "entry"), "procedure", classCode="PROC", moodCode="EVN")
     w.templates(proc, "1.2.840.10008.9.14", "1.2.250.1.213.1.1.3.153")
-    w.el(proc, "id", root=_stable_oid(head.unique_id, "procedure"))
+    w.el(proc, "id", root=_stable_oid(head.lineage.unique_id, "procedure"))
     if head.procedure is not None:
         w.code(proc, "code", head.procedure)
     else:
@@ -338,7 +327,7 @@ def _catalogue(acte: etree._Element, head: ImagingHeader, report: Report) -> Non
         Code(code="121181", system=DCM, display="Catalogue d'objets DICOM"),
         "Catalogue d'objets DICOM",
         [f"Examen {report.study_uid} : {len(report.series)} série(s) référencée(s)"],
-        doc_uid=head.unique_id,
+        doc_uid=head.lineage.unique_id,
     )
     if not report.series:
         return
@@ -376,13 +365,13 @@ def _body(doc: etree._Element, head: ImagingHeader, report: Report) -> None:
         (CONCLUSION_SECTION, report.conclusion),
     ):
         if paragraphs:
-            _section(body, templates, code, title, paragraphs, doc_uid=head.unique_id)
+            _section(body, templates, code, title, paragraphs, doc_uid=head.lineage.unique_id)
 
 
-def build_imaging_cda(head: ImagingHeader, report: Report, *, patient: Patient, site: DicomSite) -> bytes:
+def build_imaging_cda(head: ImagingHeader, report: Report, *, site: DicomSite) -> bytes:
     """The IMG-CR-IMG document of ``report`` with the header ``head``."""
     doc = w.new_document("ps3-20")
-    _header(doc, head, report, patient, site)
+    _header(doc, head, report, site)
     _body(doc, head, report)
     return w.serialise(doc)
 
@@ -402,16 +391,6 @@ def _check_site(site: DicomSite) -> None:
     ]
     if missing:
         raise MappingError("site configuration lacks " + ", ".join(missing) + " for IMG-CR-IMG")
-
-
-def _reference_ids(head: ImagingHeader, report: Report) -> tuple[ReferenceId, ...]:
-    req = head.requests
-    refs = [ReferenceId(value=report.study_uid, type=REF_STUDY)]
-    if req.accession:
-        refs.append(ReferenceId(value=req.accession, type=REF_ACCESSION, assigner=req.accession_issuer))
-    if req.order:
-        refs.append(ReferenceId(value=req.order, type=REF_ORDER, assigner=req.order_issuer))
-    return tuple(refs)
 
 
 def map_structured_report(
@@ -434,18 +413,11 @@ def map_structured_report(
     SR's Verifying Observer Identification Code Sequence (scheme ``RPPS``). Missing ones are refused.
     """
     _check_site(site)
-    head = imaging_header(ds, site=site, now=now, previous=previous)
+    head = imaging_header(ds, patient=patient, site=site, now=now, previous=previous)
     return Document(
-        unique_id=head.unique_id,
-        set_id=head.set_id,
-        version=head.version,
-        action=Action.REPLACE if head.replaces else Action.PUBLISH,
-        replaces=head.replaces,
-        patient=patient,
-        type_code=REPORT_TYPE,
-        class_code=REPORT_CLASS,
-        format_code=REPORT_FORMAT,
-        mime_type=REPORT_MIME,
+        **head.lineage.fields(),
+        **IMAGING_REPORT.fields(),
+        patient=head.patient,
         title=head.title,
         creation_time=head.created,
         service_start=head.study_time,
@@ -454,7 +426,7 @@ def map_structured_report(
         facility_type=site.facility_type,
         practice_setting=site.practice_setting,
         confidentiality=(confidentiality_code("N"),),
-        reference_ids=_reference_ids(head, report),
+        reference_ids=head.requests.reference_ids(report.study_uid),
         provenance=provenance,
-        content=build_imaging_cda(head, report, patient=patient, site=site),
+        content=build_imaging_cda(head, report, site=site),
     )

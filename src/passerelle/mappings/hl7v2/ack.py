@@ -31,6 +31,8 @@ HL7_0357 = {
     "207": "Application internal error",
 }
 ERR_CODING_SYSTEM = "messageErrorCondition"  # as written by the ANS volet examples (HL7 table 0357)
+#: OBX-3 of the business acknowledgement: the DMP's acknowledgement of receipt (volet §3.6).
+ZAM_OBSERVATION = ("ACK_RECEPTION_DMP", "Accusé de réception DMP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +165,6 @@ def build_business_ack(
     now: datetime,
     control_id: str,
     success: bool,
-    event: str = "Z01",
-    observation: str = "ACK_RECEPTION_DMP",
-    observation_label: str = "Accusé de réception DMP",
     dmp_error_code: str = "",
     dmp_error_label: str = "",
 ) -> str:
@@ -186,7 +185,7 @@ def build_business_ack(
             original.sending_facility_raw,
             hl7_timestamp(now),
             "",
-            cs.join(("ZAM", event, "ZAM_Z01")),
+            cs.join(("ZAM", "Z01", "ZAM_Z01")),
             escape(control_id, d),
             original.processing_id or "P",
             "2.6",
@@ -207,7 +206,7 @@ def build_business_ack(
             "OBX",
             "1",
             "CWE",
-            cs.join((observation, escape(observation_label, d), "AckMetierZAM")),
+            cs.join((ZAM_OBSERVATION[0], escape(ZAM_OBSERVATION[1], d), "AckMetierZAM")),
             escape(original.control_id, d),
             cs.join(("Y" if success else "N", "", "expandedYes-NoIndicator")),
             "",

@@ -131,12 +131,10 @@ def _header(doc: etree._Element, report: LabReport) -> None:
         doc,
         w.Header(
             templates=HEADER_TEMPLATES,
-            unique_id=report.unique_id,
+            lineage=report.lineage,
             type_code=TYPE_CODE,
             title=TITLE,
             created=report.created,
-            set_id=report.set_id,
-            version=report.version,
             confidentiality=report.confidentiality,
             language=report.language,
         ),
@@ -150,7 +148,7 @@ def _header(doc: etree._Element, report: LabReport) -> None:
         order = w.el(w.el(doc, "inFulfillmentOf"), "order")
         w.el(order, "id", root=report.order_oid, extension=report.order_number)
     _documentation_of(doc, report, practising)
-    w.related_document(doc, report.replaces if report.action is Action.REPLACE else "")
+    w.related_document(doc, report.lineage)
     start = _first_collection(report) or report.validated
     w.encompassing_encounter(doc, start, lab.facility_type, responsible=validator)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from passerelle.mappings.document import (
     CLASS_CODE_SYSTEM,
     FORMAT_IHE_SYSTEM,
+    REF_ORDER,
     Action,
     Author,
     Code,
     Document,
+    DocumentKind,
     Provenance,
     ReferenceId,
     confidentiality_code,
@@ -18,7 +20,7 @@ from passerelle.mappings.lab.model import LabReport
 
 CLASS_CODE = Code(code="10", system=CLASS_CODE_SYSTEM, display="Compte rendu")
 FORMAT_CODE = Code(code="urn:ihe:lab:xd-lab:2008", system=FORMAT_IHE_SYSTEM, display="CR de biologie")
-ORDER_REFERENCE = "urn:ihe:iti:xds:2013:order"
+CR_BIO = DocumentKind(TYPE_CODE, CLASS_CODE, FORMAT_CODE)
 
 
 def to_document(report: LabReport, cda_bytes: bytes, provenance: Provenance) -> Document:
@@ -37,19 +39,12 @@ def to_document(report: LabReport, cda_bytes: bytes, provenance: Provenance) -> 
     )
     references: tuple[ReferenceId, ...] = ()
     if report.order_number:
-        references = (ReferenceId(value=report.order_number, type=ORDER_REFERENCE, assigner=report.order_oid),)
+        references = (ReferenceId(value=report.order_number, type=REF_ORDER, assigner=report.order_oid),)
     collected = [s.collected for s in report.specimens]
     return Document(
-        unique_id=report.unique_id,
-        set_id=report.set_id,
-        version=report.version,
-        action=report.action,
-        replaces=report.replaces,
+        **report.lineage.fields(),
+        **CR_BIO.fields(),
         patient=report.patient.to_patient(),
-        type_code=TYPE_CODE,
-        class_code=CLASS_CODE,
-        format_code=FORMAT_CODE,
-        mime_type="text/xml",
         title=TITLE,
         creation_time=report.created,
         service_start=min(collected) if collected else report.received,

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.mappings.cda.writer import Address as Address  # part of the lab report vocabulary
-from passerelle.mappings.document import PRODUCTION_INS_OIDS, TEST_INS_OIDS, Action, Code, IdentityStatus
+from passerelle.mappings.document import PRODUCTION_INS_OIDS, TEST_INS_OIDS, Action, Code, IdentityStatus, Lineage
 from passerelle.mappings.document import Patient as DocumentPatient
 from passerelle.mappings.identity.ins import is_valid_nir
 
@@ -249,6 +249,10 @@ class LabReport(_Frozen):
         if self.confidentiality not in {"N", "R", "V"}:
             raise ValueError("confidentiality is N, R or V")
         return self
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.unique_id, self.set_id, self.version, self.action, self.replaces)
 
     @property
     def chapters(self) -> tuple[Code, ...]:

@@ -13,27 +13,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 from passerelle.errors import MappingError, ParseError, UnsupportedMessageError
-from passerelle.mappings.codes import LoincTable, lab_chapter
-from passerelle.mappings.document import Action, Code
+from passerelle.mappings.codes import LoincTable
+from passerelle.mappings.document import Lineage
 from passerelle.mappings.hl7v2.decode import Message, message_from_text
+from passerelle.mappings.lab.batteries import read_batteries
 from passerelle.mappings.lab.groups import Group, order_numbers, read_groups
 from passerelle.mappings.lab.ids import set_id_for, unique_id_for
 from passerelle.mappings.lab.model import (
     BIOLOGIST,
-    LOINC_SYSTEM,
-    Battery,
     Laboratory,
     LabPatient,
     LabReport,
-    LabResult,
     Person,
     Specimen,
 )
-from passerelle.mappings.lab.parties import patient, practitioner, specimen, specimen_from_request
-from passerelle.mappings.lab.results import loinc_of, read_result, result_status
+from passerelle.mappings.lab.parties import patient, practitioner
+from passerelle.mappings.lab.results import result_status
 from passerelle.mappings.lab.segments import Seg, segments
 
 
@@ -44,6 +43,10 @@ class PreviousVersion:
     set_id: str
     version: int
     unique_id: str
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.unique_id, self.set_id, self.version)
 
 
 @dataclass(frozen=True)
@@ -154,69 +157,6 @@ def _read(segs: list[Seg], context: OruContext) -> _Read:
     )
 
 
-def _battery_code(obr: Seg, table: LoincTable | None) -> Code | None:
-    """OBR-4 as LOINC, or None when it is a local panel code with no translation: many panels have no
-    LOINC code, and the ANS examples then code the battery with the chapter (see the TSH example)."""
-    code, _, loinc = loinc_of(obr, 4)
-    if loinc is not None:
-        return loinc
-    entry = table.get(code) if table is not None and code else None
-    return Code(code=entry.loinc, system=LOINC_SYSTEM, display=entry.display) if entry is not None else None
-
-
-def _chapter(obr: Seg, table: LoincTable | None, results: list[LabResult], battery: Code | None) -> Code:
-    """The report chapter: from the sender's table, else the battery's LOINC, else OBR-24."""
-    for result in results:
-        entry = table.get(result.local_code) if table is not None else None
-        if entry is not None and entry.chapter:
-            found = lab_chapter(loinc=entry.chapter)
-            return Code(code=entry.chapter, system=LOINC_SYSTEM, display=found.display if found else entry.chapter)
-    known = lab_chapter(loinc=battery.code) if battery is not None else None
-    if known is None:
-        section = obr.text(24)
-        known = lab_chapter(diagnostic_service=section) if section else None
-        if known is None:
-            raise obr.error(24, f"diagnostic service section {section or '(empty)'!r} gives no report chapter")
-    return Code(code=known.code, system=LOINC_SYSTEM, display=known.display)
-
-
-def _group_specimens(group: Group, context: OruContext, known: list[Specimen], key: str) -> list[Specimen]:
-    found = [specimen(spm, context.tz, len(known) + i + 1) for i, spm in enumerate(group.spm)]
-    if not found:
-        from_request = specimen_from_request(group.obr, context.tz, key)
-        found = [from_request] if from_request is not None else []
-    return found
-
-
-def _batteries(read: _Read, context: OruContext) -> tuple[list[Battery], list[Specimen]]:
-    """One battery per group that has results not deleted, and the specimens they were measured on."""
-    specimens: list[Specimen] = []
-    batteries: list[Battery] = []
-    for group in read.groups:
-        obr = group.obr
-        results = [
-            read_result(obx, context.loinc, context.tz, status, group.comment(obx))
-            for obx, status in zip(group.obx, read.statuses[obr.occurrence], strict=True)
-            if status != "D"
-        ]
-        if not results:
-            continue
-        found = _group_specimens(group, context, specimens, read.key)
-        specimens += [s for s in found if all(s.id != known.id for known in specimens)]
-        code = _battery_code(obr, context.loinc)
-        chapter = _chapter(obr, context.loinc, results, code)
-        specimen_id = found[0].id if found else ""
-        battery = Battery(
-            code=code or chapter,
-            chapter=chapter,
-            specimen_id=specimen_id,
-            results=tuple(results),
-            label=obr.value(4, 2),
-        )
-        batteries.append(battery)
-    return batteries, specimens
-
-
 def _prescribed(orc: Seg | None, tz: tzinfo, specimens: list[Specimen]) -> datetime | None:
     """When the order was written: ORC-15 (order effective time), else ORC-9 when it is not later than
     the first specimen collection (in a result message ORC-9 may be the time of the result transaction)."""
@@ -231,6 +171,27 @@ def _prescribed(orc: Seg | None, tz: tzinfo, specimens: list[Specimen]) -> datet
 
 
 # --- the three outcomes -------------------------------------------------------------------------
+
+
+class _Parties(TypedDict):
+    patient: LabPatient
+    laboratory: Laboratory
+    validator: Person
+    prescriber: Person | None
+    order_number: str
+    filler_number: str
+
+
+def _parties(read: _Read, context: OruContext) -> _Parties:
+    """Who and which order the report is about, whatever the outcome."""
+    return {
+        "patient": read.patient,
+        "laboratory": context.laboratory,
+        "validator": read.validator,
+        "prescriber": read.prescriber,
+        "order_number": read.placer,
+        "filler_number": read.filler,
+    }
 
 
 def _cancelled(read: _Read) -> bool:
@@ -252,34 +213,27 @@ def _deletion(read: _Read, context: OruContext) -> LabReport:
             reason="delete_unknown_document",
         )
     return LabReport(
-        unique_id=previous.unique_id,
-        set_id=previous.set_id,
-        version=previous.version,
-        action=Action.DELETE,
-        replaces=previous.unique_id,
-        patient=read.patient,
-        laboratory=context.laboratory,
-        validator=read.validator,
+        **previous.lineage.deletion().fields(),
+        **_parties(read, context),
         validated=context.now,
         created=context.now,
-        prescriber=read.prescriber,
-        order_number=read.placer,
-        filler_number=read.filler,
     )
 
 
-def _version(read: _Read, context: OruContext) -> tuple[int, str, Action, str]:
-    """(version, set id, action, replaces): a replacement of the previous version, or a first one."""
+def _lineage(read: _Read, context: OruContext) -> Lineage:
+    """A replacement of the previous version, or a first one."""
     previous = context.previous
     if previous is not None:
-        return previous.version + 1, previous.set_id, Action.REPLACE, previous.unique_id
+        return previous.lineage.successor(unique_id_for(context.oid_root, read.sender, read.key, previous.version + 1))
     if _corrected(read):
         raise MappingError(
             "correction of a report that was never delivered (no previous version known)",
             location=read.groups[0].obr.loc(25),
             reason="replacement_without_original",
         )
-    return 1, set_id_for(context.oid_root, read.sender, read.key), Action.PUBLISH, ""
+    return Lineage(
+        unique_id_for(context.oid_root, read.sender, read.key, 1), set_id_for(context.oid_root, read.sender, read.key)
+    )
 
 
 def from_oru(message: str | Message, context: OruContext) -> LabReport:
@@ -287,24 +241,15 @@ def from_oru(message: str | Message, context: OruContext) -> LabReport:
     read = _read(lab_segments(message), context)
     if _cancelled(read):
         return _deletion(read, context)
-    version, set_id, action, replaces = _version(read, context)
-    batteries, specimens = _batteries(read, context)
+    lineage = _lineage(read, context)
     tz = context.tz
+    batteries, specimens = read_batteries(read.groups, read.statuses, read.key, context.loinc, tz)
     release = next((t for g in read.groups if (t := g.obr.time(22, tz)) is not None), None)
     return LabReport(
+        **lineage.fields(),
+        **_parties(read, context),
         prescribed=_prescribed(read.orc, tz, specimens),
-        unique_id=unique_id_for(context.oid_root, read.sender, read.key, version),
-        set_id=set_id,
-        version=version,
-        action=action,
-        replaces=replaces,
-        patient=read.patient,
-        laboratory=context.laboratory,
-        validator=read.validator,
         validated=release or context.now,
-        prescriber=read.prescriber,
-        order_number=read.placer,
-        filler_number=read.filler,
         created=read.msh.time(7, tz) or context.now,
         received=min((s.received for s in specimens if s.received), default=None),
         specimens=tuple(specimens),

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from passerelle.mappings.codes import LoincTable, parse_loinc_csv
-from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Code
+from passerelle.mappings.document import INS_NIR_TEST_OID, Code, Lineage
 from passerelle.mappings.identity.ins import with_key
 from passerelle.mappings.lab.model import (
     BIOLOGIST,
@@ -151,13 +151,14 @@ def sample_lab_report(*, corrected: bool = False, order_number: str = "CMD-2024-
         _result(CORRECTED_POTASSIUM, ResultStatus.CORRECTED) if corrected and r.local == "K" else _result(r)
         for r in CHEMISTRY_ROWS
     ]
-    version = 2 if corrected else 1
+    lineage = Lineage(
+        unique_id_for(SAMPLE_OID_ROOT, SAMPLE_SENDER, order_number, 1),
+        set_id_for(SAMPLE_OID_ROOT, SAMPLE_SENDER, order_number),
+    )
+    if corrected:
+        lineage = lineage.successor(unique_id_for(SAMPLE_OID_ROOT, SAMPLE_SENDER, order_number, 2))
     return LabReport(
-        unique_id=unique_id_for(SAMPLE_OID_ROOT, SAMPLE_SENDER, order_number, version),
-        set_id=set_id_for(SAMPLE_OID_ROOT, SAMPLE_SENDER, order_number),
-        version=version,
-        action=Action.REPLACE if corrected else Action.PUBLISH,
-        replaces=unique_id_for(SAMPLE_OID_ROOT, SAMPLE_SENDER, order_number, 1) if corrected else "",
+        **lineage.fields(),
         patient=SAMPLE_PATIENT,
         laboratory=SAMPLE_LAB,
         validator=SAMPLE_BIOLOGIST,

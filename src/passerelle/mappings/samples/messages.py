@@ -20,7 +20,7 @@ from pathlib import Path
 from lxml import etree
 
 from passerelle.mappings.cda import writer as w
-from passerelle.mappings.document import INS_NIR_TEST_OID, Flags
+from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Flags, Lineage
 from passerelle.mappings.hl7v2.ack import escape as hl7_escape
 from passerelle.mappings.hl7v2.decode import CHARSETS, DEFAULT_DELIMITERS
 from passerelle.mappings.identity.ins import with_key
@@ -91,6 +91,9 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Sender:
+    """The synthetic sending system: MSH-3/4 and the receiver it addresses (MSH-5/6), the biologist and
+    laboratory it sends for (PRT, CDA author and custodian), and how it writes its messages."""
+
     application: str = "SIL-SYNTH"
     facility: str = "LABO-SYNTH"
     receiver_application: str = "PASSERELLE"
@@ -100,6 +103,8 @@ class Sender:
     given: str = "Claire"
     finess: str = SENDER_FINESS
     organisation: str = "Laboratoire synthétique"
+    charset: str = "UNICODE UTF-8"  # MSH-18, and the encoding of the bytes
+    separator: str = "\r"  # segment terminator
 
 
 def synthetic_patient(rng: random.Random, index: int = 0) -> SyntheticPatient:
@@ -184,12 +189,10 @@ def _prt_sender(sender: Sender) -> str:
 VOLET_PROFILE = "2.1^CISIS_CDA_HL7_V2"
 
 
-def _msh(
-    sender: Sender, ts: str, message_type: str, control_id: str, version: str, charset: str, profile: str = ""
-) -> str:
+def _msh(sender: Sender, ts: str, message_type: str, control_id: str, version: str, profile: str = "") -> str:
     return (
         f"MSH|^~\\&|{sender.application}|{sender.facility}|{sender.receiver_application}|"
-        f"{sender.receiver_facility}|{ts}||{message_type}|{control_id}|P|{version}|||||FRA|{charset}"
+        f"{sender.receiver_facility}|{ts}||{message_type}|{control_id}|P|{version}|||||FRA|{sender.charset}"
         + (f"|||{profile}" if profile else "")
     )
 
@@ -209,9 +212,9 @@ def _document_obx(cda: bytes, status: str, text: str) -> str:
     return f"OBX|1|ED|{code}^{label}^{system}||^{text}^XML^Base64^{b64}||||||{status}|"
 
 
-def _encode(segments: Sequence[str], charset: str, separator: str) -> bytes:
-    codec = CHARSETS[charset]
-    return (separator.join(segments) + separator).encode(codec)
+def _encode(segments: Sequence[str], sender: Sender) -> bytes:
+    codec = CHARSETS[sender.charset]
+    return (sender.separator.join(segments) + sender.separator).encode(codec)
 
 
 def build_oru(
@@ -224,11 +227,9 @@ def build_oru(
     version: int = 1,
     order_control: str = "NW",
     flags: Flags | None = None,
-    charset: str = "UNICODE UTF-8",
     sender: Sender | None = None,
     replaces: str = "",
     with_sender_prt: bool = True,
-    separator: str = "\r",
     cda: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """One volet ORU^R01 (v2.5) message and its embedded CDA. ``order_control`` NW / RO / CA."""
@@ -244,7 +245,7 @@ def build_oru(
     ts = _ts(now)
     order = _order_numbers(control_id, sender)
     segments = [
-        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5", charset, VOLET_PROFILE),
+        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5", VOLET_PROFILE),
         _pid(patient, sender),
         _pv1(patient, sender),
         f"ORC|{order_control}|{order}||||||{ts}",
@@ -254,7 +255,7 @@ def build_oru(
     if with_sender_prt:
         segments.append(_prt_sender(sender))
     segments += _flags_obx(flags, 2, "CE")
-    return _encode(segments, charset, separator), cda
+    return _encode(segments, sender), cda
 
 
 def build_mdm(
@@ -266,10 +267,8 @@ def build_mdm(
     set_id: str,
     trigger: str = "T02",
     flags: Flags | None = None,
-    charset: str = "UNICODE UTF-8",
     sender: Sender | None = None,
     replaces: str = "",
-    separator: str = "\r",
 ) -> tuple[bytes, bytes]:
     """One volet MDM^T02/T10/T04 (v2.6) message and its embedded CDA."""
     sender = sender or Sender()
@@ -282,7 +281,7 @@ def build_mdm(
     ts = _ts(now)
     order = _order_numbers(control_id, sender)
     segments = [
-        _msh(sender, ts, f"MDM^{trigger}^MDM_T02", control_id, "2.6", charset, VOLET_PROFILE),
+        _msh(sender, ts, f"MDM^{trigger}^MDM_T02", control_id, "2.6", VOLET_PROFILE),
         f"EVN||{ts}",
         _pid(patient, sender),
         _pv1(patient, sender),
@@ -293,7 +292,7 @@ def build_mdm(
         _prt_sender(sender),
         *_flags_obx(flags, 2, "CWE"),
     ]
-    return _encode(segments, charset, separator), cda
+    return _encode(segments, sender), cda
 
 
 def build_lab_results(
@@ -301,16 +300,14 @@ def build_lab_results(
     now: datetime,
     control_id: str,
     patient: SyntheticPatient,
-    charset: str = "UNICODE UTF-8",
     sender: Sender | None = None,
-    separator: str = "\r",
 ) -> bytes:
     """An IHE LAB-3 ORU^R01 (v2.5.1) with discrete results (no embedded document)."""
     sender = sender or Sender()
     ts = _ts(now)
     order = _order_numbers(control_id, sender)
     segments = [
-        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5.1", charset),
+        _msh(sender, ts, "ORU^R01^ORU_R01", control_id, "2.5.1"),
         _pid(patient, sender),
         _pv1(patient, sender),
         f"ORC|SC|{order}||CM",
@@ -318,7 +315,7 @@ def build_lab_results(
         "OBX|1|NM|2951-2^Sodium [Moles/volume] Serum/Plasma^LN||140|mmol/L^mmol/L^UCUM|135-145|N|||F",
         "OBX|2|NM|2823-3^Potassium [Moles/volume] Serum/Plasma^LN||4.1|mmol/L^mmol/L^UCUM|3.5-5.0|N|||F",
     ]
-    return _encode(segments, charset, separator)
+    return _encode(segments, sender)
 
 
 def build_adt_consent(
@@ -329,21 +326,19 @@ def build_adt_consent(
     dmp_status: str = "ACTIF",
     feeding: str = "INO",
     consultation: str = "IC",
-    charset: str = "UNICODE UTF-8",
     sender: Sender | None = None,
-    separator: str = "\r",
 ) -> bytes:
     """A PAM France ADT^A01 (v2.5) carrying ZFA (DMP status and consents)."""
     sender = sender or Sender(application="GAM-SYNTH", facility="CH-SYNTH")
     ts = _ts(now)
     segments = [
-        _msh(sender, ts, "ADT^A01^ADT_A01", control_id, "2.5^FRA^2.11", charset, "2.11^IHE_FRANCE-2.11-PAM"),
+        _msh(sender, ts, "ADT^A01^ADT_A01", control_id, "2.5^FRA^2.11", "2.11^IHE_FRANCE-2.11-PAM"),
         f"EVN||{ts}",
         _pid(patient, sender),
         _pv1(patient, sender, "I"),
         f"ZFA|{dmp_status}|{ts}|||||||{feeding}|{ts if feeding else ''}|{consultation}|{ts if consultation else ''}",
     ]
-    return _encode(segments, charset, separator)
+    return _encode(segments, sender)
 
 
 def build_sample_cda(
@@ -371,14 +366,15 @@ def build_sample_cda(
         telecom=("tel:0100000000",),
         organisation=organisation,
     )
+    lineage = Lineage(document_id, set_id, version, Action.REPLACE if replaces else Action.PUBLISH, replaces)
     doc = w.new_document()
-    w.header(doc, w.Header((), document_id, LAB_TYPE_CODE, LAB_TITLE, now, set_id, version))
+    w.header(doc, w.Header((), lineage, LAB_TYPE_CODE, LAB_TITLE, now))
     w.parties(doc, _record_target(patient), biologist, organisation, now)
     event = w.service_event(doc)
     w.code(event, "code", CHEMISTRY)
     w.span(event, now, now)
     w.performer(event, biologist)
-    w.related_document(doc, replaces)
+    w.related_document(doc, lineage)
     w.encompassing_encounter(doc, now, FACILITY_LAB)
     section = w.el(w.el(w.el(w.el(doc, "component"), "structuredBody"), "component"), "section")
     w.code(section, "code", CHEMISTRY)
@@ -415,9 +411,7 @@ def _results_table(text: etree._Element) -> None:
 class SampleOptions:
     order_control: str = "NW"
     flags: Flags = field(default_factory=lambda: Flags(ack_reception=True))
-    charset: str = "UNICODE UTF-8"
     sender: Sender = field(default_factory=Sender)
-    separator: str = "\r"
     patient: SyntheticPatient | None = None  # same patient for every sample (one lane); None = random ones
 
 
@@ -444,9 +438,7 @@ def generate_samples(count: int, seed: int, now: datetime, options: SampleOption
             replaces=replaces,
             order_control=opts.order_control,
             flags=opts.flags,
-            charset=opts.charset,
             sender=opts.sender,
-            separator=opts.separator,
         )
         samples.append(
             Sample(f"{i:05d}_{control_id}.hl7", raw, control_id, document_id, set_id, patient, cda, replaces)
