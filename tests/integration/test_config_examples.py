@@ -25,19 +25,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from passerelle.connector.settings import Settings, load_settings
+from passerelle.connector.settings import DERIVED_SETTINGS, Settings, load_settings
 from passerelle.consent.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "passerelle.example.yaml"
 
 #: Set by the composition root from other settings, not by a site: the example does not name them.
-DERIVED = {
-    ("hl7", "test_environment"),  # from ``environment``
-    ("hl7", "channel"),  # the MLLP intake's own channel name
-    ("cda", "test_environment"),  # from ``environment``
-    ("space", "test_environment"),  # from ``environment``
-}
+DERIVED = set(DERIVED_SETTINGS)
 
 ANY = "*"  # a key chosen by the site (a sender, a certificate, an AE title)
 Path_ = tuple[str, ...]
@@ -244,3 +239,31 @@ def test_the_image_configuration_passes_check_config_with_its_certificate(pki: P
 def test_the_visibility_rules_example_loads() -> None:
     rules = load_rules((ROOT / "config" / "visibility-rules.yaml").read_text(encoding="utf-8"))
     assert rules.rules  # the shipped example carries rules, not just defaults
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("hl7:\n  colour: blue\n", "hl7.colour: Extra inputs are not permitted"),
+        ("hl7:\n  senders:\n    LAB:\n      fallback_charst: '8859/1'\n", "hl7.senders.LAB.fallback_charst"),
+        ("space:\n  content_type:\n    code: X\n    system: Y\n    dispaly: Z\n", "space.content_type.dispaly"),
+        ("hl7:\n  test_environment: true\n", "hl7.test_environment is derived by the gateway"),
+        ("cda:\n  test_environment: true\n", "cda.test_environment is derived by the gateway"),
+    ],
+)
+def test_a_misspelt_or_derived_setting_stops_check_config_with_one_line(
+    tmp_path: Path, yaml_text: str, expected: str
+) -> None:
+    """A typo anywhere (here, in groups that once took any key) is refused, never silently ignored."""
+    config = tmp_path / "passerelle.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\n" + yaml_text, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE__")}
+    done = subprocess.run(
+        [sys.executable, "-m", "passerelle", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr

@@ -66,7 +66,7 @@ class Action(StrEnum):
 
 
 class Code(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: str
     system: str

@@ -69,7 +69,7 @@ def _check_charset(value: str | None) -> str | None:
 class SenderOptions(BaseModel):
     """Per-sender decoding policy (key: ``MSH-3.1^MSH-4.1`` or ``MSH-3.1``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     _charset = field_validator("fallback_charset")(_check_charset)
 
@@ -84,7 +84,7 @@ class SenderOptions(BaseModel):
 class Hl7IntakeSettings(BaseModel):
     """HL7v2 intake settings (the ``hl7`` group of the application settings)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     _charset = field_validator("fallback_charset")(_check_charset)
 

@@ -118,8 +118,8 @@ class MllpSettings(BaseModel):
         16 * 1024 * 1024,
         ge=1024,
         description="Largest payload accepted in one frame. Enforced while reading; a larger frame is "
-        "read and discarded to its end block, then rejected (AR if its MSH is readable, else the "
-        "connection is closed).",
+        "read and discarded to its end block, then rejected: AE with ERR-3 207, MSA-2 = MSH-10 when its "
+        "first segment is readable (docs/bad-input.md).",
     )
     max_junk_bytes: int = Field(
         64 * 1024,
