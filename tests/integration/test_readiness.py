@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from passerelle.adapters.dmp.client import PROBE_PATIENT, DmpSpace
+from passerelle.adapters.space import configuration_error
 from passerelle.connector.cli.send import send_files
-from passerelle.connector.readiness import configuration_error
 from passerelle.errors import RemoteTransientError
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.model import Query, State

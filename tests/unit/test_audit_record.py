@@ -143,10 +143,3 @@ async def test_admin_hook_records_operator_actions() -> None:
         9,
     )
     assert (change.action, change.reason) == (AuditAction.ADMIN, "config-change")
-
-
-def test_trail_satisfies_the_worker_audit_sink() -> None:
-    from passerelle.connector.dispatch.worker import AuditSink
-
-    sink: AuditSink = AuditTrail(MemoryAuditStore())  # checked by mypy on the tests too
-    assert callable(sink.record)

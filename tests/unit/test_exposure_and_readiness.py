@@ -8,8 +8,9 @@ import logging
 
 import pytest
 
+from passerelle.adapters.space import configuration_error, space_answered
 from passerelle.connector.listeners.exposure import Exposure, PlaintextExposureError, guard, is_loopback
-from passerelle.connector.readiness import SpaceHealth, configuration_error, space_answered
+from passerelle.connector.readiness import SpaceHealth
 from passerelle.errors import (
     RemoteAmbiguousError,
     RemoteCredentialError,

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from tenacity import (
     AsyncRetrying,
@@ -40,22 +40,16 @@ _VT = b"\x0b"
 _END = b"\x1c\r"
 
 
-class AckTimeoutError(RemoteTransientError):
+class AckTimeoutError(RemoteTransientError, reason="ack_timeout"):
     """No complete reply before the timeout (the message may or may not have been taken)."""
 
-    reason = "ack_timeout"
 
-
-class AckConnectionError(RemoteTransientError):
+class AckConnectionError(RemoteTransientError, reason="ack_connection"):
     """Connection refused, reset or TLS failure."""
 
-    reason = "ack_connection"
 
-
-class AckMismatchError(RemoteTransientError):
+class AckMismatchError(RemoteTransientError, reason="ack_mismatch"):
     """The reply is not an acknowledgement of the message sent (MSA-2 differs, no MSA, too large)."""
-
-    reason = "ack_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,29 +72,23 @@ class RetryPolicy:
     jitter: float = 1.0
 
 
+#: The retry policy of :class:`MllpClient` when none is given.
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
 class MllpClient:
     """Sends HL7v2 messages over MLLP to one partner (``host``, ``port``)."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        connect_timeout: float = 10.0,
-        ack_timeout: float = 30.0,
-        max_reply_bytes: int = 1024 * 1024,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self._ssl = ssl_context
-        self._server_hostname = server_hostname
-        self._connect_timeout = connect_timeout
-        self._ack_timeout = ack_timeout
-        self._max_reply = max_reply_bytes
-        self._retry = retry or RetryPolicy()
+    host: str
+    port: int
+    _: KW_ONLY
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    connect_timeout: float = 10.0
+    ack_timeout: float = 30.0
+    max_reply_bytes: int = 1024 * 1024
+    retry: RetryPolicy = DEFAULT_RETRY
 
     async def send(self, message: bytes) -> AckResult:
         """Send ``message`` (ER7 bytes, no framing), return its acknowledgement (see module doc).
@@ -109,7 +97,7 @@ class MllpClient:
         retried), or a :class:`passerelle.errors.RemoteTransientError` subclass after the last attempt.
         """
         control_id = _control_id(message)
-        policy = self._retry
+        policy = self.retry
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline),
             wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.max_wait, jitter=policy.jitter),
@@ -127,13 +115,13 @@ class MllpClient:
         if control_id is None:
             control_id = _control_id(message)
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(self.connect_timeout):
                 reader, writer = await asyncio.open_connection(
                     self.host,
                     self.port,
-                    ssl=self._ssl,
-                    server_hostname=self._server_hostname if self._ssl is not None else None,
-                    limit=self._max_reply + 16,
+                    ssl=self.ssl_context,
+                    server_hostname=self.server_hostname if self.ssl_context is not None else None,
+                    limit=self.max_reply_bytes + 16,
                 )
         except TimeoutError as exc:
             raise AckConnectionError(f"connect to {self.host}:{self.port} timed out") from exc
@@ -142,15 +130,11 @@ class MllpClient:
         try:
             writer.write(_VT + message + _END)
             try:
-                async with asyncio.timeout(self._ack_timeout):
+                async with asyncio.timeout(self.ack_timeout):
                     await writer.drain()
-                    raw = await _read_reply(reader)
+                    raw = await self._read_reply(reader)
             except TimeoutError as exc:
                 raise AckTimeoutError(f"no reply from {self.host}:{self.port} for {control_id}") from exc
-            except asyncio.LimitOverrunError as exc:
-                raise AckMismatchError(f"reply larger than {self._max_reply} bytes") from exc
-            except asyncio.IncompleteReadError as exc:
-                raise AckConnectionError(f"{self.host}:{self.port} closed before replying") from exc
             except (OSError, ssl.SSLError) as exc:
                 raise AckConnectionError(f"{self.host}:{self.port}: {type(exc).__name__}") from exc
         finally:
@@ -170,13 +154,18 @@ class MllpClient:
         )
         return result
 
-
-async def _read_reply(reader: asyncio.StreamReader) -> bytes:
-    data = await reader.readuntil(_END)
-    start = data.rfind(_VT)
-    if start < 0:
-        raise AckMismatchError("reply without MLLP start block")
-    return data[start + 1 : -len(_END)]
+    async def _read_reply(self, reader: asyncio.StreamReader) -> bytes:
+        """The payload of the first reply frame (bytes before its VT skipped), at most ``max_reply_bytes``."""
+        try:
+            data = await reader.readuntil(_END)
+        except asyncio.LimitOverrunError as exc:
+            raise AckMismatchError(f"reply larger than {self.max_reply_bytes} bytes") from exc
+        except asyncio.IncompleteReadError as exc:
+            raise AckConnectionError(f"{self.host}:{self.port} closed before replying") from exc
+        start = data.rfind(_VT)
+        if start < 0:
+            raise AckMismatchError("reply without MLLP start block")
+        return data[start + 1 : -len(_END)]
 
 
 def _segments(payload: bytes) -> list[bytes]:
@@ -219,7 +208,7 @@ async def send_message(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     ack_timeout: float = 30.0,
-    retry: RetryPolicy | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> str:
     """Send one message with :class:`MllpClient` and return MSA-1 of its acknowledgement."""
     client = MllpClient(

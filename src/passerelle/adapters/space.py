@@ -18,6 +18,8 @@ Contract of every implementation:
   ``PatientOpposed``, ``AuthorBlocked``, ``DMPNotFound``, ``UniqueIdConflict``...) and ``reason`` a
   PHI-free reason for metrics and the journal. :class:`~passerelle.errors.IdentityError` is raised before
   any network call when the patient's INS cannot be sent to this space (e.g. a test INS in production).
+  :func:`configuration_error` tells which answers show that our configuration of the space is wrong (an
+  operator must act; readiness reports it), :func:`space_answered` which ones show it understood us.
 - **Idempotent delivery.** Pushing the same document twice stores it once: the second answer is
   :attr:`DeliveryOutcome.ALREADY_STORED`, which the worker treats as delivered.
 """
@@ -28,9 +30,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from passerelle.errors import RemoteCredentialError, RemoteEndpointError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Document, Patient
 
-__all__ = ["DeliveryOutcome", "DeliveryReceipt", "PatientSpace", "SpaceProbe", "SpaceState", "SpaceStatus"]
+__all__ = [
+    "DeliveryOutcome",
+    "DeliveryReceipt",
+    "PatientSpace",
+    "SpaceProbe",
+    "SpaceState",
+    "SpaceStatus",
+    "configuration_error",
+    "space_answered",
+]
 
 
 class SpaceState(StrEnum):
@@ -103,3 +115,23 @@ class SpaceProbe(Protocol):
     short PHI-free summary of the answer, or raises as the other calls do."""
 
     async def probe(self) -> str: ...
+
+
+def configuration_error(exc: BaseException | None) -> str | None:
+    """``"credentials"`` or ``"endpoint"`` when the space's answer shows a configuration error, else None.
+
+    Credentials: 401, or 403 without a business code (and a token endpoint refusing us). Endpoint: 404
+    without a protocol answer (MHD: no OperationOutcome; DMP: no SOAP envelope), or a ``/metadata`` that
+    is not a capability statement."""
+    if isinstance(exc, RemoteCredentialError):
+        return "credentials"
+    if isinstance(exc, RemoteEndpointError):
+        return "endpoint"
+    if isinstance(exc, RemoteTransientError | RemoteRejectedError) and exc.status == 404:
+        return "endpoint" if not getattr(exc, "remote_code", "") else None
+    return None
+
+
+def space_answered(exc: BaseException | None) -> bool:
+    """True when the space understood the request: a success, or a business refusal with its code."""
+    return exc is None or (isinstance(exc, RemoteRejectedError) and bool(exc.remote_code))

@@ -34,6 +34,7 @@ from passerelle.connector.listeners.mllp.server import MllpServer
 from passerelle.connector.metrics_bridge import JournalGauges
 from passerelle.connector.parts import (
     Clock,
+    ListenerWiring,
     WakingJournal,
     build_gate,
     build_http,
@@ -178,23 +179,13 @@ def build_gateway(
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings(settings), metrics, clock)
     mapper, gate = build_row_mapper(settings, journal, clock), build_gate(settings, journal, space, metrics)
     worker = DispatchWorker(journal, mapper, gate, space, window, metrics, audit=audit, notifier=notifier, clock=clock)
-    intake = WakingJournal(journal, worker.wake)
+    wiring = ListenerWiring(settings, journal, WakingJournal(journal, worker.wake), metrics, audit, clock)
     supervisor = Supervisor()
     monitor = HealthMonitor(settings.readiness, supervisor=supervisor.readiness, journal=journal,
                             paths=readiness_paths(settings), space=space, space_health=space_health, metrics=metrics)  # fmt: skip
-    dicom, folders = build_side_listeners(settings, intake, journal, metrics, audit, clock)
-    http = build_http(
-        settings,
-        journal=journal,
-        intake_journal=intake,
-        metrics=metrics,
-        audit=audit,
-        audit_store=audit_store,
-        readiness=monitor.readiness,
-        wake=worker.wake,
-        clock=clock,
-    )
-    mllp = build_mllp(settings, intake, metrics, clock, audit)
+    dicom, folders = build_side_listeners(wiring)
+    http = build_http(wiring, audit_store=audit_store, readiness=monitor.readiness, wake=worker.wake)
+    mllp = build_mllp(wiring)
     gateway = Gateway(
         settings, journal, audit_store, audit, metrics, space, notifier, worker, mllp, dicom, folders, http,
         JournalGauges(journal, metrics, clock), RetentionTask(settings.retention, journal, audit_store, audit, metrics,

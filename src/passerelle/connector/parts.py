@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import Depends
@@ -133,14 +134,28 @@ class WakingJournal:
         return results
 
 
-def build_mllp(
-    settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock, audit: AuditTrail | None = None
-) -> MllpServer | None:
+@dataclass(frozen=True, slots=True)
+class ListenerWiring:
+    """What every inbound listener is built from: the settings, the journal (``journal`` for reads and the
+    reference tables, ``intake`` for the intakes' appends, which wake the worker), metrics, audit, clock."""
+
+    settings: Settings
+    journal: Journal
+    intake: IntakeJournal
+    metrics: Metrics
+    audit: AuditTrail
+    clock: Clock
+
+
+def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
+    settings, metrics = wiring.settings, wiring.metrics
     if not settings.mllp.enabled:
         return None
     guard(mllp_exposure(settings))
     hl7 = hl7_settings(settings)
-    intake = Hl7Intake(journal.append, hl7, metrics=IntakeMetricsBridge(metrics), clock=clock, audit=audit)
+    intake = Hl7Intake(
+        wiring.intake.append, hl7, metrics=IntakeMetricsBridge(metrics), clock=wiring.clock, audit=wiring.audit
+    )
     handler = MllpHandler(intake, metrics)
     return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
 
@@ -154,74 +169,55 @@ def patient_lookup(store: ReferenceStore) -> PatientLookup:
     return lookup
 
 
-def dicom_intake(
-    settings: Settings,
-    journal: IntakeJournal,
-    store: ReferenceStore,
-    metrics: Metrics,
-    clock: Clock,
-    *,
-    folder: bool,
-    audit: AuditTrail | None = None,
-) -> DicomIntake:
-    channel = "folder" if folder else "dicom"
+def dicom_intake(wiring: ListenerWiring, *, folder: bool, audit: AuditTrail | None = None) -> DicomIntake:
+    settings, channel = wiring.settings, "folder" if folder else "dicom"
     return DicomIntake(
-        journal.append,
+        wiring.intake.append,
         channel=channel,
         test_environment=settings.test_environment,
         site=settings.dicom.site.to_site(),
         max_bytes=settings.dicom_folder.max_file_bytes if folder else settings.dicom.max_dataset_bytes,
         sender=settings.dicom_folder.sender if folder else "",
-        patient_lookup=patient_lookup(store),
-        metrics=IntakeMetricsBridge(metrics, channel),
-        clock=clock,
+        patient_lookup=patient_lookup(wiring.journal),
+        metrics=IntakeMetricsBridge(wiring.metrics, channel),
+        clock=wiring.clock,
         audit=audit,
     )
 
 
-def cda_intake(
-    settings: Settings, journal: IntakeJournal, metrics: Metrics, clock: Clock, *, folder: bool
-) -> CdaIntake:
+def cda_intake(wiring: ListenerWiring, *, folder: bool) -> CdaIntake:
+    settings = wiring.settings
     cda = settings.cda.model_copy(update={"test_environment": settings.test_environment})
     channel, sender = ("folder", cda.folder_sender) if folder else ("http", cda.sender)
-    return CdaIntake(
-        journal.append, cda, channel=channel, sender=sender, metrics=IntakeMetricsBridge(metrics, channel), clock=clock
-    )
+    metrics = IntakeMetricsBridge(wiring.metrics, channel)
+    return CdaIntake(wiring.intake.append, cda, channel=channel, sender=sender, metrics=metrics, clock=wiring.clock)
 
 
-def build_side_listeners(
-    settings: Settings, journal: IntakeJournal, store: ReferenceStore, metrics: Metrics, audit: AuditTrail, clock: Clock
-) -> tuple[DicomScp | None, list[FolderWatcher]]:
+def build_side_listeners(wiring: ListenerWiring) -> tuple[DicomScp | None, list[FolderWatcher]]:
     """The DICOM SCP and the watched folders the settings enable."""
+    settings, audit = wiring.settings, wiring.audit
     scp = None
     if settings.dicom.enabled:
-        scp_intake = dicom_intake(settings, journal, store, metrics, clock, folder=False, audit=audit)
-        scp = DicomScp(settings.dicom, scp_intake, metrics=DicomMetricsBridge(metrics), audit=audit)
+        scp_intake = dicom_intake(wiring, folder=False, audit=audit)
+        scp = DicomScp(settings.dicom, scp_intake, metrics=DicomMetricsBridge(wiring.metrics), audit=audit)
     folders = []
     if settings.cda.enabled and settings.cda.folder is not None:
-        intake = cda_intake(settings, journal, metrics, clock, folder=True)
+        intake = cda_intake(wiring, folder=True)
         folders.append(FolderWatcher(cda_folder(settings.cda), intake, audit=audit))
     if settings.dicom_folder.enabled:
-        intake_d = dicom_intake(settings, journal, store, metrics, clock, folder=True)
+        intake_d = dicom_intake(wiring, folder=True)
         folders.append(FolderWatcher(dicom_folder(settings.dicom_folder), intake_d, audit=audit))
     return scp, folders
 
 
 def build_http(
-    settings: Settings,
-    *,
-    journal: Journal,
-    intake_journal: IntakeJournal,
-    metrics: Metrics,
-    audit: AuditTrail,
-    audit_store: AuditReader,
-    readiness: Callable[[], str],
-    wake: Callable[[], None],
-    clock: Clock,
+    wiring: ListenerWiring, *, audit_store: AuditReader, readiness: Callable[[], str], wake: Callable[[], None]
 ) -> HttpListener:
     """The HTTP listener: health, metrics, the browser API, the console and (when enabled) CDA intake, every
     route but the health checks behind the identities of ``http.tokens`` (ADR 0025); plain HTTP on the
     network only when allowed (:func:`~passerelle.connector.listeners.exposure.guard`)."""
+    settings, metrics = wiring.settings, wiring.metrics
+    journal, audit, clock = wiring.journal, wiring.audit, wiring.clock
     guard(http_exposure(settings))
     http = settings.http
     auth = build_authenticator(http, refusal_recorder(metrics.http_auth_refusal, audit))
@@ -245,7 +241,7 @@ def build_http(
         console_router(console),
     ]
     if settings.cda.enabled:
-        cda = cda_intake(settings, intake_journal, metrics, clock, folder=False)
+        cda = cda_intake(wiring, folder=False)
         routers.append(DocumentsApi(cda, auth).router())
     app = build_app(
         routers, {ConsoleRefusal: refusal_handler}, api_docs=http.api_docs, docs_dependencies=[Depends(auth.read)]

@@ -24,17 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from passerelle.adapters.space import PatientSpace, SpaceProbe
+from passerelle.adapters.space import PatientSpace, SpaceProbe, configuration_error, space_answered
 from passerelle.config.settings import ReadinessSettings
 from passerelle.connector.periodic import Periodic
-from passerelle.errors import (
-    PasserelleError,
-    QueueUnavailableError,
-    RemoteCredentialError,
-    RemoteEndpointError,
-    RemoteRejectedError,
-    RemoteTransientError,
-)
+from passerelle.errors import PasserelleError, QueueUnavailableError
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.ports import Lifecycle
 
@@ -43,33 +36,14 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-def configuration_error(exc: BaseException | None) -> str | None:
-    """``"credentials"`` or ``"endpoint"`` when the space's answer shows a configuration error, else None.
-
-    Credentials: 401, or 403 without a business code (and a token endpoint refusing us). Endpoint: 404
-    without a protocol answer (MHD: no OperationOutcome; DMP: no SOAP envelope), or a ``/metadata`` that
-    is not a capability statement."""
-    if isinstance(exc, RemoteCredentialError):
-        return "credentials"
-    if isinstance(exc, RemoteEndpointError):
-        return "endpoint"
-    if isinstance(exc, RemoteTransientError | RemoteRejectedError) and exc.status == 404:
-        return "endpoint" if not getattr(exc, "remote_code", "") else None
-    return None
-
-
-def space_answered(exc: BaseException | None) -> bool:
-    """True when the space understood the request: a success, or a business refusal with its code."""
-    return exc is None or (isinstance(exc, RemoteRejectedError) and bool(exc.remote_code))
-
-
 class SpaceHealth:
     """Follows what the patient space's answers say about our configuration of it.
 
-    A configuration-class answer (:func:`configuration_error`) makes the space "misconfigured" until it
-    answers again (:func:`space_answered`); timeouts, transport errors and 5xx change nothing (the space
-    is down, not misconfigured: the journal keeps the documents and the worker retries). Each episode is
-    logged once at ERROR, its end at INFO; each configuration-class answer is counted.
+    A configuration-class answer (:func:`~passerelle.adapters.space.configuration_error`) makes the space
+    "misconfigured" until it answers again (:func:`~passerelle.adapters.space.space_answered`); timeouts,
+    transport errors and 5xx change nothing (the space is down, not misconfigured: the journal keeps the
+    documents and the worker retries). Each episode is logged once at ERROR, its end at INFO; each
+    configuration-class answer is counted.
     """
 
     def __init__(self, metrics: Metrics) -> None:

@@ -76,7 +76,7 @@ class AuditAppender(Protocol):
 
 
 class AuditTrail:
-    """Records with the time from ``clock``; matches the worker's ``AuditSink`` (``record(...)``).
+    """Records with the time from ``clock``: the dispatch worker, the intakes and the listeners call :meth:`record`.
 
     ``store`` is any :class:`passerelle.queue.audit.AuditStore`. Raises ValueError for an unknown action
     or outcome or an unsafe text (the worker logs and counts audit failures without losing the row).

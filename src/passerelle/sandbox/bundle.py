@@ -20,10 +20,8 @@ from fhir.resources.R4B.bundle import Bundle
 
 from passerelle.sandbox.fhir_models import FhirValidator
 from passerelle.sandbox.outcome import SpaceRefusal
+from passerelle.sandbox.store import VISIBILITY_CODES, VISIBILITY_SYSTEM_OID
 
-#: Code system of the DMP visibility codes (JDV_J08 / TRE_A07 extension codes).
-VISIBILITY_SYSTEM_OID = "1.2.250.1.213.1.1.4.13"
-VISIBILITY_CODES = frozenset({"MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
 #: IdNat_PS and IdNat_Struct assigning authorities.
 IDNAT_PS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 IDNAT_STRUCT_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"

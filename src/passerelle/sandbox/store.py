@@ -17,6 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+#: The DMP visibility codes (JDV_J08 / TRE_A07 extension) a stored document may carry, and their code system.
+VISIBILITY_SYSTEM_OID = "1.2.250.1.213.1.1.4.13"
+VISIBILITY_CODES = frozenset({"MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
     ins TEXT PRIMARY KEY,
@@ -357,7 +361,7 @@ class SandboxStore:
         """New confidentiality codes of a stored document (column and its resource's securityLabel)."""
         rows = db.execute("SELECT resource FROM documents WHERE id = ?", (document_id,)).fetchall()
         resource = json.loads(rows[0][0]) if rows else {}
-        system = "urn:oid:1.2.250.1.213.1.1.4.13"
+        system = f"urn:oid:{VISIBILITY_SYSTEM_OID}"
         kept = [
             label
             for label in resource.get("securityLabel") or []

@@ -58,7 +58,6 @@ class DmpRequests:
         self.source_id = source_id
         self.content_type = content_type
         self.dmp = dmp
-        self.vihf = dmp
         self.structure = Structure(
             id=dmp.structure_id,
             name=dmp.structure_name or identity.organisation or dmp.structure_id,
@@ -70,7 +69,7 @@ class DmpRequests:
         self, action: str, service: str, body: etree._Element, patient: Patient, sender: Sender
     ) -> tuple[str, bytes]:
         msg_id = message_id()
-        vihf = build_vihf(self.identity, self.vihf, sender, patient, self.now())
+        vihf = build_vihf(self.identity, self.dmp, sender, patient, self.now())
         return msg_id, build_envelope(action, self.urls[service], body, vihf, msg_id)
 
     def _plain(
@@ -101,7 +100,7 @@ class DmpRequests:
             [doc], self.submission(ss_uid, None, now), signature=signature, replaced_entries=replaced_entries
         )
         msg_id, envelope = self._envelope(
-            ITI41, "repository", request.body, doc.patient, sender_for(doc.author, self.vihf)
+            ITI41, "repository", request.body, doc.patient, sender_for(doc.author, self.dmp)
         )
         boundary = f"MIMEBoundary_{secrets.token_hex(16)}"
         content_type, body = mtom_package(envelope, request.parts, ITI41, boundary)
@@ -109,7 +108,7 @@ class DmpRequests:
 
     def get_documents(self, unique_ids: list[str], patient: Patient, author: Author | None) -> Exchange:
         return self._plain(
-            "ITI-18", ITI18, "registry", queries.get_documents(unique_ids), patient, sender_for(author, self.vihf)
+            "ITI-18", ITI18, "registry", queries.get_documents(unique_ids), patient, sender_for(author, self.dmp)
         )
 
     def update_status(self, doc: Document, entry_uuid: str, current_status: str, change: StatusChange) -> Exchange:
@@ -119,13 +118,13 @@ class DmpRequests:
         body = queries.update_availability(
             self.submission(ss_uid, author), doc.patient, entry_uuid, current_status, change
         )
-        return self._plain("ITI-57", ITI57, "registry", body, doc.patient, sender_for(doc.author, self.vihf))
+        return self._plain("ITI-57", ITI57, "registry", body, doc.patient, sender_for(doc.author, self.dmp))
 
     def update_confidentiality(self, doc: Document, entry: etree._Element) -> Exchange:
         author = doc.submission_author or doc.author
         ss_uid = derive_oid(f"confidentiality:{doc.unique_id}:" + ",".join(c.code for c in doc.confidentiality))
         body = queries.update_confidentiality(self.submission(ss_uid, author), doc.patient, entry, doc.confidentiality)
-        return self._plain("ITI-57", ITI57, "registry", body, doc.patient, sender_for(doc.author, self.vihf))
+        return self._plain("ITI-57", ITI57, "registry", body, doc.patient, sender_for(doc.author, self.dmp))
 
     def td02(self, patient: Patient, author_id: str) -> Exchange:
         body = td02.build_query(
@@ -137,7 +136,7 @@ class DmpRequests:
             now=self.now(),
         )
         sender = sender_for(
-            Author(person_id=author_id) if author_id and author_id != self.dmp.structure_id else None, self.vihf
+            Author(person_id=author_id) if author_id and author_id != self.dmp.structure_id else None, self.dmp
         )
         return self._plain("TD0.2", td02.ACTION, "patients", body, patient, sender)
 

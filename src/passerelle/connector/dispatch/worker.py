@@ -37,6 +37,7 @@ from passerelle.connector.dispatch.group_commit import GroupCommit
 from passerelle.consent.policy import Decision, Outcome
 from passerelle.errors import PermanentError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.document import Action, Document
+from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.model import Event, Row, Settlement, State
 from passerelle.queue.ports import DispatchJournal
@@ -75,20 +76,6 @@ class Space(Protocol):
     async def provide(self, doc: Document) -> object: ...
 
     async def delete(self, doc: Document) -> object: ...
-
-
-class AuditSink(Protocol):
-    async def record(
-        self,
-        *,
-        action: str,
-        outcome: str,
-        reason: str,
-        row_id: int,
-        document_id: str = "",
-        patient_id: str = "",
-        actor: str = "passerelle",
-    ) -> None: ...
 
 
 class Notice(Protocol):
@@ -157,7 +144,7 @@ class DispatchWorker:
     metrics: Metrics
     _: KW_ONLY
     clock: Clock
-    audit: AuditSink | None = None
+    audit: AuditTrail | None = None
     notifier: Notifier | None = None
     name: str = field(default_factory=instance_name)
     rng: random.Random = field(default_factory=random.Random)

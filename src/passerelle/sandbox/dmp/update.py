@@ -23,9 +23,7 @@ from passerelle.sandbox.dmp import ebrim, registry
 from passerelle.sandbox.dmp.common import RIM, STATUS_APPROVED, failure, q
 from passerelle.sandbox.dmp.ebrim import Metadata, RegistryObject
 from passerelle.sandbox.dmp.rules import HAS_MEMBER
-from passerelle.sandbox.store import SandboxStore, StoredDocument
-
-VISIBILITY_SYSTEM = "1.2.250.1.213.1.1.4.13"
+from passerelle.sandbox.store import VISIBILITY_SYSTEM_OID, SandboxStore, StoredDocument
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,9 @@ def apply(store: SandboxStore, metadata: Metadata, ss: RegistryObject, requester
     with store.transaction() as db:
         for change in changes:
             visibility = frozenset(
-                c.code for c in change.entry.codes_of(ebrim.DE_CONFIDENTIALITY) if c.coding_scheme == VISIBILITY_SYSTEM
+                c.code
+                for c in change.entry.codes_of(ebrim.DE_CONFIDENTIALITY)
+                if c.coding_scheme == VISIBILITY_SYSTEM_OID
             )
             store.set_visibility(db, change.doc.id, visibility)
             store.save_xds_metadata(db, change.doc.id, _stored_version(change))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from passerelle.sandbox.dmp import ebrim
+from passerelle.sandbox.store import VISIBILITY_CODES, VISIBILITY_SYSTEM_OID
 
 #: JDV_J07 XdsTypeCode CI-SIS (rev. 2024-09-27): LOINC codes, then the ANS local codes (TRE_A05)
 TYPE_LOINC = frozenset(
@@ -165,9 +166,8 @@ PRACTICE = frozenset(
     {"AMBULATOIRE", "ETABLISSEMENT", "HAD", "SAD", "MAD", "PALLIATIF", "DEPISTAGE", "ESSMS", "AMO", "SAMU_SMUR"}
 )
 NON_PS = frozenset({"EXP_PATIENT", "SNR"})
-#: JDV_J08 / J58 confidentiality codes
+#: JDV_J08 / J58 confidentiality codes (the DMP visibility codes are the store's VISIBILITY_CODES)
 HL7_CONFIDENTIALITY = frozenset({"N", "R", "V"})
-DMP_CONFIDENTIALITY = frozenset({"MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"})
 SIGNATURE_CLASS = "urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1"
 SIGNATURE_FORMATS = frozenset({"http://www.w3.org/2000/09/xmldsig#", "urn:ihe:iti:dsg:detached:2014"})
 
@@ -189,7 +189,7 @@ VALUE_SETS: dict[str, Allowed] = {
     },
     ebrim.DE_CONFIDENTIALITY: {
         "2.16.840.1.113883.5.25": HL7_CONFIDENTIALITY,
-        "1.2.250.1.213.1.1.4.13": DMP_CONFIDENTIALITY,
+        VISIBILITY_SYSTEM_OID: VISIBILITY_CODES,
     },
     ebrim.DE_FACILITY: {"1.2.250.1.71.4.2.4": re.compile(r"^SA\d\d$"), "1.2.250.1.213.1.1.4.6": NON_PS},
     ebrim.DE_PRACTICE: {"1.2.250.1.213.1.1.4.9": PRACTICE, "1.2.250.1.213.1.1.4.6": NON_PS},

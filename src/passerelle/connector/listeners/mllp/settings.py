@@ -11,6 +11,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
 from passerelle.connector.intake.binding import valid_pattern
+from passerelle.connector.listeners.mllp.framing import FramingLimits
+
+#: The framer's own defaults are the listener's: one place states them.
+_FRAMING = FramingLimits()
 
 
 def fingerprint_key(value: str) -> str:
@@ -115,22 +119,23 @@ class MllpSettings(BaseModel):
     )
 
     max_frame_bytes: int = Field(
-        16 * 1024 * 1024,
+        _FRAMING.max_frame_bytes,
         ge=1024,
         description="Largest payload accepted in one frame. Enforced while reading; a larger frame is "
         "read and discarded to its end block, then rejected: AE with ERR-3 207, MSA-2 = MSH-10 when its "
         "first segment is readable (docs/bad-input.md).",
     )
     max_junk_bytes: int = Field(
-        64 * 1024,
+        _FRAMING.max_junk_bytes,
         ge=0,
         description="Bytes outside any frame tolerated since the last good frame before the connection "
         "is closed (NUL/CR/LF between frames are common; an HTTP or TLS client on this port is not).",
     )
     accept_fs_without_cr: bool = Field(
-        False, description="Accept a frame ending with FS alone (some senders omit the final CR)."
+        _FRAMING.accept_fs_without_cr,
+        description="Accept a frame ending with FS alone (some senders omit the final CR).",
     )
-    read_chunk_bytes: int = Field(65536, ge=1024, description="Size of each socket read.")
+    read_chunk_bytes: int = Field(_FRAMING.read_chunk_bytes, ge=1024, description="Size of each socket read.")
 
     frame_timeout: float = Field(
         30.0, gt=0, description="Seconds from a frame's VT to its end block (slowloris guard)."
