@@ -140,10 +140,10 @@ async def serve_passerelle(tmp: Path) -> tuple[object, int, object]:
 class FixedAck:
     """Handler answering a fixed AA echoing nothing: isolates the listener's own cost."""
 
-    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+    async def handle(self, payload: bytes, peer: str, principal: object = None) -> bytes | None:
         return FIXED_ACK[1:-2]
 
-    async def handle_batch(self, items: object) -> list[bytes | None]:
+    async def handle_batch(self, items: object, principal: object = None) -> list[bytes | None]:
         return [FIXED_ACK[1:-2] for _ in items]  # type: ignore[attr-defined]
 
 

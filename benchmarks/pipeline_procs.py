@@ -102,7 +102,7 @@ async def start_sandbox(data_dir: Path) -> Child:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = ["-m", "passerelle", "sandbox", "--port", str(port), "--data-dir", str(data_dir)]
-    proc = _spawn("sandbox", args, data_dir / "sandbox.log")
+    proc = _spawn("sandbox", _profiled(args, data_dir), data_dir / "sandbox.log")
     await _wait_http(f"http://127.0.0.1:{port}/healthz", proc, "the sandbox")
     return Child("sandbox", proc, {"http": port})
 
@@ -122,7 +122,7 @@ async def start_gateway(data_dir: Path, space_url: str, env: dict[str, str]) -> 
     ports_file.unlink(missing_ok=True)
     args = ["-m", "passerelle", "run", "--data-dir", str(data_dir), "--mllp-port", "0", "--http-port", "0",
             "--space-url", space_url]  # fmt: skip
-    proc = _spawn("gateway", args, data_dir / "gateway.log", env)
+    proc = _spawn("gateway", _profiled(args, data_dir), data_dir / "gateway.log", env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -134,6 +134,29 @@ async def start_gateway(data_dir: Path, space_url: str, env: dict[str, str]) -> 
         await asyncio.sleep(0.05)
     proc.kill()
     raise RuntimeError("the gateway did not start in 60 s")
+
+
+def _profiled(args: list[str], data_dir: Path) -> list[str]:
+    """Development aid: with ``PIPELINE_CPROFILE=<prefix>``, the gateway and the sandbox run under cProfile
+    (main thread, CPU time) and write ``<prefix>-<data dir name>.prof`` when they stop (read with pstats)."""
+    profile = os.environ.get("PIPELINE_CPROFILE")
+    if not profile:
+        return args
+    return ["-c", _PROFILED.format(out=f"{profile}-{data_dir.name}.prof"), *args[1:]]
+
+
+_PROFILED = """\
+import cProfile, runpy, signal, sys, time
+sys.argv[0] = "passerelle"
+signal.raise_signal = lambda sig: None  # uvicorn re-raises SIGTERM after its shutdown: end normally instead
+profiler = cProfile.Profile(time.thread_time)
+try:
+    profiler.runcall(runpy.run_module, sys.argv.pop(1), run_name="__main__")
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats({out!r})
+"""
 
 
 def read_only(path: Path) -> sqlite3.Connection:

@@ -52,6 +52,22 @@ def test_depth_cap() -> None:
         parse_xml(very_deep)
 
 
+def test_depth_cap_at_its_boundary() -> None:
+    limits = CdaLimits(max_depth=5)
+    assert parse_xml(b"<a>" * 5 + b"</a>" * 5, limits).tag == "a"  # 5 elements: counted, not walked
+    with pytest.raises(ParseError) as err:
+        parse_xml(b"<a>" * 6 + b"</a>" * 6, limits)
+    assert err.value.reason == "depth"
+    wide = b"<r>" + b"<e><f/></e>" * 20 + b"</r>"  # more elements than max_depth, only 3 deep
+    assert len(parse_xml(wide, limits)) == 20
+
+
+def test_element_count_cap_below_the_depth_cap() -> None:
+    with pytest.raises(ParseError) as err:
+        parse_xml(b"<r><e/><e/><e/></r>", CdaLimits(max_depth=200, max_elements=3))
+    assert err.value.reason == "too_many_elements"
+
+
 def test_element_count_cap() -> None:
     many = b"<r>" + b"<e/>" * 50 + b"</r>"
     with pytest.raises(ParseError) as err:

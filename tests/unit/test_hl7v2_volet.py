@@ -445,3 +445,19 @@ def test_msh2_with_the_v27_truncation_character_is_classified() -> None:
     raw = oru().replace(b"MSH|^~\\&|", b"MSH|^~\\&#|", 1)
     assert raw.startswith(b"MSH|^~\\&#|")
     assert check(raw).kind is MessageKind.ORU_DOCUMENT  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("obx2", "expected"),
+    [("ED", True), ("ed", True), ("\\X45\\D", True), ("NM", False), ("E", False), ("", False), ("EDX", False)],
+)
+def test_embedded_document_obx_read_through_escapes(obx2: str, expected: bool) -> None:
+    """OBX-2 is read as decoded text: an escaped "ED" is an embedded document, a lab type is not."""
+    from passerelle.mappings.hl7v2.volet import is_cda_obx
+
+    raw = (
+        "MSH|^~\\&|LAB|F|GW|F|20261122033000||ORU^R01^ORU_R01|1|P|2.5|||||FRA|UNICODE UTF-8\r"
+        f"OBX|1|{obx2}|11502-2^CR^LN||^TEXT^XML^Base64^PD94bWwvPg==||||||F\r"
+    ).encode()
+    msg = decode_message(raw, fallback_charset=None)
+    assert is_cda_obx(msg, msg.first("OBX")) is expected

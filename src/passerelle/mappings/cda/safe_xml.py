@@ -113,6 +113,10 @@ def _syntax_error(exc: etree.XMLSyntaxError) -> ParseError:
 
 
 def _check_structure(root: etree._Element, limits: CdaLimits) -> None:
+    # Nesting can never be deeper than the element count: a tree of at most ``max_depth`` elements
+    # (every CDA header seen so far) needs only the count, not the walk tracking depth.
+    if limits.max_depth <= limits.max_elements and sum(1 for _ in root.iter()) <= limits.max_depth:
+        return
     count = 0
     depth = 0
     for event, _ in etree.iterwalk(root, events=("start", "end")):

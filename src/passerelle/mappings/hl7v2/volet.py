@@ -255,6 +255,10 @@ def _is_meta(msg: Message, obx: Segment) -> bool:
 
 def is_cda_obx(msg: Message, obx: Segment) -> bool:
     """An ED OBX carrying XML that is not a metadata OBX: an embedded document."""
+    fields = obx.fields
+    raw = fields[2] if len(fields) > 2 else ""
+    if raw[:2].upper() != "ED" and msg.delimiters.escape not in raw:
+        return False  # OBX-2 cannot read "ED" (a lab result's NM, ST...): no need to decode it
     return msg.value(obx, 2).upper() == "ED" and not _is_meta(msg, obx) and msg.value(obx, 5, 3).upper() == "XML"
 
 
