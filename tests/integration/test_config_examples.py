@@ -157,6 +157,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def check_config(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``passerelle check-config`` on ``config`` as a separate process (what an operator runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "passerelle", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
 def _uncommented(text: str) -> str:
     """The example with every commented-out key line switched on (prose comments stay comments); an empty
     map or list (``senders: {}``) followed by commented entries becomes their parent."""
@@ -215,24 +226,12 @@ def test_the_image_configuration_passes_check_config_with_its_certificate(pki: P
     config.write_text((ROOT / "docker" / "passerelle.yaml").read_text(encoding="utf-8").replace("/data", str(data)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE__")}
     env["PASSERELLE__SPACE__URL"] = "https://space.example.org/fhir"
-    done = subprocess.run(
-        [sys.executable, "-m", "passerelle", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = check_config(config, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "environment=production" in done.stdout
     # Without the certificate: one line per missing file, exit 2 (what the image does on a bare volume).
     (data / "tls" / "server.crt").unlink()
-    done = subprocess.run(
-        [sys.executable, "-m", "passerelle", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = check_config(config, env)
     assert done.returncode == 2 and "http.tls.cert_file" in done.stderr
 
 
@@ -258,12 +257,6 @@ def test_a_misspelt_or_derived_setting_stops_check_config_with_one_line(
     config = tmp_path / "passerelle.yaml"
     config.write_text(f"data_dir: {tmp_path / 'data'}\n" + yaml_text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE__")}
-    done = subprocess.run(
-        [sys.executable, "-m", "passerelle", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = check_config(config, env)
     assert done.returncode == 2, done.stdout + done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
