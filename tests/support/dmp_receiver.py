@@ -107,36 +107,38 @@ class DmpReceiver:
         if planned == "http503":
             self.seen.append(Seen("ITI-41", answer="503"))
             return Response("busy", status_code=503, headers={"Retry-After": "0"})
-        self.seen.append(Seen(service))
+        seen = Seen(service)  # this request's own record: requests run concurrently, seen[-1] may be another's
+        self.seen.append(seen)
         try:
-            return await asyncio.to_thread(self._dispatch, service, content_type, body, planned)
+            return await asyncio.to_thread(self._dispatch, seen, content_type, body, planned)
         except Refused as exc:
-            self.seen[-1].problem = exc.what
+            seen.problem = exc.what
             return (
                 self._fault("Sender", exc.code, exc.what)
                 if exc.code.startswith(("soap:", "DMP"))
                 else self._registry("", "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse", [exc.code])
             )
 
-    def _dispatch(self, service: str, content_type: str, body: bytes, planned: str) -> Response:
+    def _dispatch(self, seen: Seen, content_type: str, body: bytes, planned: str) -> Response:
+        service = seen.transaction
         if service == "repository":
-            self.seen[-1].transaction = "ITI-41"
-            return self._iti41(content_type, body, planned)
+            seen.transaction = "ITI-41"
+            return self._iti41(seen, content_type, body, planned)
         require(content_type.startswith("application/soap+xml"), "soap:Sender", "plain SOAP 1.2 expected")
         envelope = etree.fromstring(body, parser())
         action = envelope.findtext(f"{{{SOAP}}}Header/{{{WSA}}}Action") or ""
         if service == "patients":
-            self.seen[-1].transaction = "TD0.2"
+            seen.transaction = "TD0.2"
             return self._td02(envelope)
         if action.endswith("RegistryStoredQuery"):
-            self.seen[-1].transaction = "ITI-18"
-            return self._iti18(envelope)
-        self.seen[-1].transaction = "ITI-57"
-        return self._iti57(envelope)
+            seen.transaction = "ITI-18"
+            return self._iti18(seen, envelope)
+        seen.transaction = "ITI-57"
+        return self._iti57(seen, envelope)
 
     # --- transactions -----------------------------------------------------------------------------------
 
-    def _iti41(self, content_type: str, body: bytes, planned: str) -> Response:
+    def _iti41(self, seen: Seen, content_type: str, body: bytes, planned: str) -> Response:
         request = read_mtom(content_type, body)
         msg_id = check_envelope(request.envelope, ACTIONS["repository"], "/repository")  # type: ignore[arg-type]
         vihf = check_vihf(request.envelope, self.ca, datetime.now(UTC))
@@ -150,7 +152,6 @@ class DmpReceiver:
             "authorInstitution = certificate OU",
         )
         check_xades(submission, self.ca, vihf.certificate)
-        seen = self.seen[-1]
         seen.detail = {"rplc": submission.rplc_targets, "unique_ids": [d.unique_id for d in submission.documents]}
         action = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
         if planned == "receiver_fault":
@@ -201,7 +202,7 @@ class DmpReceiver:
         check_vihf(envelope, self.ca, datetime.now(UTC))
         return msg_id
 
-    def _iti18(self, envelope: etree._Element) -> Response:
+    def _iti18(self, seen: Seen, envelope: etree._Element) -> Response:
         msg_id = self._common(envelope, "urn:ihe:iti:2007:RegistryStoredQuery", "/registry")
         query = body_payload(envelope).find(f"{{{RIM}}}AdhocQuery")
         require(
@@ -214,7 +215,7 @@ class DmpReceiver:
             query.findtext(f"{{{RIM}}}Slot[@name='$XDSDocumentEntryUniqueId']/{{{RIM}}}ValueList/{{{RIM}}}Value") or ""
         )
         wanted = [v.strip().strip("'") for v in value.strip("()").split(",") if v.strip()]
-        self.seen[-1].detail = {"unique_ids": wanted}
+        seen.detail = {"unique_ids": wanted}
         response = self._answer_root(
             f"{{{QUERY}}}AdhocQueryResponse", "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
         )
@@ -224,7 +225,7 @@ class DmpReceiver:
                 objects.append(_leaf(doc, self.versioned))
         return self._envelope(msg_id, "urn:ihe:iti:2007:RegistryStoredQueryResponse", response)
 
-    def _iti57(self, envelope: etree._Element) -> Response:
+    def _iti57(self, seen: Seen, envelope: etree._Element) -> Response:
         msg_id = self._common(envelope, "urn:ihe:iti:2010:UpdateDocumentSet", "/registry")
         payload = body_payload(envelope)
         for assoc in payload.iter(f"{{{RIM}}}Association"):
@@ -236,7 +237,7 @@ class DmpReceiver:
             assert doc is not None
             require(slots.get("OriginalStatus") == doc.status, "XDSMetadataUpdateError", "OriginalStatus")
             doc.status = slots.get("NewStatus") or doc.status
-            self.seen[-1].detail = {"target": doc.unique_id, "new_status": doc.status}
+            seen.detail = {"target": doc.unique_id, "new_status": doc.status}
         return self._registry(msg_id, "urn:ihe:iti:2010:UpdateDocumentSet-Response", [])
 
     def _td02(self, envelope: etree._Element) -> Response:
