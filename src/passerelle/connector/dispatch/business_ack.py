@@ -23,7 +23,6 @@ from passerelle.connector.intake.hl7 import Hl7IntakeSettings
 from passerelle.errors import PasserelleError
 from passerelle.mappings.document import Document
 from passerelle.mappings.hl7v2.ack import build_business_ack, encode_reply
-from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.observability.metrics import Metrics
 from passerelle.queue.model import Event, Row
@@ -62,8 +61,7 @@ class BusinessAckNotifier:
         if endpoint is None:
             self.metrics.business_acks.labels("no_endpoint").inc()
             return ZamNotice((Event(row.id, self.clock(), "zam", "requested but no endpoint configured"),), _nothing)
-        opts = self.hl7.options_for_sender(row.sender)
-        msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
+        msg = self.hl7.decode(row.raw, row.sender)
         text = build_business_ack(
             read_header(msg),
             now=self.clock(),

@@ -18,8 +18,8 @@ from passerelle.errors import MappingError
 from passerelle.mappings import lab as crbio
 from passerelle.mappings.codes.tables import LoincTable, loinc_table_file_name, parse_loinc_csv
 from passerelle.mappings.document import Document, Provenance
-from passerelle.mappings.hl7v2.decode import Message, decode_message
-from passerelle.mappings.hl7v2.header import read_header
+from passerelle.mappings.hl7v2.decode import Message
+from passerelle.mappings.hl7v2.header import salvage_header
 from passerelle.mappings.lab.model import Address, Laboratory, Person
 from passerelle.queue.model import Row, SeriesEntry
 from passerelle.queue.ports import ReferenceStore
@@ -110,12 +110,12 @@ class CrBioLabMapper:
 
     def message(self, raw: bytes, sender: str) -> Message:
         """The message decoded with the sender's charset options (the same decoder as intake)."""
-        opts = self.hl7.options_for_sender(sender)
-        return decode_message(raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
+        return self.hl7.decode(raw, sender)
 
     def preview(self, raw: bytes, prov: Provenance, now: datetime) -> Document:
         """For ``passerelle map``: the document as a first version (no journal, so no previous version)."""
-        sender = read_header(decode_message(raw)).sender
+        header = salvage_header(raw)  # the sender first: its options decide how the message is decoded
+        sender = header.sender if header is not None else ""
         return crbio.map_lab_results(self.message(raw, sender), self.context(sender, now, None), prov)
 
     async def map(self, row: Row, prov: Provenance, now: datetime) -> Document:

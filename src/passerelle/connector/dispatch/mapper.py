@@ -19,7 +19,6 @@ from passerelle.mappings.cda import reader as cda
 from passerelle.mappings.dicom import kos as dicom
 from passerelle.mappings.document import Document, Provenance
 from passerelle.mappings.hl7v2 import documents as oru
-from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.mappings.hl7v2.volet import MessageKind, classify
 from passerelle.queue.model import RegistryEntry, Row, SeriesEntry
@@ -47,14 +46,8 @@ class RowMapper:
         now = self.clock()
         prov = Provenance(channel=row.channel, sender=row.sender, message_id=row.message_id, journal_id=row.id)
         if row.kind in ("oru", "mdm"):
-            opts = self.hl7.options_for_sender(row.sender)
-            docs = oru.map_hl7_documents(
-                row.raw,
-                sender_charset=opts.fallback_charset,
-                test_environment=self.test_environment,
-                now=now,
-                provenance=prov,
-            )
+            msg = self.hl7.decode(row.raw, row.sender)
+            docs = oru.map_hl7_message(msg, test_environment=self.test_environment, now=now, provenance=prov)
             return docs[0] if len(docs) == 1 else docs
         if row.kind == "adt":
             return await self._consent_feed(row)
@@ -69,8 +62,7 @@ class RowMapper:
         raise UnsupportedMessageError(f"journal kind {row.kind!r} has no mapping", reason="unsupported")
 
     async def _consent_feed(self, row: Row) -> Handled:
-        opts = self.hl7.options_for_sender(row.sender)
-        msg = decode_message(row.raw, fallback_charset=opts.fallback_charset, allow_cp1252=opts.allow_cp1252)
+        msg = self.hl7.decode(row.raw, row.sender)
         classified = classify(
             msg,
             read_header(msg),

@@ -80,6 +80,11 @@ class SenderOptions(BaseModel):
         default=False, description="Read 0x80-0x9F bytes of an 8859/1 or 8859/15 message as Windows-1252"
     )
 
+    def decode(self, raw: bytes) -> Message:
+        """``raw`` decoded with these options: the one call intake and the worker share, so a message
+        the door accepted reads the same when it is mapped."""
+        return decode_message(raw, fallback_charset=self.fallback_charset, allow_cp1252=self.allow_cp1252)
+
 
 class Hl7IntakeSettings(BaseModel):
     """HL7v2 intake settings (the ``hl7`` group of the application settings)."""
@@ -114,6 +119,10 @@ class Hl7IntakeSettings(BaseModel):
                 if key in self.senders:
                     return self.senders[key]
         return SenderOptions(fallback_charset=self.fallback_charset, allow_cp1252=self.allow_cp1252)
+
+    def decode(self, raw: bytes, sender: str) -> Message:
+        """A journal row's payload decoded with its sender's options (as intake decoded it)."""
+        return self.options_for_sender(sender).decode(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +228,7 @@ class Hl7Intake:
                 raise TooLargeError(f"message larger than {self._settings.max_message_bytes} bytes")
             # per-sender options need MSH-3/4 before decoding: read them from the raw MSH line
             options = self._settings.options_for(salvage_header(raw) if self._settings.senders else None)
-            msg = decode_message(raw, fallback_charset=options.fallback_charset, allow_cp1252=options.allow_cp1252)
+            msg = options.decode(raw)
             codec = msg.codec
             header = read_header(msg)
             if principal is not None:
