@@ -111,6 +111,7 @@ def build_row_mapper(settings: Settings, journal: ReferenceStore, clock: Clock) 
         oid_root=settings.oid_root,
         dicom_site=settings.dicom.site.to_site(),
         lab_mapper=lab,
+        cda_limits=settings.cda.limits,
     )
 
 

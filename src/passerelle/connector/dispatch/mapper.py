@@ -16,6 +16,7 @@ from passerelle.connector.dispatch.worker import Handled
 from passerelle.connector.intake.hl7 import Hl7IntakeSettings
 from passerelle.errors import MappingError, UnsupportedMessageError
 from passerelle.mappings.cda import reader as cda
+from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS, CdaLimits
 from passerelle.mappings.dicom import kos as dicom
 from passerelle.mappings.document import Document, Provenance
 from passerelle.mappings.hl7v2 import documents as oru
@@ -41,6 +42,8 @@ class RowMapper:
     oid_root: str
     lab_mapper: LabMapper | None = None
     dicom_site: dicom.DicomSite | None = None
+    #: the CDA intake's limits (``cda.max_bytes`` …): what the door accepted, the worker parses too
+    cda_limits: CdaLimits = DEFAULT_LIMITS
 
     async def map(self, row: Row) -> Document | list[Document] | Handled:
         now = self.clock()
@@ -56,7 +59,9 @@ class RowMapper:
                 raise MappingError("discrete lab results cannot be mapped: CR-BIO generation unavailable", reason="lab")
             return await self.lab_mapper.map(row, prov, now)
         if row.kind == "cda":
-            return cda.map_cda_document(row.raw, test_environment=self.test_environment, now=now, provenance=prov)
+            return cda.map_cda_document(
+                row.raw, test_environment=self.test_environment, now=now, provenance=prov, limits=self.cda_limits
+            )
         if row.kind == "dicom":
             return await self._dicom(row, prov, now)
         raise UnsupportedMessageError(f"journal kind {row.kind!r} has no mapping", reason="unsupported")

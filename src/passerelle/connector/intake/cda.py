@@ -59,7 +59,12 @@ class CdaIntakeSettings(BaseModel):
 
     enabled: bool = True
     max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest CDA accepted (bytes)")
-    max_depth: int = Field(200, gt=0, description="Deepest XML nesting accepted")
+    max_depth: int = Field(
+        200,
+        gt=0,
+        le=256,
+        description="Deepest XML nesting accepted (at most 256: libxml2's own bound without huge_tree)",
+    )
     max_elements: int = Field(500_000, gt=0, description="Most XML elements accepted")
     test_environment: bool = Field(False, description="Accept test/demo INS OIDs (.10/.11)")
     check_identity: bool = Field(True, description="Refuse at intake when the recordTarget INS is not usable")

@@ -1,0 +1,84 @@
+"""What the door accepts, the worker maps: a site's intake settings hold from intake to delivery
+(real MLLP and HTTP sockets, a SQLite journal, the sandbox over HTTP).
+
+- A lab allowed Windows-1252 (`hl7.senders`, `allow_cp1252`) sends a report whose 8859/1 text carries a
+  C1 byte (the ’ of Windows-1252, 0x92): AA and delivered, not accepted and then failed by the worker
+  (B-HL7-12).
+- A site that raised `cda.max_depth` posts a CDA nested deeper than the default: 202 and delivered
+  (B-CDA)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from passerelle.connector.cli.send import send_files
+from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS
+from passerelle.mappings.samples.messages import build_sample_cda, generate_samples, root_only_oid, synthetic_patient
+from passerelle.queue.model import State
+from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.testing import running_sandbox
+from tests.support.gateway import AUTH, running_gateway, sandbox_pushes, wait_settled
+
+SENDER = "SIL-SYNTH^LABO-SYNTH"  # MSH-3.1^MSH-4.1 of the synthetic samples
+
+
+def _windows_1252_report(seed: int) -> tuple[bytes, str]:
+    [sample] = generate_samples(1, seed=seed, now=datetime.now(UTC).replace(microsecond=0))
+    text = sample.raw.decode("utf-8").replace("|UNICODE UTF-8|", "|8859/1|")
+    text = text.replace("CR d'examens biologiques", "CR d\u2019examens biologiques")
+    raw = text.encode("cp1252")
+    assert b"\x92" in raw and b"|8859/1|" in raw
+    return raw, sample.patient.ins
+
+
+async def test_a_sender_allowed_windows_1252_is_delivered(tmp_path: Path) -> None:
+    raw, ins = _windows_1252_report(seed=51)
+    senders = {SENDER: {"allow_cp1252": True}}
+    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
+        async with running_gateway(tmp_path / "gw", sandbox.fhir, **{"hl7.senders": senders}) as (gw, _):
+            assert gw.mllp is not None
+            [ack] = await send_files("127.0.0.1", gw.mllp.port, [("cp1252", raw)])
+            assert ack.code == "AA", ack
+            [row] = await wait_settled(gw, 1)
+            assert row.state is State.DELIVERED, row.detail
+            assert len(await sandbox_pushes(sandbox.admin, ins)) == 1
+
+
+async def test_the_same_report_from_a_sender_not_allowed_is_refused_at_the_door(tmp_path: Path) -> None:
+    raw, ins = _windows_1252_report(seed=52)
+    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
+        async with running_gateway(tmp_path / "gw", sandbox.fhir) as (gw, _):
+            assert gw.mllp is not None
+            [ack] = await send_files("127.0.0.1", gw.mllp.port, [("cp1252", raw)])
+            assert ack.code == "AR", ack
+            [row] = await wait_settled(gw, 1)
+            assert row.state is State.REJECTED and "ERR-3 102" in row.detail, row.detail
+            assert await sandbox_pushes(sandbox.admin, ins) == []
+
+
+def _deep_cda(depth: int) -> tuple[bytes, str]:
+    """A sample CDA whose narrative nests ``depth`` ``content`` elements (valid CDA: StrucDoc.Text)."""
+    rng = random.Random(61)
+    patient = synthetic_patient(rng)
+    now = datetime.now(UTC).replace(microsecond=0)
+    doc = build_sample_cda(now=now, patient=patient, document_id=root_only_oid(rng), set_id=root_only_oid(rng))
+    nested = "<content>" * depth + "note" + "</content>" * depth
+    return doc.replace(b"<text>", f"<text><paragraph>{nested}</paragraph>".encode(), 1), patient.ins
+
+
+async def test_a_cda_within_the_sites_raised_depth_is_delivered(tmp_path: Path) -> None:
+    deep, ins = _deep_cda(DEFAULT_LIMITS.max_depth + 20)  # deeper than the default, within the parser's 256
+    limits = {"cda.max_depth": 256}
+    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
+        async with running_gateway(tmp_path / "gw", sandbox.fhir, **limits) as (gw, base):
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                headers = {"Content-Type": "application/xml", **AUTH["intake"]}
+                answer = await client.post("/v1/documents", content=deep, headers=headers)
+            assert answer.status_code == 202, answer.text
+            [row] = await wait_settled(gw, 1)
+            assert row.state is State.DELIVERED, row.detail
+            assert len(await sandbox_pushes(sandbox.admin, ins)) == 1
