@@ -5,7 +5,9 @@
   C1 byte (the ’ of Windows-1252, 0x92): AA and delivered, not accepted and then failed by the worker
   (B-HL7-12).
 - A site that raised `cda.max_depth` posts a CDA nested deeper than the default: 202 and delivered
-  (B-CDA)."""
+  (B-CDA).
+- Discrete lab results from a sender without a laboratory: refused at the door (AR), since the worker
+  could not make them a document (B-HL7-6)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import httpx
 
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS
+from passerelle.mappings.codes.tables import loinc_table_file_name
+from passerelle.mappings.samples.lab import SAMPLE_INS, SAMPLE_LOINC_CSV, sample_oru
 from passerelle.mappings.samples.messages import build_sample_cda, generate_samples, root_only_oid, synthetic_patient
 from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
@@ -82,3 +86,21 @@ async def test_a_cda_within_the_sites_raised_depth_is_delivered(tmp_path: Path) 
             [row] = await wait_settled(gw, 1)
             assert row.state is State.DELIVERED, row.detail
             assert len(await sandbox_pushes(sandbox.admin, ins)) == 1
+
+
+async def test_lab_results_from_a_sender_without_a_laboratory_are_refused_at_the_door(tmp_path: Path) -> None:
+    """LAB-3 results need the sender's laboratory (`lab.senders`) to become a CR-BIO: without one, AR 200
+    naming MSH-3 at once (a configuration matter), not AA and a refusal the sender never hears of."""
+    loinc = tmp_path / "loinc"
+    loinc.mkdir()
+    (loinc / loinc_table_file_name("SIL-DEMO^LABO-DEMO")).write_text(SAMPLE_LOINC_CSV, encoding="utf-8")
+    results = sample_oru(control_id="LAB0009").encode("iso-8859-1")
+    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
+        async with running_gateway(tmp_path / "gw", sandbox.fhir, **{"lab.loinc_dir": loinc}) as (gw, _):
+            assert gw.mllp is not None
+            [ack] = await send_files("127.0.0.1", gw.mllp.port, [("lab", results)])
+            assert (ack.code, ack.control_id) == ("AR", "LAB0009"), ack
+            [row] = await wait_settled(gw, 1)
+            assert row.state is State.REJECTED, row.state
+            assert row.detail.startswith("lab_not_configured: ERR-3 200 MSH^1^3"), row.detail
+            assert await sandbox_pushes(sandbox.admin, SAMPLE_INS) == []

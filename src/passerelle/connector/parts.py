@@ -155,7 +155,12 @@ def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
     guard(mllp_exposure(settings))
     hl7 = hl7_settings(settings)
     intake = Hl7Intake(
-        wiring.intake.append, hl7, metrics=IntakeMetricsBridge(metrics), clock=wiring.clock, audit=wiring.audit
+        wiring.intake.append,
+        hl7,
+        metrics=IntakeMetricsBridge(metrics),
+        clock=wiring.clock,
+        audit=wiring.audit,
+        lab_sender=lambda sender: settings.lab.site_for(sender) is not None,
     )
     handler = MllpHandler(intake, metrics)
     return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,11 +41,12 @@ from passerelle.errors import (
     QueueUnavailableError,
     SenderNotAllowedError,
     TooLargeError,
+    UnsupportedMessageError,
 )
 from passerelle.mappings.hl7v2.ack import build_ack, encode_reply, should_reply
 from passerelle.mappings.hl7v2.decode import CHARSETS, Message, decode_message
 from passerelle.mappings.hl7v2.header import Header, read_header, salvage_header
-from passerelle.mappings.hl7v2.volet import Classified, classify
+from passerelle.mappings.hl7v2.volet import Classified, MessageKind, classify
 from passerelle.observability.audit import AuditTrail
 from passerelle.queue.model import AppendResult, Inbound, State
 
@@ -149,8 +150,12 @@ class Hl7Intake:
         metrics: Hl7IntakeMetrics | None = None,
         clock: Clock | None = None,
         audit: AuditTrail | None = None,
+        lab_sender: Callable[[str], bool] | None = None,
     ) -> None:
+        """``lab_sender``: whether a sender may send discrete lab results (a CR-BIO laboratory is
+        configured for it); None takes them from everyone and leaves the decision to the worker."""
         self._append = journal_append
+        self._lab_sender = lab_sender
         self._settings = settings
         self._metrics: Hl7IntakeMetrics = metrics or NullMetrics()
         self._clock: Clock = clock or utcnow
@@ -233,14 +238,7 @@ class Hl7Intake:
             header = read_header(msg)
             if principal is not None:
                 check_sender(header, principal)
-            classified = classify(
-                msg,
-                header,
-                test_environment=self._settings.test_environment,
-                accepted_processing_ids=self._settings.accepted_processing_ids,
-                check_documents=self._settings.check_embedded_documents,
-                accept_adt_without_zfa=self._settings.accept_adt_without_zfa,
-            )
+            classified = self._classify(msg, header)
         except PasserelleError as exc:
             return self._rejected(raw, peer, now, header or salvage_header(raw), codec, exc)
         except Exception as exc:  # noqa: BLE001 - a bug on one input must not cost the connection
@@ -272,6 +270,26 @@ class Hl7Intake:
             ack=encode_reply(text, codec),
         )
         return _Prepared(inbound, header, codec, inbound.ack, None)
+
+    def _classify(self, msg: Message, header: Header) -> Classified:
+        """The volet's rules, then this site's: discrete lab results only from a configured laboratory
+        (refused at the door, AR 200, rather than acknowledged and then refused by the worker)."""
+        classified = classify(
+            msg,
+            header,
+            test_environment=self._settings.test_environment,
+            accepted_processing_ids=self._settings.accepted_processing_ids,
+            check_documents=self._settings.check_embedded_documents,
+            accept_adt_without_zfa=self._settings.accept_adt_without_zfa,
+        )
+        lab = self._lab_sender
+        if classified.kind is MessageKind.LAB_RESULTS and lab is not None and not lab(header.sender):
+            raise UnsupportedMessageError(
+                "discrete lab results are not configured for this sender (lab.senders)",
+                location="MSH^1^3",
+                reason="lab_not_configured",
+            )
+        return classified
 
     def _rejected(
         self, raw: bytes, peer: str, now: datetime, header: Header | None, codec: str, exc: PasserelleError
