@@ -7,7 +7,8 @@
 - A site that raised `cda.max_depth` posts a CDA nested deeper than the default: 202 and delivered
   (B-CDA).
 - Discrete lab results from a sender without a laboratory: refused at the door (AR), since the worker
-  could not make them a document (B-HL7-6)."""
+  could not make them a document (B-HL7-6).
+- `passerelle map --config` previews with the same per-sender options as the gateway."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from typer.testing import CliRunner
 
+from passerelle.connector.cli.main import app
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS
 from passerelle.mappings.codes.tables import loinc_table_file_name
@@ -104,3 +107,18 @@ async def test_lab_results_from_a_sender_without_a_laboratory_are_refused_at_the
             assert row.state is State.REJECTED, row.state
             assert row.detail.startswith("lab_not_configured: ERR-3 200 MSH^1^3"), row.detail
             assert await sandbox_pushes(sandbox.admin, SAMPLE_INS) == []
+
+
+def test_the_preview_reads_a_message_with_the_sites_sender_options(tmp_path: Path) -> None:
+    raw, _ = _windows_1252_report(seed=53)
+    report = tmp_path / "report.hl7"
+    report.write_bytes(raw)
+    runner = CliRunner()
+    for allowed, expected in ((True, 0), (False, 1)):
+        config = tmp_path / f"site-{allowed}.yaml"
+        senders = f"hl7:\n  senders:\n    {SENDER}: {{allow_cp1252: true}}\n" if allowed else ""
+        config.write_text("environment: test\n" + senders, encoding="utf-8")
+        out = tmp_path / f"out-{allowed}"
+        result = runner.invoke(app, ["map", str(report), "--out", str(out), "--config", str(config)])
+        assert result.exit_code == expected, result.output
+        assert ("OK" in result.output) is allowed and ("encoding" in result.output) is not allowed, result.output

@@ -21,7 +21,7 @@ from passerelle.errors import MappingError, PasserelleError, UnsupportedMessageE
 from passerelle.mappings.cda.reader import map_cda_document
 from passerelle.mappings.dicom.kos import map_dicom
 from passerelle.mappings.document import Action, Code, Document, Provenance
-from passerelle.mappings.hl7v2.decode import decode_message
+from passerelle.mappings.hl7v2.decode import Message, decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message
 from passerelle.mappings.hl7v2.header import read_header
 from passerelle.mappings.hl7v2.volet import MessageKind, classify
@@ -111,7 +111,9 @@ def detect_format(raw: bytes) -> str:
 class PreviewOptions:
     test_environment: bool
     now: datetime
-    sender_charset: str | None = None
+    #: how an HL7v2 payload is decoded: the site's per-sender options (``Hl7IntakeSettings.decode_incoming``),
+    #: so a preview reads a message as the gateway would; None: MSH-18 only
+    decode: Callable[[bytes], Message] | None = None
     patient_id_map: Mapping[str, tuple[str, str]] | None = None
     source_id: str = ""
     content_type: Code = DEFAULT_CONTENT_TYPE
@@ -120,7 +122,7 @@ class PreviewOptions:
 
 def _map_hl7(raw: bytes, opts: PreviewOptions, prov: Provenance) -> list[Document]:
     payload = strip_mllp(raw)
-    msg = decode_message(payload, fallback_charset=opts.sender_charset)
+    msg = opts.decode(payload) if opts.decode is not None else decode_message(payload)
     classified = classify(msg, read_header(msg), test_environment=opts.test_environment, check_documents=False)
     if classified.kind is MessageKind.LAB_RESULTS:
         if opts.lab_mapper is None:

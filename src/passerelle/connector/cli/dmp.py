@@ -78,7 +78,9 @@ def write_dmp_requests(settings: Settings, files: Iterable[Path], out: Path, fmt
         content_type=settings.space.content_type,
         now=lambda: now,
     )
-    opts = PreviewOptions(test_environment=settings.test_environment, now=now, lab_mapper=lab)
+    opts = PreviewOptions(
+        test_environment=settings.test_environment, now=now, lab_mapper=lab, decode=settings.hl7.decode_incoming
+    )
     private_dir(out)  # the requests hold the documents and the patients' identities
     refused = 0
     for path in files:

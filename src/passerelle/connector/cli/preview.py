@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from passerelle.mappings.document import Action, Code, Document
+from passerelle.mappings.hl7v2.decode import Message
 from passerelle.mappings.preview import (
     DEFAULT_CONTENT_TYPE,
     FORMATS,
@@ -97,7 +98,7 @@ def preview_files(
     fmt: str | None = None,
     test_environment: bool = False,
     now: datetime,
-    sender_charset: str | None = None,
+    decode: Callable[[bytes], Message] | None = None,
     patient_id_map: Mapping[str, tuple[str, str]] | None = None,
     source_id: str = "",
     content_type: Code = DEFAULT_CONTENT_TYPE,
@@ -109,7 +110,7 @@ def preview_files(
     opts = PreviewOptions(
         test_environment=test_environment,
         now=now,
-        sender_charset=sender_charset,
+        decode=decode,
         patient_id_map=patient_id_map,
         source_id=source_id,
         content_type=content_type,

@@ -119,6 +119,7 @@ def map_files(
         now=datetime.now(UTC),
         source_id=settings.space.source_id,
         lab_mapper=lab.preview,
+        decode=settings.hl7.decode_incoming,
     )
     failed = 0
     for result in results:

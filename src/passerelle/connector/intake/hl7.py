@@ -125,6 +125,11 @@ class Hl7IntakeSettings(BaseModel):
         """A journal row's payload decoded with its sender's options (as intake decoded it)."""
         return self.options_for_sender(sender).decode(raw)
 
+    def decode_incoming(self, raw: bytes) -> Message:
+        """A payload as received: its sender's options need MSH-3/4 before decoding, read from the raw
+        MSH line (only when per-sender options exist)."""
+        return self.options_for(salvage_header(raw) if self.senders else None).decode(raw)
+
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
@@ -231,9 +236,7 @@ class Hl7Intake:
             if len(raw) > self._settings.max_message_bytes:
                 header = salvage_header(raw)
                 raise TooLargeError(f"message larger than {self._settings.max_message_bytes} bytes")
-            # per-sender options need MSH-3/4 before decoding: read them from the raw MSH line
-            options = self._settings.options_for(salvage_header(raw) if self._settings.senders else None)
-            msg = options.decode(raw)
+            msg = self._settings.decode_incoming(raw)
             codec = msg.codec
             header = read_header(msg)
             if principal is not None:
