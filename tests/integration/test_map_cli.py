@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from passerelle.connector.cli.main import app
 from passerelle.connector.cli.preview import preview_files
 from passerelle.mappings.preview import detect_format, strip_mllp
 
@@ -121,13 +123,11 @@ def test_corpus_table_script(corpus_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_map_command(corpus_dir: Path, tmp_path: Path) -> None:
-    cli = pytest.importorskip("passerelle.connector.cli.main")
-    testing = pytest.importorskip("typer.testing")
-    runner = testing.CliRunner()
+    runner = CliRunner()
     config = tmp_path / "p.yaml"
     config.write_text("environment: test\n")
     result = runner.invoke(
-        cli.app, ["map", str(corpus_dir / SEGUR_INIT), "--out", str(tmp_path / "out"), "--config", str(config)]
+        app, ["map", str(corpus_dir / SEGUR_INIT), "--out", str(tmp_path / "out"), "--config", str(config)]
     )
     assert result.exit_code == 0, result.output
     assert "OK" in result.output and "11502-2" in result.output

@@ -20,6 +20,7 @@ from passerelle.mappings.samples.messages import (
     root_only_oid,
     synthetic_patient,
 )
+from passerelle.queue.memory import MemoryJournal
 from passerelle.queue.model import AppendResult, Inbound, State
 
 NOW = datetime(2026, 11, 22, 3, 30, tzinfo=UTC)
@@ -341,8 +342,7 @@ def test_settings_refuse_an_unknown_fallback_charset() -> None:
 
 
 async def test_same_contract_with_the_real_memory_journal() -> None:
-    memory = pytest.importorskip("passerelle.queue.memory")
-    journal = memory.MemoryJournal()
+    journal = MemoryJournal()
     await journal.open()
     intake = Hl7Intake(journal.append, Hl7IntakeSettings(test_environment=True), clock=lambda: NOW)
     raw = _oru(control_id="MJ1")
