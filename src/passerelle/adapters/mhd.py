@@ -43,7 +43,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.adapters.dmp.settings import DmpSettings
-from passerelle.adapters.http import space_timeouts, space_transport
+from passerelle.adapters.http import fetch, space_timeouts, space_transport
 from passerelle.adapters.mhd_answers import (
     MalformedAnswerError,
     is_operation_outcome,
@@ -379,34 +379,14 @@ class MhdSpace:
             data=options.get("data"),
             extensions={"timeout": self._timeouts},
         )
-        cap = self._settings.max_response_bytes
-        try:
-            async with asyncio.timeout(self._settings.total_timeout_s):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    declared = response.headers.get("Content-Length", "")
-                    if declared.isdigit() and int(declared) > cap:
-                        raise RemoteTransientError(
-                            f"answer larger than the {cap}-byte cap", status=response.status_code
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > cap:
-                            raise RemoteTransientError(
-                                f"answer larger than the {cap}-byte cap", status=response.status_code
-                            )
-                        chunks.append(chunk)
-                finally:
-                    await response.aclose()
-        except TimeoutError as exc:
-            raise RemoteTransientError(f"no complete answer within {self._settings.total_timeout_s:g} s") from exc
-        except httpx.TimeoutException as exc:
-            raise RemoteTransientError(f"timeout talking to the patient space ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RemoteTransientError(f"transport error talking to the patient space ({type(exc).__name__})") from exc
-        return _Answer(status=response.status_code, headers=response.headers, body=b"".join(chunks))
+        fetched = await fetch(
+            self._transport.handle_async_request,
+            request,
+            max_bytes=self._settings.max_response_bytes,
+            total_timeout_s=self._settings.total_timeout_s,
+            label="patient space",
+        )
+        return _Answer(status=fetched.status, headers=fetched.headers, body=fetched.body)
 
     async def _bearer(self) -> str:
         async with self._token_lock:
