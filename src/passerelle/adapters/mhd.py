@@ -8,7 +8,9 @@
 - **One attempt per call**: no retry loop here. The worker retries transient errors on its own schedule,
   persisted in the journal; the only repeat inside a call is a single token refresh after a ``401``.
 - Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
-  is read in chunks and the connection closed past the cap), redirects never followed.
+  is read in chunks and the connection closed past the cap: :func:`passerelle.adapters.http.fetch`, shared
+  with the DMP transport), redirects never followed. A server certificate not trusted by ``space.ca_file``
+  → :class:`~passerelle.errors.RemoteUntrustedCertificateError` (retried, counted and alerted apart).
 - Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
   403 without a business code → :class:`RemoteCredentialError`; 404 without an OperationOutcome (a
@@ -124,7 +126,9 @@ class SpaceSettings(BaseModel):
     write_timeout_s: float = Field(default=30.0, gt=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)
     total_timeout_s: float = Field(default=60.0, gt=0)
-    max_response_bytes: int = Field(default=1_048_576, ge=1024)
+    #: Longest answer read (bytes): checked on Content-Length, then while the body streams in; a longer
+    #: answer is cut, its connection closed, and the call retried (both transports, adapters/http.py).
+    max_response_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     #: Requests in flight at once (keep-alive connections); unset: sized to the dispatch window
     #: (``worker.concurrency``). A smaller value also caps that window (docs/adr/0026-pipelined-dispatch.md).
     max_connections: int | None = Field(default=None, ge=1)
