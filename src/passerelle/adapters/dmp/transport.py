@@ -106,7 +106,7 @@ def _not_soap(call: Exchange, fetched: Fetched, now: Callable[[], datetime]) -> 
     """An answer that is not SOAP (a proxy's HTML page, a load balancer's text): a transport failure
     saying what came back (status and content type, never the body). 401/403 stay credential problems."""
     status = fetched.status
-    what = f"HTTP {status} {fetched.media_type or 'without Content-Type'}"
+    what = f"HTTP {status} {fetched.media_type[:64] or 'without Content-Type'}"  # the server's header, bounded
     if status in (401, 403):
         log.error("dmp: %s credentials refused (%s)", call.transaction, what)
         return RemoteCredentialError(
