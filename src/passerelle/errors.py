@@ -140,3 +140,20 @@ class RemoteEndpointError(RemoteTransientError, reason="remote_endpoint"):
     """The configured URL does not lead to the patient space's service: HTTP 404 without a protocol
     answer (no FHIR OperationOutcome), or a capability statement that is not one. ``space.url`` is
     probably wrong: an operator must act (``/readyz`` says so); retried with backoff meanwhile."""
+
+
+class RemoteUntrustedCertificateError(RemoteTransientError, reason="tls_untrusted"):
+    """The patient space's server certificate is not trusted by ``space.ca_file`` (or the system's trust
+    store): the TLS handshake failed on certificate verification, nothing was sent. An operator must
+    act (the trust store, or a wrong host behind ``space.url``); retried with backoff meanwhile, so the
+    backlog drains once the trust is fixed (docs/adr/0028-dmp-answers-from-a-real-platform.md)."""
+
+
+#: ``reason`` of the transient failures an operator must fix, counted apart in metrics (by this label).
+OPERATOR_REASONS = {"remote_credentials": "credential", "tls_untrusted": "tls_untrusted"}
+
+
+def transient_result(exc: RemoteTransientError) -> str:
+    """The metrics ``result`` of a transient failure: ``credential`` or ``tls_untrusted`` (retried, but an
+    operator must act; each has its alert), else ``transient``."""
+    return OPERATOR_REASONS.get(exc.reason, "transient")

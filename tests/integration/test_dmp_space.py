@@ -3,22 +3,18 @@ confidentiality change, TD0.2 states, conflicts."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from passerelle.adapters.dmp.client import DmpSpace
-from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, write_dev_pki
-from passerelle.adapters.mhd import SpaceSettings
+from passerelle.adapters.dmp.devpki import write_dev_pki
 from passerelle.adapters.space import DeliveryOutcome, SpaceState
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
-from passerelle.mappings.cda.reader import map_cda_document
-from passerelle.mappings.document import Action, Document, Flags, Provenance, confidentiality_code
-from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
+from passerelle.mappings.document import Action, Flags, confidentiality_code
 from tests.support.dmp_receiver import DmpReceiver, running_receiver
+from tests.support.dmp_stack import sample_document, space_settings
 
 pytestmark = pytest.mark.corpus
 
@@ -29,20 +25,7 @@ async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpRece
     async with running_receiver(
         corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca, tls=(pki.server_cert, pki.server_key)
     ) as receiver:
-        settings = SpaceSettings(
-            url=receiver.base_url,
-            transport="dmp",
-            client_cert_file=pki.auth_cert,
-            client_key_file=pki.auth_key,
-            ca_file=pki.ca,
-            test_environment=True,
-            dmp={
-                "sign_cert_file": pki.sign_p12,
-                "sign_password_file": pki.sign_password,
-                "structure_id": pki.structure_id,
-                "homologation_id": DEV_HOMOLOGATION_ID,
-            },
-        )
+        settings = space_settings(pki, receiver.base_url)
         space = DmpSpace(settings)
         try:
             yield receiver, space
@@ -50,13 +33,7 @@ async def stack(tmp_path: Path, corpus_dir: Path) -> AsyncIterator[tuple[DmpRece
             await space.aclose()
 
 
-def document(seed: int) -> Document:
-    rng = random.Random(seed)
-    now = datetime.now(UTC).replace(microsecond=0)
-    cda = build_sample_cda(
-        now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)
-    )
-    return map_cda_document(cda, test_environment=True, now=now, provenance=Provenance(channel="test"))
+document = sample_document
 
 
 async def test_resend_after_a_lost_answer_stores_one_document(stack: tuple[DmpReceiver, DmpSpace]) -> None:

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 
 from passerelle.adapters.mhd import MhdSpace, SpaceAuth, SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, SpaceState
-from passerelle.errors import RemoteCredentialError, RemoteTransientError
+from passerelle.errors import RemoteCredentialError, RemoteTransientError, RemoteUntrustedCertificateError
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.app import create_app
 from passerelle.sandbox.testing import running_sandbox
@@ -178,8 +178,10 @@ async def test_untrusted_server_certificate_fails(https_sandbox: str, pki: dict[
     )  # no ca_file: the system trust store does not know the test CA
     space = MhdSpace(settings)
     try:
-        with pytest.raises(RemoteTransientError) as info:
+        with pytest.raises(RemoteUntrustedCertificateError) as info:
             await space.status(patient(), AUTHOR_ID)
-        assert "ConnectError" in str(info.value)
+        # told apart from other transport failures (its own metric result and alert), still retried
+        assert info.value.reason == "tls_untrusted" and "space.ca_file" in info.value.message
+        assert isinstance(info.value, RemoteTransientError)
     finally:
         await space.aclose()

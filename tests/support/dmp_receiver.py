@@ -2,7 +2,11 @@
 (127.0.0.1, port 0, optionally mutual TLS), checking every request part by part with
 :mod:`tests.support.dmp_checks` and :mod:`tests.support.dmp_checks_xds`, storing accepted documents, and
 answering on demand: ``plan`` holds the next answers (``success``, ``failure:<code>``,
-``sender_fault:<subcode>``, ``receiver_fault``, ``http503``). Shares no code with the gateway.
+``sender_fault:<subcode>``, ``receiver_fault``, ``http503``), and what a platform or a proxy in front of
+it answers that a sandbox never does: ``html:<status>`` (a proxy's error page), ``redirect:<status>:<url>``,
+``endless`` (a SOAP answer that never ends; ``cut`` is set once the client hung up), and
+``elsewhere:<sender_fault:<subcode>|success>`` (an answer whose ``RelatesTo`` names another message).
+Shares no code with the gateway.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from cryptography import x509
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.dmp_checks import (
@@ -83,6 +87,7 @@ class DmpReceiver:
         self.closed: set[str] = set()  # INS whose DMP is closed
         self.unknown: set[str] = set()  # INS without a DMP
         self.base_url = ""
+        self.cut = asyncio.Event()  # an ``endless`` answer's client hung up
 
     @property
     def problems(self) -> list[str]:
@@ -107,6 +112,10 @@ class DmpReceiver:
         if planned == "http503":
             self.seen.append(Seen("ITI-41", answer="503"))
             return Response("busy", status_code=503, headers={"Retry-After": "0"})
+        canned = self._canned(planned)
+        if canned is not None:
+            self.seen.append(Seen("ITI-41", answer=planned))
+            return canned
         seen = Seen(service)  # this request's own record: requests run concurrently, seen[-1] may be another's
         self.seen.append(seen)
         try:
@@ -118,6 +127,28 @@ class DmpReceiver:
                 if exc.code.startswith(("soap:", "DMP"))
                 else self._registry("", "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse", [exc.code])
             )
+
+    def _canned(self, planned: str) -> Response | None:
+        """The platform's or a proxy's answers that do not read the request."""
+        kind, _, rest = planned.partition(":")
+        if kind == "html":
+            page = b"<html><head><title>502 Bad Gateway</title></head><body>upstream 1.2.250.1.213.1.4.8</body></html>"
+            return Response(page, status_code=int(rest), media_type="text/html")
+        if kind == "redirect":
+            status, _, location = rest.partition(":")
+            return Response(b"", status_code=int(status), headers={"Location": location})
+        if kind == "endless":
+            return StreamingResponse(self._endless(), media_type="application/soap+xml; charset=UTF-8")
+        return None
+
+    async def _endless(self) -> AsyncIterator[bytes]:
+        try:
+            yield b'<?xml version="1.0"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope"><soap:Body>'
+            while True:
+                yield b"<x>" + b"0" * 65536 + b"</x>"
+                await asyncio.sleep(0)  # the server shares its loop with the test's client
+        finally:
+            self.cut.set()
 
     def _dispatch(self, seen: Seen, content_type: str, body: bytes, planned: str) -> Response:
         service = seen.transaction
@@ -154,6 +185,10 @@ class DmpReceiver:
         check_xades(submission, self.ca, vihf.certificate)
         seen.detail = {"rplc": submission.rplc_targets, "unique_ids": [d.unique_id for d in submission.documents]}
         action = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+        if planned.startswith("elsewhere:"):  # a well-formed answer, to another message
+            seen.answer, planned, msg_id = planned, planned.removeprefix("elsewhere:"), f"urn:uuid:{uuid.uuid4()}"
+            if planned == "success":
+                return self._registry(msg_id, action, [])
         if planned == "receiver_fault":
             seen.answer = "receiver_fault"
             return self._fault("Receiver", "", "internal error", msg_id)

@@ -5,16 +5,51 @@ services (:func:`sandbox_dmp_stack`)."""
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from passerelle.adapters.dmp.devpki import DEV_HOMOLOGATION_ID, DevPki, write_dev_pki
+from passerelle.adapters.mhd import SpaceSettings
 from passerelle.connector.app import Gateway
+from passerelle.mappings.cda.reader import map_cda_document
+from passerelle.mappings.document import Document, Provenance
+from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import SandboxURL, running_sandbox
 from tests.support.dmp_receiver import DmpReceiver, running_receiver
 from tests.support.gateway import running_gateway
+
+
+def space_settings(pki: DevPki, url: str, **extra: Any) -> SpaceSettings:
+    """The ``space`` settings of a DmpSpace on ``url`` with ``pki``'s credentials (mutual TLS, SIGN PKCS#12)."""
+    return SpaceSettings(
+        url=url,
+        transport="dmp",
+        client_cert_file=pki.auth_cert,
+        client_key_file=pki.auth_key,
+        ca_file=pki.ca,
+        test_environment=True,
+        dmp={
+            "sign_cert_file": pki.sign_p12,
+            "sign_password_file": pki.sign_password,
+            "structure_id": pki.structure_id,
+            "homologation_id": DEV_HOMOLOGATION_ID,
+        },
+        **extra,
+    )
+
+
+def sample_document(seed: int) -> Document:
+    """A synthetic CDA document (patient and identifiers drawn from ``seed``), created now."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC).replace(microsecond=0)
+    cda = build_sample_cda(
+        now=now, patient=synthetic_patient(rng), document_id=root_only_oid(rng), set_id=root_only_oid(rng)
+    )
+    return map_cda_document(cda, test_environment=True, now=now, provenance=Provenance(channel="test"))
 
 
 def dmp_overrides(pki: DevPki, url: str) -> dict[str, Any]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from passerelle.adapters.dmp.envelope import MalformedAnswerError, parse_answer
 from passerelle.adapters.dmp.errors import ERROR_TABLE, VERDICTS, fault_error, registry_failure
+from passerelle.adapters.dmp.transport import Exchange, Limits, exchange
+from passerelle.adapters.space import configuration_error
 from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.xds.responses import RegistryError, parse_query_response, parse_registry_response
 
@@ -95,3 +99,32 @@ def test_the_documented_table_is_the_code_table(repo_root: Path) -> None:
     rows = dict(re.findall(r"^\| `(\w+)` \| (refuse|retry|credential) ", doc, re.M))
     assert rows == {code: rule.verdict for code, rule in ERROR_TABLE.items()}
     assert set(VERDICTS) == set(rows.values())
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "expected", "text"),
+    [
+        (200, "text/html; charset=utf-8", RemoteTransientError, "not a SOAP answer (HTTP 200 text/html)"),
+        (503, "text/plain", RemoteTransientError, "DMP unavailable, not a SOAP answer (HTTP 503 text/plain)"),
+        (404, "text/html", RemoteTransientError, "not a SOAP answer (HTTP 404 text/html)"),
+        (403, "text/html", RemoteCredentialError, "credentials refused, not a SOAP answer (HTTP 403 text/html)"),
+        (200, "", RemoteTransientError, "not a SOAP answer (HTTP 200 without Content-Type)"),
+        (302, "text/html", RemoteTransientError, "redirect not followed (HTTP 302)"),
+    ],
+)
+async def test_answers_that_are_not_soap_say_what_came_back(
+    status: int, content_type: str, expected: type[Exception], text: str
+) -> None:
+    headers = {"Retry-After": "7"} | ({"Content-Type": content_type} if content_type else {})
+    page = b"<html><body>INS 1840499999999 Bad Gateway</body></html>"
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(status, headers=headers, content=page))
+    )
+    call = Exchange("TD0.2", "https://dmp.test/patients", "application/soap+xml", b"<x/>", "urn:uuid:1")
+    with pytest.raises(expected) as failed:
+        await exchange(client, call, Limits(5.0, 65_536), lambda: datetime.now(UTC))
+    await client.aclose()
+    error = failed.value
+    assert type(error) is expected and text in str(error) and "INS" not in str(error)
+    assert error.retry_after == (7.0 if status == 503 else None)  # type: ignore[attr-defined]
+    assert configuration_error(error) == {403: "credentials", 404: "endpoint", 302: "endpoint"}.get(status)

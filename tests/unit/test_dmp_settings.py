@@ -68,6 +68,8 @@ def test_each_problem_is_one_line_naming_the_setting(pki: DevPki, tmp_path: Path
         "space.dmp.structure_id: required": settings(pki, dmp={"structure_id": ""}),
         # the DMP refuses a VIHF without LPS_ID_HOMOLOGATION_DMP (the sandbox too): caught before any call
         "space.dmp.homologation_id: required": settings(pki, dmp={"homologation_id": ""}),
+        # a cap an ITI-18 answer would not fit in: every lookup cut and retried for ever
+        "space.max_response_bytes: 4096 bytes would cut the DMP's answers": settings(pki, max_response_bytes=4096),
     }
     for expected, value in cases.items():
         problems = check_space(value)
@@ -83,6 +85,8 @@ def test_each_problem_is_one_line_naming_the_setting(pki: DevPki, tmp_path: Path
     )
     with pytest.raises(ValidationError, match="activity sector"):
         settings(pki, dmp={"activity_sector": "hospital"})
+    with pytest.raises(ValidationError, match="max_response_bytes"):  # an answer is held in memory whole
+        settings(pki, max_response_bytes=128 * 1_048_576)
 
 
 def test_check_config_and_dev_pki_commands(tmp_path: Path) -> None:

@@ -225,3 +225,18 @@ async def test_credential_refusal_is_retried_and_counted_apart(env) -> None:
     clock.advance(11)
     await worker.run_once()
     assert (await journal.get(rid)).state is State.DELIVERED
+
+
+async def test_untrusted_server_certificate_is_retried_and_counted_apart(env) -> None:
+    from passerelle.errors import RemoteUntrustedCertificateError
+
+    clock, journal, space, _, worker = env
+    [rid] = await add(journal, b"1")
+    space.script = [RemoteUntrustedCertificateError("the server's certificate is not trusted by space.ca_file")]
+    await worker.run_once()
+    assert (await journal.get(rid)).state is State.RETRY  # the backlog drains once the trust store is fixed
+    assert worker.metrics.delivery_attempts.labels("tls_untrusted")._value.get() == 1
+    assert worker.metrics.delivery_attempts.labels("transient")._value.get() == 0
+    clock.advance(11)
+    await worker.run_once()
+    assert (await journal.get(rid)).state is State.DELIVERED

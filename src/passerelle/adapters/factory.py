@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 
 from passerelle.adapters.mhd import MhdSpace, SpaceSettings, SpaceTransport
 from passerelle.adapters.space import DeliveryReceipt, PatientSpace, SpaceProbe, SpaceStatus
-from passerelle.errors import RemoteRejectedError, RemoteTransientError
+from passerelle.errors import RemoteRejectedError, RemoteTransientError, transient_result
 from passerelle.mappings.document import Document, Patient
 
 T = TypeVar("T")
@@ -31,7 +31,8 @@ class SpaceMetrics(Protocol):
 
 
 class MeteredSpace:
-    """A PatientSpace that counts each call of ``inner`` (ok, rejected, transient, credential, error)."""
+    """A PatientSpace that counts each call of ``inner`` (ok, rejected, transient, credential, tls_untrusted,
+    error)."""
 
     def __init__(
         self, inner: PatientSpace, transport: str, metrics: SpaceMetrics, observe: Observer | None = None
@@ -47,7 +48,7 @@ class MeteredSpace:
         if isinstance(exc, RemoteRejectedError):
             return "rejected"
         if isinstance(exc, RemoteTransientError):
-            return "credential" if exc.reason == "remote_credentials" else "transient"
+            return transient_result(exc)
         return "error"
 
     async def _metered(self, operation: str, call: Awaitable[T]) -> T:

@@ -8,7 +8,9 @@
 - **One attempt per call**: no retry loop here. The worker retries transient errors on its own schedule,
   persisted in the journal; the only repeat inside a call is a single token refresh after a ``401``.
 - Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
-  is read in chunks and the connection closed past the cap), redirects never followed.
+  is read in chunks and the connection closed past the cap: :func:`passerelle.adapters.http.fetch`, shared
+  with the DMP transport), redirects never followed. A server certificate not trusted by ``space.ca_file``
+  → :class:`~passerelle.errors.RemoteUntrustedCertificateError` (retried, counted and alerted apart).
 - Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
   403 without a business code → :class:`RemoteCredentialError`; 404 without an OperationOutcome (a
@@ -43,7 +45,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.adapters.dmp.settings import DmpSettings
-from passerelle.adapters.http import space_timeouts, space_transport
+from passerelle.adapters.http import fetch, space_timeouts, space_transport
 from passerelle.adapters.mhd_answers import (
     MalformedAnswerError,
     is_operation_outcome,
@@ -124,7 +126,9 @@ class SpaceSettings(BaseModel):
     write_timeout_s: float = Field(default=30.0, gt=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)
     total_timeout_s: float = Field(default=60.0, gt=0)
-    max_response_bytes: int = Field(default=1_048_576, ge=1024)
+    #: Longest answer read (bytes): checked on Content-Length, then while the body streams in; a longer
+    #: answer is cut, its connection closed, and the call retried (both transports, adapters/http.py).
+    max_response_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     #: Requests in flight at once (keep-alive connections); unset: sized to the dispatch window
     #: (``worker.concurrency``). A smaller value also caps that window (docs/adr/0026-pipelined-dispatch.md).
     max_connections: int | None = Field(default=None, ge=1)
@@ -379,34 +383,14 @@ class MhdSpace:
             data=options.get("data"),
             extensions={"timeout": self._timeouts},
         )
-        cap = self._settings.max_response_bytes
-        try:
-            async with asyncio.timeout(self._settings.total_timeout_s):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    declared = response.headers.get("Content-Length", "")
-                    if declared.isdigit() and int(declared) > cap:
-                        raise RemoteTransientError(
-                            f"answer larger than the {cap}-byte cap", status=response.status_code
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > cap:
-                            raise RemoteTransientError(
-                                f"answer larger than the {cap}-byte cap", status=response.status_code
-                            )
-                        chunks.append(chunk)
-                finally:
-                    await response.aclose()
-        except TimeoutError as exc:
-            raise RemoteTransientError(f"no complete answer within {self._settings.total_timeout_s:g} s") from exc
-        except httpx.TimeoutException as exc:
-            raise RemoteTransientError(f"timeout talking to the patient space ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RemoteTransientError(f"transport error talking to the patient space ({type(exc).__name__})") from exc
-        return _Answer(status=response.status_code, headers=response.headers, body=b"".join(chunks))
+        fetched = await fetch(
+            self._transport.handle_async_request,
+            request,
+            max_bytes=self._settings.max_response_bytes,
+            total_timeout_s=self._settings.total_timeout_s,
+            label="patient space",
+        )
+        return _Answer(status=fetched.status, headers=fetched.headers, body=fetched.body)
 
     async def _bearer(self) -> str:
         async with self._token_lock:

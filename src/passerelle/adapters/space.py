@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from passerelle.errors import RemoteCredentialError, RemoteEndpointError, RemoteRejectedError, RemoteTransientError
+from passerelle.errors import (
+    RemoteCredentialError,
+    RemoteEndpointError,
+    RemoteRejectedError,
+    RemoteTransientError,
+    RemoteUntrustedCertificateError,
+)
 from passerelle.mappings.document import Document, Patient
 
 __all__ = [
@@ -118,14 +124,20 @@ class SpaceProbe(Protocol):
 
 
 def configuration_error(exc: BaseException | None) -> str | None:
-    """``"credentials"`` or ``"endpoint"`` when the space's answer shows a configuration error, else None.
+    """``"credentials"``, ``"endpoint"`` or ``"tls_untrusted"`` when the space's answer shows a
+    configuration error, else None.
 
     Credentials: 401, or 403 without a business code (and a token endpoint refusing us). Endpoint: 404
-    without a protocol answer (MHD: no OperationOutcome; DMP: no SOAP envelope), or a ``/metadata`` that
-    is not a capability statement."""
+    without a protocol answer (MHD: no OperationOutcome; DMP: no SOAP envelope), a ``/metadata`` that
+    is not a capability statement, or a redirect (never followed: ``space.url`` is not the service's).
+    TLS: the server's certificate is not trusted by ``space.ca_file``."""
     if isinstance(exc, RemoteCredentialError):
         return "credentials"
+    if isinstance(exc, RemoteUntrustedCertificateError):
+        return "tls_untrusted"
     if isinstance(exc, RemoteEndpointError):
+        return "endpoint"
+    if isinstance(exc, RemoteTransientError) and 300 <= exc.status < 400:
         return "endpoint"
     if isinstance(exc, RemoteTransientError | RemoteRejectedError) and exc.status == 404:
         return "endpoint" if not getattr(exc, "remote_code", "") else None

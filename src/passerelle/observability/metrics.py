@@ -137,7 +137,7 @@ class Metrics:
         )
         self.space_configuration_errors = new.counter(
             "passerelle_space_configuration_errors_total",
-            "Answers of the patient space showing a configuration error, by kind (endpoint, credentials)",
+            "Answers of the patient space showing a configuration error, by kind (endpoint, credentials, tls_untrusted)",
             ["kind"],
         )
         # retention (docs/journal.md)

@@ -36,7 +36,13 @@ from passerelle.adapters.dmp.transport import Exchange, Limits, exchange
 from passerelle.adapters.http import space_http_client
 from passerelle.adapters.mhd import SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, DeliveryReceipt, SpaceState, SpaceStatus
-from passerelle.errors import IdentityError, RemoteAmbiguousError, RemoteRejectedError
+from passerelle.errors import (
+    IdentityError,
+    RemoteAmbiguousError,
+    RemoteRejectedError,
+    RemoteTransientError,
+    transient_result,
+)
 from passerelle.mappings.document import INS_NIR_TEST_OID, Action, Document, Patient
 from passerelle.mappings.identity.ins import allowed_ins_oids, with_key
 from passerelle.mappings.xds import ns
@@ -56,7 +62,7 @@ log = logging.getLogger(__name__)
 TRANSPORT = "dmp"
 #: The probe's patient: a synthetic NIR (no real person has it) under the ANS test INS authority.
 PROBE_PATIENT = Patient(ins=with_key("1555555555555"), ins_oid=INS_NIR_TEST_OID)
-#: ``(transaction, outcome)`` observer for metrics (outcome: ok, refused, retry, credential).
+#: ``(transaction, outcome)`` observer for metrics (outcome: ok, refused, retry, credential, tls_untrusted).
 Observer = Callable[[str, str], None]
 
 
@@ -252,10 +258,12 @@ class DmpSpace:
         except RemoteRejectedError:
             self._observe(call.transaction, "refused")
             raise
-        except Exception as exc:
-            self._observe(
-                call.transaction, "credential" if getattr(exc, "reason", "") == "remote_credentials" else "retry"
-            )
+        except RemoteTransientError as exc:
+            kind = transient_result(exc)
+            self._observe(call.transaction, "retry" if kind == "transient" else kind)
+            raise
+        except Exception:
+            self._observe(call.transaction, "retry")
             raise
         self._observe(call.transaction, "ok")
         return answer, status

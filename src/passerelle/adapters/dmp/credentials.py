@@ -201,6 +201,11 @@ def _is_loopback_http(url: str) -> bool:
         return False
 
 
+#: Smallest ``space.max_response_bytes`` check-config accepts for the DMP (an ITI-18 answer lists a patient's
+#: documents with their metadata, a few kilobytes each, wrapped in multipart/related).
+DMP_MIN_RESPONSE_BYTES = 65_536
+
+
 def check_space(space: SpaceSettings) -> list[str]:
     """Every problem of a ``space.transport: dmp`` configuration, one line each (empty: usable)."""
     problems: list[str] = []
@@ -214,6 +219,11 @@ def check_space(space: SpaceSettings) -> list[str]:
         )
     if space.ca_file is not None and not space.ca_file.is_file():
         problems.append("space.ca_file: file not found")
+    if space.max_response_bytes < DMP_MIN_RESPONSE_BYTES:
+        problems.append(
+            f"space.max_response_bytes: {space.max_response_bytes} bytes would cut the DMP's answers "
+            f"(an ITI-18 listing a patient's documents, in multipart/related); at least {DMP_MIN_RESPONSE_BYTES}"
+        )
     problems.extend(check_auth(space))
     try:
         identity = load_signing_identity(space)

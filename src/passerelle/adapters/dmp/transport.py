@@ -1,14 +1,16 @@
 """One HTTP exchange with a DMP service: POST, bounded read, SOAP answer, classification.
 
-No retry here (the worker owns retries). Transport errors, timeouts, oversized answers, 408/425/429/5xx
-without a SOAP envelope → :class:`RemoteTransientError` (with ``Retry-After``); 401/403 without an envelope
-→ :class:`RemoteCredentialError`; a SOAP fault → the table of :mod:`passerelle.adapters.dmp.errors`; an
-answer that is not SOAP, or relates to another message → :class:`RemoteAmbiguousError`.
+No retry here (the worker owns retries). Transport errors, timeouts, oversized answers, redirects (never
+followed), answers that are not SOAP (by their Content-Type: a proxy's HTML page), 408/425/429/5xx
+without a SOAP envelope → :class:`RemoteTransientError` (with ``Retry-After``); a server certificate not
+trusted by ``space.ca_file`` → :class:`RemoteUntrustedCertificateError`; 401/403 without an envelope
+→ :class:`RemoteCredentialError`; an envelope whose ``RelatesTo`` names another message, or a 2xx SOAP
+answer that cannot be read → :class:`RemoteAmbiguousError`; a SOAP fault → the table of
+:mod:`passerelle.adapters.dmp.errors`. docs/bad-input.md (B-Downstream) is the table of these answers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +20,14 @@ import httpx
 
 from passerelle.adapters.dmp.envelope import MalformedAnswerError, SoapAnswer, parse_answer
 from passerelle.adapters.dmp.errors import fault_error
+from passerelle.adapters.http import Fetched, fetch
 from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteTransientError
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+#: The packagings of a SOAP 1.2 answer; anything else is not the DMP speaking.
+SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "multipart/related"})
 MAX_RETRY_AFTER = 24 * 3600.0
 
 
@@ -59,52 +64,64 @@ def retry_after(value: str | None, now: datetime) -> float | None:
     return None if seconds != seconds else min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-async def _read(client: httpx.AsyncClient, request: httpx.Request, limits: Limits) -> tuple[httpx.Response, bytes]:
-    response = await client.send(request, stream=True)
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limits.max_response_bytes:
-                raise RemoteTransientError(
-                    f"answer larger than {limits.max_response_bytes} bytes", status=response.status_code
-                )
-            chunks.append(chunk)
-    finally:
-        await response.aclose()
-    return response, b"".join(chunks)
-
-
 async def exchange(
     client: httpx.AsyncClient, call: Exchange, limits: Limits, now: Callable[[], datetime]
 ) -> tuple[SoapAnswer, int]:
-    """Send ``call`` once; return the SOAP answer (not a fault) and the HTTP status, or raise."""
+    """Send ``call`` once; return the SOAP answer (not a fault) and the HTTP status, or raise.
+
+    Checked in this order: the exchange itself (:func:`passerelle.adapters.http.fetch`: transport, TLS
+    trust, deadline, size cap), a redirect, the packaging (SOAP 1.2 or multipart/related, else the
+    status and content type say what came back), the envelope, ``RelatesTo`` (before anything in the
+    answer is believed), then a fault or the payload."""
     request = client.build_request("POST", call.url, content=call.body, headers={"Content-Type": call.content_type})
+    fetched = await fetch(
+        lambda r: client.send(r, stream=True),
+        request,
+        max_bytes=limits.max_response_bytes,
+        total_timeout_s=limits.total_timeout_s,
+        label=call.transaction,
+    )
+    status = fetched.status
+    if 300 <= status < 400:
+        log.error("dmp: %s redirect (HTTP %d) not followed; check space.url", call.transaction, status)
+        raise RemoteTransientError(f"{call.transaction}: redirect not followed (HTTP {status})", status=status)
+    if fetched.media_type not in SOAP_MEDIA_TYPES:
+        raise _not_soap(call, fetched, now)
     try:
-        async with asyncio.timeout(limits.total_timeout_s):
-            response, body = await _read(client, request, limits)
-    except TimeoutError as exc:
-        raise RemoteTransientError(
-            f"{call.transaction}: no complete answer within {limits.total_timeout_s:g} s"
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise RemoteTransientError(f"{call.transaction}: timeout ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise RemoteTransientError(f"{call.transaction}: transport error ({type(exc).__name__})") from exc
-    status = response.status_code
-    try:
-        answer = parse_answer(response.headers.get("Content-Type", ""), body)
+        answer = parse_answer(fetched.headers.get("Content-Type", ""), fetched.body)
     except MalformedAnswerError as exc:
-        raise _http_error(call, status, response.headers.get("Retry-After"), now, str(exc)) from exc
+        raise _http_error(call, status, fetched.headers.get("Retry-After"), now, str(exc)) from exc
+    if answer.relates_to and answer.relates_to != call.message_id:
+        log.error("dmp: %s answer relates to another message than ours; refused", call.transaction)
+        raise RemoteAmbiguousError(f"{call.transaction}: the answer relates to another message", status=status)
     if answer.fault is not None:
         log.warning("dmp: %s SOAP fault %s %s", call.transaction, answer.fault.code, answer.fault.subcode)
         raise fault_error(call.transaction, answer.fault.code, answer.fault.subcode, status)
     if not 200 <= status < 300 or answer.payload is None:
-        raise _http_error(call, status, response.headers.get("Retry-After"), now, "no answer in the SOAP body")
-    if answer.relates_to and answer.relates_to != call.message_id:
-        raise RemoteAmbiguousError(f"{call.transaction}: the answer relates to another message", status=status)
+        raise _http_error(call, status, fetched.headers.get("Retry-After"), now, "no answer in the SOAP body")
     return answer, status
+
+
+def _not_soap(call: Exchange, fetched: Fetched, now: Callable[[], datetime]) -> RemoteTransientError:
+    """An answer that is not SOAP (a proxy's HTML page, a load balancer's text): a transport failure
+    saying what came back (status and content type, never the body). 401/403 stay credential problems."""
+    status = fetched.status
+    what = f"HTTP {status} {fetched.media_type[:64] or 'without Content-Type'}"  # the server's header, bounded
+    if status in (401, 403):
+        log.error("dmp: %s credentials refused (%s)", call.transaction, what)
+        return RemoteCredentialError(
+            f"{call.transaction}: credentials refused, not a SOAP answer ({what})", status=status
+        )
+    if status in TRANSIENT_STATUSES or status >= 500:
+        log.warning("dmp: %s unavailable, not a SOAP answer (%s)", call.transaction, what)
+        return RemoteTransientError(
+            f"{call.transaction}: DMP unavailable, not a SOAP answer ({what})",
+            status=status,
+            retry_after=retry_after(fetched.headers.get("Retry-After"), now()),
+        )
+    # A proxy's page, a wrong URL: retried, loudly, never taken for the DMP's answer.
+    log.error("dmp: %s answered %s, not SOAP; check space.url and the path to the DMP", call.transaction, what)
+    return RemoteTransientError(f"{call.transaction}: not a SOAP answer ({what})", status=status)
 
 
 def _http_error(

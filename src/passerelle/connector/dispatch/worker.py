@@ -35,7 +35,7 @@ from typing import Protocol
 from passerelle.config.settings import WorkerSettings
 from passerelle.connector.dispatch.group_commit import GroupCommit
 from passerelle.consent.policy import Decision, Outcome
-from passerelle.errors import PermanentError, RemoteRejectedError, RemoteTransientError
+from passerelle.errors import PermanentError, RemoteRejectedError, RemoteTransientError, transient_result
 from passerelle.mappings.document import Action, Document
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
@@ -372,8 +372,9 @@ class DispatchWorker:
         return await self._settle(job, self._final(State.REFUSED, f"remote refusal: {reason}", doc), reason)
 
     async def _transient(self, job: _Job, doc: Document | None, exc: RemoteTransientError) -> State:
-        # Credential problems are retried like any transport failure but counted apart: a person must act.
-        self.metrics.delivery_attempts.labels("credential" if exc.reason == "remote_credentials" else "transient").inc()
+        # Refused credentials and an untrusted server certificate are retried like any transport failure but
+        # counted apart (result credential, tls_untrusted): a person must act.
+        self.metrics.delivery_attempts.labels(transient_result(exc)).inc()
         detail = f"transient {exc.status or ''} {exc.message}".strip()
         job.events.append(Event(job.row.id, job.now, "attempt", detail, {"status": exc.status}))
         return await self._retry(job, doc, exc.message, exc.retry_after)

@@ -1,0 +1,173 @@
+"""DmpSpace against what a real platform, or a proxy in front of it, answers and a sandbox never does:
+a proxy's HTML page, a redirect, an answer to another message, an answer that never ends, a server
+certificate the configured trust does not know; and the VIHF signing library's DEBUG log, which quotes
+the INS. Each runs against the independent receiver on a real socket (tests/support/dmp_receiver.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from passerelle.adapters.dmp.client import DmpSpace
+from passerelle.adapters.dmp.devpki import DevPki, write_dev_pki
+from passerelle.adapters.mhd import MhdSpace, SpaceSettings
+from passerelle.adapters.space import DeliveryOutcome, configuration_error
+from passerelle.errors import (
+    RemoteAmbiguousError,
+    RemoteRejectedError,
+    RemoteTransientError,
+    RemoteUntrustedCertificateError,
+)
+from passerelle.observability.logs import setup_logging
+from tests.support.dmp_receiver import DmpReceiver, running_receiver
+from tests.support.dmp_stack import sample_document, space_settings
+
+pytestmark = pytest.mark.corpus
+
+
+@dataclass
+class Stack:
+    receiver: DmpReceiver
+    space: DmpSpace
+    observed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def dmp_stack(
+    corpus_dir: Path, pki: DevPki, *, server: DevPki | None = None, **extra: object
+) -> AsyncIterator[Stack]:
+    """The receiver over mutual TLS with ``server``'s certificate (default: one ``pki`` issued), and a
+    DmpSpace trusting ``pki``'s CA."""
+    served_by = server or pki
+    async with running_receiver(
+        corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca, tls=(served_by.server_cert, served_by.server_key)
+    ) as receiver:
+        observed: list[tuple[str, str]] = []
+        space = DmpSpace(space_settings(pki, receiver.base_url, **extra), observe=lambda t, o: observed.append((t, o)))
+        try:
+            yield Stack(receiver, space, observed)
+        finally:
+            await space.aclose()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return write_dev_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+async def stack(corpus_dir: Path, pki: DevPki) -> AsyncIterator[Stack]:
+    async with dmp_stack(corpus_dir, pki) as built:
+        yield built
+
+
+document = sample_document
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Puts the logging configuration back after a test that ran the gateway's own setup."""
+    root = logging.getLogger()
+    loggers = [one for one in logging.root.manager.loggerDict.values() if isinstance(one, logging.Logger)]
+    saved = (root.handlers[:], root.level, {one: one.level for one in loggers})
+    try:
+        yield
+    finally:
+        root.handlers[:], level, levels = saved
+        root.setLevel(level)
+        for one, value in levels.items():
+            one.setLevel(value)
+
+
+async def test_signing_a_vihf_at_debug_level_logs_no_ins(
+    stack: Stack, restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging("DEBUG")  # the gateway's own setup, writing to the captured stderr
+    doc = document(11)
+    logging.getLogger("signxml").debug("canary %s", doc.patient.ins)  # what signxml does with the XML it signs
+    await stack.space.status(doc.patient, doc.author.person_id)
+    assert (await stack.space.provide(doc)).outcome is DeliveryOutcome.CREATED
+    err = capsys.readouterr().err
+    assert '"logger": "passerelle.adapters.dmp' in err  # the gateway's own DEBUG/INFO lines do come through
+    assert doc.patient.ins not in err and doc.patient.ins[:13] not in err
+    assert stack.receiver.problems == []
+
+
+@pytest.mark.parametrize("status", [200, 502])
+async def test_a_proxy_html_page_is_a_transport_failure_saying_what_came_back(stack: Stack, status: int) -> None:
+    stack.receiver.plan = [f"html:{status}"]
+    with pytest.raises(RemoteTransientError) as failed:
+        await stack.space.provide(document(12))
+    error = failed.value
+    assert type(error) is RemoteTransientError  # not an ambiguous answer, not a parse error
+    assert f"not a SOAP answer (HTTP {status} text/html)" in error.message
+    assert "Bad Gateway" not in error.message and "upstream" not in error.message  # never the body
+    assert error.status == status and stack.observed == [("ITI-41", "retry")]
+    assert (await stack.space.provide(document(12))).outcome is DeliveryOutcome.CREATED  # the retry delivers
+
+
+async def test_an_answer_relating_to_another_message_is_refused_before_its_fault_is_read(stack: Stack) -> None:
+    stack.receiver.plan = ["elsewhere:sender_fault:DMPClosed", "elsewhere:success"]
+    doc = document(13)
+    for _ in range(2):  # neither the refusal nor the success of another message is ours
+        with pytest.raises(RemoteAmbiguousError) as ambiguous:
+            await stack.space.provide(doc)
+        assert "relates to another message" in ambiguous.value.message
+    assert not isinstance(ambiguous.value, RemoteRejectedError)
+    assert (await stack.space.provide(doc)).outcome is DeliveryOutcome.CREATED
+
+
+async def test_a_redirect_is_not_followed_to_another_host(stack: Stack, corpus_dir: Path, pki: DevPki) -> None:
+    async with running_receiver(corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca) as elsewhere:
+        stack.receiver.plan = [f"redirect:307:{elsewhere.base_url}/repository"]
+        with pytest.raises(RemoteTransientError) as failed:
+            await stack.space.provide(document(14))
+        assert elsewhere.seen == []
+    error = failed.value
+    assert "redirect not followed (HTTP 307)" in error.message and error.status == 307
+    assert configuration_error(error) == "endpoint"  # /readyz and its alert say space.url is wrong
+
+
+async def test_an_answer_that_never_ends_is_cut_at_the_cap(corpus_dir: Path, pki: DevPki) -> None:
+    async with dmp_stack(corpus_dir, pki, max_response_bytes=200_000) as built:
+        built.receiver.plan = ["endless"]
+        with pytest.raises(RemoteTransientError) as failed:
+            await built.space.provide(document(15))
+        assert "space.max_response_bytes cap (200000 bytes)" in failed.value.message
+        await asyncio.wait_for(built.receiver.cut.wait(), 10)  # the connection was closed, not drained
+        assert (await built.space.provide(document(15))).outcome is DeliveryOutcome.CREATED
+
+
+async def test_an_untrusted_server_certificate_is_told_apart(corpus_dir: Path, pki: DevPki, tmp_path: Path) -> None:
+    other = write_dev_pki(tmp_path / "other")  # a server certificate from a CA space.ca_file does not hold
+    async with dmp_stack(corpus_dir, pki, server=other) as built:
+        with pytest.raises(RemoteUntrustedCertificateError) as untrusted:
+            await built.space.provide(document(16))
+        assert built.receiver.seen == []  # nothing reached the server
+    error = untrusted.value
+    assert error.reason == "tls_untrusted" and "space.ca_file" in error.message
+    assert isinstance(error, RemoteTransientError)  # retried: the backlog drains once the trust is fixed
+    assert built.observed == [("ITI-41", "tls_untrusted")]
+    assert configuration_error(error) == "tls_untrusted"
+
+
+async def test_the_mhd_transport_cuts_an_endless_answer_at_the_same_cap(corpus_dir: Path, pki: DevPki) -> None:
+    """The cap lives in the one fetch both transports use: the MHD client POSTing to the same endless server."""
+    async with running_receiver(corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca) as receiver:
+        receiver.plan = ["endless"]
+        space = MhdSpace(
+            SpaceSettings(url=f"{receiver.base_url}/repository", test_environment=True, max_response_bytes=100_000)
+        )
+        try:
+            with pytest.raises(RemoteTransientError) as failed:
+                await space.provide(document(17))
+        finally:
+            await space.aclose()
+        assert "space.max_response_bytes cap (100000 bytes)" in failed.value.message
+        await asyncio.wait_for(receiver.cut.wait(), 10)
