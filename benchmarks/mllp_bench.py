@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-VT, END = b"\x0b", b"\x1c\r"
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, frame
+
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
 SERVERS = ("raw", "python-hl7", "transport", "passerelle")
 SIZES = ("lab-2KB", "doc-60KB")
@@ -87,21 +88,21 @@ def make_messages(template: bytes, control_id: str, prefix: str, count: int) -> 
     for i in range(count):
         new = f"{prefix}{i:0{width - len(prefix)}d}".encode()[-width:] if len(prefix) < width else b""
         assert len(new) == width
-        out.append(VT + template.replace(old, new) + END)
+        out.append(frame(template.replace(old, new)))
     return out
 
 
 # --- servers (run in a child process) ------------------------------------------------------------
 
 
-FIXED_ACK = VT + b"MSH|^~\\&|GW|F|LAB|F|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|0\r" + END
+FIXED_ACK = frame(b"MSH|^~\\&|GW|F|LAB|F|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|0\r")
 
 
 async def serve_raw() -> asyncio.AbstractServer:
     async def conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                await r.readuntil(END)
+                await r.readuntil(END_BLOCK)
                 w.write(FIXED_ACK)
                 await w.drain()
         w.close()
@@ -224,7 +225,7 @@ async def load(port: int, frames: list[bytes], mode: str, max_seconds: float) ->
                 if in_flight.empty():
                     await asyncio.sleep(0)
                     continue
-                reply = await r.readuntil(END)
+                reply = await r.readuntil(END_BLOCK)
                 t0 = in_flight.get_nowait()
                 latencies.append(time.perf_counter() - t0)
                 if b"MSA|A" not in reply:

@@ -14,11 +14,10 @@ from tests.integration.test_mllp_server import (
     connect,
     intake,
     metrics,
-    msa,
     msg,
-    read_replies,
     start,
 )
+from tests.support.mllp_peer import msa, read_replies
 
 __all__ = ["intake", "metrics"]  # fixtures shared with test_mllp_server.py
 

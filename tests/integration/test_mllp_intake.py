@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,15 +17,9 @@ from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.model import Query
 from passerelle.queue.sqlite import SQLiteJournal
-from tests.integration.test_mllp_server import read_replies
+from tests.support.mllp_peer import msa, read_replies
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
-
-
-def msa(reply: bytes) -> tuple[str, str]:
-    m = re.search(rb"MSA\|([A-Z]{2})\|([^|\r]*)", reply)
-    assert m, reply[:200]
-    return m.group(1).decode(), m.group(2).decode()
 
 
 @dataclass

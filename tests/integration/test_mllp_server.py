@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 
@@ -13,8 +12,7 @@ import pytest
 
 from passerelle.connector.intake.binding import Principal
 from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
-
-VT, FS, CR = b"\x0b", b"\x1c", b"\r"
+from tests.support.mllp_peer import CR, FS, VT, msa, read_replies
 
 
 def msg(ctrl: str, body: bytes = b"") -> bytes:
@@ -90,22 +88,6 @@ class Metrics:
 
     def reply_sent(self, latency_seconds: float) -> None:
         self.latencies.append(latency_seconds)
-
-
-async def read_replies(reader: asyncio.StreamReader, n: int, timeout: float = 10.0) -> list[bytes]:
-    out = []
-    async with asyncio.timeout(timeout):
-        for _ in range(n):
-            data = await reader.readuntil(FS + CR)
-            start = data.index(VT)
-            out.append(data[start + 1 : -2])
-    return out
-
-
-def msa(reply: bytes) -> tuple[str, str]:
-    m = re.search(rb"\rMSA\|([A-Z]{2})\|([^|\r]*)", reply)
-    assert m, reply
-    return m.group(1).decode(), m.group(2).decode()
 
 
 @pytest.fixture
