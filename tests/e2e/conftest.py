@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from passerelle.sandbox.bundle import TEST_INS_SYSTEM
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import SandboxURL, running_sandbox_sync
-
-TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 
 
 @pytest.fixture
