@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from passerelle.config.settings import HttpRole
@@ -27,6 +26,7 @@ from passerelle.connector.listeners.http.auth import Authenticator, Identity, To
 from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
+from tests.support.asgi_server import serving
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/hl7-cda+xml"}
@@ -78,21 +78,8 @@ async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str
     app = FastAPI()
     intake = CdaIntake(journal.append, conf, channel="http", sender=conf.sender, clock=lambda: NOW)
     app.include_router(DocumentsApi(intake, intake_auth()).router())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", log_config=None))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def folder_watcher(settings: CdaIntakeSettings, accept) -> FolderWatcher:  # type: ignore[no-untyped-def]

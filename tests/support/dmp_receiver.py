@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from cryptography import x509
 from lxml import etree
 from starlette.applications import Starlette
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.support.asgi_server import serving
 from tests.support.dmp_checks import (
     HL7,
     RIM,
@@ -361,19 +361,6 @@ async def running_receiver(
             "ssl_ca_certs": str(ca_file),
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
         }
-    server = uvicorn.Server(
-        uvicorn.Config(
-            receiver.app(), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off", **options
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    receiver.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/si-dmp-server/v2/services"
-    try:
+    async with serving(receiver.app(), access_log=False, **options) as port:
+        receiver.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/si-dmp-server/v2/services"
         yield receiver
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
