@@ -18,14 +18,9 @@ from tests.integration.test_mllp_server import (
     start,
 )
 from tests.support.mllp_peer import msa, read_replies
+from tests.support.waiting import until
 
 __all__ = ["intake", "metrics"]  # fixtures shared with test_mllp_server.py
-
-
-async def until(predicate: object, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
 
 
 async def test_full_table_closes_the_connection_idle_the_longest(intake: FakeIntake, metrics: Metrics) -> None:
