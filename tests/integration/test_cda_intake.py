@@ -27,6 +27,7 @@ from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.asgi_server import serving
+from tests.support.cda_samples import minimal_cda
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/hl7-cda+xml"}
@@ -40,25 +41,9 @@ def intake_auth() -> Authenticator:
 
 
 def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: str = "") -> bytes:
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<?xml-stylesheet type="text/xsl" href="http://127.0.0.1:9/evil.xsl"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3">
-  <templateId root="1.2.250.1.213.1.1.1.1"/>
-  <id root="{uid}"/>
-  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
-  <title>{title}</title>{extra}
-  <effectiveTime value="20260101120000+0100"/>
-  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
-  <languageCode code="fr-FR"/>
-  <setId root="1.2.250.1.999.8"/>
-  <versionNumber value="1"/>
-  <recordTarget><patientRole>
-    <id root="1.2.250.1.213.1.4.10" extension="279035121518989"/>
-    <patient><name><given qualifier="BR">ALEX</given><family qualifier="BR">TEST</family></name>
-      <administrativeGenderCode code="F"/><birthTime value="19790328"/></patient>
-  </patientRole></recordTarget>
-  <component><structuredBody/></component>
-</ClinicalDocument>""".encode()
+    """The sample CDA with an xml-stylesheet instruction pointing at a dead address (never fetched)."""
+    pi = '<?xml-stylesheet type="text/xsl" href="http://127.0.0.1:9/evil.xsl"?>\n'
+    return minimal_cda(uid, set_id="1.2.250.1.999.8", title=title, prolog=pi, after_title=extra)
 
 
 @pytest.fixture
