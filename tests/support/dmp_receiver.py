@@ -26,10 +26,6 @@ from starlette.routing import Route
 
 from tests.support.asgi_server import serving
 from tests.support.dmp_checks import (
-    HL7,
-    RIM,
-    SOAP,
-    WSA,
     Refused,
     body_payload,
     check_envelope,
@@ -39,9 +35,9 @@ from tests.support.dmp_checks import (
     require,
 )
 from tests.support.dmp_checks_xds import check_metadata, check_xades, resolve_and_validate
+from tests.support.xml_ns import HL7, QUERY, RIM, SOAP, WSA
 
 RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 ACTIONS = {
