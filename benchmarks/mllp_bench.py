@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.results import RESULTS, write_section
 from passerelle.mappings.hl7v2.mllp import END_BLOCK, frame
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
 SERVERS = ("raw", "python-hl7", "transport", "passerelle")
 SIZES = ("lab-2KB", "doc-60KB")
 CONNECTIONS = ("1", "8", "1w32")
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- mllp-bench:begin -->", "<!-- mllp-bench:end -->"
 
 
@@ -377,17 +377,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and STOP in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(STOP, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mllp_bench")
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
@@ -407,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(cells, repeats, count, max_seconds, sizes, load_avg)
     print(section)
     if not args.no_write:
-        write_results(section)
+        write_section(section, BEGIN, STOP)
         print(f"wrote {RESULTS} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
