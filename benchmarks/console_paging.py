@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from benchmarks.journal_bench import DEFAULT_DSN, postgres_journal, reachable, sqlite_journal
-from benchmarks.results import write_section
+from benchmarks.results import publish
 from passerelle.queue import _rows, _sql
 from passerelle.queue.model import Query, State
 
@@ -180,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             out["postgres"] = await measure("postgres", postgres_journal, args.dsn, count)
         return out
 
-    text_section = section(asyncio.run(run()), count)
-    print(text_section)
-    if not args.no_write:
-        write_section(text_section, BEGIN, STOP)
+    publish(section(asyncio.run(run()), count), BEGIN, STOP, write=not args.no_write)
     return 0
 
 

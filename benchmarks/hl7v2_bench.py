@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import hl7
 from hl7apy.parser import parse_message
 
-from benchmarks.results import write_section
+from benchmarks.results import publish
 from passerelle.mappings.hl7v2 import build_ack, classify, decode_message, read_header
 from passerelle.mappings.samples.messages import build_oru, build_sample_cda, synthetic_patient
 
@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {size:,} | " + " | ".join("—" if c != c else f"{c:,.0f}" for c in cells) + " |")
     lines += ["", STOP]
     section = "\n".join(lines) + "\n"
-    print(section)
-    if not args.no_write:
-        write_section(section, BEGIN, STOP)
+    publish(section, BEGIN, STOP, write=not args.no_write)
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benchmarks.results import write_section
+from benchmarks.results import publish
 from passerelle.queue import Inbound
 from passerelle.queue.postgres import PostgresJournal
 from passerelle.queue.sqlite import SQLiteJournal
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     section = "\n".join(
         [BEGIN, "## Journal appends (durable commit per caller)", "", header, "", table(cells), "", STOP]
     )
-    print(section)
-    if not args.no_write:
-        write_section(section, BEGIN, STOP)
+    publish(section, BEGIN, STOP, write=not args.no_write)
     return 0
 
 

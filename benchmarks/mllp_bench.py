@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.results import RESULTS, write_section
+from benchmarks.results import RESULTS, publish
 from passerelle.mappings.hl7v2.mllp import END_BLOCK, frame
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
@@ -394,9 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     load_avg = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
     sizes = {k: len(v[0]) for k, v in templates().items()}
     section = render(cells, repeats, count, max_seconds, sizes, load_avg)
-    print(section)
+    publish(section, BEGIN, STOP, write=not args.no_write)
     if not args.no_write:
-        write_section(section, BEGIN, STOP)
         print(f"wrote {RESULTS} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

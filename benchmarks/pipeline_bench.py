@@ -40,7 +40,7 @@ import httpx
 from benchmarks.pipeline_backlog import Backlog, run_backlog
 from benchmarks.pipeline_load import Report, make_reports, order_problems, percentile, send_all
 from benchmarks.pipeline_procs import Child, read_only, start_ceiling, start_gateway, start_sandbox
-from benchmarks.results import RESULTS, write_section
+from benchmarks.results import RESULTS, publish
 from benchmarks.space_ceiling import push_ceiling
 
 BEGIN, STOP = "<!-- pipeline-bench:begin -->", "<!-- pipeline-bench:end -->"
@@ -347,9 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = asyncio.run(bench(count, patients, backlog, args.only, repeats))
     section = render(run, count, patients, repeats)
-    print(section)
+    publish(section, BEGIN, STOP, write=not args.no_write)
     if not args.no_write:
-        write_section(section, BEGIN, STOP)
         print(f"wrote {RESULTS} ({time.perf_counter() - t0:.0f} s)")
     return 0 if all(r.exact for r in run.results) else 1
 

@@ -18,3 +18,10 @@ def write_section(section: str, begin: str, end: str, results: Path = RESULTS) -
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     results.write_text(text, encoding="utf-8")
+
+
+def publish(section: str, begin: str, end: str, *, write: bool) -> None:
+    """Print ``section``; with ``write``, also put it in RESULTS.md (:func:`write_section`)."""
+    print(section)
+    if write:
+        write_section(section, begin, end)
