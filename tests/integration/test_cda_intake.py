@@ -46,16 +46,6 @@ def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: s
     return minimal_cda(uid, set_id="1.2.250.1.999.8", title=title, prolog=pi, after_title=extra)
 
 
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
-    j = SQLiteJournal(tmp_path / "journal.sqlite3")
-    await j.open()
-    try:
-        yield j
-    finally:
-        await j.close()
-
-
 @asynccontextmanager
 async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str]:
     values: dict[str, object] = {"test_environment": True, "max_bytes": 256 * 1024, **settings}

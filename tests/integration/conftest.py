@@ -1,0 +1,21 @@
+"""Fixtures shared by the integration tests (a module or a folder may define its own of the same name)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from passerelle.queue.sqlite import SQLiteJournal
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
+    """An open SQLite journal in a real file, ``tmp_path/journal.sqlite3``."""
+    j = SQLiteJournal(tmp_path / "journal.sqlite3")
+    await j.open()
+    try:
+        yield j
+    finally:
+        await j.close()
