@@ -16,6 +16,7 @@ from passerelle.mappings.document import Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message
 from tests.support.cda_samples import minimal_cda
+from tests.support.volet import FLAG_ORDER
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LIMITS = CdaLimits(max_bytes=64 * 1024, max_depth=50, max_elements=5000)
@@ -56,19 +57,7 @@ def test_random_bytes_raise_only_passerelle_errors(raw: bytes) -> None:
 
 FLAGS = "".join(
     f"\rOBX|{n}|CE|{code}^l^MetaDMPMSS||{'Y' if code == 'DESTDMP' else 'N'}^^expandedYes-NoIndicator||||||F|"
-    for n, code in enumerate(
-        (
-            "MASQUE_PS",
-            "INVISIBLE_PATIENT",
-            "INVISIBLE_REP_LEGAUX",
-            "CONNEXION_SECRETE",
-            "MODIF_CONF_CODE",
-            "DESTDMP",
-            "DESTMSSANTEPS",
-            "DESTMSSANTEPAT",
-        ),
-        start=2,
-    )
+    for n, code in enumerate(FLAG_ORDER, start=2)
 )
 
 

@@ -18,6 +18,7 @@ from passerelle.mappings.document import (
 )
 from passerelle.mappings.hl7v2.documents import decode_base64, map_hl7_document, map_hl7_documents
 from tests.support.cda_samples import minimal_cda
+from tests.support.volet import FLAG_ORDER
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 V21 = "hl7v2/fr-ans-hl7v2-exemples/Vague_2/Trans_Doc-CDA-HL7V2/TRANSMISSION_DOCS_CDA_EN_HL7V2_V2.1"
@@ -102,18 +103,6 @@ def test_mdm_replacement_uses_the_parent_and_deletion_targets_the_document(corpu
 # --- synthetic messages ------------------------------------------------------------------------------
 
 CDA = minimal_cda()
-
-
-FLAG_ORDER = (
-    "MASQUE_PS",
-    "INVISIBLE_PATIENT",
-    "INVISIBLE_REP_LEGAUX",
-    "CONNEXION_SECRETE",
-    "MODIF_CONF_CODE",
-    "DESTDMP",
-    "DESTMSSANTEPS",
-    "DESTMSSANTEPAT",
-)
 
 
 def _message(
