@@ -13,7 +13,7 @@ import pytest
 
 from passerelle.connector.intake.binding import Principal
 from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
-from tests.support.mllp_peer import CR, FS, VT, msa, read_replies
+from tests.support.mllp_peer import CR, FS, VT, msa, read_replies, write_in_pieces
 
 
 def msg(ctrl: str, body: bytes = b"") -> bytes:
@@ -312,14 +312,7 @@ async def test_concurrent_connections_random_splits_pipelining(server: MllpServe
         r, w = await connect(server)
         ids = [f"K{k}-{i}" for i in range(125)]
         data = b"".join(frame(msg(c)) for c in ids)
-        pos = 0
-        while pos < len(data):
-            step = rng.randint(1, 3000)
-            w.write(data[pos : pos + step])
-            await w.drain()
-            pos += step
-            if rng.random() < 0.2:
-                await asyncio.sleep(0)
+        await write_in_pieces(w, data, rng, 3000, pause_chance=0.2)
         replies = await read_replies(r, len(ids), timeout=60)
         w.close()
         got = [msa(x) for x in replies]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import ssl
 
@@ -30,6 +31,21 @@ def msa(reply: bytes) -> tuple[str, str]:
     m = re.search(rb"\rMSA\|([A-Z]{2})\|([^|\r]*)", reply)
     assert m, reply[:200]
     return m.group(1).decode(), m.group(2).decode()
+
+
+async def write_in_pieces(
+    writer: asyncio.StreamWriter, data: bytes, rng: random.Random, max_piece: int, pause_chance: float = 0.0
+) -> None:
+    """Write ``data`` in pieces of 1 to ``max_piece`` bytes (split points drawn from ``rng``), draining after
+    each; with ``pause_chance``, yield to the loop after a piece with that probability."""
+    pos = 0
+    while pos < len(data):
+        step = rng.randint(1, max_piece)
+        writer.write(data[pos : pos + step])
+        await writer.drain()
+        pos += step
+        if pause_chance and rng.random() < pause_chance:
+            await asyncio.sleep(0)
 
 
 async def exchange(
