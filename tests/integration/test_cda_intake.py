@@ -16,28 +16,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from passerelle.config.settings import HttpRole
 from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import Outcome
 from passerelle.connector.listeners.folder import FolderWatcher, cda_folder
-from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
-from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.asgi_server import serving
+from tests.support.cda_http import BEARER, documents_app
 from tests.support.cda_samples import minimal_cda
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/hl7-cda+xml"}
-INTAKE_TOKEN = "intake-token-for-tests"
-BEARER = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
-
-
-def intake_auth() -> Authenticator:
-    """One intake identity whose sender is the intake's own default (``http``)."""
-    return Authenticator(TokenBook([(Identity("lab", HttpRole.INTAKE, "http"), INTAKE_TOKEN)]))
 
 
 def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: str = "") -> bytes:
@@ -48,11 +38,7 @@ def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: s
 
 @asynccontextmanager
 async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str]:
-    values: dict[str, object] = {"test_environment": True, "max_bytes": 256 * 1024, **settings}
-    conf = CdaIntakeSettings.model_validate(values)
-    app = FastAPI()
-    intake = CdaIntake(journal.append, conf, channel="http", sender=conf.sender, clock=lambda: NOW)
-    app.include_router(DocumentsApi(intake, intake_auth()).router())
+    app = documents_app(journal.append, lambda: NOW, **{"max_bytes": 256 * 1024, **settings})
     async with serving(app) as port:
         yield f"http://127.0.0.1:{port}"
 

@@ -7,38 +7,21 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from passerelle.config.settings import HttpRole
-from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import http_status, refused
-from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
-from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.memory import MemoryJournal
 from passerelle.queue.model import AppendResult, Inbound, State
+from tests.support.cda_http import BEARER, documents_app
 from tests.support.cda_samples import minimal_cda
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/xml"}
-INTAKE_TOKEN = "intake-token-for-tests"
-
-
-def intake_auth() -> Authenticator:
-    """One intake identity whose sender is the intake's own default (``http``)."""
-    return Authenticator(TokenBook([(Identity("lab", HttpRole.INTAKE, "http"), INTAKE_TOKEN)]))
 
 
 def _client(accept, **settings: object) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
-    conf = CdaIntakeSettings.model_validate({"test_environment": True, **settings})
-    app = FastAPI()
-    app.include_router(
-        DocumentsApi(
-            CdaIntake(accept, conf, channel="http", sender=conf.sender, clock=lambda: NOW), intake_auth()
-        ).router()
-    )
-    bearer = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=bearer)
+    app = documents_app(accept, lambda: NOW, **settings)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=BEARER)
 
 
 async def test_accepted_then_duplicate_then_conflict() -> None:
