@@ -70,6 +70,15 @@ async def wait_settled(gateway: Gateway, count: int, timeout: float = 30.0) -> l
     return await poll(lambda: gateway.journal.find(Query(limit=1000)), settled, timeout)
 
 
+async def post_cda(base: str, cda: bytes) -> None:
+    """POST a CDA to the gateway at ``base`` as the intake identity; it must be accepted (202)."""
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        answer = await client.post(
+            "/v1/documents", content=cda, headers={"Content-Type": "application/xml", **AUTH["intake"]}
+        )
+    assert answer.status_code == 202, answer.text
+
+
 async def sandbox_pushes(admin_url: str, ins: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=10) as client:
         resp = await client.get(f"{admin_url}/pushes", params={"ins": ins})
