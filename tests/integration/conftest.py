@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from passerelle.queue.sqlite import SQLiteJournal
+from passerelle.sandbox.config import SandboxConfig
+from passerelle.sandbox.testing import SandboxURL, running_sandbox
 
 
 @pytest.fixture
@@ -19,3 +21,10 @@ async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
         yield j
     finally:
         await j.close()
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxURL]:
+    """The sandbox over real HTTP on 127.0.0.1 (free port), its data in ``tmp_path/sandbox``."""
+    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as url:
+        yield url

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,6 @@ from tests.support.gateway import running_gateway
 
 FAST = {"readiness.check_interval_s": 0.1, "readiness.space_probe_interval_s": 0.1}
 NOWHERE = "http://127.0.0.1:9/fhir"
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxURL]:
-    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as url:
-        yield url
 
 
 async def wait_ready(client: httpx.AsyncClient, *, ready: bool, timeout: float = 20) -> dict[str, Any]:

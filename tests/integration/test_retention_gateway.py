@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 
 from passerelle.connector.app import build_gateway
 from passerelle.connector.cli.send import send_files
@@ -23,8 +21,7 @@ from passerelle.queue import Settlement, State
 from passerelle.queue.audit import AuditQuery
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
 from passerelle.queue.sqlite import SQLiteJournal
-from passerelle.sandbox import SandboxConfig
-from passerelle.sandbox.testing import SandboxURL, running_sandbox
+from passerelle.sandbox.testing import SandboxURL
 from tests.integration.journal_contract.support import days, item, later
 from tests.support.cli import passerelle
 from tests.support.gateway import AUTH, token_settings, wait_settled
@@ -38,12 +35,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self.offset
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxURL]:
-    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as url:
-        yield url
 
 
 async def test_the_gateway_purges_old_payloads_and_the_browser_says_so(tmp_path: Path, sandbox: SandboxURL) -> None:
