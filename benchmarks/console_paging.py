@@ -21,10 +21,10 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from benchmarks.journal_bench import DEFAULT_DSN, postgres_journal, reachable, sqlite_journal
+from benchmarks.results import publish
 from passerelle.queue import _rows, _sql
 from passerelle.queue.model import Query, State
 
@@ -140,7 +140,6 @@ async def measure(backend: str, factory: Callable[[str], Any], dsn: str, count: 
         return out
 
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- console-paging:begin -->", "<!-- console-paging:end -->"
 
 
@@ -181,16 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             out["postgres"] = await measure("postgres", postgres_journal, args.dsn, count)
         return out
 
-    text_section = section(asyncio.run(run()), count)
-    print(text_section)
-    if not args.no_write:
-        text = RESULTS.read_text(encoding="utf-8")
-        if BEGIN in text and STOP in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + text_section + rest.split(STOP, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + text_section + "\n"
-        RESULTS.write_text(text, encoding="utf-8")
+    publish(section(asyncio.run(run()), count), BEGIN, STOP, write=not args.no_write)
     return 0
 
 

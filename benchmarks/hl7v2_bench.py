@@ -18,15 +18,14 @@ import time
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import hl7
 from hl7apy.parser import parse_message
 
+from benchmarks.results import publish
 from passerelle.mappings.hl7v2 import build_ack, classify, decode_message, read_header
 from passerelle.mappings.samples.messages import build_oru, build_sample_cda, synthetic_patient
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- hl7v2-bench:begin -->", "<!-- hl7v2-bench:end -->"
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -91,16 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {size:,} | " + " | ".join("—" if c != c else f"{c:,.0f}" for c in cells) + " |")
     lines += ["", STOP]
     section = "\n".join(lines) + "\n"
-    print(section)
-    if not args.no_write:
-        text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-        if BEGIN in text and STOP in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(STOP, 1)[1]
-            text = head + section.rstrip("\n") + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        RESULTS.write_text(text, encoding="utf-8")
+    publish(section, BEGIN, STOP, write=not args.no_write)
     return 0
 
 

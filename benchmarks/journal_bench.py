@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from benchmarks.results import publish
 from passerelle.queue import Inbound
 from passerelle.queue.postgres import PostgresJournal
 from passerelle.queue.sqlite import SQLiteJournal
@@ -141,7 +142,6 @@ def table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- journal-bench:begin -->", "<!-- journal-bench:end -->"
 
 
@@ -166,15 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     section = "\n".join(
         [BEGIN, "## Journal appends (durable commit per caller)", "", header, "", table(cells), "", STOP]
     )
-    print(section)
-    if not args.no_write:
-        text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-        if BEGIN in text and STOP in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + section + rest.split(STOP, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text, encoding="utf-8")
+    publish(section, BEGIN, STOP, write=not args.no_write)
     return 0
 
 

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-VT, END = b"\x0b", b"\x1c\r"
+from benchmarks.results import RESULTS, publish
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, frame
+
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
 SERVERS = ("raw", "python-hl7", "transport", "passerelle")
 SIZES = ("lab-2KB", "doc-60KB")
 CONNECTIONS = ("1", "8", "1w32")
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- mllp-bench:begin -->", "<!-- mllp-bench:end -->"
 
 
@@ -87,21 +88,21 @@ def make_messages(template: bytes, control_id: str, prefix: str, count: int) -> 
     for i in range(count):
         new = f"{prefix}{i:0{width - len(prefix)}d}".encode()[-width:] if len(prefix) < width else b""
         assert len(new) == width
-        out.append(VT + template.replace(old, new) + END)
+        out.append(frame(template.replace(old, new)))
     return out
 
 
 # --- servers (run in a child process) ------------------------------------------------------------
 
 
-FIXED_ACK = VT + b"MSH|^~\\&|GW|F|LAB|F|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|0\r" + END
+FIXED_ACK = frame(b"MSH|^~\\&|GW|F|LAB|F|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|0\r")
 
 
 async def serve_raw() -> asyncio.AbstractServer:
     async def conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                await r.readuntil(END)
+                await r.readuntil(END_BLOCK)
                 w.write(FIXED_ACK)
                 await w.drain()
         w.close()
@@ -224,7 +225,7 @@ async def load(port: int, frames: list[bytes], mode: str, max_seconds: float) ->
                 if in_flight.empty():
                     await asyncio.sleep(0)
                     continue
-                reply = await r.readuntil(END)
+                reply = await r.readuntil(END_BLOCK)
                 t0 = in_flight.get_nowait()
                 latencies.append(time.perf_counter() - t0)
                 if b"MSA|A" not in reply:
@@ -376,17 +377,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and STOP in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(STOP, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mllp_bench")
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
@@ -404,9 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     load_avg = f"{before:.1f} / {os.getloadavg()[0]:.1f}"
     sizes = {k: len(v[0]) for k, v in templates().items()}
     section = render(cells, repeats, count, max_seconds, sizes, load_avg)
-    print(section)
+    publish(section, BEGIN, STOP, write=not args.no_write)
     if not args.no_write:
-        write_results(section)
         print(f"wrote {RESULTS} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -40,9 +40,9 @@ import httpx
 from benchmarks.pipeline_backlog import Backlog, run_backlog
 from benchmarks.pipeline_load import Report, make_reports, order_problems, percentile, send_all
 from benchmarks.pipeline_procs import Child, read_only, start_ceiling, start_gateway, start_sandbox
+from benchmarks.results import RESULTS, publish
 from benchmarks.space_ceiling import push_ceiling
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, STOP = "<!-- pipeline-bench:begin -->", "<!-- pipeline-bench:end -->"
 CONNECTIONS = 8
 
@@ -332,17 +332,6 @@ def _legend(run: Run) -> list[str]:
     return out
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and STOP in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(STOP, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_bench")
     parser.add_argument("--quick", action="store_true", help="1,000 reports, a 5,000-document backlog (smoke run)")
@@ -358,9 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = asyncio.run(bench(count, patients, backlog, args.only, repeats))
     section = render(run, count, patients, repeats)
-    print(section)
+    publish(section, BEGIN, STOP, write=not args.no_write)
     if not args.no_write:
-        write_results(section)
         print(f"wrote {RESULTS} ({time.perf_counter() - t0:.0f} s)")
     return 0 if all(r.exact for r in run.results) else 1
 

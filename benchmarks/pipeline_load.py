@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-VT, END = b"\x0b", b"\x1c\r"
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def make_reports(count: int, patients: int, connections: int, seed: int = 2026) 
         doc_id = root_only_oid(rng)
         raw, _ = build_oru(now=now, control_id=f"E{seed % 100}{n:07d}", patient=people[index], document_id=doc_id,
                            set_id=doc_id)  # fmt: skip
-        reports.append(Report(index % connections, people[index].ins, doc_id, VT + raw + END))
+        reports.append(Report(index % connections, people[index].ins, doc_id, frame(raw)))
     return reports
 
 
@@ -78,7 +78,7 @@ async def send_all(port: int, reports: list[Report]) -> Intake:
                 sent = time.perf_counter()
                 writer.write(frame)
                 await writer.drain()
-                reply = await reader.readuntil(END)
+                reply = await reader.readuntil(END_BLOCK)
                 latencies.append(time.perf_counter() - sent)
                 if b"MSA|AA" not in reply:
                     refused += 1

@@ -8,17 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from passerelle.mappings.samples.messages import Sample
+from passerelle.sandbox.bundle import TEST_INS_SYSTEM
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import SandboxURL, running_sandbox_sync
-
-TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
+from tests.support.waiting import poll_sync
 
 
 @pytest.fixture
@@ -100,3 +101,15 @@ def documents_for(sandbox_url: str, ins: str, *, actor: str = "professional:test
     )
     resp.raise_for_status()
     return [e["resource"] for e in resp.json().get("entry", [])]
+
+
+def wait_all_delivered(sandbox_url: str, samples: Sequence[Sample], timeout: float = 90.0) -> None:
+    """Wait until every sample's patient has a document in the space; fails naming how many never came."""
+    missing = list(samples)
+
+    def still_missing() -> list[Sample]:
+        missing[:] = [s for s in missing if not documents_for(sandbox_url, s.patient.ins)]
+        return missing
+
+    poll_sync(still_missing, lambda left: not left, timeout, interval=0.3)
+    assert not missing, f"{len(missing)} acknowledged messages were never delivered"

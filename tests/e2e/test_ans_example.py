@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import documents_for
+from tests.support.waiting import poll_sync
 
 SEGUR = (
     "hl7v2/fr-ans-hl7v2-exemples/Vague_2/Trans_Doc-CDA-HL7V2/TRANSMISSION_DOCS_CDA_EN_HL7V2_V2.1/ORU/"
@@ -20,14 +21,7 @@ INS = "279035121518989"
 
 
 def wait_for_documents(sandbox, ins: str, n: int, timeout: float = 30.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    docs: list[dict] = []
-    while time.monotonic() < deadline:
-        docs = documents_for(sandbox, ins)
-        if len(docs) >= n:
-            return docs
-        time.sleep(0.2)
-    return docs
+    return poll_sync(lambda: documents_for(sandbox, ins), lambda docs: len(docs) >= n, timeout)
 
 
 def passerelle_send(port: int, *files: Path) -> list[list[str]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,9 +20,10 @@ import psycopg
 from psycopg import sql
 
 from passerelle.mappings.samples.messages import generate_samples
-from tests.e2e.conftest import GatewayProcess, documents_for, start_gateway
+from tests.e2e.conftest import GatewayProcess, documents_for, start_gateway, wait_all_delivered
 from tests.e2e.test_crash_recovery import send
 from tests.support.pg import pg_schema
+from tests.support.waiting import poll_sync
 
 COUNT = 12
 LONG_LEASE = {
@@ -33,25 +33,10 @@ LONG_LEASE = {
 }
 
 
-def wait_all_delivered(sandbox: str, samples: list, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    missing = list(samples)
-    while missing and time.monotonic() < deadline:
-        missing = [s for s in missing if not documents_for(sandbox, s.patient.ins)]
-        time.sleep(0.3)
-    assert not missing, f"{len(missing)} acknowledged messages were never delivered"
+def wait_each_delivered_once(sandbox: str, samples: list) -> None:
+    wait_all_delivered(sandbox, samples)
     for s in samples:
         assert len(documents_for(sandbox, s.patient.ins)) == 1
-
-
-def wait_for(check, seconds: float = 30) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return int(found)
-        time.sleep(0.1)
-    return 0
 
 
 def test_sqlite_claims_of_a_killed_gateway_come_back_at_restart(sandbox, tmp_path: Path) -> None:
@@ -68,14 +53,14 @@ def test_sqlite_claims_of_a_killed_gateway_come_back_at_restart(sandbox, tmp_pat
             with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
                 return int(db.execute("SELECT COUNT(*) FROM lanes WHERE lease_until IS NOT NULL").fetchone()[0])
 
-        assert wait_for(leased) > 0
+        assert poll_sync(leased, bool, 30, interval=0.1) > 0
     finally:
         gw.kill()
     assert leased() > 0  # the killed process's claims are still in the file, leased for an hour
     admin.delete("/faults").raise_for_status()
     gw = start_gateway(data, sandbox.fhir, LONG_LEASE)
     try:
-        wait_all_delivered(sandbox, samples)
+        wait_each_delivered_once(sandbox, samples)
     finally:
         gw.stop()
     assert admin.get("/stats").json()["stored"] == COUNT
@@ -97,7 +82,7 @@ def test_postgres_claims_of_a_dead_instance_come_back_to_a_live_one(sandbox, tmp
         survivor: GatewayProcess | None = None
         try:
             assert send(doomed.mllp_port, samples) == ["AA"] * COUNT
-            claims = wait_for(lambda: _claims_of(dsn, schema, doomed.proc.pid))
+            claims = poll_sync(lambda: _claims_of(dsn, schema, doomed.proc.pid), bool, 30, interval=0.1)
             assert claims > 0
             survivor = start_gateway(tmp_path / "b", sandbox.fhir, env)
         finally:
@@ -105,7 +90,7 @@ def test_postgres_claims_of_a_dead_instance_come_back_to_a_live_one(sandbox, tmp
         try:
             assert _claims_of(dsn, schema, doomed.proc.pid) == claims  # leased for an hour, its owner dead
             admin.delete("/faults").raise_for_status()
-            wait_all_delivered(sandbox, samples)
+            wait_each_delivered_once(sandbox, samples)
             assert _claims_of(dsn, schema, doomed.proc.pid) == 0
         finally:
             survivor.stop()

@@ -11,7 +11,6 @@ screenshot under ``test-artefacts/console/`` (ignored by git; the path is printe
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from passerelle.queue.model import Query, State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import AUTH, TOKENS, running_gateway
+from tests.support.waiting import poll
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -66,15 +66,9 @@ def cda(seed: int) -> bytes:
 
 
 async def wait_state(gw: Any, row_id: int, state: State, timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        row = await gw.journal.get(row_id)
-        if row is not None and row.state is state:
-            return
-        await asyncio.sleep(0.1)
-    row = await gw.journal.get(row_id)
-    raise AssertionError(f"row {row_id} is {row.state if row else None}, not {state}: {row.detail if row else ''}")
+    row = await poll(lambda: gw.journal.get(row_id), lambda r: r is not None and r.state is state, timeout)
+    if row is None or row.state is not state:
+        raise AssertionError(f"row {row_id} is {row.state if row else None}, not {state}: {row.detail if row else ''}")
 
 
 class Walk:

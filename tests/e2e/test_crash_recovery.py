@@ -11,7 +11,7 @@ import httpx
 
 from passerelle.connector.cli.send import send_files
 from passerelle.mappings.samples.messages import generate_samples
-from tests.e2e.conftest import documents_for
+from tests.e2e.conftest import documents_for, wait_all_delivered
 
 FAST_RETRIES = {
     "PASSERELLE__WORKER__RETRY__INITIAL_DELAY_S": "0.2",
@@ -50,12 +50,7 @@ def test_sigkill_after_ack_loses_nothing_and_duplicates_nothing(sandbox, gateway
     # Phase C: the space is healthy; a restart delivers everything, each document exactly once.
     admin.delete("/faults").raise_for_status()
     gw = gateway_factory(sandbox.fhir, FAST_RETRIES)
-    deadline = time.monotonic() + 120  # generous: CI machines may be busy
-    missing = list(samples)
-    while missing and time.monotonic() < deadline:
-        missing = [s for s in missing if not documents_for(sandbox, s.patient.ins)]
-        time.sleep(0.3)
-    assert not missing, f"{len(missing)} acknowledged messages were never delivered"
+    wait_all_delivered(sandbox, samples, timeout=120)  # generous: CI machines may be busy
     for s in samples:
         docs = documents_for(sandbox, s.patient.ins)
         assert len(docs) == 1, f"{s.control_id}: {len(docs)} documents in the space"

@@ -13,7 +13,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,13 +21,7 @@ from passerelle.mappings.samples.messages import generate_samples
 from passerelle.sandbox.testing import SandboxURL
 from tests.e2e.conftest import documents_for
 from tests.support.dicom_samples import make_kos
-
-
-def wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+from tests.support.waiting import until_sync
 
 
 def modes(root: Path) -> dict[Path, int]:
@@ -59,7 +52,7 @@ def test_every_file_the_gateway_writes_is_private_whatever_the_umask(tmp_path: P
     )  # fmt: skip
     try:
         ports_file = data_dir / "run" / "ports.json"
-        wait_for(lambda: ports_file.exists() or proc.poll() is not None)
+        until_sync(lambda: ports_file.exists() or proc.poll() is not None)
         assert proc.poll() is None, (tmp_path / "gateway.log").read_text()[-2000:]
         ports = json.loads(ports_file.read_text())
 
@@ -69,10 +62,10 @@ def test_every_file_the_gateway_writes_is_private_whatever_the_umask(tmp_path: P
         (cda_in / "junk.xml").write_bytes(b"not a CDA")
         (dicom_in / "junk.dcm").write_bytes(b"not DICOM either")
         (dicom_in / "kos.dcm").write_bytes(make_kos())
-        wait_for(lambda: (cda_in / "failed" / "junk.xml.reason.txt").exists())
-        wait_for(lambda: (dicom_in / "failed" / "junk.dcm.reason.txt").exists())
-        wait_for(lambda: not (dicom_in / "kos.dcm").exists())
-        wait_for(lambda: documents_for(sandbox.fhir.removesuffix("/fhir"), sample.patient.ins))
+        until_sync(lambda: (cda_in / "failed" / "junk.xml.reason.txt").exists())
+        until_sync(lambda: (dicom_in / "failed" / "junk.dcm.reason.txt").exists())
+        until_sync(lambda: not (dicom_in / "kos.dcm").exists())
+        until_sync(lambda: documents_for(sandbox.fhir.removesuffix("/fhir"), sample.patient.ins))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -36,7 +36,6 @@ def test_logs_metrics_error_bodies_and_audit_text_carry_no_patient_data_nor_secr
     the patients' names, birth dates, INS or IPP, nor the admin token (issue 11, item 11)."""
     import asyncio
     import json
-    import time
     from datetime import UTC, datetime
 
     from passerelle.connector.cli.send import send_files
@@ -44,6 +43,7 @@ def test_logs_metrics_error_bodies_and_audit_text_carry_no_patient_data_nor_secr
     from passerelle.queue.audit import AuditQuery
     from passerelle.queue.audit_sqlite import SQLiteAuditStore
     from tests.e2e.conftest import documents_for
+    from tests.support.waiting import poll_sync
 
     samples = generate_samples(4, seed=31, now=datetime.now(UTC).replace(microsecond=0))
     token = "canary-admin-token-5f1e2d"
@@ -75,9 +75,7 @@ def test_logs_metrics_error_bodies_and_audit_text_carry_no_patient_data_nor_secr
     assert all(400 <= e.status_code < 500 for e in errors), [e.status_code for e in errors]
     replayed = httpx.post(f"{base}/v1/messages/1/replay", headers={"Authorization": f"Bearer {token}"})
     assert replayed.status_code == 200  # an audited admin action (nothing to replay: delivered)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(documents_for(sandbox, s.patient.ins) for s in samples[:3]):
-        time.sleep(0.2)
+    poll_sync(lambda: all(documents_for(sandbox, s.patient.ins) for s in samples[:3]), bool, 30)
     metrics = httpx.get(f"{base}/metrics").text
     gw.stop()
     log = (gw.data_dir / "gateway.log").read_text()

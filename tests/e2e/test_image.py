@@ -35,6 +35,7 @@ from passerelle.connector.cli.send import send_files
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.sandbox.testing import SandboxURL
 from tests.e2e.conftest import documents_for
+from tests.support.waiting import poll_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -251,9 +252,7 @@ def test_image_gateway_runs_on_a_read_only_root(image_env: Path, image_gateway, 
     [sample] = generate_samples(1, seed=61, now=datetime.now(UTC).replace(microsecond=0))
     [result] = asyncio.run(send_files("127.0.0.1", ports["mllp"], [(sample.name, sample.raw)], ssl_context=tls))
     assert result.code == "AA"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not documents_for(sandbox, sample.patient.ins):
-        time.sleep(0.2)
+    poll_sync(lambda: documents_for(sandbox, sample.patient.ins), bool, 30)
     assert documents_for(sandbox, sample.patient.ins), "message not delivered"
     assert (data / "journal.sqlite3").exists()
     assert (data / "tmp").is_dir()

@@ -4,19 +4,18 @@ document the ANS replaced by a sentence in the published files, are acknowledged
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from passerelle.connector.listeners.mllp.framing import frame
 from passerelle.mappings.document import INS_NIR_OID
 from passerelle.mappings.samples.messages import SyntheticPatient, build_sample_cda
 from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.gateway import running_gateway, sandbox_pushes, wait_settled
+from tests.support.mllp_peer import exchange
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -28,15 +27,8 @@ PLACEHOLDER = re.compile(rb"(\^(?:TEXT|text)\^XML\^Base64\^)(RG9jdW1lbnQg[A-Za-z
 
 async def _exchange(port: int, raw: bytes) -> tuple[str, str, str]:
     """(MSA-1 and ERR-3 as "AE 102", MSA-2, ERR-2) of the reply to one message over MLLP."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(frame(raw))
-        await writer.drain()
-        reply = await asyncio.wait_for(reader.readuntil(b"\x1c\r"), 30)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    segments = {line[:3]: line.split("|") for line in reply.strip(b"\x0b\x1c\r").decode().split("\r") if line}
+    [reply] = await exchange(port, [raw], timeout=30)
+    segments = {line[:3]: line.split("|") for line in reply.decode().split("\r") if line}
     msa, err = segments["MSA"], segments.get("ERR")
     return msa[1] + (" " + err[3].split("^")[0] if err else ""), msa[2], err[2] if err else ""
 

@@ -3,10 +3,9 @@ PostgreSQL (the real server, a schema of its own per test, dropped afterwards)."
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,40 +17,36 @@ from passerelle.queue.audit import AuditQuery, AuditStore
 from passerelle.queue.audit_memory import MemoryAuditStore
 from passerelle.queue.audit_postgres import PostgresAuditStore
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
+from tests.support.pg import DSN as PG_DSN
+from tests.support.pg import pg_schema
 
-PG_DSN = os.environ.get("PASSERELLE_TEST_PG", "postgresql://127.0.0.1:5432/test")
 T0 = datetime(2026, 11, 22, 3, 0, 0, 123456, tzinfo=UTC)
 
 
-def _pg_available() -> bool:
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
+@asynccontextmanager
+async def postgres_store() -> AsyncIterator[tuple[PostgresAuditStore, str]]:
+    """An open PostgreSQL audit store on a schema of its own (tests/support/pg.py), dropped afterwards."""
+    async with pg_schema() as (dsn, schema):
+        store = PostgresAuditStore(dsn, schema=schema)
+        await store.open()
+        try:
+            yield store, schema
+        finally:
+            await store.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStore]:
-    schema = ""
-    backend: AuditStore
-    if request.param == "memory":
-        backend = MemoryAuditStore()
-    elif request.param == "sqlite":
-        backend = SQLiteAuditStore(tmp_path / "passerelle.db")
-    else:
-        if not _pg_available():
-            pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
-        schema = f"audit_test_{uuid.uuid4().hex[:12]}"
-        backend = PostgresAuditStore(PG_DSN, schema=schema)
+    if request.param == "postgres":
+        async with postgres_store() as (pg_store, _):
+            yield pg_store
+        return
+    backend = MemoryAuditStore() if request.param == "memory" else SQLiteAuditStore(tmp_path / "passerelle.db")
     await backend.open()
     try:
         yield backend
     finally:
         await backend.close()
-        if schema:
-            with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def rec(minutes: int = 0, **changes: object) -> AuditRecord:
@@ -183,12 +178,7 @@ async def test_sqlite_shares_the_journal_file(tmp_path: Path) -> None:
 
 
 async def test_postgres_triggers_refuse_update_delete_truncate() -> None:
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
-    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
-    store = PostgresAuditStore(PG_DSN, schema=schema)
-    await store.open()
-    try:
+    async with postgres_store() as (store, schema):
         await store.append([rec(0)])
         # a second store on the same schema (another instance) does not migrate again
         other = PostgresAuditStore(PG_DSN, schema=schema)
@@ -205,10 +195,6 @@ async def test_postgres_triggers_refuse_update_delete_truncate() -> None:
                     conn.execute(statement)
             assert conn.execute(f'SELECT reason FROM "{schema}".audit_event').fetchall() == [("allowed",)]
             assert conn.execute(f'SELECT version FROM "{schema}".audit_migrations').fetchall() == [(1,), (2,)]
-    finally:
-        await store.close()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def test_postgres_schema_name_is_checked() -> None:
@@ -243,14 +229,9 @@ async def test_sqlite_group_commit(tmp_path: Path) -> None:
 
 
 async def test_postgres_reconnects_after_the_connection_is_killed() -> None:
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
     from passerelle.errors import QueueUnavailableError
 
-    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
-    store = PostgresAuditStore(PG_DSN, schema=schema)
-    await store.open()
-    try:
+    async with postgres_store() as (store, _):
         await store.append([rec(0)])
         conn = store._conn
         assert conn is not None
@@ -261,10 +242,6 @@ async def test_postgres_reconnects_after_the_connection_is_killed() -> None:
             await store.append([rec(1)])
         await store.append([rec(2)])  # a new connection
         assert [r.at for r in await store.query(AuditQuery())] == [rec(0).at, rec(2).at]
-    finally:
-        await store.close()
-        with psycopg.connect(PG_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 # --- retention: expiry behind a floor the database enforces -----------------------------------------------
@@ -331,12 +308,7 @@ async def test_sqlite_expiry_keeps_the_append_only_guarantee(tmp_path: Path) -> 
 
 
 async def test_postgres_expiry_keeps_the_append_only_guarantee() -> None:
-    if not _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
-    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
-    store = PostgresAuditStore(PG_DSN, schema=schema)
-    await store.open()
-    try:
+    async with postgres_store() as (store, schema):
         old, young = await store.append([rec(0, at=days_ago(800)), rec(0, at=days_ago(10))])
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
@@ -355,7 +327,3 @@ async def test_postgres_expiry_keeps_the_append_only_guarantee() -> None:
                     conn.execute(statement)
             conn.execute(f'DELETE FROM "{schema}".audit_event WHERE id = %s', (old,))
             assert conn.execute(f'SELECT id FROM "{schema}".audit_event').fetchall() == [(young,)]
-    finally:
-        await store.close()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -16,83 +16,31 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
-from passerelle.config.settings import HttpRole
 from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import Outcome
 from passerelle.connector.listeners.folder import FolderWatcher, cda_folder
-from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
-from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.queue.model import AppendResult, Inbound, Query, Row, State
 from passerelle.queue.sqlite import SQLiteJournal
+from tests.support.asgi_server import serving
+from tests.support.cda_http import BEARER, documents_app
+from tests.support.cda_samples import minimal_cda
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/hl7-cda+xml"}
-INTAKE_TOKEN = "intake-token-for-tests"
-BEARER = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
-
-
-def intake_auth() -> Authenticator:
-    """One intake identity whose sender is the intake's own default (``http``)."""
-    return Authenticator(TokenBook([(Identity("lab", HttpRole.INTAKE, "http"), INTAKE_TOKEN)]))
 
 
 def cda(uid: str = "1.2.250.1.999.8.1", *, title: str = "Compte rendu", extra: str = "") -> bytes:
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<?xml-stylesheet type="text/xsl" href="http://127.0.0.1:9/evil.xsl"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3">
-  <templateId root="1.2.250.1.213.1.1.1.1"/>
-  <id root="{uid}"/>
-  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
-  <title>{title}</title>{extra}
-  <effectiveTime value="20260101120000+0100"/>
-  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
-  <languageCode code="fr-FR"/>
-  <setId root="1.2.250.1.999.8"/>
-  <versionNumber value="1"/>
-  <recordTarget><patientRole>
-    <id root="1.2.250.1.213.1.4.10" extension="279035121518989"/>
-    <patient><name><given qualifier="BR">ALEX</given><family qualifier="BR">TEST</family></name>
-      <administrativeGenderCode code="F"/><birthTime value="19790328"/></patient>
-  </patientRole></recordTarget>
-  <component><structuredBody/></component>
-</ClinicalDocument>""".encode()
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
-    j = SQLiteJournal(tmp_path / "journal.sqlite3")
-    await j.open()
-    try:
-        yield j
-    finally:
-        await j.close()
+    """The sample CDA with an xml-stylesheet instruction pointing at a dead address (never fetched)."""
+    pi = '<?xml-stylesheet type="text/xsl" href="http://127.0.0.1:9/evil.xsl"?>\n'
+    return minimal_cda(uid, set_id="1.2.250.1.999.8", title=title, prolog=pi, after_title=extra)
 
 
 @asynccontextmanager
 async def serve(journal: SQLiteJournal, **settings: object) -> AsyncIterator[str]:
-    values: dict[str, object] = {"test_environment": True, "max_bytes": 256 * 1024, **settings}
-    conf = CdaIntakeSettings.model_validate(values)
-    app = FastAPI()
-    intake = CdaIntake(journal.append, conf, channel="http", sender=conf.sender, clock=lambda: NOW)
-    app.include_router(DocumentsApi(intake, intake_auth()).router())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", log_config=None))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    app = documents_app(journal.append, lambda: NOW, **{"max_bytes": 256 * 1024, **settings})
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def folder_watcher(settings: CdaIntakeSettings, accept) -> FolderWatcher:  # type: ignore[no-untyped-def]

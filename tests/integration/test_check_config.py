@@ -5,8 +5,6 @@ starts nothing. ``--online`` asks a real HTTP server for the capability statemen
 from __future__ import annotations
 
 import http.server
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +12,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.support.cli import config_problems, passerelle
+
 NOWHERE = "http://127.0.0.1:9/fhir"
-
-
-def passerelle(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "passerelle", *args], capture_output=True, text=True, timeout=60)
-
-
-def problems(stderr: str) -> list[str]:
-    return [line.removeprefix("configuration error: ") for line in stderr.splitlines() if "configuration error" in line]
 
 
 @pytest.fixture
@@ -66,7 +58,7 @@ def test_check_config_lists_every_problem_once(broken: Path) -> None:
     out = passerelle("check-config", "--config", str(broken))
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
-    found = problems(out.stderr)
+    found = config_problems(out.stderr)
     for start in EXPECTED:
         assert sum(line.startswith(start) for line in found) == 1, (start, found)
     assert len(found) == len(EXPECTED), found
@@ -74,11 +66,11 @@ def test_check_config_lists_every_problem_once(broken: Path) -> None:
 
 
 def test_run_fails_the_same_way_and_starts_nothing(broken: Path, tmp_path: Path) -> None:
-    checked = problems(passerelle("check-config", "--config", str(broken)).stderr)
+    checked = config_problems(passerelle("check-config", "--config", str(broken)).stderr)
     out = passerelle("run", "--config", str(broken))
     assert out.returncode == 2
     assert "Traceback" not in out.stdout + out.stderr
-    assert problems(out.stderr) == checked
+    assert config_problems(out.stderr) == checked
     assert not list(tmp_path.rglob("ports.json")) and not list(tmp_path.rglob("*.sqlite3"))
 
 
@@ -117,7 +109,7 @@ def test_online_check_of_the_space(fhir_server: str, tmp_path: Path) -> None:
     config.write_text(f"data_dir: {tmp_path / 'var'}\nspace: {{url: {fhir_server}/wrong-base}}\n")
     bad = passerelle("check-config", "--config", str(config), "--online")
     assert bad.returncode == 2
-    assert problems(bad.stderr) == [
+    assert config_problems(bad.stderr) == [
         f"space.url: {fhir_server}/wrong-base/metadata answered HTTP 404, not a capability statement"
     ]
     assert passerelle("check-config", "--config", str(config)).returncode == 0  # offline: not asked

@@ -8,8 +8,6 @@ import asyncio
 import io
 import json
 import random
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,12 +15,9 @@ from passerelle.connector.cli.progress import Progress
 from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.queue import Event, Inbound, Settlement, State
 from passerelle.queue.sqlite import SQLiteJournal
+from tests.support.cli import passerelle_bytes
 
 HL7 = b"MSH|^~\\&|LAB|FAC|||20260101||ORU^R01|C1|P|2.5\r"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "passerelle", *args], capture_output=True, timeout=60)
 
 
 def cda() -> bytes:
@@ -50,12 +45,12 @@ async def _journal(folder: Path, items: list[Inbound], dead: int = 0) -> list[in
 def test_a_missing_journal_is_an_error_and_init_creates_one(tmp_path: Path) -> None:
     typo = tmp_path / "vra"
     for args in (("messages", "list"), ("messages", "show", "1"), ("messages", "replay", "--yes"), ("audit", "list")):
-        out = cli(*args, "--data-dir", str(typo))
+        out = passerelle_bytes(*args, "--data-dir", str(typo))
         assert out.returncode == 2, args
         assert f"no journal at {typo / 'journal.sqlite3'}" in out.stderr.decode()
         assert b"Traceback" not in out.stderr
     assert not typo.exists()  # nothing was created
-    made = cli("messages", "list", "--data-dir", str(typo), "--init", "--json")
+    made = passerelle_bytes("messages", "list", "--data-dir", str(typo), "--init", "--json")
     assert made.returncode == 0 and json.loads(made.stdout) == []
     assert (typo / "journal.sqlite3").is_file()
 
@@ -74,11 +69,11 @@ def test_show_lists_the_history_in_time_order(tmp_path: Path) -> None:
         await journal.close()
 
     asyncio.run(events())
-    shown = json.loads(cli("messages", "show", str(row_id), "--data-dir", str(tmp_path), "--json").stdout)
+    shown = json.loads(passerelle_bytes("messages", "show", str(row_id), "--data-dir", str(tmp_path), "--json").stdout)
     kinds = [e["kind"] for e in shown["events"]]
     assert kinds == ["received", "ack", "mapped", "delivered", "zam"]
     assert [e["at"] for e in shown["events"]] == sorted(e["at"] for e in shown["events"])
-    text = cli("messages", "show", str(row_id), "--data-dir", str(tmp_path)).stdout.decode()
+    text = passerelle_bytes("messages", "show", str(row_id), "--data-dir", str(tmp_path)).stdout.decode()
     assert text.index(" mapped ") < text.index(" delivered ") < text.index(" zam ")
 
 
@@ -87,16 +82,16 @@ def test_raw_message_and_generated_document_on_stdout_audited(tmp_path: Path) ->
     rows = [Inbound(raw=HL7, channel="mllp", sender="LAB^FAC", kind="oru"),
             Inbound(raw=body, channel="http", sender="DPI", kind="cda")]  # fmt: skip
     hl7_id, cda_id = asyncio.run(_journal(tmp_path, rows))
-    raw = cli("messages", "show", str(hl7_id), "--raw", "--data-dir", str(tmp_path))
+    raw = passerelle_bytes("messages", "show", str(hl7_id), "--raw", "--data-dir", str(tmp_path))
     assert raw.returncode == 0 and raw.stdout == HL7  # byte for byte
-    doc = cli("messages", "show", str(cda_id), "--document", "--data-dir", str(tmp_path))
+    doc = passerelle_bytes("messages", "show", str(cda_id), "--document", "--data-dir", str(tmp_path))
     assert doc.returncode == 0, doc.stderr
     assert doc.stdout == body  # a CDA is delivered as received
-    none = cli("messages", "show", str(hl7_id), "--document", "--data-dir", str(tmp_path))
+    none = passerelle_bytes("messages", "show", str(hl7_id), "--document", "--data-dir", str(tmp_path))
     assert none.returncode == 1 and b"no document" in none.stderr and b"Traceback" not in none.stderr
-    missing = cli("messages", "show", "999", "--raw", "--data-dir", str(tmp_path))
+    missing = passerelle_bytes("messages", "show", "999", "--raw", "--data-dir", str(tmp_path))
     assert missing.returncode == 1 and b"no message 999" in missing.stderr
-    trail = cli("audit", "list", "--data-dir", str(tmp_path), "--action", "admin").stdout.decode()
+    trail = passerelle_bytes("audit", "list", "--data-dir", str(tmp_path), "--action", "admin").stdout.decode()
     assert "\tdownload-raw\t" in trail and "\tdownload-document\t" in trail
 
 
@@ -104,16 +99,16 @@ def test_a_replay_that_matches_nothing_exits_1_and_long_ones_show_progress(tmp_p
     items = [Inbound(raw=HL7.replace(b"C1", f"C{n}".encode()), channel="mllp", sender="L", kind="oru", lane=f"p{n}")
              for n in range(25)]  # fmt: skip
     ids = asyncio.run(_journal(tmp_path, items, dead=25))
-    nothing = cli("messages", "replay", "--data-dir", str(tmp_path), "--state", "parked", "--yes")
+    nothing = passerelle_bytes("messages", "replay", "--data-dir", str(tmp_path), "--state", "parked", "--yes")
     assert nothing.returncode == 1
     assert b"nothing was replayed: no message matches" in nothing.stderr
-    unknown = cli("messages", "replay", "424242", "--data-dir", str(tmp_path))
+    unknown = passerelle_bytes("messages", "replay", "424242", "--data-dir", str(tmp_path))
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["items"][0]["result"] == "not found"
-    done = cli("messages", "replay", "--data-dir", str(tmp_path), "--yes")
+    done = passerelle_bytes("messages", "replay", "--data-dir", str(tmp_path), "--yes")
     assert done.returncode == 0 and json.loads(done.stdout)["count"] == 25  # stdout stays the JSON result
     lines = done.stderr.decode().splitlines()
     assert lines[-1] == "replay: 25/25 (100%)" and len(lines) == 10  # a line per tenth, not one per row
-    again = cli("messages", "replay", *map(str, ids[:2]), "--data-dir", str(tmp_path))
+    again = passerelle_bytes("messages", "replay", *map(str, ids[:2]), "--data-dir", str(tmp_path))
     assert again.returncode == 1 and b"none replayable" in again.stderr  # accepted now, not replayable
 
 

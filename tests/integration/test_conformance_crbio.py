@@ -35,10 +35,10 @@ from passerelle.mappings.samples.lab import (
     sample_oru,
 )
 from tests.support import conformance
+from tests.support.xml_ns import CDA_NS
 
 pytestmark = pytest.mark.corpus
 
-NS = {"cda": "urn:hl7-org:v3"}
 LOINC = "2.16.840.1.113883.6.1"
 
 
@@ -60,29 +60,29 @@ def test_panel_version_2_replacing_version_1_is_conformant(versions: tuple[bytes
     v1, _, v2, _ = versions
     assert_conformant(v2)
     one, two = etree.fromstring(v1), etree.fromstring(v2)
-    assert two.find("cda:setId", NS).get("root") == one.find("cda:setId", NS).get("root")  # type: ignore[union-attr]
-    assert two.find("cda:versionNumber", NS).get("value") == "2"  # type: ignore[union-attr]
-    parent = two.find("cda:relatedDocument[@typeCode='RPLC']/cda:parentDocument/cda:id", NS)
-    assert parent is not None and parent.get("root") == one.find("cda:id", NS).get("root")  # type: ignore[union-attr]
-    assert one.find("cda:relatedDocument", NS) is None
+    assert two.find("cda:setId", CDA_NS).get("root") == one.find("cda:setId", CDA_NS).get("root")  # type: ignore[union-attr]
+    assert two.find("cda:versionNumber", CDA_NS).get("value") == "2"  # type: ignore[union-attr]
+    parent = two.find("cda:relatedDocument[@typeCode='RPLC']/cda:parentDocument/cda:id", CDA_NS)
+    assert parent is not None and parent.get("root") == one.find("cda:id", CDA_NS).get("root")  # type: ignore[union-attr]
+    assert one.find("cda:relatedDocument", CDA_NS) is None
 
 
 def test_panel_content_is_in_the_entries(versions: tuple[bytes, bytes, bytes, bytes]) -> None:
     doc = etree.fromstring(versions[2])
-    observations = doc.xpath("//cda:observation[cda:templateId/@root='1.3.6.1.4.1.19376.1.3.1.6']", namespaces=NS)
+    observations = doc.xpath("//cda:observation[cda:templateId/@root='1.3.6.1.4.1.19376.1.3.1.6']", namespaces=CDA_NS)
     assert len(observations) == 20
-    potassium = doc.xpath("//cda:observation[cda:code/@code='2823-3']", namespaces=NS)[0]
-    assert potassium.find("cda:value", NS).get("value") == "4.4"
-    assert potassium.find("cda:value", NS).get("unit") == "mmol/L"
-    assert potassium.find("cda:interpretationCode", NS).get("code") == "N"
-    platelets = doc.xpath("//cda:observation[cda:code/@code='777-3']", namespaces=NS)[0]
-    assert platelets.find("cda:value", NS).get("unit") == "10*9/L"
-    assert platelets.find("cda:interpretationCode", NS).get("code") == "L"
-    low = platelets.find("cda:referenceRange/cda:observationRange/cda:value/cda:low", NS)
+    potassium = doc.xpath("//cda:observation[cda:code/@code='2823-3']", namespaces=CDA_NS)[0]
+    assert potassium.find("cda:value", CDA_NS).get("value") == "4.4"
+    assert potassium.find("cda:value", CDA_NS).get("unit") == "mmol/L"
+    assert potassium.find("cda:interpretationCode", CDA_NS).get("code") == "N"
+    platelets = doc.xpath("//cda:observation[cda:code/@code='777-3']", namespaces=CDA_NS)[0]
+    assert platelets.find("cda:value", CDA_NS).get("unit") == "10*9/L"
+    assert platelets.find("cda:interpretationCode", CDA_NS).get("code") == "L"
+    low = platelets.find("cda:referenceRange/cda:observationRange/cda:value/cda:low", CDA_NS)
     assert (low.get("value"), low.get("unit")) == ("150", "10*9/L")
     # Every narrative reference resolves inside the document.
     ids = set(doc.xpath("//@ID"))
-    refs = {r[1:] for r in doc.xpath("//cda:reference/@value", namespaces=NS)}
+    refs = {r[1:] for r in doc.xpath("//cda:reference/@value", namespaces=CDA_NS)}
     assert refs and refs <= ids
 
 
@@ -106,7 +106,7 @@ def test_pdf_copy_opens_and_holds_the_results(versions: tuple[bytes, bytes, byte
     text2 = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf2)).pages)
     assert "(corrigé)" in text2 and "Version 2" in text2 and "4.4 mmol/L" in text2
     # The PDF carried in the CDA is exactly the rendering.
-    media = etree.fromstring(cda2).find(".//cda:observationMedia/cda:value", NS)
+    media = etree.fromstring(cda2).find(".//cda:observationMedia/cda:value", CDA_NS)
     assert media is not None and media.get("mediaType") == "application/pdf"
     assert base64.b64decode(media.text or "") == pdf2
 
@@ -165,7 +165,7 @@ def test_removing_the_pdf_section_of_a_generated_document_is_caught(
     versions: tuple[bytes, bytes, bytes, bytes],
 ) -> None:
     root = etree.fromstring(versions[0])
-    for section in root.xpath("//cda:section[cda:templateId/@root='1.2.250.1.213.1.1.2.243']", namespaces=NS):
+    for section in root.xpath("//cda:section[cda:templateId/@root='1.2.250.1.213.1.1.2.243']", namespaces=CDA_NS):
         component = section.getparent()
         component.getparent().remove(component)
     report = conformance.run_schematron(etree.tostring(root), conformance.CRBIO_2024)

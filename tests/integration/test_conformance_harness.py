@@ -10,10 +10,10 @@ import pytest
 from lxml import etree
 
 from tests.support import conformance
+from tests.support.xml_ns import CDA_NS
 
 pytestmark = pytest.mark.corpus
 
-NS = {"cda": "urn:hl7-org:v3"}
 ANS_CDA = Path("cda/fr-ci-sis-ans")
 CRBIO_EXAMPLES = [
     "BIO-CR-BIO_2024.01_CR-2nde-intention-PDF.xml",
@@ -32,7 +32,7 @@ def _read(corpus_dir: Path, name: str) -> bytes:
 
 def _edit(xml: bytes, xpath: str, action: str, value: str = "") -> bytes:
     root = etree.fromstring(xml)
-    nodes = root.xpath(xpath, namespaces=NS)
+    nodes = root.xpath(xpath, namespaces=CDA_NS)
     assert nodes, f"nothing at {xpath}"
     for node in nodes:
         if action == "remove":
@@ -91,7 +91,7 @@ def test_missing_ins_trait_fails_structuration_minimale(corpus_dir: Path) -> Non
 
 def test_xsd_reports_unknown_element(corpus_dir: Path) -> None:
     root = etree.fromstring(_read(corpus_dir, "BIO-CR-BIO_2024.01_TSH_1.xml"))
-    title = root.find("cda:title", NS)
+    title = root.find("cda:title", CDA_NS)
     assert title is not None
     title.addnext(etree.Element("{urn:hl7-org:v3}notACdaElement"))
     errors = conformance.validate_xsd(etree.tostring(root))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import pytest
 
 from passerelle.connector.intake.dicom import DicomFolderSettings, DicomIntake
 from passerelle.connector.listeners.folder import FolderWatcher, dicom_folder
@@ -16,14 +14,6 @@ from passerelle.mappings.dicom.common import DicomSite
 from passerelle.queue.model import AppendResult, Inbound, Query, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.support.dicom_samples import make_kos
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
-    j = SQLiteJournal(tmp_path / "journal.sqlite3")
-    await j.open()
-    yield j
-    await j.close()
 
 
 class Watcher(FolderWatcher):

@@ -35,6 +35,7 @@ from passerelle.queue.model import AppendResult, Inbound, Query, State
 from passerelle.queue.sqlite import SQLiteJournal
 from tests.integration.test_dicom_scp import SITE
 from tests.support.dicom_samples import make_kos
+from tests.support.waiting import until
 
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
@@ -94,12 +95,6 @@ def send(port: int, raw: bytes, path: Path, *, calling: str = "MODALITY", source
         return store(assoc, raw, path)
     finally:
         assoc.release()
-
-
-async def until(predicate: Any, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_full_table_closes_the_idle_ones_for_a_sender(stack: Stack, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pydicom
@@ -37,14 +37,6 @@ CORPUS_SRS = (
 )
 STORESCU = shutil.which("storescu")
 needs_storescu = pytest.mark.skipif(STORESCU is None, reason="dcmtk storescu not installed (apt dcmtk)")
-
-
-@pytest.fixture
-async def journal(tmp_path: Path) -> AsyncIterator[SQLiteJournal]:
-    j = SQLiteJournal(tmp_path / "journal.sqlite3")
-    await j.open()
-    yield j
-    await j.close()
 
 
 SITE = DicomSite(

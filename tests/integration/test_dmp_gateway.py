@@ -19,7 +19,7 @@ from passerelle.connector.cli.send import send_files
 from passerelle.mappings.samples.messages import build_sample_cda, root_only_oid, synthetic_patient
 from passerelle.queue.model import State
 from tests.support.dmp_stack import dmp_stack
-from tests.support.gateway import AUTH, wait_settled
+from tests.support.gateway import post_cda, wait_settled
 
 pytestmark = pytest.mark.corpus
 
@@ -32,14 +32,6 @@ KOS = "dicom/kos/fr-drimbox/ko.dcm"
 
 def schemas(corpus: Path) -> Path:
     return corpus / "schemas" / "xds-ebrim-3.0"
-
-
-async def post_cda(base: str, cda: bytes) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        answer = await client.post(
-            "/v1/documents", content=cda, headers={"Content-Type": "application/xml", **AUTH["intake"]}
-        )
-        assert answer.status_code == 202, answer.text
 
 
 def cda_pair(seed: int) -> tuple[bytes, bytes, str, str]:

@@ -31,7 +31,7 @@ from passerelle.queue.model import Query, Row, State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.dmp_stack import sandbox_dmp_stack
-from tests.support.gateway import AUTH, wait_settled
+from tests.support.gateway import post_cda, wait_settled
 
 pytestmark = pytest.mark.corpus
 
@@ -48,14 +48,6 @@ async def admin(url: str, method: str, path: str, **kwargs: Any) -> Any:
         answer = await client.request(method, path, **kwargs)
         answer.raise_for_status()
         return answer.json() if "json" in answer.headers.get("content-type", "") else answer.text
-
-
-async def post_cda(base: str, cda: bytes) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        answer = await client.post(
-            "/v1/documents", content=cda, headers={"Content-Type": "application/xml", **AUTH["intake"]}
-        )
-        assert answer.status_code == 202, answer.text
 
 
 async def show(tmp_path: Path, row: Row) -> str:

@@ -3,7 +3,6 @@ its reason, is counted and audited, and the folder goes on with the next file, w
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 from datetime import UTC, datetime
@@ -20,15 +19,9 @@ from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 from tests.support.dicom_samples import make_kos
 from tests.support.gateway import running_gateway, wait_settled
+from tests.support.waiting import until
 
 ROOT = os.geteuid() == 0
-
-
-async def _until(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_bad_files_go_to_failed_and_the_next_file_is_delivered(tmp_path: Path) -> None:
@@ -48,7 +41,7 @@ async def test_bad_files_go_to_failed_and_the_next_file_is_delivered(tmp_path: P
     overrides = {"cda.folder": inbox, "cda.poll_interval_s": 0.05}
     async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
         async with running_gateway(tmp_path / "gw", sandbox.fhir, **overrides) as (gw, base):
-            await _until(lambda: (inbox / "processed" / "c-good.xml").exists())
+            await until(lambda: (inbox / "processed" / "c-good.xml").exists())
             [row] = await wait_settled(gw, 1)
             assert row.state is State.DELIVERED, row.detail
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
@@ -76,5 +69,5 @@ async def test_unreadable_dicom_file_goes_to_failed(tmp_path: Path) -> None:
     overrides = {"dicom_folder.enabled": True, "dicom_folder.path": inbox, "dicom_folder.poll_interval_s": 0.05,
                  "dicom_folder.settle_s": 0}  # fmt: skip
     async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", **overrides):
-        await _until(lambda: (inbox / "failed" / "a.dcm.reason.txt").exists())
+        await until(lambda: (inbox / "failed" / "a.dcm.reason.txt").exists())
     assert "reason: unreadable" in (inbox / "failed" / "a.dcm.reason.txt").read_text()

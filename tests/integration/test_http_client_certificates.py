@@ -7,8 +7,6 @@ authenticator's routes with uvicorn's TLS options directly, the way the listener
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,12 +14,12 @@ from pathlib import Path
 
 import httpx
 import trustme
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from passerelle.config.settings import HttpSettings
 from passerelle.connector.listeners.http.auth import build_authenticator, caller
 from passerelle.connector.listeners.http.tls import TlsH11Protocol
+from tests.support.asgi_server import serving
 
 
 def authenticated_app(settings: HttpSettings) -> FastAPI:
@@ -44,22 +42,14 @@ async def tls_server(app: FastAPI, ca: trustme.CA, tmp: Path) -> AsyncIterator[s
     cert, cafile = tmp / "server.pem", tmp / "ca.pem"
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
     ca.cert_pem.write_to_path(str(cafile))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_config=None, http=TlsH11Protocol, ssl_certfile=str(cert),
-                            ssl_ca_certs=str(cafile), ssl_cert_reqs=ssl.CERT_OPTIONAL)  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"https://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    tls = {
+        "http": TlsH11Protocol,
+        "ssl_certfile": str(cert),
+        "ssl_ca_certs": str(cafile),
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+    }
+    async with serving(app, **tls) as port:
+        yield f"https://127.0.0.1:{port}"
 
 
 def client(base: str, ca: trustme.CA, cert: trustme.LeafCert | None, **kw: object) -> httpx.AsyncClient:

@@ -37,6 +37,7 @@ from passerelle.connector.listeners.exposure import PlaintextExposureError
 from passerelle.connector.listeners.http.app import build_app
 from passerelle.connector.listeners.http.server import HttpListener
 from passerelle.connector.settings import load_settings
+from tests.support.cli import config_problems, passerelle
 from tests.support.gateway import AUTH, running_gateway
 
 NOWHERE = "http://127.0.0.1:9/fhir"
@@ -158,14 +159,6 @@ async def test_a_bad_certificate_fails_the_start_in_one_line(pki: dict[str, Any]
 # --- the bind rule ------------------------------------------------------------------------------------
 
 
-def passerelle(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "passerelle", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def problems(stderr: str) -> list[str]:
-    return [line.removeprefix("configuration error: ") for line in stderr.splitlines() if "configuration error" in line]
-
-
 def network_config(tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "passerelle.yaml"
     config.write_text(
@@ -185,7 +178,7 @@ def test_check_config_and_run_refuse_plain_text_on_the_network(tmp_path: Path) -
     for command in ("check-config", "run"):
         out = passerelle(command, "--config", str(config))
         assert out.returncode == 2, out.stdout + out.stderr
-        assert problems(out.stderr) == expected
+        assert config_problems(out.stderr) == expected
         assert "Traceback" not in out.stdout + out.stderr
     assert not (tmp_path / "var").exists(), "nothing is created before the refusal"
 
@@ -198,7 +191,7 @@ def test_missing_tls_files_are_named_one_line_each(tmp_path: Path) -> None:
     )
     out = passerelle("check-config", "--config", str(config))
     assert out.returncode == 2
-    assert problems(out.stderr) == [
+    assert config_problems(out.stderr) == [
         f"http.tls.cert_file: cannot read {tmp_path}/tls/server.crt (No such file or directory)",
         f"http.tls.key_file: cannot read {tmp_path}/tls/server.key (No such file or directory)",
     ]

@@ -16,7 +16,6 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from typer.testing import CliRunner
 
 from passerelle.connector.cli.main import app
@@ -28,7 +27,7 @@ from passerelle.mappings.samples.messages import build_sample_cda, generate_samp
 from passerelle.queue.model import State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
-from tests.support.gateway import AUTH, running_gateway, sandbox_pushes, wait_settled
+from tests.support.gateway import post_cda, running_gateway, sandbox_pushes, wait_settled
 
 SENDER = "SIL-SYNTH^LABO-SYNTH"  # MSH-3.1^MSH-4.1 of the synthetic samples
 
@@ -82,10 +81,7 @@ async def test_a_cda_within_the_sites_raised_depth_is_delivered(tmp_path: Path) 
     limits = {"cda.max_depth": 256}
     async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as sandbox:
         async with running_gateway(tmp_path / "gw", sandbox.fhir, **limits) as (gw, base):
-            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                headers = {"Content-Type": "application/xml", **AUTH["intake"]}
-                answer = await client.post("/v1/documents", content=deep, headers=headers)
-            assert answer.status_code == 202, answer.text
+            await post_cda(base, deep)
             [row] = await wait_settled(gw, 1)
             assert row.state is State.DELIVERED, row.detail
             assert len(await sandbox_pushes(sandbox.admin, ins)) == 1

@@ -4,21 +4,14 @@ client-certificate verification; certificates from trustme)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import socket
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
 import pytest
 import trustme
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -28,32 +21,10 @@ from passerelle.errors import RemoteCredentialError, RemoteTransientError, Remot
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.app import create_app
 from passerelle.sandbox.testing import running_sandbox
+from tests.support.asgi_server import serving_in_thread
 from tests.support.space_docs import AUTHOR_ID, document, patient
 
 SANDBOX_TOKEN = "sandbox-bearer-token"
-
-
-@contextlib.contextmanager
-def serve(app: Any, **ssl_options: Any) -> Iterator[int]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 (free port) in a thread; yields the port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on", **ssl_options))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.01)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def token_app(client_id: str, secret: str) -> tuple[FastAPI, list[str]]:
@@ -81,7 +52,7 @@ async def test_oauth2_client_credentials_end_to_end(tmp_path: Path) -> None:
     secret_file = tmp_path / "client-secret"
     secret_file.write_text("correct horse\n")
     app, grants = token_app("passerelle-site", "correct horse")
-    with serve(app) as token_port:
+    with serving_in_thread(app, lifespan="on") as token_port:
         config = SandboxConfig(data_dir=tmp_path / "space", require_token_file=token_file)
         async with running_sandbox(config) as url:
             settings = SpaceSettings(
@@ -134,8 +105,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def https_sandbox(tmp_path: Path, pki: dict[str, Path]) -> Iterator[str]:
     app = create_app(SandboxConfig(data_dir=tmp_path / "space"))
-    with serve(
+    with serving_in_thread(
         app,
+        lifespan="on",
         ssl_certfile=str(pki["server"]),
         ssl_ca_certs=str(pki["ca"]),
         ssl_cert_reqs=ssl.CERT_REQUIRED,

@@ -20,6 +20,7 @@ from passerelle.adapters.mllp_client import (
 from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from passerelle.errors import ParseError, RemoteTransientError
 from tests.integration.test_mllp_server import FakeIntake, msg
+from tests.support.mllp_peer import read_frame
 
 FAST = RetryPolicy(attempts=3, deadline=10, initial=0.01, max_wait=0.02, jitter=0.01)
 
@@ -53,11 +54,10 @@ class Peer:
 
     async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
-            data = await r.readuntil(b"\x1c\r")
+            payload = await read_frame(r)
         except asyncio.IncompleteReadError:
             w.close()
             return
-        payload = data[data.index(b"\x0b") + 1 : -2]
         self.received.append(payload)
         await self.script(len(self.received), payload, w)
         w.close()

@@ -13,18 +13,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 from passerelle.connector.cli.send import send_files
-from passerelle.connector.listeners.mllp import frame
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.model import Query, State
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
-from tests.integration.test_mllp_server import read_replies
 from tests.support.gateway import running_gateway, sandbox_pushes, wait_settled
+from tests.support.mllp_peer import exchange
 
 KIB = 1024
 
@@ -83,21 +81,6 @@ def journal_bytes(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in data_dir.glob("journal.sqlite3*"))
 
 
-async def send_and_read(port: int, payloads: list[bytes]) -> list[bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        replies = []
-        for payload in payloads:
-            writer.write(frame(payload))
-            await writer.drain()
-            replies += await read_replies(reader, 1, timeout=60)
-        return replies
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
 async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path: Path) -> None:
     junk = [(b"%02d this is not HL7 " % i * 50_000)[: 900 * KIB] for i in range(50)]
     msh = b"MSH|^~\\&|SIL|LABO|GW|GHT|20260101000000||ORU^R01^ORU_R01|BIG%03d|P|2.5\r"
@@ -110,7 +93,7 @@ async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path:
     empty = journal_bytes(data_dir)
     async with running_gateway(data_dir, "http://127.0.0.1:9/fhir") as (gw, _):  # 16 MiB frames
         assert gw.mllp is not None
-        replies = await send_and_read(gw.mllp.port, junk)
+        replies = await exchange(gw.mllp.port, junk, timeout=60)
         assert all(b"MSA|AE||" in r for r in replies) and len(replies) == 50
         rows = await gw.journal.find(Query(limit=100))
         assert len(rows) == 50 and {r.state for r in rows} == {State.REJECTED}
@@ -121,7 +104,7 @@ async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path:
 
     async with running_gateway(data_dir, "http://127.0.0.1:9/fhir", **{"mllp.max_frame_bytes": 512 * KIB}) as (gw, _):
         assert gw.mllp is not None
-        replies = await send_and_read(gw.mllp.port, oversized)
+        replies = await exchange(gw.mllp.port, oversized, timeout=60)
         assert all(b"MSA|AE|BIG" in r and b"over the size limit" in r for r in replies)
         rows = [r for r in await gw.journal.find(Query(limit=200)) if r.message_id.startswith("BIG")]
         assert len(rows) == 50 and all(len(r.raw) < 100 for r in rows)
@@ -130,7 +113,7 @@ async def test_rejected_frames_do_not_grow_the_journal_with_their_size(tmp_path:
 
     async with running_gateway(data_dir, "http://127.0.0.1:9/fhir") as (gw, _):  # a readable header: 64 KiB kept
         assert gw.mllp is not None
-        replies = await send_and_read(gw.mllp.port, readable)
+        replies = await exchange(gw.mllp.port, readable, timeout=60)
         assert all(b"MSA|AR|BAD" in r or b"MSA|AE|BAD" in r for r in replies) and len(replies) == 3
         rows = [r for r in await gw.journal.find(Query(limit=300)) if r.message_id.startswith("BAD")]
         assert len(rows) == 3 and all(r.size > 900 * KIB and len(r.raw) == 64 * KIB for r in rows)

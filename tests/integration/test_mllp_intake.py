@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,15 +17,9 @@ from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
 from passerelle.mappings.samples.messages import generate_samples
 from passerelle.queue.model import Query
 from passerelle.queue.sqlite import SQLiteJournal
-from tests.integration.test_mllp_server import read_replies
+from tests.support.mllp_peer import msa, read_replies, write_in_pieces
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
-
-
-def msa(reply: bytes) -> tuple[str, str]:
-    m = re.search(rb"MSA\|([A-Z]{2})\|([^|\r]*)", reply)
-    assert m, reply[:200]
-    return m.group(1).decode(), m.group(2).decode()
 
 
 @dataclass
@@ -57,12 +50,7 @@ async def test_thousand_messages_eight_connections_one_row_per_distinct_message(
         plan = mine + [mine[rng.randrange(len(mine))] for _ in range(15)]
         r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
         data = b"".join(frame(s.raw) for s in plan)
-        pos = 0
-        while pos < len(data):
-            step = rng.randint(1, 20000)
-            w.write(data[pos : pos + step])
-            await w.drain()
-            pos += step
+        await write_in_pieces(w, data, rng, 20000)
         replies = await read_replies(r, len(plan), timeout=120)
         w.close()
         got = [msa(x) for x in replies]

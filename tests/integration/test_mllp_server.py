@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 
 from passerelle.connector.intake.binding import Principal
 from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
-
-VT, FS, CR = b"\x0b", b"\x1c", b"\r"
+from tests.support.mllp_peer import CR, FS, VT, msa, read_replies, write_in_pieces
 
 
 def msg(ctrl: str, body: bytes = b"") -> bytes:
@@ -92,22 +91,6 @@ class Metrics:
         self.latencies.append(latency_seconds)
 
 
-async def read_replies(reader: asyncio.StreamReader, n: int, timeout: float = 10.0) -> list[bytes]:
-    out = []
-    async with asyncio.timeout(timeout):
-        for _ in range(n):
-            data = await reader.readuntil(FS + CR)
-            start = data.index(VT)
-            out.append(data[start + 1 : -2])
-    return out
-
-
-def msa(reply: bytes) -> tuple[str, str]:
-    m = re.search(rb"\rMSA\|([A-Z]{2})\|([^|\r]*)", reply)
-    assert m, reply
-    return m.group(1).decode(), m.group(2).decode()
-
-
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
@@ -125,11 +108,20 @@ async def start(intake: FakeIntake, metrics: Metrics, **kw: object) -> MllpServe
     return server
 
 
+@asynccontextmanager
+async def running(intake: FakeIntake, metrics: Metrics, **kw: object) -> AsyncIterator[MllpServer]:
+    """The listener on 127.0.0.1:0 (:func:`start`), stopped on exit."""
+    srv = await start(intake, metrics, **kw)
+    try:
+        yield srv
+    finally:
+        await srv.stop(1)
+
+
 @pytest.fixture
 async def server(intake: FakeIntake, metrics: Metrics) -> AsyncIterator[MllpServer]:
-    srv = await start(intake, metrics)
-    yield srv
-    await srv.stop(1)
+    async with running(intake, metrics) as srv:
+        yield srv
 
 
 async def connect(srv: MllpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -205,8 +197,7 @@ async def test_broken_frames_get_no_reply_and_good_ones_do(server: MllpServer, m
 
 
 async def test_too_large_with_msh_gets_ar_and_connection_continues(intake: FakeIntake, metrics: Metrics) -> None:
-    srv = await start(intake, metrics, max_frame_bytes=4096)
-    try:
+    async with running(intake, metrics, max_frame_bytes=4096) as srv:
         r, w = await connect(srv)
         w.write(frame(msg("BIG", b"OBX|" + b"A" * 10000)) + frame(msg("AFTER")))
         replies = await read_replies(r, 2)
@@ -217,24 +208,18 @@ async def test_too_large_with_msh_gets_ar_and_connection_continues(intake: FakeI
         w.write(frame(b"Z" * 5000))
         assert await assert_closed(r) == b""
         assert [control_id(p) for p in intake.seen] == ["AFTER"]
-    finally:
-        await srv.stop(1)
 
 
 async def test_junk_flood_closes_without_reply(intake: FakeIntake, metrics: Metrics) -> None:
-    srv = await start(intake, metrics, max_junk_bytes=1024)
-    try:
+    async with running(intake, metrics, max_junk_bytes=1024) as srv:
         r, w = await connect(srv)
         w.write(b"\x16\x03\x01" + b"\x00" * 4000)
         assert await assert_closed(r) == b""
         assert intake.seen == []
-    finally:
-        await srv.stop(1)
 
 
 async def test_slowloris_closed_at_frame_deadline_others_unaffected(intake: FakeIntake, metrics: Metrics) -> None:
-    srv = await start(intake, metrics, frame_timeout=0.3)
-    try:
+    async with running(intake, metrics, frame_timeout=0.3) as srv:
         r, w = await connect(srv)
         w.write(VT + b"MSH|")
         r2, w2 = await connect(srv)
@@ -251,26 +236,20 @@ async def test_slowloris_closed_at_frame_deadline_others_unaffected(intake: Fake
         assert metrics.c["rejected:frame_timeout"] == 1
         assert srv.connection_count == 1
         w2.close()
-    finally:
-        await srv.stop(1)
 
 
 async def test_idle_timeout_closes(intake: FakeIntake, metrics: Metrics) -> None:
-    srv = await start(intake, metrics, idle_timeout=0.2)
-    try:
+    async with running(intake, metrics, idle_timeout=0.2) as srv:
         r, w = await connect(srv)
         w.write(frame(msg("I1")))
         await read_replies(r, 1)
         assert await assert_closed(r) == b""
         await asyncio.sleep(0.05)
         assert metrics.c["closed:idle_timeout"] == 1
-    finally:
-        await srv.stop(1)
 
 
 async def test_connection_caps(intake: FakeIntake, metrics: Metrics) -> None:
-    srv = await start(intake, metrics, max_connections=3, max_connections_per_source=2)
-    try:
+    async with running(intake, metrics, max_connections=3, max_connections_per_source=2) as srv:
         a = await connect(srv)
         b = await connect(srv)
         c = await connect(srv)  # over the per-source cap
@@ -284,27 +263,19 @@ async def test_connection_caps(intake: FakeIntake, metrics: Metrics) -> None:
         d = await connect(srv)  # slot freed
         d[1].write(frame(msg("D")))
         assert msa((await read_replies(d[0], 1))[0]) == ("AA", "D")
-    finally:
-        await srv.stop(1)
 
 
 async def test_source_allow_list_refuses(intake: FakeIntake, metrics: Metrics) -> None:
-    srv = await start(intake, metrics, allowed_networks=[ipaddress.ip_network("10.0.0.0/8")])
-    try:
+    async with running(intake, metrics, allowed_networks=[ipaddress.ip_network("10.0.0.0/8")]) as srv:
         r, w = await connect(srv)
         w.write(frame(msg("NO")))
         assert await assert_closed(r) == b""
         assert intake.seen == []
         assert metrics.c["refused:not_allowed"] == 1
-    finally:
-        await srv.stop(1)
-    srv = await start(intake, metrics, allowed_networks=[ipaddress.ip_network("127.0.0.0/8")])
-    try:
+    async with running(intake, metrics, allowed_networks=[ipaddress.ip_network("127.0.0.0/8")]) as srv:
         r, w = await connect(srv)
         w.write(frame(msg("YES")))
         assert msa((await read_replies(r, 1))[0]) == ("AA", "YES")
-    finally:
-        await srv.stop(1)
 
 
 async def test_handler_failure_closes_without_any_reply(
@@ -341,14 +312,7 @@ async def test_concurrent_connections_random_splits_pipelining(server: MllpServe
         r, w = await connect(server)
         ids = [f"K{k}-{i}" for i in range(125)]
         data = b"".join(frame(msg(c)) for c in ids)
-        pos = 0
-        while pos < len(data):
-            step = rng.randint(1, 3000)
-            w.write(data[pos : pos + step])
-            await w.drain()
-            pos += step
-            if rng.random() < 0.2:
-                await asyncio.sleep(0)
+        await write_in_pieces(w, data, rng, 3000, pause_chance=0.2)
         replies = await read_replies(r, len(ids), timeout=60)
         w.close()
         got = [msa(x) for x in replies]
@@ -388,8 +352,7 @@ async def test_large_stream_over_limit_is_discarded_then_the_connection_resyncs(
     intake: FakeIntake, metrics: Metrics
 ) -> None:
     """16 MiB through a 1 MiB limit: refused with the intake's AR, bytes dropped as they arrive."""
-    srv = await start(intake, metrics, max_frame_bytes=1024 * 1024)
-    try:
+    async with running(intake, metrics, max_frame_bytes=1024 * 1024) as srv:
         r, w = await connect(srv)
         w.write(VT + msg("HUGE"))
         chunk = b"B" * (1024 * 1024)
@@ -401,8 +364,6 @@ async def test_large_stream_over_limit_is_discarded_then_the_connection_resyncs(
         assert [msa(x) for x in replies] == [("AR", "HUGE"), ("AA", "NEXT")]
         assert intake.oversize[0][1] == len(msg("HUGE")) + 16 * 1024 * 1024
         assert metrics.c["rejected:too_large"] == 1
-    finally:
-        await srv.stop(1)
 
 
 async def test_logs_never_carry_payload_bytes(
@@ -413,8 +374,7 @@ async def test_logs_never_carry_payload_bytes(
 
     caplog.set_level(logging.DEBUG)
     canary = b"PID|1||ZZCANARYNOM^^^X||ZZCANARYNOM^Jean\r"
-    srv = await start(intake, metrics, max_frame_bytes=2048, frame_timeout=0.3)
-    try:
+    async with running(intake, metrics, max_frame_bytes=2048, frame_timeout=0.3) as srv:
         r, w = await connect(srv)
         w.write(frame(msg("G1", canary)) + VT + msg("B1", canary) + FS + b"X")
         w.write(frame(msg("BIG", canary * 100)))
@@ -425,8 +385,6 @@ async def test_logs_never_carry_payload_bytes(
         r2, w2 = await connect(srv)
         w2.write(VT + msg("SLOW", canary))  # cut by the frame deadline
         assert await assert_closed(r2) == b""
-    finally:
-        await srv.stop(1)
     text = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "mllp" in text
     assert "ZZCANARY" not in text
@@ -435,8 +393,7 @@ async def test_logs_never_carry_payload_bytes(
 async def test_read_ahead_pauses_at_the_byte_budget(intake: FakeIntake, metrics: Metrics) -> None:
     """A slow intake and a sender streaming 2 KiB frames: the listener holds about the budget, not more."""
     intake.delay = 0.2
-    srv = await start(intake, metrics, max_pipelined_bytes=8 * 1024, max_pipelined_frames=64)
-    try:
+    async with running(intake, metrics, max_pipelined_bytes=8 * 1024, max_pipelined_frames=64) as srv:
         r, w = await connect(srv)
         body = b"OBX|1|ST|X||" + b"V" * 2000 + b"\r"
         w.write(b"".join(frame(msg(f"Q{i}", body)) for i in range(40)))
@@ -447,5 +404,3 @@ async def test_read_ahead_pauses_at_the_byte_budget(intake: FakeIntake, metrics:
         replies = await read_replies(r, 40, timeout=30)
         assert [msa(x)[1] for x in replies] == [f"Q{i}" for i in range(40)]
         assert max(intake.calls) <= 5
-    finally:
-        await srv.stop(1)

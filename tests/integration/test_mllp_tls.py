@@ -15,7 +15,8 @@ import trustme
 
 from passerelle.adapters.mllp_client import AckConnectionError, MllpClient, RetryPolicy
 from passerelle.connector.listeners.mllp import MllpServer, MllpSettings, frame
-from tests.integration.test_mllp_server import FakeIntake, Metrics, msa, msg, read_replies
+from tests.integration.test_mllp_server import FakeIntake, Metrics, msg
+from tests.support.mllp_peer import exchange, msa
 
 NO_RETRY = RetryPolicy(attempts=1, deadline=5, initial=0.01, max_wait=0.01, jitter=0)
 
@@ -87,13 +88,8 @@ async def tls_server(pki: Pki) -> AsyncIterator[tuple[MllpServer, Metrics]]:
 
 
 async def roundtrip(port: int, ctx: ssl.SSLContext, ctrl: str) -> tuple[str, str]:
-    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
-    try:
-        w.write(frame(msg(ctrl)))
-        [reply] = await read_replies(r, 1)
-        return msa(reply)
-    finally:
-        w.close()
+    [reply] = await exchange(port, [msg(ctrl)], ssl_context=ctx)
+    return msa(reply)
 
 
 async def test_tls_roundtrip(pki: Pki, tls_server: tuple[MllpServer, Metrics]) -> None:

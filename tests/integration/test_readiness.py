@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -29,17 +26,12 @@ from passerelle.queue.model import Query, State
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import SandboxURL, running_sandbox
 from tests.integration.test_dmp_space import stack  # noqa: F401 - the DMP stack fixture, reused
+from tests.support.asgi_server import serving_in_thread
 from tests.support.dmp_receiver import DmpReceiver
 from tests.support.gateway import running_gateway
 
 FAST = {"readiness.check_interval_s": 0.1, "readiness.space_probe_interval_s": 0.1}
 NOWHERE = "http://127.0.0.1:9/fhir"
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxURL]:
-    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as url:
-        yield url
 
 
 async def wait_ready(client: httpx.AsyncClient, *, ready: bool, timeout: float = 20) -> dict[str, Any]:
@@ -103,19 +95,8 @@ def token_server() -> Iterator[tuple[str, dict[str, str]]]:
     async def token() -> JSONResponse:
         return JSONResponse({"access_token": state["token"], "token_type": "Bearer", "expires_in": 3600})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/token", state
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}/token", state
 
 
 async def test_a_space_refusing_our_credentials_turns_readyz_503_until_it_answers(

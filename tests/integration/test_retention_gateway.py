@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 
 from passerelle.connector.app import build_gateway
 from passerelle.connector.cli.send import send_files
@@ -25,9 +21,9 @@ from passerelle.queue import Settlement, State
 from passerelle.queue.audit import AuditQuery
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
 from passerelle.queue.sqlite import SQLiteJournal
-from passerelle.sandbox import SandboxConfig
-from passerelle.sandbox.testing import SandboxURL, running_sandbox
+from passerelle.sandbox.testing import SandboxURL
 from tests.integration.journal_contract.support import days, item, later
+from tests.support.cli import passerelle
 from tests.support.gateway import AUTH, token_settings, wait_settled
 
 
@@ -39,16 +35,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self.offset
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxURL]:
-    async with running_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox")) as url:
-        yield url
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "passerelle", *args], capture_output=True, text=True, timeout=120)
 
 
 async def test_the_gateway_purges_old_payloads_and_the_browser_says_so(tmp_path: Path, sandbox: SandboxURL) -> None:
@@ -90,7 +76,7 @@ async def test_the_gateway_purges_old_payloads_and_the_browser_says_so(tmp_path:
         assert any("payloads=3 " in r.detail for r in passes), [r.detail for r in passes]
     finally:
         await gateway.stop()
-    out = cli("messages", "show", str(rows[0].id), "--data-dir", str(data))
+    out = passerelle("messages", "show", str(rows[0].id), "--data-dir", str(data))
     assert out.returncode == 0, out.stderr
     head = out.stdout.split("\njourney:", 1)[0]
     lines = dict(line.split(None, 1) for line in head.splitlines())
@@ -115,15 +101,15 @@ async def test_retention_run_by_hand_dry_run_then_with_a_progress_bar_audited(tm
     data = tmp_path / "data"
     ids = await _old_journal(data, 250)
     env_batch = ["--config", str(_config(tmp_path, data, batch_size=100))]
-    dry = cli("retention", "run", "--dry-run", *env_batch)
+    dry = passerelle("retention", "run", "--dry-run", *env_batch)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith("retention (dry run, would purge): payloads=250 rejected_payloads=0 records=0")
-    assert "payload      stored" in cli("messages", "show", str(ids[0]), *env_batch).stdout  # nothing changed
-    done = cli("retention", "run", *env_batch)
+    assert "payload      stored" in passerelle("messages", "show", str(ids[0]), *env_batch).stdout  # nothing changed
+    done = passerelle("retention", "run", *env_batch)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("retention: payloads=250 rejected_payloads=0 records=0 audit_records=0")
     assert "purging" in done.stderr  # the progress bar of a purge longer than one batch
-    assert "payload      payload purged" in cli("messages", "show", str(ids[-1]), *env_batch).stdout
+    assert "payload      payload purged" in passerelle("messages", "show", str(ids[-1]), *env_batch).stdout
     store = SQLiteAuditStore(data / "journal.sqlite3")
     await store.open()
     try:
@@ -131,7 +117,7 @@ async def test_retention_run_by_hand_dry_run_then_with_a_progress_bar_audited(tm
     finally:
         await store.close()
     assert record.actor.startswith("cli:") and record.detail.startswith("payloads=250 ")
-    assert cli("retention", "run", *env_batch).stdout.startswith("retention: payloads=0 ")  # nothing twice
+    assert passerelle("retention", "run", *env_batch).stdout.startswith("retention: payloads=0 ")  # nothing twice
 
 
 def _config(tmp_path: Path, data: Path, *, batch_size: int) -> Path:
@@ -141,7 +127,7 @@ def _config(tmp_path: Path, data: Path, *, batch_size: int) -> Path:
 
 
 def test_retention_run_on_a_mistyped_data_dir_creates_nothing(tmp_path: Path) -> None:
-    out = cli("retention", "run", "--data-dir", str(tmp_path / "typo"))
+    out = passerelle("retention", "run", "--data-dir", str(tmp_path / "typo"))
     assert out.returncode == 1
     assert (
         out.stderr.strip()

@@ -15,9 +15,10 @@ from lxml import etree
 from passerelle.sandbox import SandboxConfig
 from passerelle.sandbox.testing import SandboxURL, running_sandbox_sync
 from tests.support import dmp_requests as b
+from tests.support.xml_ns import DS, HL7, LCM, QUERY, RIM, SOAP, WSA
 
 INS = "279035121518989"
-NS = {"rs": b.LCM.replace("lcm", "rs"), "soap": b.SOAP, "wsa": b.WSA, "rim": b.RIM, "query": b.QUERY, "hl7": b.HL7}
+NS = {"rs": LCM.replace("lcm", "rs"), "soap": SOAP, "wsa": WSA, "rim": RIM, "query": QUERY, "hl7": HL7}
 STATUS = "urn:oasis:names:tc:ebxml-regrep:StatusType:"
 
 
@@ -119,9 +120,9 @@ def _drop(tag: str) -> object:
 
 def _set_slot(name: str, value: str) -> object:
     def edit(objects: etree._Element) -> None:
-        for slot in objects.iter(f"{{{b.RIM}}}Slot"):
+        for slot in objects.iter(f"{{{RIM}}}Slot"):
             if slot.get("name") == name:
-                slot.find(f".//{{{b.RIM}}}Value").text = value
+                slot.find(f".//{{{RIM}}}Value").text = value
                 return
         raise AssertionError(name)
 
@@ -172,16 +173,16 @@ def _extra_part(parts: dict[str, bytes]) -> None:
 
 
 def _tamper_manifest(signature: etree._Element) -> None:
-    signature.findall(f".//{{{b.DS}}}Manifest/{{{b.DS}}}Reference/{{{b.DS}}}DigestValue")[1].text = "AAAA"
+    signature.findall(f".//{{{DS}}}Manifest/{{{DS}}}Reference/{{{DS}}}DigestValue")[1].text = "AAAA"
 
 
 def _purpose(signature: etree._Element) -> None:
-    signature.find(f".//{{{b.DS}}}SignatureProperty").text = "1.2.3"
+    signature.find(f".//{{{DS}}}SignatureProperty").text = "1.2.3"
 
 
 def _unknown_header(lot: b.Iti41) -> None:
     header = etree.Element("{urn:example}Trace")
-    header.set(f"{{{b.SOAP}}}mustUnderstand", "true")
+    header.set(f"{{{SOAP}}}mustUnderstand", "true")
     lot.envelope.extra_header = header
 
 
@@ -240,15 +241,15 @@ FAILURES = {
     "two submission sets": (
         _hook(
             "edit_metadata",
-            lambda o: o.append(etree.fromstring(f'<rim:RegistryPackage xmlns:rim="{b.RIM}" id="Other"/>')),
+            lambda o: o.append(etree.fromstring(f'<rim:RegistryPackage xmlns:rim="{RIM}" id="Other"/>')),
         ),
         "XDSRegistryMetadataError",
     ),
     "schema order": (
         _hook(
             "edit_metadata",
-            lambda o: o.find(f"{{{b.RIM}}}ExtrinsicObject").append(
-                etree.fromstring(f'<rim:Slot xmlns:rim="{b.RIM}" name="x"><rim:ValueList/></rim:Slot>')
+            lambda o: o.find(f"{{{RIM}}}ExtrinsicObject").append(
+                etree.fromstring(f'<rim:Slot xmlns:rim="{RIM}" name="x"><rim:ValueList/></rim:Slot>')
             ),
         ),
         "XDSRegistryMetadataError",
@@ -261,7 +262,7 @@ FAILURES = {
     "patientId not an INS": (_lot_patient, "XDSRegistryMetadataError"),
     "document for another patient": (_doc_patient, "XDSPatientIdDoesNotMatch"),
     "entry without document": (
-        _hook("edit_metadata", lambda o: o.find(f"{{{b.RIM}}}ExtrinsicObject").set("id", "Lost")),
+        _hook("edit_metadata", lambda o: o.find(f"{{{RIM}}}ExtrinsicObject").set("id", "Lost")),
         "XDSMissingDocument",
     ),
     "HasMember without Original": (
@@ -276,7 +277,7 @@ FAILURES = {
     "INVISIBLE_PATIENT and MASQUE_PS on a clinical document": (_masked, "XDSRegistryMetadataError"),
     "no signs association": (
         _hook(
-            "edit_metadata", _drop(f"{{{b.RIM}}}Association[@associationType='urn:ihe:iti:2007:AssociationType:signs']")
+            "edit_metadata", _drop(f"{{{RIM}}}Association[@associationType='urn:ihe:iti:2007:AssociationType:signs']")
         ),
         "XDSRegistryMetadataError",
     ),
@@ -325,9 +326,9 @@ def test_cda_manifest_digest_covers_the_whole_document(dmp: Dmp) -> None:
     assert registry_status(dmp.submit(dmp.lot(documents=[b.Doc("Document01", unique_id, content)]))) == ("Success", [])
 
     def digest_root_only(signature: etree._Element) -> None:
-        for reference in signature.iter(f"{{{b.DS}}}Reference"):
+        for reference in signature.iter(f"{{{DS}}}Reference"):
             if reference.get("URI") == f"urn:oid:{other}":
-                reference.find(f"{{{b.DS}}}DigestValue").text = root_only  # type: ignore[union-attr]
+                reference.find(f"{{{DS}}}DigestValue").text = root_only  # type: ignore[union-attr]
 
     other = b.oid()
     content = content.replace(unique_id.encode(), other.encode())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -10,16 +9,10 @@ import pytest
 
 from passerelle.mappings.identity.ins import with_key
 from passerelle.sandbox import SandboxConfig
-from passerelle.sandbox.testing import SampleDocument, SandboxURL, iti65_bundle, running_sandbox
+from passerelle.sandbox.testing import SampleDocument, SandboxURL, iti65_bundle
 
 INS = with_key("2800175123456")
 PATIENT = {"patient.identifier": f"urn:oid:1.2.250.1.213.1.4.10|{INS}"}
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxURL]:
-    async with running_sandbox(SandboxConfig(data_dir=tmp_path)) as url:
-        yield url
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -25,16 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-SOAP = "http://www.w3.org/2003/05/soap-envelope"
-WSA = "http://www.w3.org/2005/08/addressing"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
-DS = "http://www.w3.org/2000/09/xmldsig#"
-XADES = "http://uri.etsi.org/01903/v1.1.1#"
-RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-XDSB = "urn:ihe:iti:xds-b:2007"
-XOP = "http://www.w3.org/2004/08/xop/include"
-HL7 = "urn:hl7-org:v3"
+from tests.support.xml_ns import DS, HL7, SAML, SOAP, WSA, WSSE
 
 DE_PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
 DE_UNIQUE_ID = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"

@@ -19,22 +19,18 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from tests.support.dmp_checks import (
     DE_PATIENT_ID,
     DE_UNIQUE_ID,
-    DS,
     DTM,
     INS_CX,
     REQUIRED_DE_SCHEMES,
-    RIM,
     SS_AUTHOR,
     SS_CONTENT_TYPE,
     SS_PATIENT_ID,
     SS_SOURCE_ID,
     SS_UNIQUE_ID,
-    XADES,
-    XDSB,
-    XOP,
     Refused,
     require,
 )
+from tests.support.xml_ns import DS, RIM, XADES, XDSB, XOP
 
 SIGNATURE_FORMAT = "http://www.w3.org/2000/09/xmldsig#"
 SIGNS = "urn:ihe:iti:2007:AssociationType:signs"

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from cryptography import x509
 from lxml import etree
 from starlette.applications import Starlette
@@ -29,11 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support.asgi_server import serving
 from tests.support.dmp_checks import (
-    HL7,
-    RIM,
-    SOAP,
-    WSA,
     Refused,
     body_payload,
     check_envelope,
@@ -43,9 +39,9 @@ from tests.support.dmp_checks import (
     require,
 )
 from tests.support.dmp_checks_xds import check_metadata, check_xades, resolve_and_validate
+from tests.support.xml_ns import HL7, QUERY, RIM, SOAP, WSA
 
 RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 ACTIONS = {
@@ -396,19 +392,6 @@ async def running_receiver(
             "ssl_ca_certs": str(ca_file),
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
         }
-    server = uvicorn.Server(
-        uvicorn.Config(
-            receiver.app(), host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off", **options
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    receiver.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/si-dmp-server/v2/services"
-    try:
+    async with serving(receiver.app(), access_log=False, **options) as port:
+        receiver.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/si-dmp-server/v2/services"
         yield receiver
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -25,18 +25,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lxml import etree
 from signxml import XMLSigner, methods
 
-SOAP = "http://www.w3.org/2003/05/soap-envelope"
-WSA = "http://www.w3.org/2005/08/addressing"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
-DS = "http://www.w3.org/2000/09/xmldsig#"
-XADES = "http://uri.etsi.org/01903/v1.1.1#"
-RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
-XDSB = "urn:ihe:iti:xds-b:2007"
-HL7 = "urn:hl7-org:v3"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
+from tests.support.xml_ns import DS, HL7, LCM, QUERY, RIM, SAML, SOAP, WSA, WSSE, XADES, XDSB, XSI
+
 INS_OID = "1.2.250.1.213.1.4.10"
 STRUCTURE = "10B0127189"
 

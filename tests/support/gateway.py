@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 from passerelle.connector.app import Gateway, build_gateway
 from passerelle.connector.settings import load_settings
 from passerelle.queue.model import Query, Row, State
+from tests.support.waiting import poll
 
 #: The HTTP identities every test gateway has (``http.tokens``), by role: name, token, intake sender.
 TOKENS = {
@@ -63,14 +63,20 @@ async def running_gateway(data_dir: Path, space_url: str, **overrides: Any) -> A
 
 async def wait_settled(gateway: Gateway, count: int, timeout: float = 30.0) -> list[Row]:
     """Wait until ``count`` rows are no longer accepted/retry (delivered, parked, refused, dead)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    rows: list[Row] = []
-    while asyncio.get_running_loop().time() < deadline:
-        rows = await gateway.journal.find(Query(limit=1000))
-        if len(rows) >= count and all(r.state not in (State.ACCEPTED, State.RETRY) for r in rows):
-            return rows
-        await asyncio.sleep(0.1)
-    return rows
+
+    def settled(rows: list[Row]) -> bool:
+        return len(rows) >= count and all(r.state not in (State.ACCEPTED, State.RETRY) for r in rows)
+
+    return await poll(lambda: gateway.journal.find(Query(limit=1000)), settled, timeout)
+
+
+async def post_cda(base: str, cda: bytes) -> None:
+    """POST a CDA to the gateway at ``base`` as the intake identity; it must be accepted (202)."""
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        answer = await client.post(
+            "/v1/documents", content=cda, headers={"Content-Type": "application/xml", **AUTH["intake"]}
+        )
+    assert answer.status_code == 202, answer.text
 
 
 async def sandbox_pushes(admin_url: str, ins: str) -> list[dict[str, Any]]:

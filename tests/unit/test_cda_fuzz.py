@@ -15,29 +15,19 @@ from passerelle.mappings.cda.safe_xml import CdaLimits
 from passerelle.mappings.document import Provenance
 from passerelle.mappings.hl7v2.decode import decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message
+from tests.support.cda_samples import minimal_cda
+from tests.support.volet import FLAG_ORDER
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LIMITS = CdaLimits(max_bytes=64 * 1024, max_depth=50, max_elements=5000)
 
-VALID = b"""<?xml version="1.0" encoding="UTF-8"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3">
-  <templateId root="1.2.250.1.213.1.1.1.1"/>
-  <id root="1.2.250.1.999.7.1"/>
-  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR"/>
-  <title>Compte rendu</title>
-  <effectiveTime value="20260101120000+0100"/>
-  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
-  <languageCode code="fr-FR"/>
-  <setId root="1.2.250.1.999.7"/>
-  <versionNumber value="1"/>
-  <recordTarget><patientRole>
-    <id root="1.2.250.1.213.1.4.10" extension="279035121518989"/>
-    <patient><name><given qualifier="BR">ALEX</given><family qualifier="BR">TEST</family></name>
-      <administrativeGenderCode code="F"/><birthTime value="19790328"/></patient>
-  </patientRole></recordTarget>
-  <documentationOf><serviceEvent><effectiveTime><low value="20260101"/></effectiveTime></serviceEvent></documentationOf>
-  <component><nonXMLBody><text mediaType="application/pdf" representation="B64">JVBERi0=</text></nonXMLBody></component>
-</ClinicalDocument>"""
+VALID = minimal_cda(
+    display="CR",
+    before_body='<documentationOf><serviceEvent><effectiveTime><low value="20260101"/></effectiveTime></serviceEvent>'
+    "</documentationOf>\n  ",
+    body='<component><nonXMLBody><text mediaType="application/pdf" representation="B64">JVBERi0=</text></nonXMLBody>'
+    "</component>",
+)
 
 
 def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
@@ -67,19 +57,7 @@ def test_random_bytes_raise_only_passerelle_errors(raw: bytes) -> None:
 
 FLAGS = "".join(
     f"\rOBX|{n}|CE|{code}^l^MetaDMPMSS||{'Y' if code == 'DESTDMP' else 'N'}^^expandedYes-NoIndicator||||||F|"
-    for n, code in enumerate(
-        (
-            "MASQUE_PS",
-            "INVISIBLE_PATIENT",
-            "INVISIBLE_REP_LEGAUX",
-            "CONNEXION_SECRETE",
-            "MODIF_CONF_CODE",
-            "DESTDMP",
-            "DESTMSSANTEPS",
-            "DESTMSSANTEPAT",
-        ),
-        start=2,
-    )
+    for n, code in enumerate(FLAG_ORDER, start=2)
 )
 
 

@@ -7,78 +7,41 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from passerelle.config.settings import HttpRole
-from passerelle.connector.intake.cda import CdaIntake, CdaIntakeSettings
 from passerelle.connector.intake.replies import http_status, refused
-from passerelle.connector.listeners.http.auth import Authenticator, Identity, TokenBook
-from passerelle.connector.listeners.http.documents import DocumentsApi
 from passerelle.errors import QueueUnavailableError
 from passerelle.queue.memory import MemoryJournal
 from passerelle.queue.model import AppendResult, Inbound, State
+from tests.support.cda_http import BEARER, documents_app
+from tests.support.cda_samples import minimal_cda
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 XML = {"content-type": "application/xml"}
-INTAKE_TOKEN = "intake-token-for-tests"
-
-
-def intake_auth() -> Authenticator:
-    """One intake identity whose sender is the intake's own default (``http``)."""
-    return Authenticator(TokenBook([(Identity("lab", HttpRole.INTAKE, "http"), INTAKE_TOKEN)]))
-
-
-def cda(uid: str = "1.2.250.1.999.7.1", *, title: str = "Compte rendu", ins: str = "279035121518989") -> bytes:
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3">
-  <templateId root="1.2.250.1.213.1.1.1.1"/>
-  <id root="{uid}"/>
-  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
-  <title>{title}</title>
-  <effectiveTime value="20260101120000+0100"/>
-  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
-  <languageCode code="fr-FR"/>
-  <setId root="1.2.250.1.999.7"/>
-  <versionNumber value="1"/>
-  <recordTarget><patientRole>
-    <id root="1.2.250.1.213.1.4.10" extension="{ins}"/>
-    <patient><name><given qualifier="BR">ALEX</given><family qualifier="BR">TEST</family></name>
-      <administrativeGenderCode code="F"/><birthTime value="19790328"/></patient>
-  </patientRole></recordTarget>
-  <component><structuredBody/></component>
-</ClinicalDocument>""".encode()
 
 
 def _client(accept, **settings: object) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
-    conf = CdaIntakeSettings.model_validate({"test_environment": True, **settings})
-    app = FastAPI()
-    app.include_router(
-        DocumentsApi(
-            CdaIntake(accept, conf, channel="http", sender=conf.sender, clock=lambda: NOW), intake_auth()
-        ).router()
-    )
-    bearer = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=bearer)
+    app = documents_app(accept, lambda: NOW, **settings)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=BEARER)
 
 
 async def test_accepted_then_duplicate_then_conflict() -> None:
     journal = MemoryJournal()
     await journal.open()
     async with _client(journal.append) as client:
-        r = await client.post("/v1/documents", content=cda(), headers=XML)
+        r = await client.post("/v1/documents", content=minimal_cda(), headers=XML)
         assert r.status_code == 202
         body = r.json()
         assert body["status"] == "accepted" and body["document_id"] == "1.2.250.1.999.7.1"
         row = await journal.get(body["journal_id"])
         assert row is not None and row.kind == "cda" and row.channel == "http" and row.state is State.ACCEPTED
-        assert row.raw == cda() and row.dedup_key == "cda:1.2.250.1.999.7.1"
+        assert row.raw == minimal_cda() and row.dedup_key == "cda:1.2.250.1.999.7.1"
         assert row.lane == "ins:279035121518989"
 
-        again = await client.post("/v1/documents", content=cda(), headers={"content-type": "text/xml"})
+        again = await client.post("/v1/documents", content=minimal_cda(), headers={"content-type": "text/xml"})
         assert again.status_code == 200
         assert again.json() == {**body, "status": "duplicate"}
 
-        other = await client.post("/v1/documents", content=cda(title="Autre"), headers=XML)
+        other = await client.post("/v1/documents", content=minimal_cda(title="Autre"), headers=XML)
         assert other.status_code == 409
         assert other.headers["content-type"].startswith("application/problem+json")
         assert other.json()["reason"] == "duplicate_conflict"
@@ -94,7 +57,7 @@ async def test_wrong_content_type_is_415(ctype: str | None) -> None:
 
     headers = {"content-type": ctype} if ctype else {}
     async with _client(accept) as client:
-        r = await client.post("/v1/documents", content=cda(), headers=headers)
+        r = await client.post("/v1/documents", content=minimal_cda(), headers=headers)
     assert r.status_code == 415
     assert r.json()["reason"] == "content_type"
     assert calls == []
@@ -105,7 +68,7 @@ async def test_problem_details_shape_and_no_phi() -> None:
         raise AssertionError("must not be called")
 
     async with _client(accept) as client:
-        r = await client.post("/v1/documents", content=cda(ins="279035121518988"), headers=XML)
+        r = await client.post("/v1/documents", content=minimal_cda(ins="279035121518988"), headers=XML)
     assert r.status_code == 422
     problem = r.json()
     assert set(problem) == {"type", "title", "status", "detail", "reason"}
@@ -119,7 +82,7 @@ async def test_journal_failure_is_503_never_202() -> None:
         raise QueueUnavailableError("disk full")
 
     async with _client(accept) as client:
-        r = await client.post("/v1/documents", content=cda(), headers=XML)
+        r = await client.post("/v1/documents", content=minimal_cda(), headers=XML)
     assert r.status_code == 503
     assert r.headers["retry-after"] == "5"
     assert r.json()["reason"] == "queue_unavailable"
@@ -133,7 +96,7 @@ async def test_reply_only_after_accept_returned() -> None:
         return [AppendResult(41)]
 
     async with _client(accept) as client:
-        r = await client.post("/v1/documents", content=cda(), headers=XML)
+        r = await client.post("/v1/documents", content=minimal_cda(), headers=XML)
         order.append("reply")
     assert order == ["commit", "reply"]
     assert r.json()["journal_id"] == 41
@@ -144,10 +107,10 @@ async def test_utf16_charset_and_body_are_415() -> None:
     await journal.open()
     async with _client(journal.append) as client:
         r = await client.post(
-            "/v1/documents", content=cda(), headers={"content-type": "application/xml; charset=utf-16"}
+            "/v1/documents", content=minimal_cda(), headers={"content-type": "application/xml; charset=utf-16"}
         )
         assert r.status_code == 415
-        body16 = cda().decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+        body16 = minimal_cda().decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
         r = await client.post("/v1/documents", content=body16, headers=XML)
         assert r.status_code == 415 and r.json()["reason"] == "unsupported_encoding"
 
@@ -181,6 +144,6 @@ async def test_unexpected_mapping_bug_is_a_500_problem(monkeypatch: pytest.Monke
         raise AssertionError("must not be called")
 
     async with _client(accept) as client:
-        r = await client.post("/v1/documents", content=cda(), headers=XML)
+        r = await client.post("/v1/documents", content=minimal_cda(), headers=XML)
     assert r.status_code == 500 and r.json()["reason"] == "internal"
     assert "secret" not in r.text

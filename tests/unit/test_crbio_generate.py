@@ -45,8 +45,8 @@ from passerelle.mappings.samples.lab import (
     sample_loinc_table,
     sample_oru,
 )
+from tests.support.xml_ns import CDA_NS
 
-NS = {"cda": "urn:hl7-org:v3", "lab": "urn:oid:1.3.6.1.4.1.19376.1.3.2"}
 PROV = Provenance(channel="mllp", sender=SAMPLE_SENDER, message_id="MSG0001", journal_id=7)
 
 
@@ -95,32 +95,32 @@ def test_model_rules() -> None:
 def test_cda_header_follows_crbio_2024() -> None:
     report = sample_lab_report()
     doc = etree.fromstring(generate(report).cda)
-    roots = doc.xpath("cda:templateId/@root", namespaces=NS)
+    roots = doc.xpath("cda:templateId/@root", namespaces=CDA_NS)
     assert roots == [
         "2.16.840.1.113883.2.8.2.1",
         "1.2.250.1.213.1.1.1.1",
         "1.3.6.1.4.1.19376.1.3.3",
         "1.2.250.1.213.1.1.1.55",
     ]
-    assert doc.find("cda:code", NS).get("code") == "11502-2"  # type: ignore[union-attr]
-    assert doc.findtext("cda:title", namespaces=NS) == "Compte rendu d'examens biologiques"
-    assert doc.find("cda:id", NS).get("root") == report.unique_id  # type: ignore[union-attr]
-    assert doc.find("cda:id", NS).get("extension") is None  # type: ignore[union-attr]  # root-only for the DMP
-    assert doc.find("cda:setId", NS).get("root") == report.set_id  # type: ignore[union-attr]
-    ins = doc.find("cda:recordTarget/cda:patientRole/cda:id", NS)
+    assert doc.find("cda:code", CDA_NS).get("code") == "11502-2"  # type: ignore[union-attr]
+    assert doc.findtext("cda:title", namespaces=CDA_NS) == "Compte rendu d'examens biologiques"
+    assert doc.find("cda:id", CDA_NS).get("root") == report.unique_id  # type: ignore[union-attr]
+    assert doc.find("cda:id", CDA_NS).get("extension") is None  # type: ignore[union-attr]  # root-only for the DMP
+    assert doc.find("cda:setId", CDA_NS).get("root") == report.set_id  # type: ignore[union-attr]
+    ins = doc.find("cda:recordTarget/cda:patientRole/cda:id", CDA_NS)
     assert (ins.get("root"), ins.get("extension")) == (report.patient.ins_oid, report.patient.ins)  # type: ignore[union-attr]
-    assert doc.xpath("string(//cda:patient/cda:birthplace//cda:county)", namespaces=NS) == "75113"
-    assert doc.xpath("//cda:serviceEvent/lab:statusCode/@code", namespaces=NS) == ["completed"]
-    assert doc.xpath("//cda:healthCareFacility/cda:code/@code", namespaces=NS) == ["SA25"]
-    assert doc.xpath("//cda:inFulfillmentOf/cda:order/cda:id/@extension", namespaces=NS) == ["CMD-2024-0001"]
-    assert doc.xpath("cda:participant[@typeCode='REF']/cda:time/cda:high/@value", namespaces=NS) == [
+    assert doc.xpath("string(//cda:patient/cda:birthplace//cda:county)", namespaces=CDA_NS) == "75113"
+    assert doc.xpath("//cda:serviceEvent/lab:statusCode/@code", namespaces=CDA_NS) == ["completed"]
+    assert doc.xpath("//cda:healthCareFacility/cda:code/@code", namespaces=CDA_NS) == ["SA25"]
+    assert doc.xpath("//cda:inFulfillmentOf/cda:order/cda:id/@extension", namespaces=CDA_NS) == ["CMD-2024-0001"]
+    assert doc.xpath("cda:participant[@typeCode='REF']/cda:time/cda:high/@value", namespaces=CDA_NS) == [
         "20240103170000+0100"
     ]
     chapters = doc.xpath(
-        "//cda:section[cda:templateId/@root='1.3.6.1.4.1.19376.1.3.3.2.1']/cda:code/@code", namespaces=NS
+        "//cda:section[cda:templateId/@root='1.3.6.1.4.1.19376.1.3.3.2.1']/cda:code/@code", namespaces=CDA_NS
     )
     assert chapters == ["18719-5", "18723-7"]
-    assert len(doc.xpath("//cda:section[cda:templateId/@root='1.2.250.1.213.1.1.2.243']", namespaces=NS)) == 1
+    assert len(doc.xpath("//cda:section[cda:templateId/@root='1.2.250.1.213.1.1.2.243']", namespaces=CDA_NS)) == 1
 
 
 def test_value_kinds_in_cda() -> None:
@@ -135,11 +135,11 @@ def test_value_kinds_in_cda() -> None:
     report = report.model_copy(update={"batteries": (battery, report.batteries[1])})
     doc = etree.fromstring(build_crbio_cda(report, b"%PDF-1.4"))
     xsi = "{http://www.w3.org/2001/XMLSchema-instance}type"
-    crp = doc.xpath("//cda:observation[cda:code/@code='30522-7']/cda:value", namespaces=NS)[0]
+    crp = doc.xpath("//cda:observation[cda:code/@code='30522-7']/cda:value", namespaces=CDA_NS)[0]
     assert crp.get(xsi) == "IVL_PQ"
-    high = crp.find("cda:high", NS)
+    high = crp.find("cda:high", CDA_NS)
     assert (high.get("value"), high.get("unit"), high.get("inclusive")) == ("0.5", "mg/L", "false")  # type: ignore[union-attr]
-    text = doc.xpath("//cda:observation[cda:code/@code='8251-1']/cda:value", namespaces=NS)[0]
+    text = doc.xpath("//cda:observation[cda:code/@code='8251-1']/cda:value", namespaces=CDA_NS)[0]
     assert (text.get(xsi), text.text) == ("ST", "RAS")
 
 

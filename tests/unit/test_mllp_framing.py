@@ -15,14 +15,17 @@ from passerelle.connector.listeners.mllp.framing import (
     JunkLimitError,
     MllpFramer,
     TooLarge,
-    frame,
 )
-
-VT, FS, CR = b"\x0b", b"\x1c", b"\r"
+from passerelle.mappings.hl7v2.mllp import frame
+from tests.support.mllp_peer import CR, FS, VT
 
 
 def msg(n: int, body: bytes = b"") -> bytes:
     return b"MSH|^~\\&|LAB|FAC|GW|FAC|20260101000000||ORU^R01|MSG%05d|P|2.5\rPID|1||X\r" % n + body
+
+
+def test_the_envelope_is_vt_payload_fs_cr() -> None:
+    assert frame(b"MSH|x") == VT + b"MSH|x" + FS + CR == b"\x0bMSH|x\x1c\r"
 
 
 async def collect(data: list[bytes], limits: FramingLimits | None = None, eof: bool = True) -> list[object]:

@@ -15,9 +15,9 @@ from passerelle.connector.listeners.mllp.framing import (
     JunkLimitError,
     MllpFramer,
     TooLarge,
-    frame,
 )
 from passerelle.errors import FramingError
+from passerelle.mappings.hl7v2.mllp import frame
 
 LIMITS = FramingLimits(max_frame_bytes=1024, max_junk_bytes=512, read_chunk_bytes=64, msh_capture_bytes=128)
 

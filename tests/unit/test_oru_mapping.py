@@ -17,6 +17,8 @@ from passerelle.mappings.document import (
     Provenance,
 )
 from passerelle.mappings.hl7v2.documents import decode_base64, map_hl7_document, map_hl7_documents
+from tests.support.cda_samples import minimal_cda
+from tests.support.volet import FLAG_ORDER
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 V21 = "hl7v2/fr-ans-hl7v2-exemples/Vague_2/Trans_Doc-CDA-HL7V2/TRANSMISSION_DOCS_CDA_EN_HL7V2_V2.1"
@@ -100,36 +102,7 @@ def test_mdm_replacement_uses_the_parent_and_deletion_targets_the_document(corpu
 
 # --- synthetic messages ------------------------------------------------------------------------------
 
-CDA = b"""<?xml version="1.0" encoding="UTF-8"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3">
-  <templateId root="1.2.250.1.213.1.1.1.1"/>
-  <id root="1.2.250.1.999.7.1"/>
-  <code code="11502-2" codeSystem="2.16.840.1.113883.6.1" displayName="CR d'examens biologiques"/>
-  <title>Compte rendu</title>
-  <effectiveTime value="20260101120000+0100"/>
-  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
-  <languageCode code="fr-FR"/>
-  <setId root="1.2.250.1.999.7"/>
-  <versionNumber value="1"/>
-  <recordTarget><patientRole>
-    <id root="1.2.250.1.213.1.4.10" extension="279035121518989"/>
-    <patient><name><given qualifier="BR">ALEX</given><family qualifier="BR">TEST</family></name>
-      <administrativeGenderCode code="F"/><birthTime value="19790328"/></patient>
-  </patientRole></recordTarget>
-  <component><structuredBody/></component>
-</ClinicalDocument>"""
-
-
-FLAG_ORDER = (
-    "MASQUE_PS",
-    "INVISIBLE_PATIENT",
-    "INVISIBLE_REP_LEGAUX",
-    "CONNEXION_SECRETE",
-    "MODIF_CONF_CODE",
-    "DESTDMP",
-    "DESTMSSANTEPS",
-    "DESTMSSANTEPAT",
-)
+CDA = minimal_cda()
 
 
 def _message(

@@ -33,11 +33,9 @@ from tenacity import (
 )
 
 from passerelle.errors import ParseError, RemoteTransientError
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, frame, reply_payload
 
 log = logging.getLogger(__name__)
-
-_VT = b"\x0b"
-_END = b"\x1c\r"
 
 
 class AckTimeoutError(RemoteTransientError, reason="ack_timeout"):
@@ -128,7 +126,7 @@ class MllpClient:
         except (OSError, ssl.SSLError) as exc:
             raise AckConnectionError(f"connect to {self.host}:{self.port} failed: {type(exc).__name__}") from exc
         try:
-            writer.write(_VT + message + _END)
+            writer.write(frame(message))
             try:
                 async with asyncio.timeout(self.ack_timeout):
                     await writer.drain()
@@ -157,15 +155,15 @@ class MllpClient:
     async def _read_reply(self, reader: asyncio.StreamReader) -> bytes:
         """The payload of the first reply frame (bytes before its VT skipped), at most ``max_reply_bytes``."""
         try:
-            data = await reader.readuntil(_END)
+            data = await reader.readuntil(END_BLOCK)
         except asyncio.LimitOverrunError as exc:
             raise AckMismatchError(f"reply larger than {self.max_reply_bytes} bytes") from exc
         except asyncio.IncompleteReadError as exc:
             raise AckConnectionError(f"{self.host}:{self.port} closed before replying") from exc
-        start = data.rfind(_VT)
-        if start < 0:
+        payload = reply_payload(data)
+        if payload is None:
             raise AckMismatchError("reply without MLLP start block")
-        return data[start + 1 : -len(_END)]
+        return payload
 
 
 def _segments(payload: bytes) -> list[bytes]:

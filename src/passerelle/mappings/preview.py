@@ -24,12 +24,11 @@ from passerelle.mappings.document import Action, Code, Document, Provenance
 from passerelle.mappings.hl7v2.decode import Message, decode_message
 from passerelle.mappings.hl7v2.documents import map_hl7_message
 from passerelle.mappings.hl7v2.header import read_header
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, FS, START_BLOCK
 from passerelle.mappings.hl7v2.volet import MessageKind, classify
 from passerelle.mappings.mhd import bundle as mhd
 
 FORMATS = ("hl7v2", "cda", "dicom")
-MLLP_START = b"\x0b"
-MLLP_END = b"\x1c\r"
 UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_CONTENT_TYPE = Code(code="04", system="1.2.250.1.213.2.2", display="Hospitalisation de jour")
 
@@ -85,10 +84,10 @@ class PreviewResult:
 
 def strip_mllp(raw: bytes) -> bytes:
     data = raw
-    if data.startswith(MLLP_START):
+    if data.startswith(START_BLOCK):
         data = data[1:]
-        end = data.rfind(MLLP_END)
-        if end == -1 and data.endswith(b"\x1c"):
+        end = data.rfind(END_BLOCK)
+        if end == -1 and data.endswith(bytes([FS])):
             end = len(data) - 1
         if end != -1:
             data = data[:end]

@@ -7,12 +7,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
 
+from passerelle.sandbox.bundle import TEST_INS_SYSTEM
 from passerelle.sandbox.faults import FaultSettings
 from passerelle.sandbox.runtime import SandboxRuntime, bearer_ok, runtime_of
 from passerelle.sandbox.store import PatientState
-
-#: assigning authority given to a space created from the admin API (the ANS test INS-NIR OID)
-DEFAULT_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 
 
 def require_admin(request: Request) -> SandboxRuntime:
@@ -58,7 +56,7 @@ def patient_view(runtime: SandboxRuntime, state: PatientState) -> dict[str, Any]
 @router.put("/patients/{ins}")
 def put_patient(ins: str, update: PatientUpdate, request: Request) -> dict[str, Any]:
     runtime = runtime_of(request)
-    state = runtime.store.get_patient(ins) or PatientState(ins=ins, system=update.system or DEFAULT_INS_SYSTEM)
+    state = runtime.store.get_patient(ins) or PatientState(ins=ins, system=update.system or TEST_INS_SYSTEM)
     for name, value in update.model_dump(exclude_none=True, exclude={"system"}).items():
         setattr(state, name, value)
     runtime.store.save_patient(state)

@@ -28,6 +28,9 @@ IDNAT_STRUCT_SYSTEM = "urn:oid:1.2.250.1.71.4.2.2"
 RPPS_SYSTEM = "https://rpps.esante.gouv.fr"
 #: INS assigning authorities all live under this arc (NIR, NIA, test and demo OIDs).
 INS_OID_PREFIX = "urn:oid:1.2.250.1.213.1.4."
+#: ANS test INS-NIR assigning authority (synthetic identities only): the sandbox's samples and the spaces
+#: its admin API creates without a system.
+TEST_INS_SYSTEM = INS_OID_PREFIX + "10"
 RFC3986_SYSTEM = "urn:ietf:rfc:3986"
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import uvicorn
 
+from passerelle.sandbox.bundle import TEST_INS_SYSTEM
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.server import uvicorn_config
 
@@ -125,9 +126,6 @@ async def running_sandbox(
 
 
 # --- sample ITI-65 bundles (the sandbox's own builder, independent of the gateway's) -------------------
-
-#: ANS test INS-NIR assigning authority (synthetic identities only)
-TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 
 
 @dataclass

@@ -26,11 +26,11 @@ from passerelle.connector.lifecycle import StartupError
 from passerelle.connector.settings import load_settings
 from passerelle.mappings.samples.messages import Sample, generate_samples
 from passerelle.queue.model import Query, State
+from passerelle.sandbox.bundle import TEST_INS_SYSTEM
 from passerelle.sandbox.config import SandboxConfig
 from passerelle.sandbox.testing import running_sandbox
 
 WAIT_S = 30.0
-TEST_INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"
 
 
 async def run_demo(*, count: int = 5, keep: bool = False, data_dir: Path | None = None, transport: str = "mhd") -> int:

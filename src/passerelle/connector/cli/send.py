@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from passerelle.adapters.mllp_client import AckMismatchError, parse_ack
-from passerelle.connector.listeners.mllp.framing import frame
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, FS, START_BLOCK, frame, reply_payload
 
-_VT, _FS, _CR = b"\x0b", b"\x1c", b"\r"
 _MSH_START = re.compile(rb"(?:^|[\r\n])(MSH[^A-Za-z0-9\r\n])")
 
 
@@ -22,10 +21,10 @@ def split_messages(data: bytes) -> list[bytes]:
     The bytes of each message are kept as they are (separators included): the listener normalises.
     """
     data = data.removeprefix(b"\xef\xbb\xbf")
-    if _VT in data:
+    if START_BLOCK in data:
         out = []
-        for chunk in data.split(_VT)[1:]:
-            end = chunk.find(_FS)
+        for chunk in data.split(START_BLOCK)[1:]:
+            end = chunk.find(FS)
             if end >= 0 and chunk[:end].strip():
                 out.append(chunk[:end])
         return out
@@ -35,7 +34,7 @@ def split_messages(data: bytes) -> list[bytes]:
         end = starts[i + 1] if i + 1 < len(starts) else len(data)
         body = data[start:end].rstrip(b"\r\n")
         if body:
-            messages.append(body + _CR)
+            messages.append(body + b"\r")
     return messages
 
 
@@ -47,9 +46,9 @@ class SendResult:
 
 
 async def _read_reply(reader: asyncio.StreamReader) -> bytes:
-    data = await reader.readuntil(_FS + _CR)
-    start = data.rfind(_VT)
-    return data[start + 1 : -2] if start >= 0 else data[:-2]
+    data = await reader.readuntil(END_BLOCK)
+    payload = reply_payload(data)
+    return data[: -len(END_BLOCK)] if payload is None else payload
 
 
 async def send_files(

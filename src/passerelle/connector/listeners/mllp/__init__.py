@@ -5,8 +5,6 @@ The composition root builds :class:`MllpServer` with :class:`MllpSettings`, the 
 """
 
 from passerelle.connector.listeners.mllp.framing import (
-    END_BLOCK,
-    START_BLOCK,
     Frame,
     FrameRejected,
     FrameTimeoutError,
@@ -15,12 +13,12 @@ from passerelle.connector.listeners.mllp.framing import (
     JunkLimitError,
     MllpFramer,
     TooLarge,
-    frame,
 )
 from passerelle.connector.listeners.mllp.ports import MllpHandler, MllpMetrics, NullMetrics, OversizeHandler
 from passerelle.connector.listeners.mllp.server import MllpServer
 from passerelle.connector.listeners.mllp.settings import MllpSettings, MllpTlsSettings
 from passerelle.connector.listeners.mllp.tls import ClientAllowList, ClientCertificateError, server_context
+from passerelle.mappings.hl7v2.mllp import END_BLOCK, START_BLOCK, frame
 
 __all__ = [
     "END_BLOCK",

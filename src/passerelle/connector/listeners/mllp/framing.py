@@ -40,22 +40,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from passerelle.errors import FramingError
+from passerelle.mappings.hl7v2.mllp import CR, FS, VT
 
-VT: Final = 0x0B
-FS: Final = 0x1C
-CR: Final = 0x0D
 LF: Final = 0x0A
-
-START_BLOCK: Final = b"\x0b"
-END_BLOCK: Final = b"\x1c\r"
 
 #: Reasons a frame is rejected by the framer (low-cardinality metric label values).
 REJECT_REASONS: Final = ("bad_end", "nested_start", "partial")
-
-
-def frame(payload: bytes) -> bytes:
-    """Wrap one payload in an MLLP envelope."""
-    return START_BLOCK + payload + END_BLOCK
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,6 @@ from passerelle.connector.listeners.mllp.framing import (
     FramingLimits,
     MllpFramer,
     TooLarge,
-    frame,
 )
 from passerelle.connector.listeners.mllp.ports import MllpHandler, MllpMetrics, NullMetrics, OversizeHandler
 from passerelle.connector.listeners.mllp.settings import MllpSettings
@@ -59,6 +58,7 @@ from passerelle.connector.listeners.mllp.tls import (
 )
 from passerelle.connector.listeners.net import address_in
 from passerelle.errors import FramingError
+from passerelle.mappings.hl7v2.mllp import frame
 
 log = logging.getLogger("passerelle.connector.listeners.mllp")
 
