@@ -491,12 +491,14 @@ def test_soap_receiver_fault_injection(dmp: Dmp) -> None:
     assert registry_status(dmp.submit(dmp.lot())) == ("Success", [])
 
 
-CAPTURE = Path(__file__).parents[2] / ".." / "shared" / "corpus" / "xds" / "fr-drimbox-xds" / "publication.xml"
+#: the DRIMbox ITI-41 capture of the shared corpus (``PASSERELLE_CORPUS`` or ../shared/corpus)
+CAPTURE = Path("xds") / "fr-drimbox-xds" / "publication.xml"
 
 
-@pytest.mark.skipif(not CAPTURE.exists(), reason="corpus not present")
-def test_drimbox_capture_strict_refuses_framing_lenient_reaches_the_redacted_vihf(tmp_path: Path, pki: b.Pki) -> None:
-    body = CAPTURE.read_bytes()
+def test_drimbox_capture_strict_refuses_framing_lenient_reaches_the_redacted_vihf(
+    tmp_path: Path, pki: b.Pki, corpus_dir: Path
+) -> None:
+    body = (corpus_dir / CAPTURE).read_bytes()
     header = (
         'multipart/related; boundary="MIMEBoundary_Bound"; type="application/xop+xml"; start="<0.1>"; '
         'start-info="application/soap+xml"; action="urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"'

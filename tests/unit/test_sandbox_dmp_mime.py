@@ -10,13 +10,13 @@ import pytest
 from passerelle.sandbox.dmp import mime
 from passerelle.sandbox.dmp.common import SoapFault, parse_xml
 
-CAPTURE = Path(__file__).parents[2] / ".." / "shared" / "corpus" / "xds" / "fr-drimbox-xds" / "publication.xml"
+#: the DRIMbox ITI-41 capture of the shared corpus (``PASSERELLE_CORPUS`` or ../shared/corpus)
+CAPTURE = Path("xds") / "fr-drimbox-xds" / "publication.xml"
 HEADER = 'multipart/related; boundary="MIMEBoundary_Bound"; type="application/xop+xml"; start="<0.1>"; start-info="application/soap+xml"'
 
 
-@pytest.mark.skipif(not CAPTURE.exists(), reason="corpus not present")
-def test_capture_parts_and_kos_hash() -> None:
-    packet = mime.read_body(HEADER, CAPTURE.read_bytes(), lenient=True)
+def test_capture_parts_and_kos_hash(corpus_dir: Path) -> None:
+    packet = mime.read_body(HEADER, (corpus_dir / CAPTURE).read_bytes(), lenient=True)
     assert sorted(packet.parts) == ["0.2", "0.3"]
     kos = packet.parts["0.2"]
     assert len(kos) == 8450
@@ -25,5 +25,5 @@ def test_capture_parts_and_kos_hash() -> None:
     resolved = mime.resolve_includes(envelope, packet)
     assert sorted(len(v) for v in resolved.values())[-1] == 8450
     with pytest.raises(SoapFault) as refused:
-        mime.read_body(HEADER, CAPTURE.read_bytes(), lenient=False)
+        mime.read_body(HEADER, (corpus_dir / CAPTURE).read_bytes(), lenient=False)
     assert refused.value.subcode == "DMPInvalidMimePackage"
