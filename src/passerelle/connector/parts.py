@@ -38,6 +38,7 @@ from passerelle.connector.listeners.http.console import (
     SpaceInfo,
     console_router,
     refusal_handler,
+    too_large_page,
 )
 from passerelle.connector.listeners.http.console.base import AuditReader
 from passerelle.connector.listeners.http.documents import DocumentsApi
@@ -250,7 +251,12 @@ def build_http(
         cda = cda_intake(wiring, folder=False)
         routers.append(DocumentsApi(cda, auth).router())
     app = build_app(
-        routers, {ConsoleRefusal: refusal_handler}, api_docs=http.api_docs, docs_dependencies=[Depends(auth.read)]
+        routers,
+        {ConsoleRefusal: refusal_handler},
+        api_docs=http.api_docs,
+        docs_dependencies=[Depends(auth.read)],
+        own_bodies={"/v1/documents"} if settings.cda.enabled else (),
+        too_large_page=too_large_page(console),
     )
     return HttpListener(app, http.host, http.port, http.tls)
 
