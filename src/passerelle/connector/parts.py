@@ -164,7 +164,8 @@ def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
         lab_sender=lambda sender: settings.lab.site_for(sender) is not None,
     )
     handler = MllpHandler(intake, metrics)
-    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
+    bridge = MllpMetricsBridge(metrics)
+    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=bridge, audit=wiring.audit)
 
 
 def patient_lookup(store: ReferenceStore) -> PatientLookup:
