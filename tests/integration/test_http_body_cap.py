@@ -188,3 +188,13 @@ async def test_the_cda_route_keeps_its_own_cap_and_does_not_read_a_huge_body(tmp
             assert answer.status == 413 and answer.json()["reason"] == "too_large"
             assert answer.headers["connection"] == "close"
             assert await sock.closed_by_server()
+
+
+async def test_a_client_waiting_for_100_continue_is_refused_without_being_asked_for_the_body(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path / "gw", NOWHERE) as (_gw, base):
+        async with connect(base) as sock:
+            head = request_head("/v1/replay", length=API_MAX_BYTES + 10, headers={"Expect": "100-continue"})
+            await sock.send(head)  # and no body: it waits for "100 Continue"
+            answer = await sock.answer()
+            assert answer.status == 413 and answer.headers["connection"] == "close"
+            assert await sock.closed_by_server()

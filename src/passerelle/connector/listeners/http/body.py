@@ -46,13 +46,15 @@ class BodyTooLarge(TooLargeError):
 async def read_capped(request: Request, max_bytes: int) -> bytes:
     """The body of ``request``, at most ``max_bytes``; :class:`BodyTooLarge` past it, ``ParseError`` for
     an unreadable ``Content-Length``, ``ClientDisconnect`` when the client goes away."""
-    return await read_body(request.receive, request.headers.get("content-length"), max_bytes)
+    return await read_body(request.receive, request.headers, max_bytes)
 
 
-async def read_body(receive: Receive, content_length: str | None, max_bytes: int) -> bytes:
-    """The ASGI form of :func:`read_capped`: the body from ``receive``, given its ``Content-Length``."""
-    budget = DRAIN_FACTOR * max_bytes
-    declared = _declared(content_length)
+async def read_body(receive: Receive, headers: Headers, max_bytes: int) -> bytes:
+    """The ASGI form of :func:`read_capped`: the body from ``receive``. A client waiting for
+    ``100 Continue`` is never invited to send a body over the cap (nothing to drain: it is refused at once)."""
+    waiting = "100-continue" in headers.get("expect", "").lower()
+    budget = 0 if waiting else DRAIN_FACTOR * max_bytes
+    declared = _declared(headers.get("content-length"))
     if declared is not None and declared > max_bytes:
         drained = declared <= budget and await _drain(receive, budget)
         raise BodyTooLarge(f"body of {declared} bytes exceeds the {max_bytes}-byte cap", drained=drained)
@@ -121,7 +123,7 @@ class BodyCap:
             await self.app(scope, receive, send)
             return
         try:
-            body = await read_body(receive, headers.get("content-length"), self.max_bytes)
+            body = await read_body(receive, headers, self.max_bytes)
         except ClientDisconnect:
             return
         except BodyTooLarge as exc:
