@@ -198,3 +198,28 @@ async def test_a_client_waiting_for_100_continue_is_refused_without_being_asked_
             answer = await sock.answer()
             assert answer.status == 413 and answer.headers["connection"] == "close"
             assert await sock.closed_by_server()
+
+
+async def test_an_unauthenticated_cda_over_its_cap_is_413_before_the_401(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path / "gw", NOWHERE, **{"cda.max_bytes": 4 * API_MAX_BYTES}) as (_gw, base):
+        async with connect(base) as sock:
+            head = request_head("/v1/documents", length=TWENTY_MB)  # no token
+            await sock.send(head.replace(b"application/json", b"application/xml") + b"<")
+            answer = await sock.answer()
+            assert answer.status == 413 and answer.json()["reason"] == "too_large"
+            assert answer.headers["connection"] == "close"
+            assert await sock.closed_by_server()
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            metrics = (await client.get("/metrics")).text
+    assert 'passerelle_intake_rejections_total{channel="http",reason="too_large"} 1.0' in metrics
+
+
+async def test_an_unauthenticated_chunked_cda_gets_its_401_and_the_rest_is_not_read(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path / "gw", NOWHERE) as (_gw, base):
+        async with connect(base) as sock:
+            head = request_head("/v1/documents")  # chunked, no token
+            await sock.send(head.replace(b"application/json", b"application/xml"))
+            await sock.send(next(chunked(b"<" * 16384, last=False)))  # and the rest never comes
+            answer = await sock.answer()
+            assert answer.status == 401 and answer.headers["connection"] == "close"
+            assert await sock.closed_by_server()

@@ -248,15 +248,17 @@ def build_http(
         BrowserApi(journal, wake, clock, auth, audit).router(),
         console_router(console),
     ]
+    own_bodies = {}
     if settings.cda.enabled:
-        cda = cda_intake(wiring, folder=False)
-        routers.append(DocumentsApi(cda, auth).router())
+        documents = DocumentsApi(cda_intake(wiring, folder=False), auth)
+        routers.append(documents.router())
+        own_bodies["/v1/documents"] = documents.own_body()
     app = build_app(
         routers,
         {ConsoleRefusal: refusal_handler},
         api_docs=http.api_docs,
         docs_dependencies=[Depends(auth.read)],
-        own_bodies={"/v1/documents"} if settings.cda.enabled else (),
+        own_bodies=own_bodies,
         too_large_page=too_large_page(console),
     )
     return HttpListener(app, http.host, http.port, http.tls)

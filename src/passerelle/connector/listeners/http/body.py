@@ -6,15 +6,18 @@
   (413) reaches a client still sending and the connection can serve its next request; a body longer
   than that is not read: :attr:`BodyTooLarge.headers` asks for ``Connection: close`` (uvicorn then closes
   the connection instead of reading the rest).
-* :class:`BodyCap` is the ASGI middleware that reads every request body of the application but the
-  exempt paths (``POST /v1/documents``, which reads its own under ``cda.max_bytes``) before the
+* :class:`BodyCap` is the ASGI middleware that reads every request body of the application before the
   application sees it, so before authentication: an unauthenticated 20 MB body is answered 413 after at
-  most :data:`DRAIN_FACTOR` × :data:`API_MAX_BYTES` bytes, never read whole then answered 401.
+  most :data:`DRAIN_FACTOR` × :data:`API_MAX_BYTES` bytes, never read whole then answered 401. A route
+  that reads its own body (``POST /v1/documents``, under ``cda.max_bytes``, with its deadline) is an
+  :class:`OwnBody`: only its declared ``Content-Length`` is checked here, before authentication too, and
+  an answer it gives before reading the whole body (a 401) closes the connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -52,12 +55,7 @@ async def read_capped(request: Request, max_bytes: int) -> bytes:
 async def read_body(receive: Receive, headers: Headers, max_bytes: int) -> bytes:
     """The ASGI form of :func:`read_capped`: the body from ``receive``. A client waiting for
     ``100 Continue`` is never invited to send a body over the cap (nothing to drain: it is refused at once)."""
-    waiting = "100-continue" in headers.get("expect", "").lower()
-    budget = 0 if waiting else DRAIN_FACTOR * max_bytes
-    declared = _declared(headers.get("content-length"))
-    if declared is not None and declared > max_bytes:
-        drained = declared <= budget and await _drain(receive, budget)
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the {max_bytes}-byte cap", drained=drained)
+    budget = await check_declared(receive, headers, max_bytes)
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -69,6 +67,19 @@ async def read_body(receive: Receive, headers: Headers, max_bytes: int) -> bytes
             raise BodyTooLarge(f"body exceeds the {max_bytes}-byte cap", drained=drained)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def check_declared(receive: Receive, headers: Headers, max_bytes: int) -> int:
+    """Refuse (:class:`BodyTooLarge`) a body whose ``Content-Length`` passes ``max_bytes``, draining it when
+    it is within the drain budget; else the budget left for draining (0 for a client waiting for
+    ``100 Continue``: it is never invited to send a body over the cap)."""
+    waiting = "100-continue" in headers.get("expect", "").lower()
+    budget = 0 if waiting else DRAIN_FACTOR * max_bytes
+    declared = _declared(headers.get("content-length"))
+    if declared is not None and declared > max_bytes:
+        drained = declared <= budget and await _drain(receive, budget)
+        raise BodyTooLarge(f"body of {declared} bytes exceeds the {max_bytes}-byte cap", drained=drained)
+    return budget
 
 
 def _declared(value: str | None) -> int | None:
@@ -97,11 +108,21 @@ async def _drain(receive: Receive, budget: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class OwnBody:
+    """A route that reads its own body under its own cap (``POST /v1/documents``): :class:`BodyCap` still
+    checks its declared ``Content-Length`` before authentication, and answers ``refuse(error)`` over it."""
+
+    max_bytes: int
+    refuse: Callable[[BodyTooLarge], Response]
+
+
 class BodyCap:
     """ASGI middleware: every request body read (at most ``max_bytes``) before the application runs.
 
     Over the cap: ``/v1/...`` paths get an RFC 7807 problem (413, ``reason: too_large``), the others
-    ``page(request)`` (the console's error page) when given. Paths in ``exempt`` read their own body.
+    ``page(request)`` (the console's error page) when given. The paths in ``own`` read their own body;
+    only their declared ``Content-Length`` is checked here.
     """
 
     def __init__(
@@ -109,35 +130,56 @@ class BodyCap:
         app: ASGIApp,
         *,
         max_bytes: int = API_MAX_BYTES,
-        exempt: Collection[str] = (),
+        own: Mapping[str, OwnBody] | None = None,
         page: Callable[[Request], Response] | None = None,
     ) -> None:
-        self.app, self.max_bytes, self.exempt, self.page = app, max_bytes, frozenset(exempt), page
+        self.app, self.max_bytes, self.own, self.page = app, max_bytes, dict(own or {}), page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
         if "content-length" not in headers and "transfer-encoding" not in headers:
             await self.app(scope, receive, send)
             return
+        own = self.own.get(scope["path"])
         try:
-            body = await read_body(receive, headers, self.max_bytes)
+            if own is not None:
+                await check_declared(receive, headers, own.max_bytes)
+                receive, send = _close_if_unread(receive, send)
+            else:
+                receive = _replay(await read_body(receive, headers, self.max_bytes), receive)
         except ClientDisconnect:
             return
         except BodyTooLarge as exc:
-            await self._too_large(scope, exc)(scope, receive, send)
+            response = own.refuse(exc) if own is not None else self._too_large(scope)
+            response.headers.update(exc.headers)
+            await response(scope, receive, send)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, receive, send)
 
-    def _too_large(self, scope: Scope, exc: BodyTooLarge) -> Response:
+    def _too_large(self, scope: Scope) -> Response:
         if self.page is None or str(scope["path"]).startswith("/v1/"):
             body = problem_body(413, "too_large", f"request body over the {self.max_bytes}-byte cap")
-            return JSONResponse(body, status_code=413, media_type="application/problem+json", headers=exc.headers)
-        response = self.page(Request(scope))
-        response.headers.update(exc.headers)
-        return response
+            return JSONResponse(body, status_code=413, media_type="application/problem+json")
+        return self.page(Request(scope))
+
+
+def _close_if_unread(receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """``receive`` and ``send`` of a route reading its own body: an answer sent before the whole body was
+    received (a 401, a 415) carries ``Connection: close``, so uvicorn closes instead of reading the rest."""
+    done = False
+
+    async def tracked() -> Message:
+        nonlocal done
+        message = await receive()
+        done = done or message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    async def guarded(message: Message) -> None:
+        if message["type"] == "http.response.start" and not done:
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    return tracked, guarded
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -19,7 +19,7 @@ from passerelle.connector.intake.binding import Principal
 from passerelle.connector.intake.cda import CdaIntake
 from passerelle.connector.intake.replies import Outcome, Verdict, http_status, problem_body
 from passerelle.connector.listeners.http.auth import Authenticator, caller
-from passerelle.connector.listeners.http.body import BodyTooLarge, read_capped
+from passerelle.connector.listeners.http.body import BodyTooLarge, OwnBody, read_capped
 from passerelle.errors import EncodingError, FramingError, PasserelleError
 from passerelle.errors import UnsupportedMessageError as Unsupported
 
@@ -70,6 +70,11 @@ class DocumentsApi:
             summary="Submit one CDA R2 document (application/xml, text/xml, application/hl7-cda+xml)",
         )
         return router
+
+    def own_body(self) -> OwnBody:
+        """The route's body cap for :class:`~.body.BodyCap`: a ``Content-Length`` over ``cda.max_bytes`` is
+        refused before authentication, with the intake's answer (and count)."""
+        return OwnBody(self.settings.max_bytes, lambda exc: self.answer(self.intake.refuse(exc), exc.headers))
 
     async def post_document(self, request: Request) -> JSONResponse:
         identity = caller(request)
