@@ -151,3 +151,26 @@ async def test_graceful_stop_under_load_every_acked_message_is_in_the_journal(st
     rows = await stack.journal.find(Query(limit=1000))
     stored = {row.message_id for row in rows}
     assert acked <= stored
+
+
+@pytest.mark.parametrize("byte", [0x00, 0x01, 0x08, 0x0C, 0x1F, 0x7F])
+async def test_a_stray_control_byte_is_refused_naming_the_byte_its_offset_and_field(stack: Stack, byte: int) -> None:
+    """B-HL7-19: AR, ERR-3 102, ERR-2 the segment and field, the text the byte and its offset (no content)."""
+    [sample] = generate_samples(1, seed=3, now=NOW)
+    pid = sample.raw.index(b"\rPID|") + 1
+    name = pid + sum(len(f) + 1 for f in sample.raw[pid:].split(b"|")[:5])  # PID-5, the patient's name
+    family = sample.raw[name : sample.raw.index(b"^", name)]
+    raw = sample.raw[: name + 2] + bytes([byte]) + sample.raw[name + 2 :]
+    r, w = await asyncio.open_connection("127.0.0.1", stack.server.port)
+    w.write(frame(raw))
+    [reply] = await read_replies(r, 1)
+    w.close()
+    assert msa(reply) == ("AR", sample.control_id)
+    segments = {line.split(b"|", 1)[0]: line.split(b"|") for line in reply.split(b"\r") if line}
+    err, msa_text = segments[b"ERR"], segments[b"MSA"][3]
+    assert err[2] == b"PID^1^5" and err[3].startswith(b"102^")
+    expected = f"control character 0x{byte:02X} at byte offset {name + 2} (PID-5)".encode()
+    assert err[7] == expected and msa_text == expected
+    assert family not in reply
+    [row] = await stack.journal.find(Query(limit=10))
+    assert row.state.value == "rejected"

@@ -129,6 +129,39 @@ def test_utf16_and_utf32_bytes_are_unsupported(codec: str) -> None:
         decode_message(msg().encode(codec))
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "location", "label"),
+    [
+        ("DOE^JOHN", "DO\x00E^JOHN", "PID^1^5", "PID-5"),  # NUL in a field
+        ("DOE^JOHN", "DOE^JO\x0bHN", "PID^1^5", "PID-5"),  # VT inside the message (the MLLP start block)
+        ("DOE^JOHN", "DOE\x1c^JOHN", "PID^1^5", "PID-5"),  # FS inside a segment (the MLLP end block)
+        ("|APP|", "|A\x08PP|", "MSH^1^3", "MSH-3"),  # MSH fields are numbered from MSH-1, the separator
+        ("^~\\&", "^~\x01&", "MSH^1^2", "MSH-2"),  # in the encoding characters
+        ("PID|", "P\x02D|", "segment 2", "segment 2"),  # in a segment identifier: no field to name
+    ],
+)
+def test_a_control_byte_is_named_with_its_offset_and_location(
+    before: str, after: str, location: str, label: str
+) -> None:
+    """B-HL7-19: the byte, its offset in the payload as received, its segment and field; no content."""
+    raw = b"\r\n" + msg().replace(before, after, 1).encode()  # leading newlines count in the offset
+    offset = next(i for i, b in enumerate(raw) if b < 0x09 or b in (0x0B, 0x0C) or 0x0E <= b < 0x20)
+    with pytest.raises(EncodingError) as exc:
+        decode_message(raw)
+    assert exc.value.location == location
+    assert exc.value.message == f"control character 0x{raw[offset]:02X} at byte offset {offset} ({label})"
+    assert "DOE" not in exc.value.message and "JOHN" not in exc.value.message
+
+
+def test_a_control_byte_in_a_repeated_segment_names_its_occurrence() -> None:
+    raw = (msg() + "OBX|1|TX|||a\rOBX|2|TX|||b\x7f\r").encode()
+    with pytest.raises(EncodingError) as exc:
+        decode_message(raw)
+    offset = raw.index(b"\x7f")
+    assert exc.value.location == "OBX^2^5"
+    assert exc.value.message == f"control character 0x7F at byte offset {offset} (OBX-5)"
+
+
 def test_msh18_read_from_raw_bytes_with_custom_delimiters() -> None:
     raw = msg(enc="$*#@").replace("|", "!").encode()
     assert read_msh18(raw) == "UNICODE UTF-8"

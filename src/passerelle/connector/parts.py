@@ -38,6 +38,7 @@ from passerelle.connector.listeners.http.console import (
     SpaceInfo,
     console_router,
     refusal_handler,
+    too_large_page,
 )
 from passerelle.connector.listeners.http.console.base import AuditReader
 from passerelle.connector.listeners.http.documents import DocumentsApi
@@ -163,7 +164,8 @@ def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
         lab_sender=lambda sender: settings.lab.site_for(sender) is not None,
     )
     handler = MllpHandler(intake, metrics)
-    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=MllpMetricsBridge(metrics))
+    bridge = MllpMetricsBridge(metrics)
+    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=bridge, audit=wiring.audit)
 
 
 def patient_lookup(store: ReferenceStore) -> PatientLookup:
@@ -246,11 +248,18 @@ def build_http(
         BrowserApi(journal, wake, clock, auth, audit).router(),
         console_router(console),
     ]
+    own_bodies = {}
     if settings.cda.enabled:
-        cda = cda_intake(wiring, folder=False)
-        routers.append(DocumentsApi(cda, auth).router())
+        documents = DocumentsApi(cda_intake(wiring, folder=False), auth)
+        routers.append(documents.router())
+        own_bodies["/v1/documents"] = documents.own_body()
     app = build_app(
-        routers, {ConsoleRefusal: refusal_handler}, api_docs=http.api_docs, docs_dependencies=[Depends(auth.read)]
+        routers,
+        {ConsoleRefusal: refusal_handler},
+        api_docs=http.api_docs,
+        docs_dependencies=[Depends(auth.read)],
+        own_bodies=own_bodies,
+        too_large_page=too_large_page(console),
     )
     return HttpListener(app, http.host, http.port, http.tls)
 

@@ -4,6 +4,9 @@ API documentation (``/docs``, ``/redoc``, ``/openapi.json``) is off unless ``api
 pages load Swagger UI and ReDoc from copies shipped in the package (``docs_assets/``, licences and
 versions in its README), served under ``/docs-assets/``: nothing is fetched from a CDN or any other host.
 
+Request bodies are capped (:mod:`.body`): 64 KiB for the JSON API and the console's forms, read before
+any authentication; ``POST /v1/documents`` reads its own under ``cda.max_bytes``.
+
 Request validation errors answer an RFC 7807 problem naming the fields and what is wrong with them,
 never the values received (a query or body may carry patient identifiers).
 """
@@ -20,6 +23,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.params import Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from passerelle.connector.listeners.http.body import API_MAX_BYTES, BodyCap, OwnBody
+
 #: Where the vendored documentation assets are served.
 ASSETS = "/docs-assets"
 _MEDIA = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
@@ -34,10 +39,18 @@ def build_app(
     *,
     api_docs: bool = False,
     docs_dependencies: Sequence[Depends] = (),
+    own_bodies: Mapping[str, OwnBody] | None = None,
+    too_large_page: Callable[[Request], Response] | None = None,
 ) -> FastAPI:
     """The HTTP application. With ``api_docs``, ``/docs``, ``/redoc`` and ``/openapi.json`` are served
-    behind ``docs_dependencies`` (the ``read`` role), their assets from the package (no CDN)."""
+    behind ``docs_dependencies`` (the ``read`` role), their assets from the package (no CDN).
+
+    Every request body is read under :data:`~.body.API_MAX_BYTES` before any route or authentication
+    (:class:`~.body.BodyCap`), but those of the paths in ``own_bodies`` (``/v1/documents``: its own cap,
+    its declared length checked before authentication too); over it, ``/v1/...`` answers a 413 problem
+    and the other paths ``too_large_page``."""
     app = FastAPI(title="Passerelle", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyCap, max_bytes=API_MAX_BYTES, own=own_bodies, page=too_large_page)
     app.add_exception_handler(RequestValidationError, _validation_problem)
     for router in routers:
         app.include_router(router)

@@ -1,7 +1,8 @@
 """``POST /v1/documents``: one CDA R2 document per request, through the CDA intake (docs/cda-intake.md).
 
-The listener owns what is HTTP: the content type (415), the body size cap checked on
-``Content-Length`` and while streaming, never buffering past it (413), the body deadline (408). Every
+The listener owns what is HTTP: the content type (415), the body size cap (``cda.max_bytes``) checked on
+``Content-Length`` and while streaming, never buffering past it (413, :mod:`.body`: the rest drained up
+to twice the cap, else ``Connection: close``), the body deadline (408). Every
 other answer is the intake's verdict through the one reply table: 202/200 with the journal id, or an
 RFC 7807 problem (``application/problem+json``, PHI-free ``detail``, machine-readable ``reason``), with
 ``Retry-After`` on 503. A positive answer only after the journal commit.
@@ -18,30 +19,11 @@ from passerelle.connector.intake.binding import Principal
 from passerelle.connector.intake.cda import CdaIntake
 from passerelle.connector.intake.replies import Outcome, Verdict, http_status, problem_body
 from passerelle.connector.listeners.http.auth import Authenticator, caller
-from passerelle.errors import EncodingError, FramingError, ParseError, PasserelleError, TooLargeError
+from passerelle.connector.listeners.http.body import BodyTooLarge, OwnBody, read_capped
+from passerelle.errors import EncodingError, FramingError, PasserelleError
 from passerelle.errors import UnsupportedMessageError as Unsupported
 
 CDA_MEDIA_TYPES = frozenset({"application/xml", "text/xml", "application/hl7-cda+xml"})
-
-
-async def read_capped(request: Request, max_bytes: int) -> bytes:
-    """Read the body, refusing (TooLargeError) as soon as it passes ``max_bytes``; never buffers more."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ParseError("invalid Content-Length", reason="http") from None
-        if size > max_bytes:
-            raise TooLargeError(f"body of {size} bytes exceeds the {max_bytes}-byte cap")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLargeError(f"body exceeds the {max_bytes}-byte cap")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def media_type(value: str | None) -> tuple[str, str]:
@@ -89,6 +71,11 @@ class DocumentsApi:
         )
         return router
 
+    def own_body(self) -> OwnBody:
+        """The route's body cap for :class:`~.body.BodyCap`: a ``Content-Length`` over ``cda.max_bytes`` is
+        refused before authentication, with the intake's answer (and count)."""
+        return OwnBody(self.settings.max_bytes, lambda exc: self.answer(self.intake.refuse(exc), exc.headers))
+
     async def post_document(self, request: Request) -> JSONResponse:
         identity = caller(request)
         refusal = content_type_error(request.headers.get("content-type"))
@@ -101,13 +88,15 @@ class DocumentsApi:
             timeout = self.settings.body_timeout_s
             late = FramingError(f"request body not received within {timeout:g} s", reason="body_timeout")
             return self.answer(self.intake.refuse(late))
+        except BodyTooLarge as exc:
+            return self.answer(self.intake.refuse(exc), exc.headers)
         except PasserelleError as exc:
             return self.answer(self.intake.refuse(exc))
         return self.answer(
             await self.intake.receive(raw, principal=Principal.of(f"token:{identity.name}", [identity.sender]))
         )
 
-    def answer(self, verdict: Verdict) -> JSONResponse:
+    def answer(self, verdict: Verdict, headers: dict[str, str] | None = None) -> JSONResponse:
         status = http_status(verdict)
         if verdict.positive:
             body = {
@@ -116,10 +105,10 @@ class DocumentsApi:
                 "status": "duplicate" if verdict.outcome is Outcome.DUPLICATE else "accepted",
             }
             return JSONResponse(body, status_code=status)
-        retry = {"Retry-After": str(self.settings.retry_after_s)} if status == 503 else None
+        extra = {**(headers or {}), **({"Retry-After": str(self.settings.retry_after_s)} if status == 503 else {})}
         return JSONResponse(
             problem_body(status, verdict.reason, verdict.detail),
             status_code=status,
             media_type="application/problem+json",
-            headers=retry,
+            headers=extra,
         )

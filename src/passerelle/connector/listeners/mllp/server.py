@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import socket
 import ssl
@@ -48,6 +49,7 @@ from passerelle.connector.listeners.mllp.framing import (
     TooLarge,
 )
 from passerelle.connector.listeners.mllp.ports import MllpHandler, MllpMetrics, NullMetrics, OversizeHandler
+from passerelle.connector.listeners.mllp.refusals import TlsRefusals, classify
 from passerelle.connector.listeners.mllp.settings import MllpSettings
 from passerelle.connector.listeners.mllp.tls import (
     ClientAllowList,
@@ -59,6 +61,7 @@ from passerelle.connector.listeners.mllp.tls import (
 from passerelle.connector.listeners.net import address_in
 from passerelle.errors import FramingError
 from passerelle.mappings.hl7v2.mllp import frame
+from passerelle.observability.audit import AuditTrail
 
 log = logging.getLogger("passerelle.connector.listeners.mllp")
 
@@ -85,6 +88,7 @@ class MllpServer:
         oversize_handler: OversizeHandler | None = None,
         metrics: MllpMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._settings, self._handler, self._oversize = settings, handler, oversize_handler
         self._metrics: MllpMetrics = metrics or cast(MllpMetrics, NullMetrics())
@@ -97,6 +101,8 @@ class MllpServer:
         if settings.tls.enabled and settings.tls.require_client_cert:
             self._allow = ClientAllowList.from_settings(settings.tls)
         self._bindings = SenderBindings.from_settings(settings.tls)
+        self._refusals = TlsRefusals(audit) if audit is not None else None
+        self._refusal_flusher: asyncio.Task[None] | None = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._conns: set[_Connection] = set()
@@ -130,6 +136,8 @@ class MllpServer:
             backlog=min(self._settings.max_connections, 1024),
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
+        if self._refusals is not None and self._ssl is not None:
+            self._refusal_flusher = asyncio.create_task(self._refusals.run(), name="mllp-tls-refusals")
         log.info(
             "mllp listening on %s:%d (tls=%s, mtls=%s)",
             self._settings.host,
@@ -160,7 +168,18 @@ class MllpServer:
             if self._server is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+            await self._stop_refusals()
             log.info("mllp listener stopped (%d connections drained)", len(conns))
+
+    async def _stop_refusals(self) -> None:
+        """Stop the refusal flusher and write the counts still open."""
+        if self._refusal_flusher is not None:
+            self._refusal_flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refusal_flusher
+            self._refusal_flusher = None
+        if self._refusals is not None:
+            await self._refusals.flush()
 
     # --- accepting -------------------------------------------------------------------------------
 
@@ -196,6 +215,12 @@ class MllpServer:
             else:
                 writer.close()
             log.info("mllp connection from %s closed: %s", peer, reason)
+
+    async def _tls_refused(self, host: str, cls: str | None, fingerprint: str = "") -> None:
+        """Count a refused handshake by class; audit it unless the peer just went away (``cls`` None)."""
+        self._metrics.connection_refused(f"tls_{cls or 'disconnected'}")
+        if cls is not None and self._refusals is not None:
+            await self._refusals.refused(host, cls, fingerprint)
 
     def _refusal(self, host: str) -> str | None:
         if self._stopping:
@@ -284,23 +309,11 @@ class _Connection:
 
     async def run(self) -> str:
         srv = self.server
-        settings = srv._settings
         srv._set_keepalive(self.writer)
         if srv._ssl is not None:
-            try:
-                await self.writer.start_tls(srv._ssl, ssl_handshake_timeout=settings.tls.handshake_timeout)
-            except (ssl.SSLError, OSError, TimeoutError) as exc:
-                srv._metrics.connection_refused("tls_handshake")
-                log.warning("mllp TLS handshake with %s failed: %s", self.peer, type(exc).__name__)
-                return "tls_handshake"
-            if srv._allow is not None:
-                try:
-                    identity = srv._allow.check(self.writer.get_extra_info("ssl_object"))
-                except ClientCertificateError as exc:
-                    srv._metrics.connection_refused("client_cert")
-                    log.warning("mllp connection from %s refused: %s", self.peer, exc.message)
-                    return "client_cert"
-                self._bind(identity)
+            refused = await self._secure(srv._ssl)
+            if refused is not None:
+                return refused
         framer = MllpFramer(self.reader, srv._limits, on_junk=srv._metrics.junk_bytes, hold=self._awaiting_reply)
         self.framer = framer
         self.reader_task = asyncio.create_task(self._read(framer))
@@ -311,6 +324,31 @@ class _Connection:
                 self.reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.reader_task
+
+    async def _secure(self, context: ssl.SSLContext) -> str | None:
+        """The TLS handshake and the client-certificate allow-list; a refusal (its close reason) is
+        counted (``refused_tls_<class>``), logged and audited (:mod:`.refusals`)."""
+        srv, timeout = self.server, self.server._settings.tls.handshake_timeout
+        try:
+            async with asyncio.timeout(timeout):  # TimeoutError (asyncio's own deadline aborts unnamed)
+                await self.writer.start_tls(context, ssl_handshake_timeout=timeout + 1)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.warning("mllp TLS handshake with %s failed: %s", self.peer, type(exc).__name__)
+            await srv._tls_refused(self.host, classify(exc))
+            return "tls_handshake"
+        if srv._allow is None:
+            return None
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        try:
+            identity = srv._allow.check(ssl_object)
+        except ClientCertificateError as exc:
+            log.warning("mllp connection from %s refused: %s", self.peer, exc.message)
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            cls, fingerprint = ("not_allowed", hashlib.sha256(der).hexdigest()) if der else ("no_certificate", "")
+            await srv._tls_refused(self.host, cls, fingerprint)
+            return "client_cert"
+        self._bind(identity)
+        return None
 
     def _bind(self, identity: ClientIdentity) -> None:
         bindings = self.server._bindings

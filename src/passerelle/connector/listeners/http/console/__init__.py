@@ -6,14 +6,28 @@ roles as the API. :func:`console_router` gives the routes; :func:`refusal_handle
 the application (it turns a refused console request into its login redirect or error page).
 """
 
-from fastapi import APIRouter
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request, Response
 
 from passerelle.connector.listeners.http.console.actions import ConsoleActions
-from passerelle.connector.listeners.http.console.base import ConsoleRefusal, ConsoleSources, SpaceInfo, refusal_handler
+from passerelle.connector.listeners.http.console.base import (
+    ConsoleBase,
+    ConsoleRefusal,
+    ConsoleSources,
+    SpaceInfo,
+    refusal_handler,
+)
 
 
 def console_router(sources: ConsoleSources) -> APIRouter:
     return ConsoleActions(sources).router()
 
 
-__all__ = ["ConsoleRefusal", "ConsoleSources", "SpaceInfo", "console_router", "refusal_handler"]
+def too_large_page(sources: ConsoleSources) -> Callable[[Request], Response]:
+    """The console's error page for a form body over the cap (413), for :class:`~..body.BodyCap`."""
+    base = ConsoleBase(sources)
+    return lambda request: base.too_large(request)
+
+
+__all__ = ["ConsoleRefusal", "ConsoleSources", "SpaceInfo", "console_router", "refusal_handler", "too_large_page"]

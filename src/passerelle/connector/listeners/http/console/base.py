@@ -23,6 +23,7 @@ from passerelle.config.settings import HttpRole
 from passerelle.connector.admin.certificates import CertificateStatus
 from passerelle.connector.admin.documents import Renderer
 from passerelle.connector.listeners.http.auth import Authenticator, Identity
+from passerelle.connector.listeners.http.body import API_MAX_BYTES, BodyTooLarge, read_capped
 from passerelle.connector.listeners.http.console.catalogue import DEFAULT_LANGUAGE, LANGUAGES, translator
 from passerelle.connector.listeners.http.sessions import SESSION_COOKIE, Session, SessionStore
 from passerelle.observability.audit import AuditRecord, AuditTrail
@@ -32,8 +33,8 @@ from passerelle.queue.ports import AdminJournal
 log = logging.getLogger(__name__)
 
 LANGUAGE_COOKIE = "passerelle_lang"
-#: Largest form body read (the forms hold ids, filters and a token).
-MAX_FORM_BYTES = 64 * 1024
+#: Largest form body read (the forms hold ids, filters and a token): the JSON API's cap.
+MAX_FORM_BYTES = API_MAX_BYTES
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -149,11 +150,10 @@ class ConsoleBase:
     ) -> dict[str, list[str]]:
         """The url-encoded form of a POST, its CSRF token checked against the session (or ``bound_to``:
         the login nonce); a bad token is a counted and audited 403."""
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise ConsoleRefusal(self.error(request, 413, "error.too_large", session))
+        try:
+            body = await read_capped(request, MAX_FORM_BYTES)
+        except BodyTooLarge as exc:
+            raise ConsoleRefusal(self.too_large(request, session, exc.headers)) from None
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=2000)
         anchor = session.id if session is not None else bound_to
         if not self.src.sessions.csrf_ok(anchor, (fields.get("csrf") or [""])[0]):
@@ -204,6 +204,14 @@ class ConsoleBase:
         }
         html = self.env.get_template(template).render(values)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    def too_large(
+        self, request: Request, session: Session | None = None, headers: Mapping[str, str] | None = None
+    ) -> HTMLResponse:
+        """The error page of a form over :data:`MAX_FORM_BYTES` (413)."""
+        response = self.error(request, 413, "error.too_large", session)
+        response.headers.update(headers or {})
+        return response
 
     def error(self, request: Request, status: int, message: str, session: Session | None = None) -> HTMLResponse:
         return self.page(request, "error.html", {"status": status, "message": message}, status=status, session=session)
