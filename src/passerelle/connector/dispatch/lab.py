@@ -7,6 +7,7 @@ correction becomes a replacement, and records the new version.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from passerelle.mappings.hl7v2.header import salvage_header
 from passerelle.mappings.lab.model import Address, Laboratory, Person
 from passerelle.queue.model import Row, SeriesEntry
 from passerelle.queue.ports import ReferenceStore
+
+log = logging.getLogger("passerelle.connector.dispatch.lab")
 
 
 class LabSiteSettings(BaseModel):
@@ -72,6 +75,20 @@ class LabSettings(BaseModel):
         return self.senders.get(sender) or self.senders.get(sender.split("^", 1)[0])
 
 
+@dataclass(frozen=True, slots=True)
+class _LoadedTable:
+    signature: tuple[int, int] | None  # (mtime in ns, size) of the file it was read from; None: no file
+    table: LoincTable | None
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 @dataclass(eq=False)
 class CrBioLabMapper:
     """The row mapper's ``LabMapper``: a sender's LAB-3 results → its laboratory's CR-BIO document."""
@@ -82,13 +99,30 @@ class CrBioLabMapper:
     _: KW_ONLY
     oid_root: str
     test_environment: bool
-    _tables: dict[str, LoincTable | None] = field(default_factory=dict, init=False)
+    _tables: dict[str, _LoadedTable] = field(default_factory=dict, init=False)
 
     def _table(self, sender: str) -> LoincTable | None:
-        if sender not in self._tables:
-            path = self.settings.loinc_dir / loinc_table_file_name(sender)
-            self._tables[sender] = parse_loinc_csv(path.read_text(encoding="utf-8"), sender) if path.is_file() else None
-        return self._tables[sender]
+        """The sender's table, read again when its file changed (config/loinc/README.md: add a code, then
+        replay the message, no restart). A changed file that does not parse (half written, a bad line)
+        leaves the last good table in use, with an error logged; with none, the document is refused."""
+        path = self.settings.loinc_dir / loinc_table_file_name(sender)
+        signature = _file_signature(path)
+        loaded = self._tables.get(sender)
+        if loaded is not None and loaded.signature == signature:
+            return loaded.table
+        try:
+            table = parse_loinc_csv(path.read_text(encoding="utf-8"), sender) if signature is not None else None
+        except (MappingError, OSError, UnicodeDecodeError) as exc:
+            if loaded is None or loaded.table is None:
+                if isinstance(exc, MappingError):
+                    raise
+                raise MappingError(f"LOINC table {path.name} cannot be read ({exc})", reason="loinc_table") from exc
+            log.error(
+                "LOINC table %s changed but cannot be read (%s); the previous version stays in use", path.name, exc
+            )
+            return loaded.table
+        self._tables[sender] = _LoadedTable(signature, table)
+        return table
 
     def context(self, sender: str, now: datetime, previous: SeriesEntry | None) -> crbio.OruContext:
         site = self.settings.site_for(sender)
