@@ -206,11 +206,16 @@ def _matches(reason: str, reply: Reply) -> bool:
 
 
 def reply_table(corpus: Path) -> str:
-    logging.getLogger("passerelle").setLevel(logging.ERROR)  # the intake logs every refusal it answers
     files = hl7_files(corpus)
-    alone = asyncio.run(_send(files, test_environment=True, one_gateway=False))
-    production = asyncio.run(_send(files, test_environment=False, one_gateway=False))
-    in_order = asyncio.run(_send(files, test_environment=True, one_gateway=True))
+    own = logging.getLogger("passerelle")
+    level = own.level
+    own.setLevel(logging.ERROR)  # the intake logs every refusal it answers; put back after (tests share the process)
+    try:
+        alone = asyncio.run(_send(files, test_environment=True, one_gateway=False))
+        production = asyncio.run(_send(files, test_environment=False, one_gateway=False))
+        in_order = asyncio.run(_send(files, test_environment=True, one_gateway=True))
+    finally:
+        own.setLevel(level)
     lines = [
         BEGIN,
         "",
