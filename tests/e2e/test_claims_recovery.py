@@ -88,7 +88,9 @@ def test_postgres_claims_of_a_dead_instance_come_back_to_a_live_one(sandbox, tmp
         finally:
             doomed.kill()
         try:
-            assert _claims_of(dsn, schema, doomed.proc.pid) == claims  # leased for an hour, its owner dead
+            # still leased (for an hour) now that their owner is dead; their number moved while the survivor
+            # started (the doomed process kept claiming and settling), so it is read after the kill
+            assert _claims_of(dsn, schema, doomed.proc.pid) > 0
             admin.delete("/faults").raise_for_status()
             wait_each_delivered_once(sandbox, samples)
             assert _claims_of(dsn, schema, doomed.proc.pid) == 0
