@@ -36,9 +36,9 @@ from passerelle.connector.listeners.http.console import (
     ConsoleRefusal,
     ConsoleSources,
     SpaceInfo,
+    body_page,
     console_router,
     refusal_handler,
-    too_large_page,
 )
 from passerelle.connector.listeners.http.console.base import AuditReader
 from passerelle.connector.listeners.http.documents import DocumentsApi
@@ -263,7 +263,9 @@ def build_http(
         api_docs=http.api_docs,
         docs_dependencies=[Depends(auth.read)],
         own_bodies=own_bodies,
-        too_large_page=too_large_page(console),
+        body_page=body_page(console),
+        body_timeout_s=http.body_timeout_s,
+        count_body=metrics.http_body_refusal,
     )
     return HttpListener(app, http.host, http.port, http.tls)
 
