@@ -3,8 +3,11 @@ first record of a minute, the totals written at stop; a clock under the test's h
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from passerelle.connector.listeners.refusals import RefusalFlush
-from passerelle.observability.audit import AuditTrail
+from passerelle.observability.audit import AuditRecord, AuditTrail
 from passerelle.observability.refusals import RefusalLog, Surface
 from passerelle.queue.audit import AuditQuery
 from passerelle.queue.audit_memory import MemoryAuditStore
@@ -37,3 +40,26 @@ async def test_surfaces_are_coalesced_and_bounded_apart() -> None:
     # the last one: the count=2 of the two addresses past the bound
     assert [r.actor.removeprefix("dicom:") for r in dicom] == ["192.0.2.0", "192.0.2.1", *["other-addresses"] * 2]
     assert {(r.action.value, r.outcome.value) for r in dicom} == {("refusal", "refuse")}
+
+
+async def test_refusals_arriving_while_a_minute_is_written_are_counted_once() -> None:
+    """Concurrent refusals (HTTP requests) opening a new minute while the last one's totals are written
+    (by a store that yields, as a real one does)."""
+
+    class Yielding(MemoryAuditStore):
+        async def append(self, records: Sequence[AuditRecord]) -> list[int]:
+            await asyncio.sleep(0)
+            return await super().append(records)
+
+    store, now = Yielding(), [T0]
+    refusals = RefusalLog(AuditTrail(store), clock=lambda: now[0])
+    for n in range(3):
+        for _ in range(2):
+            await refusals.refused(HTTP, f"192.0.2.{n}", "api missing_token")
+    now[0] += 60
+    await asyncio.gather(*(refusals.refused(HTTP, "192.0.2.9", "api unknown_token") for _ in range(5)))
+    await refusals.flush()
+    details = [r.detail for r in await store.query(AuditQuery(limit=100))]
+    assert details.count("api missing_token count=2 in minute 2025-02-19T21:20Z") == 3
+    assert details[-1] == "api unknown_token count=5 in minute 2025-02-19T21:21Z"
+    assert len(details) == 3 + 3 + 2

@@ -81,9 +81,9 @@ class RefusalLog:
     async def flush(self, before: int | None = None) -> None:
         """Write the total of every minute before ``before`` (all of them when ``None``) that had more
         than its first refusal, and forget those minutes."""
-        done = [k for k in self._counts if before is None or k[4] < before]
-        for key in done:
-            count = self._counts.pop(key)
+        # taken out before any write: a refusal arriving meanwhile never sees (nor writes) them twice
+        done = [(k, self._counts.pop(k)) for k in list(self._counts) if before is None or k[4] < before]
+        for key, count in done:
             if count > 1:
                 await self._write(key, f"count={count}")
 
