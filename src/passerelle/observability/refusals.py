@@ -66,6 +66,8 @@ class RefusalLog:
     ) -> None:
         self.audit, self.clock, self.max_addresses = audit, clock, max_addresses
         self._counts: dict[_Key, int] = {}
+        # the addresses tracked, by surface and minute (each refusal costs O(1), floods included)
+        self._tracked: dict[tuple[Surface, int], set[str]] = {}
 
     async def refused(self, surface: Surface, address: str, cls: str, *, tag: str = "", note: str = "") -> None:
         """One refusal from ``address``: recorded when it opens its minute (with ``note``), else counted."""
@@ -81,6 +83,11 @@ class RefusalLog:
     async def flush(self, before: int | None = None) -> None:
         """Write the total of every minute before ``before`` (all of them when ``None``) that had more
         than its first refusal, and forget those minutes."""
+        over = [t for t in self._tracked if before is None or t[1] < before]
+        if not over:
+            return
+        for t in over:
+            del self._tracked[t]
         # taken out before any write: a refusal arriving meanwhile never sees (nor writes) them twice
         done = [(k, self._counts.pop(k)) for k in list(self._counts) if before is None or k[4] < before]
         for key, count in done:
@@ -93,11 +100,13 @@ class RefusalLog:
 
     def _actor(self, surface: Surface, address: str, minute: int) -> str:
         actor = f"{surface.name}:{address}"
-        tracked = {k[1] for k in self._counts if k[0] == surface and k[4] == minute}
-        others = other_addresses(surface)
-        if actor in tracked or len(tracked - {others}) < self.max_addresses:
+        tracked = self._tracked.setdefault((surface, minute), set())
+        if actor in tracked:
             return actor
-        return others
+        if len(tracked) < self.max_addresses:
+            tracked.add(actor)
+            return actor
+        return other_addresses(surface)
 
     async def _write(self, key: _Key, what: str, note: str = "") -> None:
         surface, actor, cls, tag, minute = key
