@@ -1,4 +1,5 @@
-"""Request bodies over their cap on the real HTTP listener (uvicorn on 127.0.0.1 port 0), B-HTTP-7.
+"""Request bodies over their cap or too slow on the real HTTP listener (uvicorn on 127.0.0.1 port 0),
+B-HTTP-7 and B-HTTP-8.
 
 The JSON API and the console's forms take at most 64 KiB, checked before any authentication; the CDA
 route keeps ``cda.max_bytes``. Over the cap the answer is 413 (an RFC 7807 problem on ``/v1/...``, the
@@ -223,3 +224,34 @@ async def test_an_unauthenticated_chunked_cda_gets_its_401_and_the_rest_is_not_r
             answer = await sock.answer()
             assert answer.status == 401 and answer.headers["connection"] == "close"
             assert await sock.closed_by_server()
+
+
+async def test_a_body_that_stops_coming_is_408_with_connection_close(tmp_path: Path) -> None:
+    """B-HTTP-8: 1000 bytes announced, a few sent, then nothing: past ``http.body_timeout_s`` the API
+    answers a 408 problem, the console its error page, each with ``Connection: close``, and the server
+    closes the connection (uvicorn alone would wait for the rest for ever). Not a timing assertion: the
+    deadline is 0.5 s, the client waits up to 10 s for the answer."""
+    async with running_gateway(tmp_path / "gw", NOWHERE, **{"http.body_timeout_s": 0.5}) as (_gw, base):
+        async with connect(base) as sock:
+            await sock.send(request_head("/v1/replay", length=1000) + b'{"sta')
+            answer = await sock.answer()
+            assert answer.status == 408 and answer.headers["connection"] == "close"
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["reason"] == "body_timeout"
+            assert answer.json()["detail"] == "request body not received within 0.5 s"
+            assert await sock.closed_by_server()
+        async with connect(base) as sock:
+            head = request_head("/login", length=1000).replace(
+                b"application/json", b"application/x-www-form-urlencoded"
+            )
+            await sock.send(head + b"csrf=ab")
+            answer = await sock.answer()
+            assert answer.status == 408 and answer.headers["connection"] == "close"
+            assert answer.headers["content-type"].startswith("text/html")
+            assert "Formulaire reçu trop lentement" in answer.body.decode()
+            assert await sock.closed_by_server()
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            metrics = (await client.get("/metrics")).text
+            assert (await client.post("/v1/replay", json={"states": ["dead"]}, headers=AUTH["operate"])).is_success
+    assert 'passerelle_http_body_refusals_total{reason="body_timeout",surface="api"} 1.0' in metrics
+    assert 'passerelle_http_body_refusals_total{reason="body_timeout",surface="console"} 1.0' in metrics

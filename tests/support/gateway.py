@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from passerelle.connector.app import Gateway, build_gateway
+from passerelle.connector.parts import Clock, utcnow
 from passerelle.connector.settings import load_settings
 from passerelle.queue.model import Query, Row, State
 from tests.support.waiting import poll
@@ -37,9 +38,11 @@ def token_settings(folder: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(data_dir: Path, space_url: str, **overrides: Any) -> AsyncIterator[tuple[Gateway, str]]:
+async def running_gateway(
+    data_dir: Path, space_url: str, *, clock: Clock = utcnow, **overrides: Any
+) -> AsyncIterator[tuple[Gateway, str]]:
     """Yield the gateway and its HTTP base URL; stop everything on exit. The gateway has the HTTP
-    identities of :data:`TOKENS` unless ``http.tokens`` is given."""
+    identities of :data:`TOKENS` unless ``http.tokens`` is given, and reads the time from ``clock``."""
     settings = load_settings(
         None,
         overrides={
@@ -53,7 +56,7 @@ async def running_gateway(data_dir: Path, space_url: str, **overrides: Any) -> A
             **overrides,
         },
     )
-    gateway = build_gateway(settings)
+    gateway = build_gateway(settings, clock=clock)
     await gateway.start()
     try:
         yield gateway, f"http://127.0.0.1:{gateway.http.port}"

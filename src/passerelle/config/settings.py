@@ -144,6 +144,9 @@ class HttpSettings(_Group):
     #: Console sessions end after this long without a request, and in any case after ``session_max_s``.
     session_idle_s: float = Field(1800.0, gt=0)
     session_max_s: float = Field(12 * 3600.0, gt=0)
+    #: Longest time to receive a request body read before any route (the JSON API's, the console's forms):
+    #: past it, 408 and the connection closed (``POST /v1/documents`` has ``cda.body_timeout_s``).
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
     #: Time zone of the times the console shows and of its date filters (IANA name).
     console_timezone: ZoneName = "Europe/Paris"
 

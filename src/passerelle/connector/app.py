@@ -1,11 +1,11 @@
 """Composition root: builds every part of one gateway from the settings and owns its life (ADR 0017).
 
-Start order (:meth:`Gateway.parts`): journal → audit store → space client → business-ACK notifier →
-dispatch worker → listeners (MLLP, DICOM SCP, watched folders, HTTP) → journal gauges → retention →
-health monitor (readiness checks, space probe). Stop is the
-exact reverse: stop accepting and drain the listeners, stop the worker (in-flight rows settle or their
-lease comes back), wait for business ACKs in flight, close the space client, the audit store, the
-journal. :class:`~passerelle.connector.lifecycle.Supervisor` makes both exception-safe and watches every
+Start order (:meth:`Gateway.parts`): journal → audit store → refusal log (its minute flush) → space
+client → business-ACK notifier → dispatch worker → listeners (MLLP, DICOM SCP, watched folders, HTTP) →
+journal gauges → retention → health monitor (readiness checks, space probe). Stop is the exact reverse:
+stop accepting and drain the listeners, stop the worker (in-flight rows settle or their lease comes
+back), wait for business ACKs in flight, close the space client, write the refusal counts still open,
+close the audit store, the journal. :class:`~passerelle.connector.lifecycle.Supervisor` makes both exception-safe and watches every
 background task; :meth:`Gateway.run` owns the signals and stops the service when a task dies.
 """
 
@@ -31,6 +31,7 @@ from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.connector.listeners.folder import FolderWatcher
 from passerelle.connector.listeners.http.server import HttpListener
 from passerelle.connector.listeners.mllp.server import MllpServer
+from passerelle.connector.listeners.refusals import RefusalFlush
 from passerelle.connector.metrics_bridge import JournalGauges
 from passerelle.connector.parts import (
     Clock,
@@ -51,6 +52,7 @@ from passerelle.connector.retention import RetentionTask
 from passerelle.connector.settings import Settings
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
+from passerelle.observability.refusals import RefusalLog
 from passerelle.queue.audit import AuditStore
 from passerelle.queue.ports import Journal
 
@@ -65,6 +67,7 @@ class Gateway:
     journal: Journal
     audit_store: AuditStore
     audit: AuditTrail
+    refusals: RefusalFlush
     metrics: Metrics
     space: PatientSpace
     notifier: BusinessAckNotifier
@@ -99,6 +102,7 @@ class Gateway:
         return [
             Part("journal", j.open, j.close, j.background_tasks),
             Part("audit store", self.audit_store.open, self.audit_store.close),
+            Part("refusal log", self.refusals.start, self.refusals.stop, self.refusals.background_tasks),
             Part("space client", stop=self.space.aclose),
             Part("business acks", stop=self.notifier.aclose),
             Part("dispatch worker", start_worker, lambda: worker.stop(timeout=s.worker.lease_s / 4), worker_tasks),
@@ -179,7 +183,8 @@ def build_gateway(
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings(settings), metrics, clock)
     mapper, gate = build_row_mapper(settings, journal, clock), build_gate(settings, journal, space, metrics)
     worker = DispatchWorker(journal, mapper, gate, space, window, metrics, audit=audit, notifier=notifier, clock=clock)
-    wiring = ListenerWiring(settings, journal, WakingJournal(journal, worker.wake), metrics, audit, clock)
+    refusals = RefusalFlush(RefusalLog(audit, clock=lambda: clock().timestamp()))
+    wiring = ListenerWiring(settings, journal, WakingJournal(journal, worker.wake), metrics, audit, clock, refusals.log)
     supervisor = Supervisor()
     monitor = HealthMonitor(settings.readiness, supervisor=supervisor.readiness, journal=journal,
                             paths=readiness_paths(settings), space=space, space_health=space_health, metrics=metrics)  # fmt: skip
@@ -187,7 +192,7 @@ def build_gateway(
     http = build_http(wiring, audit_store=audit_store, readiness=monitor.readiness, wake=worker.wake)
     mllp = build_mllp(wiring)
     gateway = Gateway(
-        settings, journal, audit_store, audit, metrics, space, notifier, worker, mllp, dicom, folders, http,
+        settings, journal, audit_store, audit, refusals, metrics, space, notifier, worker, mllp, dicom, folders, http,
         JournalGauges(journal, metrics, clock), RetentionTask(settings.retention, journal, audit_store, audit, metrics,
         clock), monitor, supervisor, clock,
     )  # fmt: skip

@@ -36,9 +36,9 @@ from passerelle.connector.listeners.http.console import (
     ConsoleRefusal,
     ConsoleSources,
     SpaceInfo,
+    body_page,
     console_router,
     refusal_handler,
-    too_large_page,
 )
 from passerelle.connector.listeners.http.console.base import AuditReader
 from passerelle.connector.listeners.http.documents import DocumentsApi
@@ -51,6 +51,7 @@ from passerelle.connector.metrics_bridge import DicomMetricsBridge, IntakeMetric
 from passerelle.connector.settings import Settings
 from passerelle.observability.audit import AuditTrail
 from passerelle.observability.metrics import Metrics
+from passerelle.observability.refusals import RefusalLog
 from passerelle.queue.audit import AuditStore
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
 from passerelle.queue.model import AppendResult, Inbound, Row
@@ -139,7 +140,8 @@ class WakingJournal:
 @dataclass(frozen=True, slots=True)
 class ListenerWiring:
     """What every inbound listener is built from: the settings, the journal (``journal`` for reads and the
-    reference tables, ``intake`` for the intakes' appends, which wake the worker), metrics, audit, clock."""
+    reference tables, ``intake`` for the intakes' appends, which wake the worker), metrics, audit, clock,
+    and the refusal log every listener records its refused peers in (coalesced, ADR 0030)."""
 
     settings: Settings
     journal: Journal
@@ -147,6 +149,7 @@ class ListenerWiring:
     metrics: Metrics
     audit: AuditTrail
     clock: Clock
+    refusals: RefusalLog
 
 
 def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
@@ -165,7 +168,7 @@ def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
     )
     handler = MllpHandler(intake, metrics)
     bridge = MllpMetricsBridge(metrics)
-    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=bridge, audit=wiring.audit)
+    return MllpServer(settings.mllp, handler, oversize_handler=handler, metrics=bridge, refusals=wiring.refusals)
 
 
 def patient_lookup(store: ReferenceStore) -> PatientLookup:
@@ -207,7 +210,8 @@ def build_side_listeners(wiring: ListenerWiring) -> tuple[DicomScp | None, list[
     scp = None
     if settings.dicom.enabled:
         scp_intake = dicom_intake(wiring, folder=False, audit=audit)
-        scp = DicomScp(settings.dicom, scp_intake, metrics=DicomMetricsBridge(wiring.metrics), audit=audit)
+        metrics = DicomMetricsBridge(wiring.metrics)
+        scp = DicomScp(settings.dicom, scp_intake, metrics=metrics, refusals=wiring.refusals)
     folders = []
     if settings.cda.enabled and settings.cda.folder is not None:
         intake = cda_intake(wiring, folder=True)
@@ -228,7 +232,7 @@ def build_http(
     journal, audit, clock = wiring.journal, wiring.audit, wiring.clock
     guard(http_exposure(settings))
     http = settings.http
-    auth = build_authenticator(http, refusal_recorder(metrics.http_auth_refusal, audit))
+    auth = build_authenticator(http, refusal_recorder(metrics.http_auth_refusal, wiring.refusals))
     console = ConsoleSources(
         journal=journal,
         audit_store=audit_store,
@@ -259,7 +263,9 @@ def build_http(
         api_docs=http.api_docs,
         docs_dependencies=[Depends(auth.read)],
         own_bodies=own_bodies,
-        too_large_page=too_large_page(console),
+        body_page=body_page(console),
+        body_timeout_s=http.body_timeout_s,
+        count_body=metrics.http_body_refusal,
     )
     return HttpListener(app, http.host, http.port, http.tls)
 

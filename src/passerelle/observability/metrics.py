@@ -114,6 +114,12 @@ class Metrics:
             "HTTP requests refused by authentication, by surface and reason",
             ["surface", "reason"],
         )
+        # HTTP listener: bodies refused before any route, by surface (api | console) and reason
+        self.http_body_refusals = new.counter(
+            "passerelle_http_body_refusals_total",
+            "HTTP request bodies refused before any route, by surface and reason (too_large, body_timeout)",
+            ["surface", "reason"],
+        )
         # patient-space transports (mhd | dmp)
         self.space_calls = new.counter(
             "passerelle_space_calls_total",
@@ -158,6 +164,9 @@ class Metrics:
 
     def http_auth_refusal(self, surface: str, reason: str) -> None:
         self.http_auth_refusals.labels(surface, reason).inc()
+
+    def http_body_refusal(self, surface: str, reason: str) -> None:
+        self.http_body_refusals.labels(surface, reason).inc()
 
     def dmp_exchange(self, transaction: str, outcome: str) -> None:
         self.dmp_exchanges.labels(transaction, outcome).inc()

@@ -9,7 +9,8 @@ out. This table adds, when an association request arrives (``EVT_REQUESTED``, in
 
 1. **Sender binding** (``dicom.bindings``): a calling AE title with no binding is refused (permanent,
    "calling AE title not recognised"), and so is a bound one calling from outside its ``networks``;
-   counted and audited. A bound association carries a :class:`~passerelle.connector.intake.binding.Principal`
+   counted and audited (so are pynetdicom's own refusals of a calling AE title not in
+   ``allowed_calling_ae_titles`` and of a wrong called AE title: :data:`AUDITED`). A bound association carries a :class:`~passerelle.connector.intake.binding.Principal`
    (``ae:<title>``, its Issuers of Patient ID) that the intake checks for every C-STORE.
 2. **Per-source cap** (``max_associations_per_source``): one more association request from an address
    that already holds that many is refused (transient, "local limit exceeded").
@@ -81,6 +82,8 @@ class _State:
 
 #: Called to record a refused association in the audit trail: (calling AE title, address, reason).
 RefusalAudit = Callable[[str, str, str], None]
+#: The refusals recorded in the audit trail: who may associate (the capacity refusals are only counted).
+AUDITED = frozenset({"calling_ae", "calling_ae_network", "called_ae"})
 
 
 class AssociationTable:
@@ -152,11 +155,14 @@ class AssociationTable:
         why = (int(getattr(rj, "result_source", 0) or 0), int(getattr(rj, "diagnostic", 0) or 0))
         reason = _REJECTED.get(why, "other")
         self.metrics.association(f"refused_{reason}")
+        state = self._states.get(event.assoc)
+        if self.audit is not None and reason in AUDITED and state is not None:
+            self.audit(_calling(event.assoc), state.host, reason)
 
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         state = self._states.get(assoc)
-        calling = str(getattr(assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
+        calling = _calling(assoc)
         if state is None:  # not ours (opened before the table was wired): leave it to pynetdicom
             return
         refusal = self._bind(state, calling) or self._admit(assoc, state)
@@ -165,7 +171,7 @@ class AssociationTable:
         reason, rsd = refusal
         self.metrics.association(f"refused_{reason}")
         log.warning("dicom scp: association from %s (%s) refused: %s", state.host, calling or "-", reason)
-        if self.audit is not None and reason.startswith("calling_ae"):
+        if self.audit is not None and reason in AUDITED:
             self.audit(calling, state.host, reason)
         assoc.acse.send_reject(*rsd)
         assoc.kill()
@@ -221,6 +227,11 @@ class AssociationTable:
             # Before its association request, pynetdicom waits on this queue for up to acse_timeout and
             # the closed connection puts nothing there (PS3.8 state machine: no indication in Sta2).
             victim.dul.to_user_queue.put(None)
+
+
+def _calling(assoc: Any) -> str:
+    """The calling AE title of an association request."""
+    return str(getattr(assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
 
 
 def _alive(assoc: Any) -> list[Any]:

@@ -46,15 +46,19 @@ from passerelle.connector.intake.replies import (
     unavailable,
 )
 from passerelle.connector.listeners.dicom_assoc import AssociationTable, Binding, DicomMetrics
+from passerelle.connector.listeners.refusals import RefusalFlush
 from passerelle.errors import ParseError, QueueUnavailableError, TooLargeError
 from passerelle.mappings.dicom.kos import DOCUMENT_SOP_CLASSES
 from passerelle.observability.audit import AuditTrail
+from passerelle.observability.refusals import RefusalLog, Surface
 
 #: Verification SOP Class (PS3.4 A.4): C-ECHO.
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Refused associations in the audit trail (actor ``dicom:<address>``, the reason as the class).
+SURFACE = Surface("dicom", action="refusal", outcome="refuse", reason="association-refused")
 
 _Event = evt.NotificationEvent | evt.InterventionEvent
 #: pynetdicom's ``evt_handlers``: (event, handler) pairs; handlers run in pynetdicom's threads.
@@ -149,9 +153,12 @@ class DicomScp:
 
     def __init__(
         self, settings: DicomSettings, intake: DicomIntake, *, metrics: DicomMetrics | None = None,
-        audit: AuditTrail | None = None,
+        audit: AuditTrail | None = None, refusals: RefusalLog | None = None,
     ) -> None:  # fmt: skip
-        self.settings, self.intake, self._audit = settings, intake, audit
+        self.settings, self.intake = settings, intake
+        # the gateway's refusal log (its life is the gateway's), else one of our own over ``audit``
+        self._own_flush = RefusalFlush(RefusalLog(audit)) if refusals is None and audit is not None else None
+        self._refusals = refusals or (self._own_flush.log if self._own_flush is not None else None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
         self.table = AssociationTable(
@@ -192,6 +199,8 @@ class DicomScp:
         self._loop = asyncio.get_running_loop()
         handlers = [*self.services(), *self.table.handlers()]
         self._server = await asyncio.to_thread(ae.start_server, (s.host, s.port), block=False, evt_handlers=handlers)
+        if self._own_flush is not None:
+            await self._own_flush.start()
         log.info("dicom scp: listening on %s:%d as %s", s.host, self.port, s.ae_title)
 
     async def stop(self) -> None:
@@ -200,6 +209,8 @@ class DicomScp:
             return
         # shutdown() joins handler threads, which may be waiting on this loop: never block the loop.
         await asyncio.to_thread(server.shutdown)
+        if self._own_flush is not None:
+            await self._own_flush.stop()
         log.info("dicom scp: stopped")
 
     def _application_entity(self) -> AE:
@@ -267,12 +278,13 @@ class DicomScp:
             raise
 
     def _audit_refusal(self, calling: str, host: str, reason: str) -> None:
-        """Record a refused association (unbound AE title, or from outside its networks); not awaited."""
-        loop, audit = self._loop, self._audit
-        if audit is None or loop is None or loop.is_closed():
+        """Record a refused association (:data:`~.dicom_assoc.AUDITED`) in the refusal log, coalesced per
+        address, reason and minute, the calling AE title (a system's name) in the first record; not awaited."""
+        loop, refusals = self._loop, self._refusals
+        if refusals is None or loop is None or loop.is_closed():
             return
-        actor, detail = f"ae:{audit_text(calling)}", f"association from {audit_text(host)} refused"
-        record = audit.record(action="refusal", outcome="refuse", reason=reason, actor=actor, detail=detail)
+        note = f"calling AE {audit_text(calling, 16) or '-'}"
+        record = refusals.refused(SURFACE, audit_text(host), reason, note=note)
         future = asyncio.run_coroutine_threadsafe(record, loop)
         future.add_done_callback(_log_audit_failure)
 

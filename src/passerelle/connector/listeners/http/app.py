@@ -23,7 +23,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.params import Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from passerelle.connector.listeners.http.body import API_MAX_BYTES, BodyCap, OwnBody
+from passerelle.connector.listeners.http.body import API_MAX_BYTES, BODY_TIMEOUT_S, BodyCap, OwnBody
 
 #: Where the vendored documentation assets are served.
 ASSETS = "/docs-assets"
@@ -40,17 +40,22 @@ def build_app(
     api_docs: bool = False,
     docs_dependencies: Sequence[Depends] = (),
     own_bodies: Mapping[str, OwnBody] | None = None,
-    too_large_page: Callable[[Request], Response] | None = None,
+    body_page: Callable[[Request, int], Response] | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    count_body: Callable[[str, str], None] | None = None,
 ) -> FastAPI:
     """The HTTP application. With ``api_docs``, ``/docs``, ``/redoc`` and ``/openapi.json`` are served
     behind ``docs_dependencies`` (the ``read`` role), their assets from the package (no CDN).
 
     Every request body is read under :data:`~.body.API_MAX_BYTES` before any route or authentication
     (:class:`~.body.BodyCap`), but those of the paths in ``own_bodies`` (``/v1/documents``: its own cap,
-    its declared length checked before authentication too); over it, ``/v1/...`` answers a 413 problem
-    and the other paths ``too_large_page``."""
+    its declared length checked before authentication too), within ``body_timeout_s``; over the cap
+    ``/v1/...`` answers a 413 problem and the other paths ``body_page``, past the deadline a 408 the same
+    way, each counted by ``count_body(surface, reason)``."""
     app = FastAPI(title="Passerelle", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodyCap, max_bytes=API_MAX_BYTES, own=own_bodies, page=too_large_page)
+    app.add_middleware(
+        BodyCap, max_bytes=API_MAX_BYTES, own=own_bodies, page=body_page, timeout_s=body_timeout_s, count=count_body
+    )
     app.add_exception_handler(RequestValidationError, _validation_problem)
     for router in routers:
         app.include_router(router)

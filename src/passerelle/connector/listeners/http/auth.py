@@ -11,7 +11,8 @@ with 401 and ``WWW-Authenticate: Bearer``, a known identity without the role wit
 compared in constant time against every configured token (SHA-256 digests through
 :func:`hmac.compare_digest`, no early exit), so timing tells neither which token nor how much of it
 matched. Every refusal is counted (``passerelle_http_auth_refusals_total{surface, reason}``, fixed label
-values) and audited with the client's address, never the token.
+values) and audited with the client's address, never the token, coalesced per address, class and
+minute (:mod:`passerelle.observability.refusals`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from fastapi import HTTPException, Request
 
 from passerelle.config.settings import HttpRole, HttpSettings
 from passerelle.connector.listeners.mllp.tls import _norm_dn
-from passerelle.observability.audit import AuditTrail
+from passerelle.observability.refusals import RefusalLog, Surface
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,21 @@ GRANTS: Mapping[HttpRole, frozenset[HttpRole]] = {
 }
 
 #: Why a request was refused: the only values of the metric's ``reason`` label.
-REASONS = ("missing", "unknown", "role", "csrf", "expired", "login")
+REASONS = ("missing", "unknown", "role", "certificate", "csrf", "expired", "login")
+#: The refusal classes of the audit trail, by (surface, reason).
+AUDIT_CLASSES: Mapping[tuple[str, str], str] = {
+    ("api", "missing"): "missing_token",
+    ("api", "unknown"): "unknown_token",
+    ("api", "role"): "wrong_role",
+    ("api", "certificate"): "client_certificate",
+    ("console", "missing"): "no_session",
+    ("console", "expired"): "session_expired",
+    ("console", "role"): "wrong_role",
+    ("console", "csrf"): "csrf",
+    ("console", "login"): "login_failed",
+}
+#: HTTP refusals in the audit trail (actor ``http:<address>``).
+SURFACE = Surface("http")
 
 
 class TokenFileError(ValueError):
@@ -186,8 +201,9 @@ class Authenticator:
         self.intake = self.dependency(HttpRole.INTAKE)
 
     def identify(self, request: Request) -> tuple[Identity | None, str]:
-        """The caller, or None and why (``missing``: no credential; ``unknown``: a token nobody holds).
-        A bearer token, when sent, decides alone; else a verified client certificate."""
+        """The caller, or None and why (``missing``: no credential; ``unknown``: a token nobody holds;
+        ``certificate``: a verified client certificate nobody is mapped to). A bearer token, when sent,
+        decides alone; else a verified client certificate."""
         header = request.headers.get("authorization")
         if header is not None:
             scheme, _, value = header.strip().partition(" ")
@@ -195,8 +211,9 @@ class Authenticator:
                 return None, "unknown"
             found = self.tokens.match(value)
             return found, "" if found else "unknown"
-        found = self.certificates.match(peer_subject(request.scope))
-        return found, "" if found else "missing"
+        subject = peer_subject(request.scope)
+        found = self.certificates.match(subject)
+        return found, "" if found else "certificate" if subject else "missing"
 
     async def refuse(self, request: Request, surface: str, reason: str) -> None:
         """Count and audit one refusal (the recorder never sees a credential)."""
@@ -237,20 +254,16 @@ def build_authenticator(settings: HttpSettings, record: RefusalRecorder = _no_re
     return Authenticator(TokenBook.from_settings(settings), CertificateBook.from_settings(settings), record)
 
 
-def refusal_recorder(count: Callable[[str, str], None], audit: AuditTrail | None) -> RefusalRecorder:
-    """Counts a refusal (``count(surface, reason)``) and records it in the audit trail: actor
-    ``http:<client address>``, the route and the reason, never the credential."""
+def refusal_recorder(count: Callable[[str, str], None], refusals: RefusalLog | None) -> RefusalRecorder:
+    """Counts every refusal (``count(surface, reason)``) and records it in the audit trail through the
+    coalescing ``refusals`` (reason ``access-refused``, actor ``http:<client address>``, class
+    ``<surface> <AUDIT_CLASSES>``, the route in the first record of a minute), never the credential."""
 
     async def record(surface: str, reason: str, client: str, what: str) -> None:
         count(surface, reason)
         log.info("http auth: %s refused (%s) from %s: %s", surface, reason, client, what)
-        if audit is not None:
-            await audit.record(
-                action="admin",
-                outcome="failure",
-                reason="access-refused",
-                actor=f"http:{client}",
-                detail=f"{surface} {reason}: {what}"[:200],
-            )
+        if refusals is not None:
+            cls = f"{surface} {AUDIT_CLASSES.get((surface, reason), reason)}"
+            await refusals.refused(SURFACE, client, cls, note=what)
 
     return record

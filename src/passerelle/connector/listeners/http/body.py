@@ -12,10 +12,15 @@
   that reads its own body (``POST /v1/documents``, under ``cda.max_bytes``, with its deadline) is an
   :class:`OwnBody`: only its declared ``Content-Length`` is checked here, before authentication too, and
   an answer it gives before reading the whole body (a 401) closes the connection.
+* :class:`BodyCap` reads within a deadline (``http.body_timeout_s``, :data:`BODY_TIMEOUT_S`): a client
+  trickling its body (uvicorn has no body timeout) gets 408 and ``Connection: close`` when it passes,
+  instead of holding a connection and a request slot for as long as it likes (docs/bad-input.md
+  B-HTTP-8). Every body refused here is counted (``passerelle_http_body_refusals_total{surface,reason}``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +36,8 @@ from passerelle.errors import ParseError, TooLargeError
 API_MAX_BYTES = 64 * 1024
 #: Over the cap, the body is drained up to this many times the cap, else the connection is closed.
 DRAIN_FACTOR = 2
+#: The longest time to receive a body :class:`BodyCap` reads (``http.body_timeout_s``).
+BODY_TIMEOUT_S = 30.0
 
 
 class BodyTooLarge(TooLargeError):
@@ -118,11 +125,14 @@ class OwnBody:
 
 
 class BodyCap:
-    """ASGI middleware: every request body read (at most ``max_bytes``) before the application runs.
+    """ASGI middleware: every request body read (at most ``max_bytes``, within ``timeout_s``) before the
+    application runs.
 
     Over the cap: ``/v1/...`` paths get an RFC 7807 problem (413, ``reason: too_large``), the others
-    ``page(request)`` (the console's error page) when given. The paths in ``own`` read their own body;
-    only their declared ``Content-Length`` is checked here.
+    ``page(request, 413)`` (the console's error page) when given; past the deadline the same with 408
+    (``reason: body_timeout``) and ``Connection: close``. Each is counted by ``count(surface, reason)``
+    (surface ``api`` for ``/v1/...``, else ``console``). The paths in ``own`` read their own body; only
+    their declared ``Content-Length`` is checked here (and the drain of a body over it timed).
     """
 
     def __init__(
@@ -131,9 +141,12 @@ class BodyCap:
         *,
         max_bytes: int = API_MAX_BYTES,
         own: Mapping[str, OwnBody] | None = None,
-        page: Callable[[Request], Response] | None = None,
+        page: Callable[[Request, int], Response] | None = None,
+        timeout_s: float = BODY_TIMEOUT_S,
+        count: Callable[[str, str], None] | None = None,
     ) -> None:
         self.app, self.max_bytes, self.own, self.page = app, max_bytes, dict(own or {}), page
+        self.timeout_s, self.count = timeout_s, count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
@@ -142,25 +155,40 @@ class BodyCap:
             return
         own = self.own.get(scope["path"])
         try:
-            if own is not None:
-                await check_declared(receive, headers, own.max_bytes)
-                receive, send = _close_if_unread(receive, send)
-            else:
-                receive = _replay(await read_body(receive, headers, self.max_bytes), receive)
+            async with asyncio.timeout(self.timeout_s):
+                if own is not None:
+                    await check_declared(receive, headers, own.max_bytes)
+                    receive, send = _close_if_unread(receive, send)
+                else:
+                    receive = _replay(await read_body(receive, headers, self.max_bytes), receive)
         except ClientDisconnect:
             return
         except BodyTooLarge as exc:
-            response = own.refuse(exc) if own is not None else self._too_large(scope)
+            response = own.refuse(exc) if own is not None else self._refused(scope, 413, "too_large")
             response.headers.update(exc.headers)
+            await response(scope, receive, send)
+            return
+        except TimeoutError:
+            response = self._refused(scope, 408, "body_timeout")
+            response.headers["Connection"] = "close"
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _too_large(self, scope: Scope) -> Response:
-        if self.page is None or str(scope["path"]).startswith("/v1/"):
-            body = problem_body(413, "too_large", f"request body over the {self.max_bytes}-byte cap")
-            return JSONResponse(body, status_code=413, media_type="application/problem+json")
-        return self.page(Request(scope))
+    def _refused(self, scope: Scope, status: int, reason: str) -> Response:
+        """The answer to a body refused here, counted: a problem for the API, else the console's page."""
+        api = str(scope["path"]).startswith("/v1/")
+        if self.count is not None:
+            self.count("api" if api else "console", reason)
+        if self.page is None or api:
+            detail = (
+                f"request body over the {self.max_bytes}-byte cap"
+                if status == 413
+                else f"request body not received within {self.timeout_s:g} s"
+            )
+            body = problem_body(status, reason, detail)
+            return JSONResponse(body, status_code=status, media_type="application/problem+json")
+        return self.page(Request(scope), status)
 
 
 def _close_if_unread(receive: Receive, send: Send) -> tuple[Receive, Send]:

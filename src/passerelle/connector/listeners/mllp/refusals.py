@@ -3,7 +3,8 @@
 :func:`classify` names why a handshake failed (:data:`CLASSES`); ``None`` when the peer went away
 without a TLS error (a TCP connect then close, a load balancer's probe): such a connection is counted,
 never audited. :class:`TlsRefusals` writes refusals to the audit trail (action ``admin``, outcome
-``failure``, reason ``tls-refused``, actor ``mllp:<address>``), coalesced per address, class and minute:
+``failure``, reason ``tls-refused``, actor ``mllp:<address>``) through the gateway's
+:class:`~passerelle.observability.refusals.RefusalLog`, coalesced per address, class and minute:
 the first refusal of a minute is recorded at once, the total of the minute when the minute is over
 (``count=N``, only when more came). At most :data:`MAX_ADDRESSES` addresses are tracked per minute; the
 others share one actor, ``mllp:other-addresses``. A presented certificate is named by its SHA-256
@@ -16,17 +17,12 @@ fingerprint; a verified certificate refused by the allow-list (``not_allowed``) 
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from passerelle.observability.audit import AuditTrail
-
-log = logging.getLogger("passerelle.connector.listeners.mllp")
+from passerelle.observability.refusals import MAX_ADDRESSES, RefusalLog, Surface, other_addresses
 
 #: The classes of a refused handshake (the ``tls_<class>`` refusal reasons of the metrics).
 CLASSES = (
@@ -39,9 +35,10 @@ CLASSES = (
     "handshake",
     "not_allowed",
 )
-#: Most addresses tracked per minute; refusals from more share :data:`OTHER_ADDRESSES`.
-MAX_ADDRESSES = 64
-OTHER_ADDRESSES = "mllp:other-addresses"
+#: The MLLP listener's refusals in the audit trail (actor ``mllp:<address>``).
+SURFACE = Surface("mllp", reason="tls-refused")
+#: The actor of the refusals past :data:`MAX_ADDRESSES` addresses in a minute.
+OTHER_ADDRESSES = other_addresses(SURFACE)
 
 # OpenSSL reason codes (ssl.SSLError.reason): bytes that are not a TLS record, an old protocol version.
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL",
@@ -73,62 +70,27 @@ def classify(exc: BaseException) -> str | None:
     return None  # reset, closed, aborted before any TLS error
 
 
-@dataclass
-class _Bucket:
-    minute: int
-    count: int = 0
-
-
 class TlsRefusals:
-    """The audit side of refused handshakes, coalesced (see the module). ``clock`` gives seconds since
-    the epoch (the minute buckets); :meth:`flush` writes the totals of the minutes that are over."""
+    """The audit side of refused handshakes: the MLLP surface of a coalescing
+    :class:`~passerelle.observability.refusals.RefusalLog` (its own, or the gateway's one)."""
 
     def __init__(
-        self, audit: AuditTrail, *, clock: Callable[[], float] = time.time, max_addresses: int = MAX_ADDRESSES
+        self,
+        audit: AuditTrail | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_addresses: int = MAX_ADDRESSES,
+        log: RefusalLog | None = None,
     ) -> None:
-        self.audit, self.clock, self.max_addresses = audit, clock, max_addresses
-        self._buckets: dict[tuple[str, str, str, int], _Bucket] = {}
+        if log is None:
+            if audit is None:
+                raise ValueError("an audit trail or a refusal log is needed")
+            log = RefusalLog(audit, clock=clock, max_addresses=max_addresses)
+        self.log = log
 
     async def refused(self, address: str, cls: str, fingerprint: str = "") -> None:
         """One refused handshake from ``address``: recorded when it opens its minute, else counted."""
-        minute = int(self.clock() // 60)
-        await self.flush(before=minute)
-        key = (self._actor(address, minute), cls, fingerprint, minute)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(minute)
-            bucket.count = 1
-            await self._write(key, "first")
-            return
-        bucket.count += 1
+        await self.log.refused(SURFACE, address, cls, tag=f"sha256={fingerprint}" if fingerprint else "")
 
     async def flush(self, before: int | None = None) -> None:
-        """Write the total of every minute before ``before`` (all of them when ``None``) that had more
-        than its first refusal, and forget those minutes."""
-        done = [k for k in self._buckets if before is None or k[3] < before]
-        for key in done:
-            bucket = self._buckets.pop(key)
-            if bucket.count > 1:
-                await self._write(key, f"count={bucket.count}")
-
-    async def run(self) -> None:
-        """Flush each minute once it is over, until cancelled (the listener's background task)."""
-        while True:
-            await asyncio.sleep(61 - self.clock() % 60)
-            await self.flush(before=int(self.clock() // 60))
-
-    def _actor(self, address: str, minute: int) -> str:
-        actor = f"mllp:{address}"
-        tracked = {k[0] for k in self._buckets if k[3] == minute}
-        if actor in tracked or len(tracked - {OTHER_ADDRESSES}) < self.max_addresses:
-            return actor
-        return OTHER_ADDRESSES
-
-    async def _write(self, key: tuple[str, str, str, int], what: str) -> None:
-        actor, cls, fingerprint, minute = key
-        at = datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%MZ")
-        detail = f"{cls} {what} in minute {at}" + (f" sha256={fingerprint}" if fingerprint else "")
-        try:
-            await self.audit.record(action="admin", outcome="failure", reason="tls-refused", actor=actor, detail=detail)
-        except Exception:  # noqa: BLE001 - the audit store failing must not break the listener
-            log.warning("mllp TLS refusal from %s (%s) not recorded in the audit trail", actor, cls)
+        await self.log.flush(before)

@@ -59,9 +59,11 @@ from passerelle.connector.listeners.mllp.tls import (
     server_context,
 )
 from passerelle.connector.listeners.net import address_in
+from passerelle.connector.listeners.refusals import RefusalFlush
 from passerelle.errors import FramingError
 from passerelle.mappings.hl7v2.mllp import frame
 from passerelle.observability.audit import AuditTrail
+from passerelle.observability.refusals import RefusalLog
 
 log = logging.getLogger("passerelle.connector.listeners.mllp")
 
@@ -89,6 +91,7 @@ class MllpServer:
         metrics: MllpMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
         audit: AuditTrail | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._settings, self._handler, self._oversize = settings, handler, oversize_handler
         self._metrics: MllpMetrics = metrics or cast(MllpMetrics, NullMetrics())
@@ -101,8 +104,10 @@ class MllpServer:
         if settings.tls.enabled and settings.tls.require_client_cert:
             self._allow = ClientAllowList.from_settings(settings.tls)
         self._bindings = SenderBindings.from_settings(settings.tls)
-        self._refusals = TlsRefusals(audit) if audit is not None else None
-        self._refusal_flusher: asyncio.Task[None] | None = None
+        # the gateway's refusal log (its life is the gateway's), else one of our own over ``audit``
+        self._own_flush = RefusalFlush(RefusalLog(audit)) if refusals is None and audit is not None else None
+        refusal_log = refusals or (self._own_flush.log if self._own_flush is not None else None)
+        self._refusals = TlsRefusals(log=refusal_log) if refusal_log is not None else None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._conns: set[_Connection] = set()
@@ -136,8 +141,8 @@ class MllpServer:
             backlog=min(self._settings.max_connections, 1024),
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
-        if self._refusals is not None and self._ssl is not None:
-            self._refusal_flusher = asyncio.create_task(self._refusals.run(), name="mllp-tls-refusals")
+        if self._own_flush is not None and self._ssl is not None:
+            await self._own_flush.start()
         log.info(
             "mllp listening on %s:%d (tls=%s, mtls=%s)",
             self._settings.host,
@@ -168,18 +173,9 @@ class MllpServer:
             if self._server is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
-            await self._stop_refusals()
+            if self._own_flush is not None:
+                await self._own_flush.stop()
             log.info("mllp listener stopped (%d connections drained)", len(conns))
-
-    async def _stop_refusals(self) -> None:
-        """Stop the refusal flusher and write the counts still open."""
-        if self._refusal_flusher is not None:
-            self._refusal_flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refusal_flusher
-            self._refusal_flusher = None
-        if self._refusals is not None:
-            await self._refusals.flush()
 
     # --- accepting -------------------------------------------------------------------------------
 

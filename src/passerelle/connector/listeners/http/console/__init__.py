@@ -24,10 +24,15 @@ def console_router(sources: ConsoleSources) -> APIRouter:
     return ConsoleActions(sources).router()
 
 
-def too_large_page(sources: ConsoleSources) -> Callable[[Request], Response]:
-    """The console's error page for a form body over the cap (413), for :class:`~..body.BodyCap`."""
+#: The console's message for a form body refused before any route, by status.
+BODY_MESSAGES = {413: "error.too_large", 408: "error.body_timeout"}
+
+
+def body_page(sources: ConsoleSources) -> Callable[[Request, int], Response]:
+    """The console's error page for a form body refused by :class:`~..body.BodyCap`: over the cap (413),
+    not received in time (408)."""
     base = ConsoleBase(sources)
-    return lambda request: base.too_large(request)
+    return lambda request, status: base.error(request, status, BODY_MESSAGES[status])
 
 
-__all__ = ["ConsoleRefusal", "ConsoleSources", "SpaceInfo", "console_router", "refusal_handler", "too_large_page"]
+__all__ = ["ConsoleRefusal", "ConsoleSources", "SpaceInfo", "body_page", "console_router", "refusal_handler"]
