@@ -61,6 +61,8 @@ async def test_five_wrong_logins_then_the_right_token_is_429_until_the_window_pa
             # the API's tokens are the same secrets: the address may not guess them there either
             api = await browser.get("/v1/messages", headers=AUTH["read"])
             assert (api.status_code, api.headers["retry-after"]) == (429, "100")
+            # no session was opened for the right token: no login in the audit trail yet
+            assert [r for r in await gw.audit_store.query(AuditQuery(limit=1000)) if r.reason == "login"] == []
             # another address is not affected
             assert (await attempt(neighbour, TOKENS["operate"][1])).status_code == 303
             # the window has passed since the first failure: the right token opens a session
