@@ -1,6 +1,7 @@
 """Refused peers in the audit trail, coalesced per surface, address, class and minute (ADR 0030), over
 real sockets on a running gateway: a burst of unauthenticated HTTP requests, a burst of DICOM
-associations from an AE title not on the allow list. Each burst writes its first refusal at once and
+associations from an AE title not on the allow list, bursts of MLLP connections from outside
+``mllp.allowed_networks`` or past ``mllp.max_connections_per_source`` (ADR 0031). Each burst writes its first refusal at once and
 its total when the minute is over — here when the gateway stops (the gateway's clock is held still,
 so the burst stays in one minute). Metrics still count every refusal. The trail is read back from the
 SQLite file once the gateway has stopped, with a store of its own."""
@@ -8,16 +9,19 @@ SQLite file once the gateway has stopped, with a store of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from pynetdicom import AE
 
+from passerelle.connector.app import Gateway
 from passerelle.observability.audit import AuditRecord
 from passerelle.queue.audit import AuditQuery
 from passerelle.queue.audit_sqlite import SQLiteAuditStore
 from tests.support.gateway import TOKENS, running_gateway
+from tests.support.waiting import poll, until
 
 #: The gateway's time during the test (held still: one minute bucket).
 NOW = datetime(2026, 3, 9, 14, 27, 41, tzinfo=UTC)
@@ -58,7 +62,8 @@ async def test_fifty_unauthenticated_requests_are_two_records(tmp_path: Path) ->
 
 async def test_unknown_tokens_are_coalesced_and_never_recorded(tmp_path: Path) -> None:
     guesses = [f"guess-{n:04d}-{TOKENS['read'][1][:8]}" for n in range(30)]
-    async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", clock=still) as (gw, base):
+    no_throttle = {"http.login_throttle": {"enabled": False}}  # 30 guesses, not 5 then 429 (B-HTTP-9)
+    async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", clock=still, **no_throttle) as (gw, base):
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             for guess in guesses:
                 answer = await client.get("/v1/messages", headers={"Authorization": f"Bearer {guess}"})
@@ -97,4 +102,70 @@ async def test_twenty_refused_associations_are_two_records(tmp_path: Path) -> No
     assert [(r.actor, r.action.value, r.outcome.value, r.detail) for r in records] == [
         ("dicom:127.0.0.1", "refusal", "refuse", "calling_ae first in minute 2026-03-09T14:27Z: calling AE STRANGER"),
         ("dicom:127.0.0.1", "refusal", "refuse", "calling_ae count=20 in minute 2026-03-09T14:27Z"),
+    ]
+
+
+async def refused_connection(port: int) -> bytes:
+    """Connect to the MLLP port and read until the gateway closes (it aborts a refused connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        with contextlib.suppress(ConnectionError):
+            return await asyncio.wait_for(reader.read(), timeout=10)
+        return b""
+    finally:
+        writer.close()
+
+
+async def metric_line(base: str, needle: str) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    return next((line for line in text.splitlines() if line.startswith(needle)), "")
+
+
+async def mllp_refusals(gw: Gateway, base: str, outcome: str, count: int) -> list[AuditRecord]:
+    """Wait until ``count`` MLLP connections are counted refused for ``outcome`` and the first one is in
+    the audit trail; the trail's ``connection-refused`` records then."""
+    needle = f'passerelle_mllp_connections_total{{outcome="refused_{outcome}"}}'
+    line = await poll(lambda: metric_line(base, needle), lambda v: v == f"{needle} {count}.0")
+    assert line == f"{needle} {count}.0"
+
+    async def refused() -> list[AuditRecord]:
+        return [r for r in await gw.audit_store.query(AuditQuery(limit=1000)) if r.reason == "connection-refused"]
+
+    return await poll(refused, bool)
+
+
+async def test_twenty_mllp_connections_from_outside_the_allowed_networks_are_two_records(tmp_path: Path) -> None:
+    settings = {"mllp.allowed_networks": ["10.0.0.0/8"]}
+    async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", clock=still, **settings) as (gw, base):
+        assert gw.mllp is not None
+        assert await asyncio.gather(*(refused_connection(gw.mllp.port) for _ in range(20))) == [b""] * 20
+        before_stop = await mllp_refusals(gw, base, "not_allowed", 20)
+        journal_path = gw.settings.journal_path
+    assert [r.detail for r in before_stop] == ["address_not_allowed first in minute 2026-03-09T14:27Z"]
+    records = await trail(journal_path, "connection-refused")
+    assert [(r.actor, r.action.value, r.outcome.value, r.detail) for r in records] == [
+        ("mllp:127.0.0.1", "admin", "failure", "address_not_allowed first in minute 2026-03-09T14:27Z"),
+        ("mllp:127.0.0.1", "admin", "failure", "address_not_allowed count=20 in minute 2026-03-09T14:27Z"),
+    ]
+
+
+async def test_twenty_mllp_connections_past_the_per_source_cap_are_two_records(tmp_path: Path) -> None:
+    settings = {"mllp.max_connections_per_source": 1}
+    async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", clock=still, **settings) as (gw, base):
+        assert gw.mllp is not None
+        mllp = gw.mllp
+        _reader, held = await asyncio.open_connection("127.0.0.1", mllp.port)
+        try:
+            await until(lambda: mllp.connection_count == 1)
+            assert await asyncio.gather(*(refused_connection(mllp.port) for _ in range(20))) == [b""] * 20
+            before_stop = await mllp_refusals(gw, base, "max_per_source", 20)
+        finally:
+            held.close()
+        journal_path = gw.settings.journal_path
+    assert [r.detail for r in before_stop] == ["too_many_from_source first in minute 2026-03-09T14:27Z"]
+    records = await trail(journal_path, "connection-refused")
+    assert [(r.actor, r.detail) for r in records] == [
+        ("mllp:127.0.0.1", "too_many_from_source first in minute 2026-03-09T14:27Z"),
+        ("mllp:127.0.0.1", "too_many_from_source count=20 in minute 2026-03-09T14:27Z"),
     ]

@@ -125,3 +125,18 @@ async def test_an_audit_store_that_fails_does_not_break_the_listener() -> None:
     await refusals.refused("192.0.2.7", "timeout")
     await refusals.refused("192.0.2.7", "timeout")
     await refusals.flush()
+
+
+async def test_connections_refused_before_the_handshake_are_audited_by_class_but_not_at_a_stop() -> None:
+    store = MemoryAuditStore()
+    refusals = TlsRefusals(AuditTrail(store), clock=Clock())
+    for reason in ["not_allowed"] * 3 + ["max_per_source", "max_connections", "stopping"]:
+        await refusals.connection_refused("192.0.2.7", reason)
+    await refusals.flush()
+    got = [(r.actor, r.reason, r.detail) for r in await records(store)]
+    assert got == [
+        ("mllp:192.0.2.7", "connection-refused", "address_not_allowed first in minute 2025-02-19T21:20Z"),
+        ("mllp:192.0.2.7", "connection-refused", "too_many_from_source first in minute 2025-02-19T21:20Z"),
+        ("mllp:192.0.2.7", "connection-refused", "too_many_connections first in minute 2025-02-19T21:20Z"),
+        ("mllp:192.0.2.7", "connection-refused", "address_not_allowed count=3 in minute 2025-02-19T21:20Z"),
+    ]

@@ -123,6 +123,18 @@ class HttpClientCertificate(HttpIdentity):
     subject: str = Field(min_length=1)
 
 
+class LoginThrottleSettings(_Group):
+    """Failed token attempts per client address (ADR 0031): past ``failures`` within ``window_s``, the
+    console's login and the API's bearer-token requests from that address answer 429 until the oldest
+    of those failures is ``window_s`` old."""
+
+    enabled: bool = True
+    failures: int = Field(5, ge=1, le=1000)
+    window_s: float = Field(300.0, gt=0, le=86400)
+    #: Most addresses remembered at once; past it the one that failed the longest ago is forgotten.
+    max_addresses: int = Field(10_000, ge=1, le=1_000_000)
+
+
 class HttpSettings(_Group):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -149,6 +161,8 @@ class HttpSettings(_Group):
     body_timeout_s: float = Field(30.0, gt=0, le=3600)
     #: Time zone of the times the console shows and of its date filters (IANA name).
     console_timezone: ZoneName = "Europe/Paris"
+    #: Failed token attempts (console login, API bearer token) per client address (ADR 0031).
+    login_throttle: LoginThrottleSettings = Field(default_factory=LoginThrottleSettings)
 
     @model_validator(mode="after")
     def _names_unique(self) -> HttpSettings:

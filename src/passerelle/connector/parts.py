@@ -232,7 +232,8 @@ def build_http(
     journal, audit, clock = wiring.journal, wiring.audit, wiring.clock
     guard(http_exposure(settings))
     http = settings.http
-    auth = build_authenticator(http, refusal_recorder(metrics.http_auth_refusal, wiring.refusals))
+    recorder = refusal_recorder(metrics.http_auth_refusal, wiring.refusals)
+    auth = build_authenticator(http, recorder, clock=lambda: clock().timestamp())
     console = ConsoleSources(
         journal=journal,
         audit_store=audit_store,

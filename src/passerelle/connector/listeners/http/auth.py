@@ -13,6 +13,10 @@ compared in constant time against every configured token (SHA-256 digests throug
 matched. Every refusal is counted (``passerelle_http_auth_refusals_total{surface, reason}``, fixed label
 values) and audited with the client's address, never the token, coalesced per address, class and
 minute (:mod:`passerelle.observability.refusals`).
+
+Failed token attempts are throttled per client address (:mod:`.throttle`, ``http.login_throttle``, ADR
+0031): past 5 unknown tokens within 5 minutes, the address's token attempts (API requests carrying an
+``Authorization`` header, console logins) answer 429 with ``Retry-After``, their token never looked at.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from passerelle.config.settings import HttpRole, HttpSettings
+from passerelle.connector.listeners.http.throttle import TokenThrottle
 from passerelle.connector.listeners.mllp.tls import _norm_dn
 from passerelle.observability.refusals import RefusalLog, Surface
 
@@ -41,18 +47,20 @@ GRANTS: Mapping[HttpRole, frozenset[HttpRole]] = {
 }
 
 #: Why a request was refused: the only values of the metric's ``reason`` label.
-REASONS = ("missing", "unknown", "role", "certificate", "csrf", "expired", "login")
+REASONS = ("missing", "unknown", "role", "certificate", "csrf", "expired", "login", "throttled")
 #: The refusal classes of the audit trail, by (surface, reason).
 AUDIT_CLASSES: Mapping[tuple[str, str], str] = {
     ("api", "missing"): "missing_token",
     ("api", "unknown"): "unknown_token",
     ("api", "role"): "wrong_role",
     ("api", "certificate"): "client_certificate",
+    ("api", "throttled"): "token_throttled",
     ("console", "missing"): "no_session",
     ("console", "expired"): "session_expired",
     ("console", "role"): "wrong_role",
     ("console", "csrf"): "csrf",
     ("console", "login"): "login_failed",
+    ("console", "throttled"): "login_throttled",
 }
 #: HTTP refusals in the audit trail (actor ``http:<address>``).
 SURFACE = Surface("http")
@@ -191,11 +199,16 @@ class Authenticator:
     :class:`Identity` for the route (:func:`caller`)."""
 
     def __init__(
-        self, tokens: TokenBook, certificates: CertificateBook | None = None, record: RefusalRecorder = _no_record
+        self,
+        tokens: TokenBook,
+        certificates: CertificateBook | None = None,
+        record: RefusalRecorder = _no_record,
+        throttle: TokenThrottle | None = None,
     ) -> None:
         self.tokens = tokens
         self.certificates = certificates or CertificateBook({})
         self.record = record
+        self.throttle = throttle
         self.read = self.dependency(HttpRole.READ)
         self.operate = self.dependency(HttpRole.OPERATE)
         self.intake = self.dependency(HttpRole.INTAKE)
@@ -222,10 +235,39 @@ class Authenticator:
         except Exception as exc:  # noqa: BLE001 - a failing audit store must not turn a 401 into a 500
             log.warning("http auth: refusal not recorded (%s)", type(exc).__name__)
 
+    async def throttled(self, request: Request, surface: str) -> int | None:
+        """The seconds the client's address must wait before its next token attempt (this one is then
+        refused: counted and audited as ``throttled``), ``None`` when it may try."""
+        wait = self.throttle.retry_after(client_address(request)) if self.throttle is not None else None
+        if wait is not None:
+            await self.refuse(request, surface, "throttled")
+        return wait
+
+    def failed(self, request: Request) -> None:
+        """A token attempt from the client's address failed (the throttle counts it)."""
+        if self.throttle is not None:
+            self.throttle.failed(client_address(request))
+
+    def succeeded(self, request: Request) -> None:
+        """A login from the client's address succeeded (the throttle forgets its failures)."""
+        if self.throttle is not None:
+            self.throttle.succeeded(client_address(request))
+
+    async def _not_throttled(self, request: Request) -> None:
+        """A bearer token from a throttled address: 429 before the token is looked at."""
+        if "authorization" not in request.headers:
+            return
+        wait = await self.throttled(request, "api")
+        if wait is not None:
+            raise HTTPException(429, "too many failed token attempts from this address", {"Retry-After": str(wait)})
+
     def dependency(self, role: HttpRole) -> Callable[[Request], Awaitable[Identity]]:
         async def require(request: Request) -> Identity:
+            await self._not_throttled(request)
             identity, why = self.identify(request)
             if identity is None:
+                if why == "unknown":
+                    self.failed(request)
                 await self.refuse(request, "api", why)
                 error = ', error="invalid_token"' if why == "unknown" else ""
                 headers = {"WWW-Authenticate": f'Bearer realm="passerelle"{error}'}
@@ -249,9 +291,13 @@ def caller(request: Request) -> Identity:
     return identity
 
 
-def build_authenticator(settings: HttpSettings, record: RefusalRecorder = _no_record) -> Authenticator:
-    """The listener's authenticator (reads the token files: :class:`TokenFileError` when one cannot serve)."""
-    return Authenticator(TokenBook.from_settings(settings), CertificateBook.from_settings(settings), record)
+def build_authenticator(
+    settings: HttpSettings, record: RefusalRecorder = _no_record, clock: Callable[[], float] = time.monotonic
+) -> Authenticator:
+    """The listener's authenticator (reads the token files: :class:`TokenFileError` when one cannot serve),
+    its throttle (``http.login_throttle``) reading the time from ``clock`` (seconds)."""
+    throttle = TokenThrottle.from_settings(settings.login_throttle, clock)
+    return Authenticator(TokenBook.from_settings(settings), CertificateBook.from_settings(settings), record, throttle)
 
 
 def refusal_recorder(count: Callable[[str, str], None], refusals: RefusalLog | None) -> RefusalRecorder:

@@ -1,4 +1,5 @@
-"""Refused TLS handshakes on the MLLP listener: their class, and an audit trail a scanner cannot flood.
+"""Refused TLS handshakes and connections on the MLLP listener: their class, and an audit trail a scanner
+cannot flood.
 
 :func:`classify` names why a handshake failed (:data:`CLASSES`); ``None`` when the peer went away
 without a TLS error (a TCP connect then close, a load balancer's probe): such a connection is counted,
@@ -13,6 +14,11 @@ fingerprint, never its subject (a subject can carry a person's name).
 Python 3.11's ``ssl`` does not hand out the certificate of a handshake that failed its verification
 (``get_unverified_chain`` comes with 3.13): an untrusted or expired certificate is recorded without its
 fingerprint; a verified certificate refused by the allow-list (``not_allowed``) with it.
+
+Connections refused before any handshake (ADR 0031) — a source outside ``allowed_networks``, a source at
+``max_connections_per_source``, a full table with no idle connection to close — are audited the same
+way with reason ``connection-refused`` and the classes of :data:`CONNECTION_CLASSES`; those refused
+because the gateway is stopping are not.
 """
 
 from __future__ import annotations
@@ -35,8 +41,16 @@ CLASSES = (
     "handshake",
     "not_allowed",
 )
-#: The MLLP listener's refusals in the audit trail (actor ``mllp:<address>``).
+#: The MLLP listener's refused handshakes in the audit trail (actor ``mllp:<address>``).
 SURFACE = Surface("mllp", reason="tls-refused")
+#: The audit classes of the connections refused before any handshake, by their metric refusal reason.
+CONNECTION_CLASSES = {
+    "not_allowed": "address_not_allowed",
+    "max_per_source": "too_many_from_source",
+    "max_connections": "too_many_connections",
+}
+#: The MLLP listener's refused connections in the audit trail (actor ``mllp:<address>``).
+CONNECTION_SURFACE = Surface("mllp", reason="connection-refused")
 #: The actor of the refusals past :data:`MAX_ADDRESSES` addresses in a minute.
 OTHER_ADDRESSES = other_addresses(SURFACE)
 
@@ -71,7 +85,7 @@ def classify(exc: BaseException) -> str | None:
 
 
 class TlsRefusals:
-    """The audit side of refused handshakes: the MLLP surface of a coalescing
+    """The audit side of refused handshakes and connections: the MLLP surfaces of a coalescing
     :class:`~passerelle.observability.refusals.RefusalLog` (its own, or the gateway's one)."""
 
     def __init__(
@@ -91,6 +105,13 @@ class TlsRefusals:
     async def refused(self, address: str, cls: str, fingerprint: str = "") -> None:
         """One refused handshake from ``address``: recorded when it opens its minute, else counted."""
         await self.log.refused(SURFACE, address, cls, tag=f"sha256={fingerprint}" if fingerprint else "")
+
+    async def connection_refused(self, address: str, reason: str) -> None:
+        """One connection from ``address`` refused before any handshake for ``reason`` (the metric's):
+        audited when its class is in :data:`CONNECTION_CLASSES`, coalesced like the handshakes."""
+        cls = CONNECTION_CLASSES.get(reason)
+        if cls is not None:
+            await self.log.refused(CONNECTION_SURFACE, address, cls)
 
     async def flush(self, before: int | None = None) -> None:
         await self.log.flush(before)

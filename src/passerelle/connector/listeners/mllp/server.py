@@ -19,7 +19,8 @@ Contract:
   full (``max_connections``), the connection idle the longest (not inside a frame, no frame waiting for
   its reply) is closed (``evicted``) to admit the new one; a sender that is sending is never cut. When
   none is idle, or the source is at ``max_connections_per_source``, or outside ``allowed_networks``,
-  the new connection is closed at once (before any TLS handshake) and counted as refused.
+  the new connection is closed at once (before any TLS handshake), counted as refused and audited
+  (coalesced, :mod:`.refusals`).
 * Sender binding: with ``tls.bindings``, each mutual-TLS connection carries the
   :class:`~passerelle.connector.intake.binding.Principal` of its certificate to every intake call.
 * Logs carry peer address, sizes and reasons, never payload bytes.
@@ -141,7 +142,7 @@ class MllpServer:
             backlog=min(self._settings.max_connections, 1024),
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
-        if self._own_flush is not None and self._ssl is not None:
+        if self._own_flush is not None:
             await self._own_flush.start()
         log.info(
             "mllp listening on %s:%d (tls=%s, mtls=%s)",
@@ -190,6 +191,8 @@ class MllpServer:
             self._metrics.connection_refused(refusal)
             log.warning("mllp connection from %s refused: %s", peer, refusal)
             writer.transport.abort()
+            if self._refusals is not None:
+                await self._refusals.connection_refused(host, refusal)
             return
         conn = _Connection(self, reader, writer, peer, host)
         conn.task = asyncio.current_task()

@@ -80,18 +80,28 @@ class ConsoleActions(ConsolePages):
         return response
 
     async def login(self, request: Request) -> Response:
-        """A pasted token (or, with mutual TLS, the client certificate) opens a session."""
+        """A pasted token (or, with mutual TLS, the client certificate) opens a session. From an address
+        past its failed attempts (``http.login_throttle``), 429 before anything is looked at."""
+        auth = self.src.auth
+        wait = await auth.throttled(request, "console")
+        if wait is not None:
+            throttled = self.error(request, 429, "error.throttled")
+            throttled.headers["Retry-After"] = str(wait)
+            return throttled
         fields = await self.form(request, None, bound_to=request.cookies.get(LOGIN_COOKIE))
         target = local_path(_first(fields, "next"))
         token = _first(fields, "token").strip()
         if token:
-            identity = self.src.auth.tokens.match(token)
+            identity = auth.tokens.match(token)
         else:
-            identity = self.src.auth.identify(request)[0] if _first(fields, "certificate") else None
+            identity = auth.identify(request)[0] if _first(fields, "certificate") else None
         if identity is None or identity.role is HttpRole.INTAKE:
-            await self.src.auth.refuse(request, "console", "login")
+            if identity is None and token:
+                auth.failed(request)
+            await auth.refuse(request, "console", "login")
             message = "login.refused" if identity is None else "login.intake"
             return self._login_form(request, target, status=401 if identity is None else 403, error=message)
+        auth.succeeded(request)
         session = self.src.sessions.open(identity)
         await self.audit(session, "login")
         response = RedirectResponse(target, 303)
