@@ -60,6 +60,19 @@ async def test_fifty_unauthenticated_requests_are_two_records(tmp_path: Path) ->
     ]
 
 
+async def test_a_forwarded_for_header_does_not_choose_the_recorded_address(tmp_path: Path) -> None:
+    """The peer's address is the TCP one: X-Forwarded-For (which uvicorn trusts from 127.0.0.1 by
+    default) cannot make a refusal land under another address, nor dodge the per-address throttle."""
+    async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", clock=still) as (gw, base):
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            for n in range(3):
+                spoofed = {"X-Forwarded-For": f"10.9.9.{n}", "X-Real-IP": f"10.9.9.{n}"}
+                assert (await client.get("/v1/messages", headers=spoofed)).status_code == 401
+        journal_path = gw.settings.journal_path
+    records = await trail(journal_path, "access-refused")
+    assert {r.actor for r in records} == {"http:127.0.0.1"}, [r.actor for r in records]
+
+
 async def test_unknown_tokens_are_coalesced_and_never_recorded(tmp_path: Path) -> None:
     guesses = [f"guess-{n:04d}-{TOKENS['read'][1][:8]}" for n in range(30)]
     no_throttle = {"http.login_throttle": {"enabled": False}}  # 30 guesses, not 5 then 429 (B-HTTP-9)

@@ -69,8 +69,11 @@ class HttpListener:
             return
         context = server_context(self.tls) if self.tls is not None else None
         self._sock = _listen(self.host, self._port)
+        # proxy_headers off: uvicorn otherwise takes X-Forwarded-For from 127.0.0.1 as the client's address,
+        # so a local process could choose the address the audit trail records and the login throttle counts
         config = uvicorn.Config(self.app, self.host, self.port, log_config=None, access_log=False, lifespan="off",
                                 server_header=False, timeout_graceful_shutdown=GRACEFUL_S, http=TlsH11Protocol,
+                                proxy_headers=False,
                                 ssl_context_factory=_fixed(context) if context is not None else None)  # fmt: skip
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="http")
