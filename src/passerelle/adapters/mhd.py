@@ -10,7 +10,8 @@
 - Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
   is read in chunks and the connection closed past the cap: :func:`passerelle.adapters.http.fetch`, shared
   with the DMP transport), redirects never followed. A server certificate not trusted by ``space.ca_file``
-  → :class:`~passerelle.errors.RemoteUntrustedCertificateError` (retried, counted and alerted apart).
+  → :class:`~passerelle.errors.RemoteUntrustedCertificateError` (retried, counted and alerted apart); our
+  client certificate refused by the server's TLS alert → :class:`RemoteCredentialError`.
 - Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
   403 without a business code → :class:`RemoteCredentialError`; 404 without an OperationOutcome (a

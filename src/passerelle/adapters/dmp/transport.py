@@ -3,8 +3,8 @@
 No retry here (the worker owns retries). Transport errors, timeouts, oversized answers, redirects (never
 followed), answers that are not SOAP (by their Content-Type: a proxy's HTML page), 408/425/429/5xx
 without a SOAP envelope → :class:`RemoteTransientError` (with ``Retry-After``); a server certificate not
-trusted by ``space.ca_file`` → :class:`RemoteUntrustedCertificateError`; 401/403 without an envelope
-→ :class:`RemoteCredentialError`; an envelope whose ``RelatesTo`` names another message, or a 2xx SOAP
+trusted by ``space.ca_file`` → :class:`RemoteUntrustedCertificateError`; 401/403 without an envelope,
+or our client certificate refused by a TLS alert → :class:`RemoteCredentialError`; an envelope whose ``RelatesTo`` names another message, or a 2xx SOAP
 answer that cannot be read → :class:`RemoteAmbiguousError`; a SOAP fault → the table of
 :mod:`passerelle.adapters.dmp.errors`. docs/bad-input.md (B-Downstream) is the table of these answers.
 """
