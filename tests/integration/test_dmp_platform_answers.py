@@ -243,3 +243,44 @@ async def test_a_handshake_failure_without_a_certificate_alert_stays_a_transport
     assert type(error) is RemoteTransientError and configuration_error(error) is None
     assert "TLS alert: handshake failure" in error.message and "cipher" in error.message
     assert built.observed == [("ITI-41", "retry")]
+
+
+async def test_an_answer_without_relates_to_is_ambiguous_and_the_resend_stores_once(stack: Stack) -> None:
+    """The DMP's services answer with RelatesTo = our MessageID: a RegistryResponse without it (a Success
+    here, which did store the document) is not shown to be ours. Ambiguous, retried: the resend carries the
+    same uniqueId and bytes, and the platform's duplicate check settles it as already stored."""
+    stack.receiver.plan = ["anonymous:success"]
+    doc = document(20)
+    with pytest.raises(RemoteAmbiguousError) as ambiguous:
+        await stack.space.provide(doc)
+    assert "does not name our message (no RelatesTo)" in ambiguous.value.message
+    assert stack.observed == [("ITI-41", "retry")]
+    assert (await stack.space.provide(doc)).outcome is DeliveryOutcome.ALREADY_STORED
+    assert [d.unique_id for d in stack.receiver.documents()].count(doc.unique_id) == 1  # stored once
+    sent = [s.detail["unique_ids"] for s in stack.receiver.seen if s.transaction == "ITI-41"]
+    assert len(sent) == 2 and all(doc.unique_id in ids for ids in sent), stack.receiver.transactions()
+    assert stack.receiver.problems == []
+
+
+async def test_a_failure_without_relates_to_is_not_taken_as_a_refusal(stack: Stack) -> None:
+    stack.receiver.plan = ["anonymous:failure:XDSUnknownPatientId"]
+    doc = document(21)
+    with pytest.raises(RemoteAmbiguousError) as ambiguous:
+        await stack.space.provide(doc)
+    assert not isinstance(ambiguous.value, RemoteRejectedError)  # never final on another request's answer
+    assert (await stack.space.provide(doc)).outcome is DeliveryOutcome.CREATED
+
+
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [("anonymous:sender_fault:DMPClosed", RemoteRejectedError), ("anonymous:receiver_fault", RemoteTransientError)],
+)
+async def test_a_fault_without_relates_to_is_still_read_as_a_fault(
+    stack: Stack, plan: str, expected: type[Exception]
+) -> None:
+    """A front end may fault before WS-Addressing is read (a missing header, a wrong action): no RelatesTo."""
+    stack.receiver.plan = [plan]
+    with pytest.raises(expected) as faulted:
+        await stack.space.provide(document(22))
+    assert not isinstance(faulted.value, RemoteAmbiguousError)
+    assert "SOAP fault" in str(faulted.value)
