@@ -21,6 +21,8 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Pool size of a client built outside the gateway (CLI tools) when ``space.max_connections`` is unset.
 DEFAULT_MAX_CONNECTIONS = 10
+
+#: Longest ``Retry-After`` honoured; a larger hint is clamped (the worker's own deadline still applies).
+MAX_RETRY_AFTER = 24 * 3600.0
 
 #: The TLS alerts a server sends about the client certificate it received (or did not receive), by the
 #: OpenSSL reason of the ``ssl.SSLError`` they raise on our side. "decrypt error" is what OpenSSL sends
@@ -162,6 +167,27 @@ def _oversized(label: str, max_bytes: int, status: int) -> RemoteTransientError:
     return RemoteTransientError(
         f"{label}: answer larger than the space.max_response_bytes cap ({max_bytes} bytes), cut", status=status
     )
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (delta-seconds or HTTP-date), clamped to [0, 24 h]; None
+    when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, said to be of unknown origin (RFC 5322)
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def transport_failure(label: str, exc: httpx.TransportError) -> RemoteTransientError:

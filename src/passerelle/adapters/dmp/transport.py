@@ -21,7 +21,7 @@ import httpx
 
 from passerelle.adapters.dmp.envelope import MalformedAnswerError, SoapAnswer, parse_answer
 from passerelle.adapters.dmp.errors import fault_error
-from passerelle.adapters.http import Fetched, fetch
+from passerelle.adapters.http import Fetched, fetch, retry_after
 from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteTransientError
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 #: The packagings of a SOAP 1.2 answer; anything else is not the DMP speaking.
 SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "multipart/related"})
-MAX_RETRY_AFTER = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -47,22 +46,6 @@ class Exchange:
 class Limits:
     total_timeout_s: float
     max_response_bytes: int
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` in seconds (delta or HTTP date), clamped to [0, 24 h]."""
-    from email.utils import parsedate_to_datetime
-
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return None if seconds != seconds else min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 async def exchange(
