@@ -243,6 +243,8 @@ async def test_retry_after_is_honoured(header: str | None, expected: float | Non
 def test_parse_retry_after_negative_and_nan() -> None:
     assert retry_after("-5", NOW) == 0.0
     assert retry_after("nan", NOW) is None
+    assert retry_after("Sun, 22 Nov 2026 03:00:30 -0000", NOW) == 30.0  # "-0000": a naive date, read as UTC
+    assert retry_after("Sun, 22 Nov 2026 03:00:30 GMT", NOW) == 30.0
 
 
 @pytest.mark.parametrize(
