@@ -132,8 +132,9 @@ class RemoteAmbiguousError(RemoteTransientError, reason="remote_ambiguous"):
 
 
 class RemoteCredentialError(RemoteTransientError, reason="remote_credentials"):
-    """The patient space refused our credentials (401, or 403 without a business code), or the token
-    endpoint did. An operator must act (alert); retried with backoff meanwhile, never in a tight loop."""
+    """The patient space refused our credentials (401, or 403 without a business code), the token endpoint
+    did, or its server refused our client certificate with a TLS alert (expired, revoked, unknown CA...).
+    An operator must act (alert); retried with backoff meanwhile, never in a tight loop."""
 
 
 class RemoteEndpointError(RemoteTransientError, reason="remote_endpoint"):

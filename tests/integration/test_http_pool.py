@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from passerelle.adapters.http_pool import PooledTransport
+from tests.support.tls_front import server_context, tls_front
 
 Script = Callable[["Server", int, bytes], Awaitable[bytes | None]]  # (server, n-th request, head) -> answer
 
@@ -173,3 +177,32 @@ async def test_nothing_listening_is_a_connect_error() -> None:
     async with client() as c:
         with pytest.raises(httpx.ConnectError):
             await c.get(f"http://127.0.0.1:{port}/x")
+
+
+async def test_a_tls_alert_read_while_the_request_is_written_stays_the_cause(tmp_path: Path) -> None:
+    """TLS 1.3: our side of the handshake completes before the server judged our certificate, so its
+    alert may be read while the request is written. asyncio's ``drain`` then fails with a bare
+    "Connection lost" and keeps the alert in the stream reader; the transport's error must carry the
+    alert (the clients turn it into a credential error), not the bare loss."""
+    ca, other = trustme.CA(), trustme.CA()
+    server_pem, other_ca = tmp_path / "server.pem", tmp_path / "other-ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    other.cert_pem.write_to_path(str(other_ca))
+    ours = ssl.create_default_context()
+    ca.configure_trust(ours)
+    ca.issue_cert("passerelle-client").configure_cert(ours)
+    with tls_front(server_context(server_pem, None, other_ca, ssl.TLSVersion.TLSv1_3)) as front:
+        pool = PooledTransport(ssl_context=ours)
+        timeouts = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+        request = httpx.Request("POST", f"https://{front.host}/", content=b"x", extensions={"timeout": timeouts})
+        conn = await pool._connect(request, timeouts)
+        while not conn.writer.transport.is_closing():  # the alert was read; the reader is told on the next turn
+            await asyncio.sleep(0)
+        assert conn.reader.exception() is None
+        with pytest.raises(Exception) as failed:
+            await pool._send(conn, request, b"x", timeouts)
+        await pool.aclose()
+    error = failed.value.error  # type: ignore[attr-defined]  # _Unanswered: the request was not answered
+    assert isinstance(error, httpx.WriteError)
+    cause = failed.value.__cause__
+    assert isinstance(cause, ssl.SSLError) and cause.reason == "TLSV1_ALERT_UNKNOWN_CA"

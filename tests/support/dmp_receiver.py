@@ -4,8 +4,11 @@
 answering on demand: ``plan`` holds the next answers (``success``, ``failure:<code>``,
 ``sender_fault:<subcode>``, ``receiver_fault``, ``http503``), and what a platform or a proxy in front of
 it answers that a sandbox never does: ``html:<status>`` (a proxy's error page), ``redirect:<status>:<url>``,
-``endless`` (a SOAP answer that never ends; ``cut`` is set once the client hung up), and
-``elsewhere:<sender_fault:<subcode>|success>`` (an answer whose ``RelatesTo`` names another message).
+``endless`` (a SOAP answer that never ends; ``cut`` is set once the client hung up),
+``elsewhere:<sender_fault:<subcode>|success>`` (an answer whose ``RelatesTo`` names another message), and
+``anonymous:<answer>`` (``answer`` as planned, the document stored on success, without ``RelatesTo``).
+Every other answer, a refusal of the receiver's own checks included, carries ``RelatesTo`` = the
+request's MessageID whenever it could be read, as the DMP's services do.
 Shares no code with the gateway.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import uuid
 from collections.abc import AsyncIterator
@@ -118,10 +122,11 @@ class DmpReceiver:
             return await asyncio.to_thread(self._dispatch, seen, content_type, body, planned)
         except Refused as exc:
             seen.problem = exc.what
+            msg_id = _message_id(body)
             return (
-                self._fault("Sender", exc.code, exc.what)
+                self._fault("Sender", exc.code, exc.what, msg_id)
                 if exc.code.startswith(("soap:", "DMP"))
-                else self._registry("", "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse", [exc.code])
+                else self._registry(msg_id, "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse", [exc.code])
             )
 
     def _canned(self, planned: str) -> Response | None:
@@ -181,6 +186,8 @@ class DmpReceiver:
         check_xades(submission, self.ca, vihf.certificate)
         seen.detail = {"rplc": submission.rplc_targets, "unique_ids": [d.unique_id for d in submission.documents]}
         action = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+        if planned.startswith("anonymous:"):  # the answer as planned, without RelatesTo
+            planned, msg_id = planned.removeprefix("anonymous:"), ""
         if planned.startswith("elsewhere:"):  # a well-formed answer, to another message
             seen.answer, planned, msg_id = planned, planned.removeprefix("elsewhere:"), f"urn:uuid:{uuid.uuid4()}"
             if planned == "success":
@@ -350,6 +357,15 @@ class DmpReceiver:
         body = head.encode() + xml + f"\r\n--{boundary}--".encode()
         content_type = f'multipart/related; type="application/xop+xml"; boundary="{boundary}"; start="<root.message@cxf.apache.org>"; start-info="application/soap+xml"'
         return Response(body, status_code=status, headers={"Content-Type": content_type})
+
+
+_MESSAGE_ID = re.compile(rb"<(?:[\w.-]+:)?MessageID(?:\s[^>]*)?>\s*([^<\s]+)\s*<")
+
+
+def _message_id(body: bytes) -> str:
+    """The request's wsa:MessageID when it can be found in the bytes (a request refused by a check)."""
+    found = _MESSAGE_ID.search(body)
+    return found.group(1).decode("ascii", "replace") if found else ""
 
 
 def _leaf(doc: Stored, versioned: bool = True) -> etree._Element:

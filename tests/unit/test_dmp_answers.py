@@ -13,7 +13,7 @@ from passerelle.adapters.dmp.envelope import MalformedAnswerError, parse_answer
 from passerelle.adapters.dmp.errors import ERROR_TABLE, VERDICTS, fault_error, registry_failure
 from passerelle.adapters.dmp.transport import Exchange, Limits, exchange
 from passerelle.adapters.space import configuration_error
-from passerelle.errors import RemoteCredentialError, RemoteRejectedError, RemoteTransientError
+from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteRejectedError, RemoteTransientError
 from passerelle.mappings.xds.responses import RegistryError, parse_query_response, parse_registry_response
 
 CXF = 'multipart/related; type="application/xop+xml"; boundary="uuid:ac95cc6e-f93f-413d-950c-4bf9dc273d8a"; start="<root.message@cxf.apache.org>"; start-info="application/soap+xml"'
@@ -128,3 +128,48 @@ async def test_answers_that_are_not_soap_say_what_came_back(
     assert type(error) is expected and text in str(error) and "INS" not in str(error)
     assert error.retry_after == (7.0 if status == 503 else None)  # type: ignore[attr-defined]
     assert configuration_error(error) == {403: "credentials", 404: "endpoint", 302: "endpoint"}.get(status)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            f'<rs:RegistryResponse xmlns:rs="{RS}" status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"/>',
+            RemoteAmbiguousError,
+        ),
+        (
+            f'<rs:RegistryResponse xmlns:rs="{RS}" status="urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"/>',
+            RemoteAmbiguousError,
+        ),
+        (
+            '<q:AdhocQueryResponse xmlns:q="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"/>',
+            RemoteAmbiguousError,
+        ),
+        (
+            '<soap:Fault><soap:Code><soap:Value>soap:Sender</soap:Value><soap:Subcode><soap:Value xmlns:d="urn:d">d:DMPClosed</soap:Value></soap:Subcode></soap:Code></soap:Fault>',
+            RemoteRejectedError,
+        ),
+    ],
+    ids=["success", "partial-success", "query", "fault"],
+)
+async def test_an_answer_without_relates_to_is_believed_only_when_it_is_a_fault(
+    body: str, expected: type[Exception]
+) -> None:
+    envelope = ENV.format(action="a", body=body).replace(
+        '<RelatesTo xmlns="http://www.w3.org/2005/08/addressing">urn:uuid:1</RelatesTo>', ""
+    )
+    status = 500 if "Fault" in body else 200
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(
+                status, headers={"Content-Type": "application/soap+xml"}, content=envelope.encode()
+            )
+        )
+    )
+    call = Exchange("ITI-41", "https://dmp.test/repository", "application/soap+xml", b"<x/>", "urn:uuid:1")
+    with pytest.raises(expected) as failed:
+        await exchange(client, call, Limits(5.0, 65_536), lambda: datetime.now(UTC))
+    await client.aclose()
+    assert type(failed.value) is expected
+    if expected is RemoteAmbiguousError:
+        assert "no RelatesTo" in str(failed.value)

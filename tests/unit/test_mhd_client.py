@@ -16,7 +16,8 @@ import pydantic
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from passerelle.adapters.mhd import MhdSpace, SpaceAuth, SpaceSettings, parse_retry_after
+from passerelle.adapters.http import retry_after
+from passerelle.adapters.mhd import MhdSpace, SpaceAuth, SpaceSettings
 from passerelle.adapters.space import DeliveryOutcome, PatientSpace, SpaceState
 from passerelle.errors import (
     IdentityError,
@@ -240,8 +241,10 @@ async def test_retry_after_is_honoured(header: str | None, expected: float | Non
 
 
 def test_parse_retry_after_negative_and_nan() -> None:
-    assert parse_retry_after("-5", NOW) == 0.0
-    assert parse_retry_after("nan", NOW) is None
+    assert retry_after("-5", NOW) == 0.0
+    assert retry_after("nan", NOW) is None
+    assert retry_after("Sun, 22 Nov 2026 03:00:30 -0000", NOW) == 30.0  # "-0000": a naive date, read as UTC
+    assert retry_after("Sun, 22 Nov 2026 03:00:30 GMT", NOW) == 30.0
 
 
 @pytest.mark.parametrize(

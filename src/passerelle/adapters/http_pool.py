@@ -14,7 +14,11 @@ Contract:
 * Timeouts come from the request (httpx's ``connect``/``read``/``write``/``pool``) and raise httpx's
   own exceptions (``ConnectTimeout``, ``ReadTimeout``, ``WriteTimeout``, ``PoolTimeout``); socket
   failures raise ``ConnectError``/``ReadError``/``WriteError``, a malformed answer
-  ``RemoteProtocolError``: all ``httpx.TransportError``, which the clients classify as transient.
+  ``RemoteProtocolError``: all ``httpx.TransportError``, which the clients classify. The ``ssl.SSLError``
+  behind a TLS failure stays in the chain of causes (``__cause__``), wherever it surfaced: at connect (a
+  TLS 1.2 handshake alert), at the first read, or while the request is written (with TLS 1.3 the
+  server's alert refusing our certificate arrives after our side of the handshake completed; asyncio
+  then fails the write with a bare "Connection lost" and keeps the alert in the stream reader).
 * A request that fails on a *reused* connection before any byte of the answer arrived (the server
   closed the idle connection meanwhile) is sent once more on a new connection, but only when
   repeating it is harmless: an idempotent method, or an ``Idempotency-Key`` header (the rule of Go's
@@ -171,7 +175,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
         except TimeoutError as exc:
             raise _Unanswered(httpx.WriteTimeout("write timeout", request=request)) from exc
         except OSError as exc:
-            raise _Unanswered(httpx.WriteError(f"write failed ({type(exc).__name__})", request=request)) from exc
+            error = httpx.WriteError(f"write failed ({type(exc).__name__})", request=request)
+            raise _Unanswered(error) from _received_alert(conn) or exc
         head = await self._head(conn, request, timeouts.get("read"))
         stream = _Body(self, conn, request, timeouts.get("read"))
         return httpx.Response(
@@ -264,6 +269,12 @@ async def _next_event(conn: _Connection, request: httpx.Request, timeout: float 
             raise _Unanswered(httpx.RemoteProtocolError("connection closed before any answer", request=request))
         conn.h11.receive_data(data)
         started = started or bool(data)
+
+
+def _received_alert(conn: _Connection) -> ssl.SSLError | None:
+    """The TLS error the connection's reader received (a server's alert), if that is what ended it."""
+    received = conn.reader.exception()
+    return received if isinstance(received, ssl.SSLError) else None
 
 
 def _origin(url: httpx.URL) -> Origin:

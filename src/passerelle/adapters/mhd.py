@@ -10,7 +10,8 @@
 - Limits: connect/read/write/pool timeouts plus a total deadline per call, a response size cap (the body
   is read in chunks and the connection closed past the cap: :func:`passerelle.adapters.http.fetch`, shared
   with the DMP transport), redirects never followed. A server certificate not trusted by ``space.ca_file``
-  → :class:`~passerelle.errors.RemoteUntrustedCertificateError` (retried, counted and alerted apart).
+  → :class:`~passerelle.errors.RemoteUntrustedCertificateError` (retried, counted and alerted apart); our
+  client certificate refused by the server's TLS alert → :class:`RemoteCredentialError`.
 - Classification (ADR 0009): 2xx with the expected resource → receipt; 2xx with any
   other body → :class:`RemoteAmbiguousError`; 3xx → transient (not followed); 401 (after one refresh) and
   403 without a business code → :class:`RemoteCredentialError`; 404 without an OperationOutcome (a
@@ -35,7 +36,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TypedDict, Unpack
@@ -45,7 +45,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from passerelle.adapters.dmp.settings import DmpSettings
-from passerelle.adapters.http import fetch, space_timeouts, space_transport
+from passerelle.adapters.http import fetch, retry_after, space_timeouts, space_transport
 from passerelle.adapters.mhd_answers import (
     MalformedAnswerError,
     is_operation_outcome,
@@ -70,8 +70,6 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 _DEFAULT_HEADERS = {"Accept": FHIR_JSON, "User-Agent": "passerelle"}
-#: Longest Retry-After honoured; a larger hint is clamped (the worker's own deadline still applies).
-MAX_RETRY_AFTER = 24 * 3600.0
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 #: PHI-free reason per business code of the protocol (used in metrics, journal states, audit).
@@ -169,26 +167,6 @@ def read_client_secret(settings: SpaceSettings, environ: Mapping[str, str]) -> s
     if not secret:
         raise ValueError("the OAuth2 client secret is empty or missing")
     return secret
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds from ``now`` (delta-seconds or HTTP-date), clamped to [0, 24 h]."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class _Options(TypedDict, total=False):
@@ -433,9 +411,10 @@ class MhdSpace:
             log.error("space: redirect (HTTP %d) not followed; check space.url", status)
             return RemoteTransientError(f"redirect (HTTP {status}) not followed", status=status)
         if status in TRANSIENT_STATUSES or status >= 500:
-            retry_after = parse_retry_after(answer.headers.get("Retry-After"), self._now())
             return RemoteTransientError(
-                f"patient space unavailable (HTTP {status})", status=status, retry_after=retry_after
+                f"patient space unavailable (HTTP {status})",
+                status=status,
+                retry_after=retry_after(answer.headers.get("Retry-After"), self._now()),
             )
         code = outcome_code(answer.json())
         if status == 404 and not is_operation_outcome(answer.json()):

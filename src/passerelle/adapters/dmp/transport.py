@@ -3,10 +3,11 @@
 No retry here (the worker owns retries). Transport errors, timeouts, oversized answers, redirects (never
 followed), answers that are not SOAP (by their Content-Type: a proxy's HTML page), 408/425/429/5xx
 without a SOAP envelope → :class:`RemoteTransientError` (with ``Retry-After``); a server certificate not
-trusted by ``space.ca_file`` → :class:`RemoteUntrustedCertificateError`; 401/403 without an envelope
-→ :class:`RemoteCredentialError`; an envelope whose ``RelatesTo`` names another message, or a 2xx SOAP
-answer that cannot be read → :class:`RemoteAmbiguousError`; a SOAP fault → the table of
-:mod:`passerelle.adapters.dmp.errors`. docs/bad-input.md (B-Downstream) is the table of these answers.
+trusted by ``space.ca_file`` → :class:`RemoteUntrustedCertificateError`; 401/403 without an envelope,
+or our client certificate refused by a TLS alert → :class:`RemoteCredentialError`; an envelope whose ``RelatesTo`` names another message, a 2xx answer
+(RegistryResponse, query answer) without ``RelatesTo``, or a 2xx SOAP answer that cannot be read →
+:class:`RemoteAmbiguousError`; a SOAP fault, with or without ``RelatesTo`` (a front end may fault before
+WS-Addressing is read) → the table of :mod:`passerelle.adapters.dmp.errors`. docs/bad-input.md (B-Downstream) is the table of these answers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 
 from passerelle.adapters.dmp.envelope import MalformedAnswerError, SoapAnswer, parse_answer
 from passerelle.adapters.dmp.errors import fault_error
-from passerelle.adapters.http import Fetched, fetch
+from passerelle.adapters.http import Fetched, fetch, retry_after
 from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteTransientError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 #: The packagings of a SOAP 1.2 answer; anything else is not the DMP speaking.
 SOAP_MEDIA_TYPES = frozenset({"application/soap+xml", "multipart/related"})
-MAX_RETRY_AFTER = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -48,22 +48,6 @@ class Limits:
     max_response_bytes: int
 
 
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` in seconds (delta or HTTP date), clamped to [0, 24 h]."""
-    from email.utils import parsedate_to_datetime
-
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return None if seconds != seconds else min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
 async def exchange(
     client: httpx.AsyncClient, call: Exchange, limits: Limits, now: Callable[[], datetime]
 ) -> tuple[SoapAnswer, int]:
@@ -71,8 +55,9 @@ async def exchange(
 
     Checked in this order: the exchange itself (:func:`passerelle.adapters.http.fetch`: transport, TLS
     trust, deadline, size cap), a redirect, the packaging (SOAP 1.2 or multipart/related, else the
-    status and content type say what came back), the envelope, ``RelatesTo`` (before anything in the
-    answer is believed), then a fault or the payload."""
+    status and content type say what came back), the envelope, ``RelatesTo`` naming another message
+    (before anything in the answer is believed), a fault, then the payload, believed only with our
+    ``RelatesTo``."""
     request = client.build_request("POST", call.url, content=call.body, headers={"Content-Type": call.content_type})
     fetched = await fetch(
         lambda r: client.send(r, stream=True),
@@ -99,6 +84,11 @@ async def exchange(
         raise fault_error(call.transaction, answer.fault.code, answer.fault.subcode, status)
     if not 200 <= status < 300 or answer.payload is None:
         raise _http_error(call, status, fetched.headers.get("Retry-After"), now, "no answer in the SOAP body")
+    if not answer.relates_to:  # the service answers with RelatesTo; this may be another request's answer
+        log.error("dmp: %s answer without wsa:RelatesTo; not believed", call.transaction)
+        raise RemoteAmbiguousError(
+            f"{call.transaction}: the answer does not name our message (no RelatesTo)", status=status
+        )
     return answer, status
 
 
