@@ -11,12 +11,19 @@ import pytest
 
 from passerelle.connector.dispatch.mapper import RowMapper
 from passerelle.connector.intake import hl7 as hl7_module
+from passerelle.connector.intake.binding import Principal
 from passerelle.connector.intake.handover import Decoded, DecodedMessages
 from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings, SenderOptions
 from passerelle.errors import PasserelleError
 from passerelle.mappings.document import Document
 from passerelle.mappings.hl7v2.decode import Message
-from passerelle.mappings.samples.messages import build_adt_consent, build_oru, root_only_oid, synthetic_patient
+from passerelle.mappings.samples.messages import (
+    Sender,
+    build_adt_consent,
+    build_oru,
+    root_only_oid,
+    synthetic_patient,
+)
 from passerelle.queue.memory import MemoryJournal
 from passerelle.queue.model import Inbound, Query
 
@@ -156,3 +163,31 @@ def test_the_map_is_bounded_oldest_first() -> None:
     small = DecodedMessages(max_bytes=len(raw) - 1)  # a payload larger than the bound is not kept
     small.put(1, entry)
     assert len(small) == 0
+
+
+async def test_the_reading_is_left_before_intake_awaits_anything_else() -> None:
+    """The worker is woken when the append returns: the entry must be there before the intake's next
+    await (here the audit of a refused sender in the same batch), or the worker would decode anyway."""
+    decoded = DecodedMessages()
+    held: list[int] = []
+
+    class Audit:
+        async def record(self, **_: object) -> None:
+            held.append(len(decoded))
+
+    journal = MemoryJournal()
+    settings = Hl7IntakeSettings(test_environment=True)
+    intake = Hl7Intake(journal.append, settings, clock=lambda: NOW, audit=Audit(), handover=decoded)  # type: ignore[arg-type]
+    rng = random.Random(4)
+    intruder, _ = build_oru(
+        now=NOW,
+        control_id="C9",
+        patient=synthetic_patient(rng),
+        document_id=root_only_oid(rng),
+        set_id=root_only_oid(rng),
+        sender=Sender(facility="OTHER"),
+    )
+    principal = Principal.of("cert:sil", ["SIL-SYNTH^LABO-SYNTH"])
+    acks = await intake.handle_batch([(oru(1), "peer"), (intruder, "peer")], principal)
+    assert [b"|AA|" in (ack or b"") for ack in acks] == [True, False]
+    assert held == [1]

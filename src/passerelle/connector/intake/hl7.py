@@ -204,10 +204,10 @@ class Hl7Intake:
             log.error("hl7 intake: journal append failed for %d message(s): %s", len(prepared), type(exc).__name__)
             failed = [Verdict(Outcome.UNAVAILABLE, None, p.control_id, error) for p in prepared]
             return [self._reply(p, v, now) for p, v in zip(prepared, failed, strict=True)]
+        if self._handover is not None:  # before any await: the worker was woken when the append returned
+            self._hand_over(self._handover, prepared, results)
         if principal is not None:
             await self._audit_refusals(prepared, results, principal)
-        if self._handover is not None:
-            self._hand_over(self._handover, prepared, results)
         return [self._reply(p, self._settled(p, r), now, r.stored_ack) for p, r in zip(prepared, results, strict=True)]
 
     async def handle_oversize(self, msh_prefix: bytes, size: int, peer: str) -> bytes | None:
