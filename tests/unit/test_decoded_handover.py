@@ -30,14 +30,11 @@ from passerelle.queue.model import Inbound, Query
 NOW = datetime(2026, 12, 5, 21, 0, tzinfo=UTC)
 
 
-def oru(seed: int, control_id: str = "C1") -> bytes:
+def oru(seed: int, control_id: str = "C1", sender: Sender | None = None) -> bytes:
     rng = random.Random(seed)
+    patient, document_id, set_id = synthetic_patient(rng), root_only_oid(rng), root_only_oid(rng)
     raw, _ = build_oru(
-        now=NOW,
-        control_id=control_id,
-        patient=synthetic_patient(rng),
-        document_id=root_only_oid(rng),
-        set_id=root_only_oid(rng),
+        now=NOW, control_id=control_id, patient=patient, document_id=document_id, set_id=set_id, sender=sender
     )
     return raw
 
@@ -178,15 +175,7 @@ async def test_the_reading_is_left_before_intake_awaits_anything_else() -> None:
     journal = MemoryJournal()
     settings = Hl7IntakeSettings(test_environment=True)
     intake = Hl7Intake(journal.append, settings, clock=lambda: NOW, audit=Audit(), handover=decoded)  # type: ignore[arg-type]
-    rng = random.Random(4)
-    intruder, _ = build_oru(
-        now=NOW,
-        control_id="C9",
-        patient=synthetic_patient(rng),
-        document_id=root_only_oid(rng),
-        set_id=root_only_oid(rng),
-        sender=Sender(facility="OTHER"),
-    )
+    intruder = oru(4, control_id="C9", sender=Sender(facility="OTHER"))
     principal = Principal.of("cert:sil", ["SIL-SYNTH^LABO-SYNTH"])
     acks = await intake.handle_batch([(oru(1), "peer"), (intruder, "peer")], principal)
     assert [b"|AA|" in (ack or b"") for ack in acks] == [True, False]
