@@ -3,7 +3,7 @@
 
 - A lab allowed Windows-1252 (`hl7.senders`, `allow_cp1252`) sends a report whose 8859/1 text carries a
   C1 byte (the ’ of Windows-1252, 0x92): AA and delivered, not accepted and then failed by the worker
-  (B-HL7-12).
+  (B-HL7-12); the worker maps it from intake's reading (ADR 0026).
 - A site that raised `cda.max_depth` posts a CDA nested deeper than the default: 202 and delivered
   (B-CDA).
 - Discrete lab results from a sender without a laboratory: refused at the door (AR), since the worker
@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from passerelle.connector.cli.main import app
 from passerelle.connector.cli.send import send_files
+from passerelle.connector.dispatch.mapper import RowMapper
 from passerelle.mappings.cda.safe_xml import DEFAULT_LIMITS
 from passerelle.mappings.codes.tables import loinc_table_file_name
 from passerelle.mappings.samples.lab import SAMPLE_INS, SAMPLE_LOINC_CSV, sample_oru
@@ -52,6 +53,9 @@ async def test_a_sender_allowed_windows_1252_is_delivered(tmp_path: Path) -> Non
             [row] = await wait_settled(gw, 1)
             assert row.state is State.DELIVERED, row.detail
             assert len(await sandbox_pushes(sandbox.admin, ins)) == 1
+            # mapped from what intake read with the sender's options (ADR 0026), not decoded again
+            assert isinstance(gw.worker.mapper, RowMapper) and gw.worker.mapper.decoded is not None
+            assert (gw.worker.mapper.decoded.hits, gw.worker.mapper.decoded.misses) == (1, 0)
 
 
 async def test_the_same_report_from_a_sender_not_allowed_is_refused_at_the_door(tmp_path: Path) -> None:

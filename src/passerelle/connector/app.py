@@ -26,6 +26,7 @@ from passerelle.adapters.space import PatientSpace
 from passerelle.connector.dispatch.business_ack import BusinessAckNotifier
 from passerelle.connector.dispatch.worker import DispatchWorker, dispatch_window
 from passerelle.connector.files import private_dir, write_private
+from passerelle.connector.intake.handover import DecodedMessages
 from passerelle.connector.lifecycle import Part, Supervisor
 from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.connector.listeners.folder import FolderWatcher
@@ -181,10 +182,12 @@ def build_gateway(
         observe=space_health.observe,
     )
     notifier = BusinessAckNotifier(journal, settings.business_ack, hl7_settings(settings), metrics, clock)
-    mapper, gate = build_row_mapper(settings, journal, clock), build_gate(settings, journal, space, metrics)
+    decoded = DecodedMessages()  # the HL7v2 intake's readings, for the worker (ADR 0026)
+    mapper, gate = build_row_mapper(settings, journal, clock, decoded), build_gate(settings, journal, space, metrics)
     worker = DispatchWorker(journal, mapper, gate, space, window, metrics, audit=audit, notifier=notifier, clock=clock)
     refusals = RefusalFlush(RefusalLog(audit, clock=lambda: clock().timestamp()))
-    wiring = ListenerWiring(settings, journal, WakingJournal(journal, worker.wake), metrics, audit, clock, refusals.log)
+    wakes = WakingJournal(journal, worker.wake)
+    wiring = ListenerWiring(settings, journal, wakes, metrics, audit, clock, refusals.log, decoded)
     supervisor = Supervisor()
     monitor = HealthMonitor(settings.readiness, supervisor=supervisor.readiness, journal=journal,
                             paths=readiness_paths(settings), space=space, space_health=space_health, metrics=metrics)  # fmt: skip

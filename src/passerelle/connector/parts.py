@@ -25,6 +25,7 @@ from passerelle.connector.dispatch.lab import CrBioLabMapper
 from passerelle.connector.dispatch.mapper import RowMapper
 from passerelle.connector.intake.cda import CdaIntake
 from passerelle.connector.intake.dicom import DicomIntake, PatientLookup
+from passerelle.connector.intake.handover import DecodedMessages
 from passerelle.connector.intake.hl7 import Hl7Intake, Hl7IntakeSettings
 from passerelle.connector.listeners.dicom_scp import DicomScp
 from passerelle.connector.listeners.exposure import guard, http_exposure, mllp_exposure
@@ -101,8 +102,11 @@ def hl7_settings(settings: Settings) -> Hl7IntakeSettings:
     return settings.hl7.model_copy(update={"test_environment": settings.test_environment})
 
 
-def build_row_mapper(settings: Settings, journal: ReferenceStore, clock: Clock) -> RowMapper:
-    """THE row mapper: the worker's, and the CLI's replay preview's."""
+def build_row_mapper(
+    settings: Settings, journal: ReferenceStore, clock: Clock, decoded: DecodedMessages | None = None
+) -> RowMapper:
+    """THE row mapper: the worker's (with ``decoded``, the HL7v2 intake's hand-over), and the CLI's
+    replay preview's."""
     hl7, test_env = hl7_settings(settings), settings.test_environment
     lab = CrBioLabMapper(journal, settings.lab, hl7, oid_root=settings.oid_root, test_environment=test_env)
     return RowMapper(
@@ -114,6 +118,7 @@ def build_row_mapper(settings: Settings, journal: ReferenceStore, clock: Clock) 
         dicom_site=settings.dicom.site.to_site(),
         lab_mapper=lab,
         cda_limits=settings.cda.limits,
+        decoded=decoded,
     )
 
 
@@ -150,6 +155,8 @@ class ListenerWiring:
     audit: AuditTrail
     clock: Clock
     refusals: RefusalLog
+    #: where the HL7v2 intake leaves the messages it decoded for the worker (None: not handed over)
+    decoded: DecodedMessages | None = None
 
 
 def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
@@ -165,6 +172,7 @@ def build_mllp(wiring: ListenerWiring) -> MllpServer | None:
         clock=wiring.clock,
         audit=wiring.audit,
         lab_sender=lambda sender: settings.lab.site_for(sender) is not None,
+        handover=wiring.decoded,
     )
     handler = MllpHandler(intake, metrics)
     bridge = MllpMetricsBridge(metrics)

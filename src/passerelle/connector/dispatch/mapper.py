@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from passerelle.connector.dispatch.worker import Handled
+from passerelle.connector.intake.handover import DecodedMessages
 from passerelle.connector.intake.hl7 import Hl7IntakeSettings
 from passerelle.errors import MappingError, UnsupportedMessageError
 from passerelle.mappings.cda import reader as cda
@@ -44,14 +45,14 @@ class RowMapper:
     dicom_site: dicom.DicomSite | None = None
     #: the CDA intake's limits (``cda.max_bytes`` …): what the door accepted, the worker parses too
     cda_limits: CdaLimits = DEFAULT_LIMITS
+    #: the HL7v2 intake's decoded messages of this process (None: every row is decoded from the journal)
+    decoded: DecodedMessages | None = None
 
     async def map(self, row: Row) -> Document | list[Document] | Handled:
         now = self.clock()
         prov = Provenance(channel=row.channel, sender=row.sender, message_id=row.message_id, journal_id=row.id)
         if row.kind in ("oru", "mdm"):
-            msg = self.hl7.decode(row.raw, row.sender)
-            docs = oru.map_hl7_message(msg, test_environment=self.test_environment, now=now, provenance=prov)
-            return docs[0] if len(docs) == 1 else docs
+            return self._document_message(row, prov, now)
         if row.kind == "adt":
             return await self._consent_feed(row)
         if row.kind == "lab":
@@ -65,6 +66,19 @@ class RowMapper:
         if row.kind == "dicom":
             return await self._dicom(row, prov, now)
         raise UnsupportedMessageError(f"journal kind {row.kind!r} has no mapping", reason="unsupported")
+
+    def _document_message(self, row: Row, prov: Provenance, now: datetime) -> Document | list[Document]:
+        """An ORU/MDM row's documents, from intake's reading of the same bytes when it was handed over."""
+        options = self.hl7.options_for_sender(row.sender)
+        decoded = None
+        if self.decoded is not None:
+            decoded = self.decoded.take(row.id, row.raw, options, self.test_environment)
+        if decoded is None:
+            msg, read = options.decode(row.raw), None
+        else:
+            msg, read = decoded.message, (decoded.header, decoded.classified)
+        docs = oru.map_hl7_message(msg, test_environment=self.test_environment, now=now, provenance=prov, read=read)
+        return docs[0] if len(docs) == 1 else docs
 
     async def _consent_feed(self, row: Row) -> Handled:
         msg = self.hl7.decode(row.raw, row.sender)

@@ -33,6 +33,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from passerelle.connector.intake.binding import Principal, audit_refusal
+from passerelle.connector.intake.handover import HANDED_KINDS, Decoded, DecodedMessages
 from passerelle.connector.intake.ports import Accept, Clock, Hl7IntakeMetrics, NullMetrics, utcnow
 from passerelle.connector.intake.replies import Outcome, Verdict, hl7_refusal, internal_error, refused
 from passerelle.errors import (
@@ -126,9 +127,13 @@ class Hl7IntakeSettings(BaseModel):
         return self.options_for_sender(sender).decode(raw)
 
     def decode_incoming(self, raw: bytes) -> Message:
-        """A payload as received: its sender's options need MSH-3/4 before decoding, read from the raw
-        MSH line (only when per-sender options exist)."""
-        return self.options_for(salvage_header(raw) if self.senders else None).decode(raw)
+        """A payload as received, decoded with :meth:`incoming_options`."""
+        return self.incoming_options(raw).decode(raw)
+
+    def incoming_options(self, raw: bytes) -> SenderOptions:
+        """The options of a payload as received: its sender's need MSH-3/4 before decoding, read from the
+        raw MSH line (only when per-sender options exist)."""
+        return self.options_for(salvage_header(raw) if self.senders else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +143,7 @@ class _Prepared:
     codec: str
     reply: bytes  # the ACK for this message if the commit succeeds
     error: PasserelleError | None  # why it is refused; None when accepted
+    decoded: Decoded | None = None  # what the worker may map from once the row is stored (accepted ORU/MDM)
 
     @property
     def control_id(self) -> str:
@@ -156,9 +162,12 @@ class Hl7Intake:
         clock: Clock | None = None,
         audit: AuditTrail | None = None,
         lab_sender: Callable[[str], bool] | None = None,
+        handover: DecodedMessages | None = None,
     ) -> None:
         """``lab_sender``: whether a sender may send discrete lab results (a CR-BIO laboratory is
-        configured for it); None takes them from everyone and leaves the decision to the worker."""
+        configured for it); None takes them from everyone and leaves the decision to the worker.
+        ``handover``: where accepted ORU/MDM messages are left, decoded, for the worker of this process."""
+        self._handover = handover
         self._append = journal_append
         self._lab_sender = lab_sender
         self._settings = settings
@@ -195,6 +204,8 @@ class Hl7Intake:
             log.error("hl7 intake: journal append failed for %d message(s): %s", len(prepared), type(exc).__name__)
             failed = [Verdict(Outcome.UNAVAILABLE, None, p.control_id, error) for p in prepared]
             return [self._reply(p, v, now) for p, v in zip(prepared, failed, strict=True)]
+        if self._handover is not None:  # before any await: the worker was woken when the append returned
+            self._hand_over(self._handover, prepared, results)
         if principal is not None:
             await self._audit_refusals(prepared, results, principal)
         return [self._reply(p, self._settled(p, r), now, r.stored_ack) for p, r in zip(prepared, results, strict=True)]
@@ -219,6 +230,13 @@ class Hl7Intake:
 
     # --- internals --------------------------------------------------------------------------
 
+    @staticmethod
+    def _hand_over(handover: DecodedMessages, prepared: list[_Prepared], results: list[AppendResult]) -> None:
+        """Leave each newly stored message's reading for the worker (not a duplicate's: no new row)."""
+        for p, result in zip(prepared, results, strict=True):
+            if p.decoded is not None and not (result.duplicate or result.conflict):
+                handover.put(result.row_id, p.decoded)
+
     def _prepare_all(
         self, payloads: Sequence[tuple[bytes, str]], now: datetime, principal: Principal | None = None
     ) -> list[_Prepared]:
@@ -232,11 +250,13 @@ class Hl7Intake:
         codec = "ascii"
         classified: Classified | None = None
         msg: Message | None = None
+        options: SenderOptions | None = None
         try:
             if len(raw) > self._settings.max_message_bytes:
                 header = salvage_header(raw)
                 raise TooLargeError(f"message larger than {self._settings.max_message_bytes} bytes")
-            msg = self._settings.decode_incoming(raw)
+            options = self._settings.incoming_options(raw)
+            msg = options.decode(raw)
             codec = msg.codec
             header = read_header(msg)
             if principal is not None:
@@ -272,7 +292,10 @@ class Hl7Intake:
             state=State.ACCEPTED,
             ack=encode_reply(text, codec),
         )
-        return _Prepared(inbound, header, codec, inbound.ack, None)
+        decoded = None
+        if inbound.kind in HANDED_KINDS:
+            decoded = Decoded(options, self._settings.test_environment, msg, header, classified)
+        return _Prepared(inbound, header, codec, inbound.ack, None, decoded)
 
     def _classify(self, msg: Message, header: Header) -> Classified:
         """The volet's rules, then this site's: discrete lab results only from a configured laboratory

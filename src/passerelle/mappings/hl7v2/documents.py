@@ -42,8 +42,8 @@ from passerelle.mappings.document import (
 from passerelle.mappings.hl7v2 import embedded
 from passerelle.mappings.hl7v2.decode import Message, Segment, decode_message
 from passerelle.mappings.hl7v2.errors import DataTypeError
-from passerelle.mappings.hl7v2.header import read_header
-from passerelle.mappings.hl7v2.volet import MessageKind, classify, is_cda_obx
+from passerelle.mappings.hl7v2.header import Header, read_header
+from passerelle.mappings.hl7v2.volet import Classified, MessageKind, classify, is_cda_obx
 from passerelle.mappings.identity.rules import Cx, qualify_hl7_patient
 
 
@@ -156,16 +156,22 @@ def map_hl7_message(
     now: datetime,
     provenance: Provenance,
     limits: CdaLimits = DEFAULT_LIMITS,
+    read: tuple[Header, Classified] | None = None,
 ) -> list[Document]:
     """Map an already decoded ORU/MDM message to its documents (usually one; ORU may carry N1 + N3).
 
     The volet rules (message type/event, ORC-1/OBX-11/trigger coherence, MetaDMPMSS flags in their
     fixed order, OBX-3 = OBR-4, PRT sender when DESTDMP=Y, type in the DMP list) are those of the ACK
     path (:func:`passerelle.mappings.hl7v2.volet.classify`), so the worker and the preview apply
-    exactly what intake accepted.
+    exactly what intake accepted. ``read``: the message's header and classification as the ACK path
+    made them in the same ``test_environment`` (stricter than this re-classification: MSH-11 and the
+    embedded XML checked), to skip making them again.
     """
-    header = read_header(msg)
-    classified = classify(msg, header, test_environment=test_environment, check_documents=False)
+    if read is None:
+        header = read_header(msg)
+        classified = classify(msg, header, test_environment=test_environment, check_documents=False)
+    else:
+        header, classified = read
     if classified.kind is MessageKind.LAB_RESULTS:
         raise MappingError("discrete lab results carry no document: CR-BIO generation needed", reason="lab")
     if classified.kind not in (MessageKind.ORU_DOCUMENT, MessageKind.MDM_DOCUMENT) or classified.action is None:
