@@ -139,7 +139,7 @@ class RemoteCredentialError(RemoteTransientError, reason="remote_credentials"):
 
 class RemoteEndpointError(RemoteTransientError, reason="remote_endpoint"):
     """The configured URL does not lead to the patient space's service: HTTP 404 without a protocol
-    answer (no FHIR OperationOutcome), or a capability statement that is not one. ``space.url`` is
+    answer (no FHIR OperationOutcome), a redirect (never followed), or a capability statement that is not one. ``space.url`` is
     probably wrong: an operator must act (``/readyz`` says so); retried with backoff meanwhile."""
 
 

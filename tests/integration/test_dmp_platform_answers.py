@@ -26,6 +26,7 @@ from passerelle.adapters.space import DeliveryOutcome, configuration_error
 from passerelle.errors import (
     RemoteAmbiguousError,
     RemoteCredentialError,
+    RemoteEndpointError,
     RemoteRejectedError,
     RemoteTransientError,
     RemoteUntrustedCertificateError,
@@ -148,7 +149,7 @@ async def test_an_answer_relating_to_another_message_is_refused_before_its_fault
 async def test_a_redirect_is_not_followed_to_another_host(stack: Stack, corpus_dir: Path, pki: DevPki) -> None:
     async with running_receiver(corpus_dir / "schemas" / "xds-ebrim-3.0", pki.ca) as elsewhere:
         stack.receiver.plan = [f"redirect:307:{elsewhere.base_url}/repository"]
-        with pytest.raises(RemoteTransientError) as failed:
+        with pytest.raises(RemoteEndpointError) as failed:  # retried, and space.url named as the suspect
             await stack.space.provide(document(14))
         assert elsewhere.seen == []
     error = failed.value

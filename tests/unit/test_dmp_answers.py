@@ -13,7 +13,13 @@ from passerelle.adapters.dmp.envelope import MalformedAnswerError, parse_answer
 from passerelle.adapters.dmp.errors import ERROR_TABLE, VERDICTS, fault_error, registry_failure
 from passerelle.adapters.dmp.transport import Exchange, Limits, exchange
 from passerelle.adapters.space import configuration_error
-from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteRejectedError, RemoteTransientError
+from passerelle.errors import (
+    RemoteAmbiguousError,
+    RemoteCredentialError,
+    RemoteEndpointError,
+    RemoteRejectedError,
+    RemoteTransientError,
+)
 from passerelle.mappings.xds.responses import RegistryError, parse_query_response, parse_registry_response
 
 CXF = 'multipart/related; type="application/xop+xml"; boundary="uuid:ac95cc6e-f93f-413d-950c-4bf9dc273d8a"; start="<root.message@cxf.apache.org>"; start-info="application/soap+xml"'
@@ -109,7 +115,7 @@ def test_the_documented_table_is_the_code_table(repo_root: Path) -> None:
         (404, "text/html", RemoteTransientError, "not a SOAP answer (HTTP 404 text/html)"),
         (403, "text/html", RemoteCredentialError, "credentials refused, not a SOAP answer (HTTP 403 text/html)"),
         (200, "", RemoteTransientError, "not a SOAP answer (HTTP 200 without Content-Type)"),
-        (302, "text/html", RemoteTransientError, "redirect not followed (HTTP 302)"),
+        (302, "text/html", RemoteEndpointError, "redirect not followed (HTTP 302)"),
     ],
 )
 async def test_answers_that_are_not_soap_say_what_came_back(

@@ -78,7 +78,7 @@ def test_plain_text_on_the_network_is_a_problem_unless_allowed_then_a_warning() 
         (RemoteRejectedError("refused", status=422, remote_code="DMPClosed"), None, True),
         (RemoteRejectedError("refused", status=422), None, False),
         (RemoteTransientError("unavailable (HTTP 503)", status=503), None, False),
-        (RemoteTransientError("ITI-41: redirect not followed (HTTP 302)", status=302), "endpoint", False),
+        (RemoteEndpointError("ITI-41: redirect not followed (HTTP 302)", status=302), "endpoint", False),
         (RemoteUntrustedCertificateError("the server's certificate is not trusted"), "tls_untrusted", False),
         (RemoteAmbiguousError("ambiguous", status=200), None, False),
         (ConnectionError("reset"), None, False),

@@ -23,6 +23,7 @@ from passerelle.errors import (
     IdentityError,
     RemoteAmbiguousError,
     RemoteCredentialError,
+    RemoteEndpointError,
     RemoteRejectedError,
     RemoteTransientError,
 )
@@ -183,7 +184,7 @@ async def test_test_ins_is_never_sent_to_production() -> None:
         (httpx.Response(422, content=b"nope"), RemoteRejectedError, "remote_rejected"),
         (httpx.Response(403), RemoteCredentialError, "remote_credentials"),
         (httpx.Response(401), RemoteCredentialError, "remote_credentials"),
-        (httpx.Response(302, headers={"Location": "http://elsewhere.test/"}), RemoteTransientError, "remote_transient"),
+        (httpx.Response(302, headers={"Location": "http://elsewhere.test/"}), RemoteEndpointError, "remote_endpoint"),
         (httpx.Response(408), RemoteTransientError, "remote_transient"),
         (httpx.Response(425), RemoteTransientError, "remote_transient"),
         (httpx.Response(429), RemoteTransientError, "remote_transient"),

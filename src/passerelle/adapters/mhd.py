@@ -409,7 +409,7 @@ class MhdSpace:
         status = answer.status
         if 300 <= status < 400:
             log.error("space: redirect (HTTP %d) not followed; check space.url", status)
-            return RemoteTransientError(f"redirect (HTTP {status}) not followed", status=status)
+            return RemoteEndpointError(f"redirect (HTTP {status}) not followed", status=status)
         if status in TRANSIENT_STATUSES or status >= 500:
             return RemoteTransientError(
                 f"patient space unavailable (HTTP {status})",

@@ -137,8 +137,6 @@ def configuration_error(exc: BaseException | None) -> str | None:
         return "tls_untrusted"
     if isinstance(exc, RemoteEndpointError):
         return "endpoint"
-    if isinstance(exc, RemoteTransientError) and 300 <= exc.status < 400:
-        return "endpoint"
     if isinstance(exc, RemoteTransientError | RemoteRejectedError) and exc.status == 404:
         return "endpoint" if not getattr(exc, "remote_code", "") else None
     return None

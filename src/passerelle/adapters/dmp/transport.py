@@ -22,7 +22,7 @@ import httpx
 from passerelle.adapters.dmp.envelope import MalformedAnswerError, SoapAnswer, parse_answer
 from passerelle.adapters.dmp.errors import fault_error
 from passerelle.adapters.http import Fetched, fetch, retry_after
-from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteTransientError
+from passerelle.errors import RemoteAmbiguousError, RemoteCredentialError, RemoteEndpointError, RemoteTransientError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ async def exchange(
     status = fetched.status
     if 300 <= status < 400:
         log.error("dmp: %s redirect (HTTP %d) not followed; check space.url", call.transaction, status)
-        raise RemoteTransientError(f"{call.transaction}: redirect not followed (HTTP {status})", status=status)
+        raise RemoteEndpointError(f"{call.transaction}: redirect not followed (HTTP {status})", status=status)
     if fetched.media_type not in SOAP_MEDIA_TYPES:
         raise _not_soap(call, fetched, now)
     try:
