@@ -65,10 +65,16 @@ async def test_a_forwarded_for_header_does_not_choose_the_recorded_address(tmp_p
     default) cannot make a refusal land under another address, nor dodge the per-address throttle."""
     async with running_gateway(tmp_path / "gw", "http://127.0.0.1:9/fhir", clock=still) as (gw, base):
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            for n in range(3):
-                spoofed = {"X-Forwarded-For": f"10.9.9.{n}", "X-Real-IP": f"10.9.9.{n}"}
-                assert (await client.get("/v1/messages", headers=spoofed)).status_code == 401
+            statuses = []
+            for n in range(6):  # the throttle's default: 5 failures per address, then 429
+                spoofed = {
+                    "X-Forwarded-For": f"10.9.9.{n}",
+                    "X-Real-IP": f"10.9.9.{n}",
+                    "Authorization": f"Bearer x{n}",
+                }
+                statuses.append((await client.get("/v1/messages", headers=spoofed)).status_code)
         journal_path = gw.settings.journal_path
+    assert statuses == [401] * 5 + [429]
     records = await trail(journal_path, "access-refused")
     assert {r.actor for r in records} == {"http:127.0.0.1"}, [r.actor for r in records]
 
